@@ -1,0 +1,192 @@
+"""What a network costs: parameters, MACs, CPU latency; and what machine measured it.
+
+Latency and parameters depend only on the architecture, so they are measured before
+training. Timings: ``torch.inference_mode``, eval mode, warm-up, then the median and
+interquartile range of many single-call timings, with the thread count recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+log = logging.getLogger(__name__)
+
+# measure(): timing settings for a full measurement and for a quick one (tests, smoke runs)
+TIMING: dict[str, dict] = {
+    "full": {"warmup": 10, "repeats": 50, "min_seconds": 0.5},
+    "quick": {"warmup": 2, "repeats": 5, "min_seconds": 0.0},
+}
+
+# library_versions(): distribution names as pip knows them (composer is "mosaicml")
+LIBRARIES = ("torch", "torchvision", "mosaicml", "optuna", "ray", "onnx", "onnxruntime", "numpy", "pillow")
+
+
+@dataclass
+class LatencyResult:
+    median_ms: float
+    iqr_ms: float  # q3 - q1
+    q1_ms: float
+    q3_ms: float
+    runs: int
+    batch_size: int
+    threads: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Measurement:
+    params: int
+    macs: int  # per image
+    latency_ms: float  # median, one image
+    latency_iqr_ms: float
+    batch_latency_ms: float  # median, one batch of batch_size images
+    batch_latency_iqr_ms: float
+    batch_size: int
+    threads: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters (BatchNorm running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one forward pass of one image ``input_shape`` = (C, H, W).
+
+    Counted by torch's FlopCounterMode (FLOPs / 2) for convolutions (grouped and depthwise
+    included), matrix products and attention -- also those called functionally, such as
+    BlurPool's blur filter. Bias additions, activations, pooling and norms are not counted.
+    """
+    param = next(model.parameters(), None)
+    x = torch.zeros((1, *input_shape), device=param.device if param is not None else "cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 1,
+                    threads: int = 1, warmup: int = 10, repeats: int = 50,
+                    min_seconds: float = 0.5) -> LatencyResult:
+    """Time ``model`` on a CPU batch of ``batch_size`` images of ``input_shape``.
+
+    Runs ``warmup`` untimed calls, then timed calls until there are at least ``repeats`` and
+    at least ``min_seconds`` have passed. torch uses ``threads`` threads meanwhile; the
+    previous thread count and the model's training mode are restored afterwards.
+    """
+    rules = [
+        (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
+        (threads >= 1, f"threads must be >= 1, got {threads}"),
+        (warmup >= 0, f"warmup must be >= 0, got {warmup}"),
+        (repeats >= 2, f"repeats must be >= 2 (quartiles need two timings), got {repeats}"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ValueError(message)
+    devices = {p.device.type for p in model.parameters()}
+    if devices - {"cpu"}:
+        raise ValueError(f"measure_latency times CPU inference; the model has parameters on "
+                         f"{sorted(devices)}")
+    x = torch.rand((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
+    previous_threads, was_training = torch.get_num_threads(), model.training
+    torch.set_num_threads(threads)
+    model.eval()
+    timings_ms: list[float] = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            start = time.perf_counter()
+            while len(timings_ms) < repeats or time.perf_counter() - start < min_seconds:
+                t0 = time.perf_counter()
+                model(x)
+                timings_ms.append((time.perf_counter() - t0) * 1000)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.train(was_training)
+    q1, median, q3 = statistics.quantiles(timings_ms, n=4, method="inclusive")
+    return LatencyResult(median_ms=median, iqr_ms=q3 - q1, q1_ms=q1, q3_ms=q3, runs=len(timings_ms),
+                         batch_size=batch_size, threads=threads)
+
+
+def measure(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 1, batch_size: int = 50,
+            quick: bool = False) -> Measurement:
+    """Parameters, MACs, single-image latency and batch latency (``batch_size``, 50 as in
+    the paper) of ``model`` on the CPU. ``quick``: far fewer timed runs (tests)."""
+    timing = TIMING["quick" if quick else "full"]
+    single = measure_latency(model, input_shape, batch_size=1, threads=threads, **timing)
+    batch = measure_latency(model, input_shape, batch_size=batch_size, threads=threads, **timing)
+    result = Measurement(
+        params=count_params(model),
+        macs=count_macs(model, input_shape),
+        latency_ms=single.median_ms,
+        latency_iqr_ms=single.iqr_ms,
+        batch_latency_ms=batch.median_ms,
+        batch_latency_iqr_ms=batch.iqr_ms,
+        batch_size=batch_size,
+        threads=threads,
+    )
+    log.debug("measured %s", result)
+    return result
+
+
+def _cpuinfo() -> list[dict[str, str]]:
+    """/proc/cpuinfo as one dict per logical CPU; empty where there is no such file."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [
+        {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in block.splitlines())}
+        for block in text.strip().split("\n\n")
+    ]
+
+
+def machine_fingerprint() -> dict:
+    """The machine a measurement was taken on: CPU, cores, OS, Python, torch and its threads."""
+    cpus = _cpuinfo()
+    cores = {(c["physical id"], c["core id"]) for c in cpus if "physical id" in c and "core id" in c}
+    model = next((c["model name"] for c in cpus if "model name" in c), None)
+    return {
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": len(cores) or None,
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape results; missing ones are left out."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -1,0 +1,519 @@
+"""Training with composer's Trainer and algorithms, from a :class:`TrainRecipe`; evaluation metrics.
+
+The only module that imports composer. composer's import costs several seconds, so it
+is imported inside the functions that need it: importing this module stays cheap.
+
+Recipe names map to code through registries:
+
+- ``SURGERY``: model-surgery enhancements (``blurpool``, ``squeeze_excite``), applied by
+  :func:`prepare_model` with ``composer.functional`` -- the same calls composer's
+  ``BlurPool`` / ``SqueezeExcite`` algorithms make at ``Event.INIT``. Doing it outside the
+  Trainer gives one code path for training and for rebuilding a trained network from
+  spec + recipe + state dict (export).
+- ``ALGORITHMS``: training-time composer algorithms (``swa``, ``label_smoothing``,
+  ``mixup``, ``cutout``), one factory per name taking the recipe.
+- ``AUGMENTATION_FUNCTIONS``: the paper's baseline augmentations as per-sample random,
+  vectorised transforms of float batches, applied to training batches only.
+
+:func:`train` never changes torch's thread count; the caller decides (a Ray worker
+sets one thread, the CLI leaves torch's default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------
+# Augmentations: (batch [N, C, H, W] float in [0, 1], generator) -> batch of the same shape.
+# Each sample is transformed with probability AUGMENT_PROBABILITY and its own random
+# parameters. Parameter ranges follow common defaults (Albumentations / torchvision).
+
+AUGMENT_PROBABILITY = 0.5
+ROTATE_DEGREES = 30.0
+SSR_SHIFT, SSR_SCALE, SSR_DEGREES = 0.0625, 0.1, 45.0  # shift_scale_rotate limits
+CROP_PAD_FRACTION = 0.125  # random_crop: pad by this fraction of the side, crop back
+BLUR_KERNEL, BLUR_SIGMA = 5, (0.1, 2.0)
+BRIGHTNESS, CONTRAST = 0.2, 0.2
+
+
+def _chosen(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Per-sample bool mask [N, 1, 1, 1]: which samples this augmentation transforms."""
+    return (torch.rand(x.shape[0], generator=g) < AUGMENT_PROBABILITY).view(-1, 1, 1, 1)
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=g)
+
+
+def _affine(x: torch.Tensor, g: torch.Generator, degrees: torch.Tensor, scale: torch.Tensor,
+            shift: torch.Tensor, padding_mode: str) -> torch.Tensor:
+    """Rotate (degrees [N]), zoom (scale [N]) and shift (shift [N, 2], fraction of the side)
+    each chosen sample; bilinear sampling, so values stay in [0, 1]."""
+    a = torch.deg2rad(degrees)
+    cos, sin = torch.cos(a) / scale, torch.sin(a) / scale
+    theta = torch.stack([
+        torch.stack([cos, -sin, 2 * shift[:, 0]], dim=1),
+        torch.stack([sin, cos, 2 * shift[:, 1]], dim=1),
+    ], dim=1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    moved = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    return torch.where(_chosen(x, g), moved.clamp(0, 1), x)
+
+
+def hflip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return torch.where(_chosen(x, g), x.flip(-1), x)
+
+
+def vflip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return torch.where(_chosen(x, g), x.flip(-2), x)
+
+
+def rotate(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    return _affine(x, g, _uniform(n, -ROTATE_DEGREES, ROTATE_DEGREES, g), torch.ones(n),
+                   torch.zeros(n, 2), "reflection")
+
+
+def shift_scale_rotate(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    return _affine(x, g, _uniform(n, -SSR_DEGREES, SSR_DEGREES, g),
+                   _uniform(n, 1 - SSR_SCALE, 1 + SSR_SCALE, g),
+                   _uniform(2 * n, -SSR_SHIFT, SSR_SHIFT, g).view(n, 2), "reflection")
+
+
+def random_crop(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Zero-pad by CROP_PAD_FRACTION of the side and crop back at a random whole-pixel offset."""
+    n, side = x.shape[0], x.shape[-1]
+    pad = max(1, round(side * CROP_PAD_FRACTION))
+    pixels = torch.randint(-pad, pad + 1, (n, 2), generator=g)
+    return _affine(x, g, torch.zeros(n), torch.ones(n), pixels / side, "zeros")
+
+
+def gaussian_blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Separable Gaussian blur, one sigma per sample, reflected borders."""
+    n, c, h, w = x.shape
+    sigma = _uniform(n, *BLUR_SIGMA, g).view(n, 1)
+    t = torch.arange(BLUR_KERNEL, dtype=x.dtype) - BLUR_KERNEL // 2
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # [N*C, K]
+    r = BLUR_KERNEL // 2
+    y = F.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, kernel.view(n * c, 1, 1, BLUR_KERNEL), groups=n * c)
+    y = F.conv2d(y, kernel.view(n * c, 1, BLUR_KERNEL, 1), groups=n * c)
+    return torch.where(_chosen(x, g), y.view(n, c, h, w).clamp(0, 1), x)
+
+
+def brightness_contrast(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Contrast around each image's mean, then a brightness offset; clipped to [0, 1]."""
+    n = x.shape[0]
+    contrast = _uniform(n, 1 - CONTRAST, 1 + CONTRAST, g).view(n, 1, 1, 1)
+    brightness = _uniform(n, -BRIGHTNESS, BRIGHTNESS, g).view(n, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    changed = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
+    return torch.where(_chosen(x, g), changed, x)
+
+
+AUGMENTATION_FUNCTIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "hflip": hflip,
+    "vflip": vflip,
+    "rotate": rotate,
+    "gaussian_blur": gaussian_blur,
+    "shift_scale_rotate": shift_scale_rotate,
+    "random_crop": random_crop,
+    "brightness_contrast": brightness_contrast,
+}
+AUGMENTATIONS: tuple[str, ...] = tuple(AUGMENTATION_FUNCTIONS)
+
+# ---------------------------------------------------------------------------
+# Enhancements
+
+
+def _blurpool(model: nn.Module) -> None:
+    from composer.functional import apply_blurpool
+
+    apply_blurpool(model)  # composer's BlurPool defaults: strided convs (>= 16 in-channels), max-pools
+
+
+def _squeeze_excite(model: nn.Module) -> None:
+    from composer.functional import apply_squeeze_excite
+
+    apply_squeeze_excite(model)  # composer's SqueezeExcite defaults: convs with in and out >= 128
+
+
+SURGERY: dict[str, Callable[[nn.Module], None]] = {
+    "blurpool": _blurpool,
+    "squeeze_excite": _squeeze_excite,
+}
+
+
+def _not_about_swa_batchnorm(record: logging.LogRecord) -> bool:
+    """Drop composer's warning that the swapped-in SWA weights keep stale BatchNorm
+    statistics: :func:`train` recomputes them."""
+    return "batch norm statistics" not in record.getMessage()
+
+
+def _swa(recipe: TrainRecipe) -> Any:
+    """Average the epoch-end weights from epoch max(1, floor(0.7 * epochs)) to the last one.
+
+    The averaged weights replace the model's at the end of the last epoch, and :func:`train`
+    then recomputes the BatchNorm statistics for them. (composer's alternative, swapping
+    earlier and training on, leaves a model that is no longer the average.) Needs
+    epochs >= 2, which :class:`TrainRecipe` enforces.
+    """
+    from composer.algorithms import SWA
+
+    start = max(1, math.floor(0.7 * recipe.epochs))
+    logging.getLogger("composer.algorithms.swa.swa").addFilter(_not_about_swa_batchnorm)
+    with warnings.catch_warnings():  # a note about resuming multi-GPU checkpoints; neither applies
+        warnings.filterwarnings("ignore", message="SWA has known issues")
+        return SWA(swa_start=f"{start}ep", swa_end=f"{recipe.epochs}ep", update_interval="1ep")
+
+
+def _label_smoothing(recipe: TrainRecipe) -> Any:
+    from composer.algorithms import LabelSmoothing
+
+    return LabelSmoothing(smoothing=recipe.label_smoothing)
+
+
+def _mixup(recipe: TrainRecipe) -> Any:
+    from composer.algorithms import MixUp
+
+    return MixUp(alpha=recipe.mixup_alpha)
+
+
+def _cutout(recipe: TrainRecipe) -> Any:
+    from composer.algorithms import CutOut
+
+    return CutOut(length=recipe.cutout_length)
+
+
+ALGORITHMS: dict[str, Callable[[TrainRecipe], Any]] = {
+    "swa": _swa,
+    "label_smoothing": _label_smoothing,
+    "mixup": _mixup,
+    "cutout": _cutout,
+}
+ENHANCEMENTS: tuple[str, ...] = (*SURGERY, *ALGORITHMS)
+
+OPTIMIZERS: dict[str, Callable[[Any, TrainRecipe], torch.optim.Optimizer]] = {
+    "adam": lambda params, r: torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay),
+    "sgd": lambda params, r: torch.optim.SGD(params, lr=r.lr, momentum=0.9, weight_decay=r.weight_decay),
+}
+
+# ---------------------------------------------------------------------------
+# Recipe and results
+
+
+def _check_names(field: str, names: tuple[str, ...], known: Sequence[str]) -> None:
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown {field} {name!r}; known: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{field} must not repeat a name, got {list(names)}")
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How to train one candidate. JSON round trip via :meth:`to_dict` / :meth:`from_dict`."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    image_size: int = 32
+    channels: int = 3
+    enhancements: tuple[str, ...] = ()
+    augmentations: tuple[str, ...] = ()
+    label_smoothing: float = 0.1  # alpha, used when "label_smoothing" is enabled
+    mixup_alpha: float = 0.2
+    cutout_length: float = 0.25  # side of the cut square as a fraction of the image side
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "enhancements", tuple(self.enhancements))
+        object.__setattr__(self, "augmentations", tuple(self.augmentations))
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        _check_names("enhancement", self.enhancements, ENHANCEMENTS)
+        _check_names("augmentation", self.augmentations, AUGMENTATIONS)
+        rules = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.image_size >= 1, f"image_size must be >= 1, got {self.image_size}"),
+            (self.channels in (1, 3), f"channels must be 1 or 3, got {self.channels}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.mixup_alpha > 0, f"mixup_alpha must be > 0, got {self.mixup_alpha}"),
+            (0 < self.cutout_length < 1, f"cutout_length must be in (0, 1), got {self.cutout_length}"),
+            ("swa" not in self.enhancements or self.epochs >= 2,
+             f"swa averages epoch-end weights and needs epochs >= 2, got {self.epochs}"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["enhancements"] = list(self.enhancements)
+        d["augmentations"] = list(self.augmentations)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainRecipe:
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown recipe field(s) {unknown}; known: {', '.join(known)}")
+        return cls(**d)
+
+
+@dataclass
+class EvalResult:
+    accuracy: float  # fraction 0..1
+    macro_f1: float
+    per_class_recall: dict[str, float]
+    confusion: list[list[int]]  # rows = true class, columns = predicted class
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # trained (SWA-averaged with swa), eval mode, on CPU
+    val_accuracy: list[float]  # one per epoch run
+    epochs_run: int
+    stopped_early: bool  # True when on_epoch asked to stop
+    train_seconds: float  # wall time of the whole train() call
+    images_per_second: float  # training images / training time (excluding per-epoch validation)
+
+
+# ---------------------------------------------------------------------------
+# Training
+
+
+def default_device() -> str:
+    """"cuda" when torch sees a GPU, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+_COMPOSER_DEVICES = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu"}
+
+
+def prepare_model(model: nn.Module, recipe: TrainRecipe) -> nn.Module:
+    """Apply the recipe's model surgery (blurpool, squeeze_excite) in place and return the model.
+
+    A network rebuilt as ``prepare_model(build_model(spec, ...), recipe)`` takes the trained
+    state dict. Applying it again changes nothing (composer marks the layers it replaced).
+    """
+    for name in recipe.enhancements:
+        if name in SURGERY:
+            SURGERY[name](model)
+    return model
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None,
+             augmentations: tuple[str, ...] = ()) -> DataLoader:
+    """Batches of (float images in [0, 1], labels): shuffled with ``generator`` (in order
+    without), converted from uint8 and augmented one batch at a time."""
+    sampler = RandomSampler(x, generator=generator) if generator is not None else SequentialSampler(x)
+    functions = [AUGMENTATION_FUNCTIONS[name] for name in augmentations]
+
+    def to_float(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        images = images.float().div_(255)
+        for fn in functions:
+            images = fn(images, generator)
+        return images, labels
+
+    # The dataset is indexed with a whole batch of indices at once (batch_size=None). A lone
+    # last image is dropped: BatchNorm in training mode fails on one value per channel.
+    batches = BatchSampler(sampler, batch_size, drop_last=len(x) % batch_size == 1)
+    return DataLoader(TensorDataset(x, y), sampler=batches, batch_size=None, collate_fn=to_float,
+                      num_workers=0)
+
+
+def _check_data(data: Any, recipe: TrainRecipe) -> None:
+    expected = (recipe.channels, recipe.image_size, recipe.image_size)
+    for split in ("train", "val"):
+        x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+        if x.dtype != torch.uint8 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"{split}_x must be uint8 [N, {expected[0]}, {expected[1]}, {expected[2]}] "
+                             f"for this recipe, got {x.dtype} {list(x.shape)}")
+        if len(y) != len(x) or len(x) == 0:
+            raise ValueError(f"{split}_x and {split}_y must be non-empty and of equal length, "
+                             f"got {len(x)} and {len(y)}")
+
+
+@dataclass
+class _EpochEnd:
+    """Runs at composer's EPOCH_END, after the algorithms: fixes SWA's BatchNorm statistics
+    once the averaged weights are in, measures validation accuracy, asks ``on_epoch``."""
+
+    model: nn.Module
+    data: Any
+    bn_batches: DataLoader
+    swa: Any
+    on_epoch: Callable[[int, float], bool | None] | None
+    val_accuracy: list[float] = dataclasses.field(default_factory=list)
+    stopped_early: bool = False
+    eval_seconds: float = 0.0
+
+    def __call__(self, state: Any) -> None:
+        start = time.perf_counter()
+        if self.swa is not None and self.swa.swa_completed:
+            device = next(self.model.parameters()).device
+            torch.optim.swa_utils.update_bn(self.bn_batches, self.model, device=device)
+        accuracy = evaluate(self.model, self.data.val_x, self.data.val_y, self.data.class_names).accuracy
+        self.eval_seconds += time.perf_counter() - start
+        self.val_accuracy.append(accuracy)
+        log.debug("epoch %d: val accuracy %.4f", len(self.val_accuracy), accuracy)
+        if self.on_epoch is not None and self.on_epoch(len(self.val_accuracy), accuracy):
+            self.stopped_early = True
+            state.stop_training()
+
+
+def _callback(fn: Callable[[Any], None]) -> Any:
+    from composer import Callback
+
+    class EpochEndCallback(Callback):
+        def epoch_end(self, state: Any, logger: Any) -> None:
+            fn(state)
+
+    return EpochEndCallback()
+
+
+def train(model: nn.Module, data: Any, recipe: TrainRecipe,
+          on_epoch: Callable[[int, float], bool | None] | None = None, device: str | None = None,
+          callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train ``model`` (in place, after :func:`prepare_model`) on ``data`` with composer's Trainer.
+
+    ``data`` needs ``train_x``/``val_x`` (uint8 ``[N, C, H, W]`` matching the recipe's
+    channels and image size), ``train_y``/``val_y`` (int64 ``[N]``) and ``class_names``.
+    Inputs are the images / 255. After every epoch the validation accuracy is measured and
+    ``on_epoch(epoch, val_accuracy)`` (epoch counted from 1) is called; returning True stops
+    training (SWA then does not average). ``device``: "cpu", "cuda"/"gpu", None = the GPU
+    when there is one. ``callbacks``: extra composer callbacks (diagnostics, tests).
+    composer seeds the global Python/numpy/torch generators with ``recipe.seed`` (MixUp
+    and CutOut draw from them); shuffling and augmentations use their own generator.
+    Nothing is written to disk; torch's thread count is left to the caller.
+    """
+    from composer import Trainer
+    from composer.models import ComposerClassifier
+    from torchmetrics import MetricCollection
+
+    device = device or default_device()
+    if device not in _COMPOSER_DEVICES:
+        raise ValueError(f"unknown device {device!r}; known: {', '.join(_COMPOSER_DEVICES)}")
+    _check_data(data, recipe)
+    start = time.perf_counter()
+
+    model = prepare_model(model, recipe)
+    algorithms = {name: ALGORITHMS[name](recipe) for name in recipe.enhancements if name in ALGORITHMS}
+    train_batches = _batches(data.train_x, data.train_y, recipe.batch_size,
+                             torch.Generator().manual_seed(recipe.seed), recipe.augmentations)
+    bn_batches = _batches(data.train_x, data.train_y, 256, None)
+    epoch_end = _EpochEnd(model, data, bn_batches, algorithms.get("swa"), on_epoch)
+    # Empty metric collections: no per-batch torchmetrics work during training. torch's
+    # cross-entropy takes class indices and the class probabilities LabelSmoothing/MixUp make.
+    composer_model = ComposerClassifier(model, train_metrics=MetricCollection([]),
+                                        val_metrics=MetricCollection([]), loss_fn=F.cross_entropy)
+    trainer = Trainer(
+        model=composer_model,
+        train_dataloader=train_batches,
+        max_duration=f"{recipe.epochs}ep",
+        device_train_microbatch_size=recipe.batch_size,  # the loader has no batch_size attribute
+        optimizers=OPTIMIZERS[recipe.optimizer](model.parameters(), recipe),
+        algorithms=list(algorithms.values()),
+        callbacks=[_callback(epoch_end), *callbacks],
+        device=_COMPOSER_DEVICES[device],
+        seed=recipe.seed,
+        loggers=[],
+        progress_bar=False,
+        log_to_console=False,
+        save_folder=None,
+    )
+    fit_start = time.perf_counter()
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    fit_seconds = time.perf_counter() - fit_start
+    images = int(trainer.state.timestamp.sample)
+
+    model = model.cpu().eval()
+    train_seconds = time.perf_counter() - start
+    log.info("trained %d epochs in %.1f s (%d images, fit %.1f s)", len(epoch_end.val_accuracy),
+             train_seconds, images, fit_seconds)
+    return TrainResult(
+        model=model,
+        val_accuracy=epoch_end.val_accuracy,
+        epochs_run=len(epoch_end.val_accuracy),
+        stopped_early=epoch_end.stopped_early,
+        train_seconds=train_seconds,
+        images_per_second=images / max(fit_seconds - epoch_end.eval_seconds, 1e-9),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names: list[str],
+             batch_size: int = 256) -> EvalResult:
+    """Accuracy, macro-F1, per-class recall and the confusion matrix of ``model`` on uint8
+    images ``x`` (scaled by 1/255) with labels ``y``.
+
+    F1 per class is 2 TP / (2 TP + FP + FN); macro-F1 is its mean over all classes. A class
+    with no images and no predictions has F1 0 and recall 0 (sklearn's zero_division=0).
+    The model runs in eval mode on its own device; its training mode is restored after.
+    """
+    k = len(class_names)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    predictions = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            batch = x[i:i + batch_size].to(device).float().div_(255)
+            predictions.append(model(batch).argmax(dim=1).cpu())
+    model.train(was_training)
+    predicted = torch.cat(predictions)
+    confusion = torch.bincount(y.long() * k + predicted, minlength=k * k).view(k, k)
+    tp = confusion.diag().double()
+    support = confusion.sum(dim=1).double()
+    predicted_count = confusion.sum(dim=0).double()
+    recall = torch.where(support > 0, tp / support.clamp(min=1), 0.0)
+    f1_denominator = support + predicted_count  # 2 TP + FN + FP
+    f1 = torch.where(f1_denominator > 0, 2 * tp / f1_denominator.clamp(min=1), 0.0)
+    return EvalResult(
+        accuracy=float(tp.sum() / len(y)),
+        macro_f1=float(f1.mean()),
+        per_class_recall={name: float(r) for name, r in zip(class_names, recall, strict=True)},
+        confusion=confusion.tolist(),
+    )

@@ -1,0 +1,125 @@
+"""One candidate end to end: build, measure, check constraints, train, evaluate, save.
+
+Shared by ``castsearch train`` and the search's Ray trials, so a network trained by
+hand and one trained inside a search are built, timed and judged the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from castmodels import ArchSpec, build_model
+from search.measure import Measurement, library_versions, machine_fingerprint, measure
+from search.train import EvalResult, TrainRecipe, evaluate, prepare_model, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Architecture constraints checked before training (None = no limit)."""
+
+    max_latency_ms: float | None = None
+    max_params: int | None = None
+
+    def violations(self, m: Measurement) -> list[float]:
+        """One number per set limit: > 0 means broken by that much, <= 0 means met."""
+        out = []
+        if self.max_latency_ms is not None:
+            out.append(m.latency_ms - self.max_latency_ms)
+        if self.max_params is not None:
+            out.append(float(m.params - self.max_params))
+        return out
+
+
+@dataclass
+class TrialOutcome:
+    """What one candidate produced. ``evaluation`` is None when it was not trained."""
+
+    measurement: Measurement
+    violations: list[float]
+    evaluation: EvalResult | None = None
+    val_accuracy: list[float] = field(default_factory=list)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    images_per_second: float = 0.0
+    weights_path: str | None = None
+
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0 for v in self.violations)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["evaluation"] = self.evaluation.to_dict() if self.evaluation else None
+        d["measurement"] = self.measurement.to_dict()
+        return d
+
+
+def input_shape(recipe: TrainRecipe) -> tuple[int, int, int]:
+    return (recipe.channels, recipe.image_size, recipe.image_size)
+
+
+def build_candidate(arch: ArchSpec, recipe: TrainRecipe, num_classes: int) -> torch.nn.Module:
+    """The network exactly as it is trained and shipped: spec + the recipe's model surgery."""
+    model = build_model(arch, recipe.channels, num_classes, image_size=recipe.image_size)
+    return prepare_model(model, recipe)
+
+
+def run_candidate(
+    arch: ArchSpec,
+    recipe: TrainRecipe,
+    data,
+    out_dir: str | Path | None = None,
+    limits: Limits = Limits(),
+    on_epoch: Callable[[int, float], bool | None] | None = None,
+    quick_measure: bool = False,
+) -> TrialOutcome:
+    """Build and measure ``arch``; if it meets ``limits`` train it, evaluate on the test split
+    and (with ``out_dir``) save weights, spec, recipe and metrics there."""
+    torch.manual_seed(recipe.seed)
+    model = build_candidate(arch, recipe, data.num_classes)
+    m = measure(model, input_shape(recipe), threads=1, quick=quick_measure)
+    outcome = TrialOutcome(measurement=m, violations=limits.violations(m))
+    if not outcome.feasible:
+        log.info("not training %s: breaks a limit (%s)", arch.name or arch.code(), outcome.violations)
+        return outcome
+    result = train(model, data, recipe, on_epoch=on_epoch)
+    outcome.evaluation = evaluate(result.model, data.test_x, data.test_y, data.class_names)
+    outcome.val_accuracy = list(result.val_accuracy)
+    outcome.epochs_run = result.epochs_run
+    outcome.stopped_early = result.stopped_early
+    outcome.train_seconds = result.train_seconds
+    outcome.images_per_second = result.images_per_second
+    if out_dir is not None:
+        outcome.weights_path = str(save_artifacts(Path(out_dir), arch, recipe, data, result.model, outcome))
+    return outcome
+
+
+def save_artifacts(out: Path, arch: ArchSpec, recipe: TrainRecipe, data, model, outcome: TrialOutcome) -> Path:
+    """Write model.pt (state dict), spec.json, recipe.json and metrics.json; return the weights path."""
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / "model.pt"
+    tmp = weights.with_suffix(".pt.tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(weights)
+    (out / "spec.json").write_text(json.dumps(arch.to_dict(), indent=2) + "\n")
+    (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+    metrics = {
+        **outcome.to_dict(),
+        "weights_path": str(weights),
+        "data": data.identity,
+        "machine": machine_fingerprint(),
+        "versions": library_versions(),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return weights

@@ -1,0 +1,97 @@
+"""search.measure: parameter and MAC counts, latency statistics, machine description."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from search.measure import (
+    count_macs,
+    count_params,
+    library_versions,
+    machine_fingerprint,
+    measure,
+    measure_latency,
+)
+
+
+def _net() -> nn.Sequential:
+    """3x3 conv, depthwise + pointwise, BatchNorm, pooling, linear on 3x8x8 input."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),  # 8x8 out
+        nn.ReLU(),
+        nn.BatchNorm2d(16),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16),  # depthwise, 8x8
+        nn.Conv2d(16, 32, 1),  # pointwise, 8x8
+        nn.MaxPool2d(2),  # 4x4
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 10),
+    )
+
+
+def test_count_params_counts_trainable_parameters_only():
+    model = _net()
+    expected = (3 * 9 * 16 + 16) + (16 + 16) + (16 * 9 + 16) + (16 * 32 + 32) + (512 * 10 + 10)
+    assert count_params(model) == expected
+    model[0].weight.requires_grad_(False)
+    assert count_params(model) == expected - 3 * 9 * 16
+
+
+def test_count_macs_matches_hand_count():
+    conv3x3 = 8 * 8 * 16 * (3 * 9)
+    depthwise = 8 * 8 * 16 * 9
+    pointwise = 8 * 8 * 32 * 16
+    linear = 512 * 10
+    assert count_macs(_net(), (3, 8, 8)) == conv3x3 + depthwise + pointwise + linear
+    assert count_macs(nn.Conv2d(4, 6, 3, stride=2), (4, 9, 9)) == 4 * 4 * 6 * 4 * 9  # 4x4 out
+
+
+def test_count_macs_leaves_training_mode_alone():
+    model = _net().train()
+    count_macs(model, (3, 8, 8))
+    assert model.training
+
+
+def test_measure_latency_statistics_and_thread_restore():
+    model = _net().train()
+    before = torch.get_num_threads()
+    result = measure_latency(model, (3, 8, 8), batch_size=4, threads=1, warmup=1, repeats=7, min_seconds=0)
+    assert result.runs >= 7 and result.batch_size == 4 and result.threads == 1
+    assert 0 < result.q1_ms <= result.median_ms <= result.q3_ms
+    assert result.iqr_ms == pytest.approx(result.q3_ms - result.q1_ms)
+    assert torch.get_num_threads() == before and model.training
+    assert json.loads(json.dumps(result.to_dict()))["runs"] == result.runs
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"threads": 0}, "threads must be >= 1, got 0"),
+    ({"repeats": 1}, "repeats must be >= 2"),
+    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+])
+def test_measure_latency_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        measure_latency(_net(), (3, 8, 8), **kwargs)
+
+
+def test_measure_collects_everything():
+    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, quick=True)
+    assert m.params == count_params(_net()) and m.macs == count_macs(_net(), (3, 8, 8))
+    assert m.latency_ms > 0 and m.batch_latency_ms > 0 and m.latency_iqr_ms >= 0
+    assert m.batch_size == 5 and m.threads == 1
+    assert set(m.to_dict()) == {"params", "macs", "latency_ms", "latency_iqr_ms", "batch_latency_ms",
+                                "batch_latency_iqr_ms", "batch_size", "threads"}
+
+
+def test_machine_fingerprint_and_versions(monkeypatch):
+    fp = machine_fingerprint()
+    assert {"cpu_model", "logical_cores", "physical_cores", "platform", "python", "torch",
+            "torch_threads"} <= set(fp)
+    assert fp["cpu_model"] and fp["logical_cores"] >= 1 and fp["torch"] == torch.__version__
+    json.dumps(fp)
+    versions = library_versions()
+    assert torch.__version__.startswith(versions["torch"]) and "mosaicml" in versions
+    monkeypatch.setattr("search.measure.LIBRARIES", ("torch", "surely-not-an-installed-library"))
+    assert set(library_versions()) == {"torch"}
