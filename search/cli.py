@@ -1,0 +1,312 @@
+"""The ``castsearch`` command line. ``main(argv) -> int``; libraries log, this module prints.
+
+Heavy imports (torch, composer, ray) happen inside the subcommands, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("castsearch")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _csv(text: str | None) -> tuple[str, ...]:
+    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
+
+
+def _resolve_arch(text: str):
+    """A preset name, a JSON file holding a spec (or a spec.json/metrics.json with one), or a layer code."""
+    from castmodels import PRESETS, ArchSpec
+
+    if text in PRESETS:
+        return PRESETS[text]
+    path = Path(text)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise CLIError(f"{text}: no such spec file")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CLIError(f"{text}: not a JSON spec file ({e})") from None
+        try:
+            return ArchSpec.from_dict(data.get("arch", data) if isinstance(data, dict) else data)
+        except (ValueError, TypeError) as e:
+            raise CLIError(f"{text}: {e}") from None
+    if text[:1] in ("C", "D") and " " in text.strip():
+        return ArchSpec.from_code(text)
+    raise CLIError(f"unknown preset {text!r}; known presets: {', '.join(PRESETS)} "
+                   "(or give a spec .json file or a layer code like 'C16 P D32 A')")
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from castmodels import PRESETS, build_model
+    from search.measure import count_macs, count_params
+
+    rows = []
+    for name, spec in PRESETS.items():
+        model = build_model(spec, 3, 10)
+        rows.append({"name": name, "params": count_params(model), "macs": count_macs(model, (3, 32, 32)),
+                     "summary": spec.summary(), "code": spec.code()})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'preset':<17} {'params':>9} {'MACs@32px':>11}  layers (3 channels, 10 classes)")
+    for r in rows:
+        print(f"{r['name']:<17} {_fmt_int(r['params']):>9} {_fmt_int(r['macs']):>11}  {r['code']}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from search.data import DataConfig, load_dataset
+    from search.train import TrainRecipe
+    from search.trial import run_candidate
+
+    arch = _resolve_arch(args.arch)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_dataset(DataConfig(source=args.data, image_size=args.image_size, channels=args.channels))
+    recipe = TrainRecipe(
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        image_size=args.image_size, channels=args.channels, enhancements=_csv(args.enhance),
+        augmentations=_csv(args.augment), seed=args.seed,
+    )
+    TrainRecipe.from_dict(recipe.to_dict())  # validates the names, listing the known ones
+    name = arch.name or "custom"
+    out = Path(args.out) if args.out else Path("studies") / "train" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    log.info("training %s on %s (%d train / %d val / %d test images, %d classes)", name,
+             data.identity["source"], len(data.train_y), len(data.val_y), len(data.test_y), data.num_classes)
+    outcome = run_candidate(arch, recipe, data, out_dir=out)
+    ev, m = outcome.evaluation, outcome.measurement
+    result = {
+        "arch": name, "code": arch.code(), "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
+        "per_class_recall": ev.per_class_recall, "params": m.params, "macs": m.macs,
+        "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
+        "batch_latency_ms": m.batch_latency_ms, "batch_size": m.batch_size, "threads": m.threads,
+        "epochs": outcome.epochs_run, "train_seconds": outcome.train_seconds,
+        "images_per_second": outcome.images_per_second, "out": str(out),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{name}: {arch.code()}")
+    print(f"  test accuracy   {ev.accuracy:.4f}   macro-F1 {ev.macro_f1:.4f}")
+    width = max(len(c) for c in ev.per_class_recall)
+    for cls, rec in ev.per_class_recall.items():
+        print(f"    recall {cls:<{width}}  {rec:.3f}")
+    print(f"  params          {_fmt_int(m.params)}   MACs {_fmt_int(m.macs)}")
+    print(f"  latency         {m.latency_ms:.3f} ms (IQR {m.latency_iqr_ms:.3f}) per image, "
+          f"{m.batch_latency_ms:.2f} ms per batch of {m.batch_size}, {m.threads} thread(s)")
+    print(f"  training        {outcome.epochs_run} epochs, {outcome.train_seconds:.1f} s, "
+          f"{outcome.images_per_second:.0f} images/s")
+    print(f"  written to      {out}")
+    return 0
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _print_progress(p) -> None:
+    budget = f"/{p.run_budget}" if p.run_budget is not None else ""
+    best = f"{p.best_accuracy:.4f}" if p.best_accuracy is not None else "-"
+    left = f" · {_fmt_time(p.time_left_s)} left" if p.time_left_s is not None else ""
+    print(f"  [{p.run_finished}{budget} this run] complete {p.complete} · running {p.running} · "
+          f"pruned {p.pruned} · infeasible {p.infeasible} · failed {p.failed} · best accuracy {best} · "
+          f"front {p.front_size} · {_fmt_time(p.elapsed_s)} elapsed{left}", flush=True)
+
+
+def _study_and_storage(args: argparse.Namespace) -> tuple[str, str]:
+    """--study/--storage, defaulting to the only study database under studies/."""
+    from search.study import STUDIES_DIR, default_storage
+
+    if args.study:
+        return args.study, args.storage or default_storage(args.study)
+    if args.storage:
+        raise CLIError("--storage needs --study NAME too")
+    dbs = sorted(STUDIES_DIR.glob("*.db"))
+    if len(dbs) != 1:
+        found = ", ".join(d.stem for d in dbs) or "none"
+        raise CLIError(f"say which study with --study NAME (study databases in {STUDIES_DIR}/: {found})")
+    return dbs[0].stem, default_storage(dbs[0].stem)
+
+
+def front_rows(study) -> list[dict]:
+    """One dict per front trial, with the quiet-phase latency when the run re-timed it."""
+    from search.study import pareto_front, retimed
+
+    rows = []
+    for t in pareto_front(study):
+        quiet = retimed(study, t) or {}
+        ua = t.user_attrs
+        rows.append({
+            "trial": t.number,
+            "accuracy": t.values[0],
+            "macro_f1": ua.get("macro_f1"),
+            "latency_ms": quiet.get("latency_ms", t.values[1]),
+            "latency_ms_during_search": t.values[1],
+            "latency_retimed": bool(quiet),
+            "batch_latency_ms": quiet.get("batch_latency_ms", ua.get("batch_latency_ms")),
+            "params": int(t.values[2]),
+            "macs": ua.get("macs"),
+            "arch": ua.get("arch_code"),
+            "enhancements": ua.get("enhancements"),
+            "preset": ua.get("preset"),
+            "weights_path": ua.get("weights_path"),
+        })
+    return rows
+
+
+def print_front(rows: list[dict]) -> None:
+    if not rows:
+        print("the front is empty: no feasible trial has completed yet")
+        return
+    print(f"{'trial':>5} {'accuracy':>8} {'macro-F1':>8} {'latency ms':>10} {'params':>9}  architecture  [enhancements]")
+    for r in rows:
+        mark = "" if r["latency_retimed"] else "~"
+        f1 = f"{r['macro_f1']:.4f}" if r["macro_f1"] is not None else "-"
+        name = f"{r['preset']}: " if r["preset"] else ""
+        print(f"{r['trial']:>5} {r['accuracy']:>8.4f} {f1:>8} {mark + format(r['latency_ms'], '.3f'):>10} "
+              f"{_fmt_int(r['params']):>9}  {name}{r['arch']}  [{r['enhancements']}]")
+    if any(not r["latency_retimed"] for r in rows):
+        print("~ latency measured during the search, not yet re-timed in a quiet phase")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from search.data import DataConfig, load_dataset
+    from search.runner import RunOptions, run_search
+    from search.space import load_space
+    from search.study import default_storage
+
+    overrides = {
+        ("data", "source"): args.data, ("study",): args.study, ("budget", "trials"): args.trials,
+        ("budget", "timeout"): args.timeout, ("training", "epochs"): args.epochs, ("sampler", "seed"): args.seed,
+    }
+    space = load_space(args.space, overrides={k: v for k, v in overrides.items() if v is not None})
+    if space.budget.trials is None and space.budget.timeout_s is None:
+        raise CLIError(f"{args.space}: the search needs a budget: budget.trials or budget.timeout (or --trials / --timeout)")
+    storage = args.storage or default_storage(space.study)
+    datasets = {}
+    for size in space.image_sizes:
+        cfg = DataConfig(source=space.data.source, image_size=size, channels=space.data.channels,
+                         test_fraction=space.data.test_fraction, val_fraction=space.data.val_fraction,
+                         split_seed=space.data.split_seed)
+        datasets[size] = load_dataset(cfg, cache_dir=space.data.cache_dir)
+    first = next(iter(datasets.values()))
+    budget = [f"{space.budget.trials} trials"] if space.budget.trials else []
+    budget += [_fmt_time(space.budget.timeout_s)] if space.budget.timeout_s else []
+    print(f"castsearch run: study {space.study!r} in {storage}")
+    print(f"  data {first.identity['source']}: {first.num_classes} classes, {len(first.train_y)} train / "
+          f"{len(first.val_y)} val / {len(first.test_y)} test images; sizes {space.image_sizes}")
+    print(f"  budget {' or '.join(budget)}, {args.workers} worker(s), sampler {space.sampler.name}", flush=True)
+    opts = RunOptions(study_name=space.study, storage=storage, trials=space.budget.trials,
+                      timeout_s=space.budget.timeout_s, workers=args.workers, address=args.address,
+                      artifacts=Path(args.artifacts) if args.artifacts else None)
+    summary = run_search(space, datasets, opts, on_progress=_print_progress)
+    resumed = f" (resumed run {summary.resumed_from})" if summary.resumed_from else ""
+    print(f"run {summary.run_id}{resumed}: {summary.finished} trials finished in {_fmt_time(summary.elapsed_s)}")
+    from search.study import load_existing_study
+
+    print_front(front_rows(load_existing_study(space.study, storage)))
+    return 0
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    from search.study import load_existing_study
+
+    name, storage = _study_and_storage(args)
+    rows = front_rows(load_existing_study(name, storage))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_front(rows)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="castsearch", description=(
+        "Search for small, fast image classifiers for surface-defect inspection."))
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    m = sub.add_parser("models", help="list the paper's preset networks")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=cmd_models)
+
+    t = sub.add_parser("train", help="train and measure one network")
+    t.add_argument("arch", metavar="PRESET_OR_SPEC_JSON", help="a preset name, a spec .json file, or a layer code")
+    t.add_argument("--data", default="synthetic", help="image folder, GC10-DET folder, or 'synthetic' (default)")
+    t.add_argument("--image-size", type=int, default=32)
+    t.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--enhance", help="comma-separated: blurpool,squeeze_excite,swa,label_smoothing,mixup,cutout")
+    t.add_argument("--augment", help="comma-separated: hflip,vflip,rotate,gaussian_blur,"
+                                     "shift_scale_rotate,random_crop,brightness_contrast")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="torch threads for training (default: torch's)")
+    t.add_argument("--out", help="output folder (default: studies/train/NAME-TIME)")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("run", help="run (or resume) a search over a space file")
+    r.add_argument("space", metavar="SPACE", help="search-space YAML, e.g. spaces/paper.yaml")
+    r.add_argument("--data", help="image folder, GC10-DET folder, or 'synthetic' (overrides data.source)")
+    r.add_argument("--study", help="study name (overrides the space's)")
+    r.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    r.add_argument("--trials", type=int, help="trials this run finishes (overrides budget.trials)")
+    r.add_argument("--timeout", help="time budget, e.g. 90s, 30m, 2h (overrides budget.timeout)")
+    r.add_argument("--epochs", type=int, help="maximum epochs per trial (overrides training.epochs)")
+    r.add_argument("--workers", type=int, default=1, help="trials at once, one CPU each (default 1)")
+    r.add_argument("--address", help="join an existing Ray cluster at this address instead of starting one")
+    r.add_argument("--seed", type=int, help="sampler seed (overrides sampler.seed)")
+    r.add_argument("--artifacts", help="where trial weights go (default studies/STUDY/)")
+    r.set_defaults(func=cmd_run)
+
+    f = sub.add_parser("front", help="show a study's Pareto front")
+    f.add_argument("--study", help="study name (default: the only one under studies/)")
+    f.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    f.add_argument("--json", action="store_true", help="print a JSON list")
+    f.set_defaults(func=cmd_front)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("castsearch: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        # Bad input: a one-line message, no traceback (CASTSEARCH_DEBUG=1 shows it).
+        if os.environ.get("CASTSEARCH_DEBUG"):
+            raise
+        print(f"castsearch: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
