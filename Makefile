@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/castsearch train custom-140k-dw --data synthetic --epochs 3
+	$(BIN)/castsearch run spaces/paper.yaml --data synthetic --study demo --trials 8 --epochs 2 --workers 2 --timeout 15m
 
 test: install
 	$(BIN)/python -m pytest -q

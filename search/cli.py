@@ -130,7 +130,8 @@ def _print_progress(p) -> None:
     best = f"{p.best_accuracy:.4f}" if p.best_accuracy is not None else "-"
     left = f" · {_fmt_time(p.time_left_s)} left" if p.time_left_s is not None else ""
     print(f"  [{p.run_finished}{budget} this run] complete {p.complete} · running {p.running} · "
-          f"pruned {p.pruned} · infeasible {p.infeasible} · failed {p.failed} · best accuracy {best} · "
+          f"pruned {p.pruned} · infeasible {p.infeasible} · failed {p.failed} · invalid {p.invalid} · "
+          f"best accuracy {best} · "
           f"front {p.front_size} · {_fmt_time(p.elapsed_s)} elapsed{left}", flush=True)
 
 
@@ -295,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("composer", "optuna", "ray", "torch"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.func(args)
     except KeyboardInterrupt:

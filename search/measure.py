@@ -88,12 +88,14 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
 
 def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 1,
                     threads: int = 1, warmup: int = 10, repeats: int = 50,
-                    min_seconds: float = 0.5) -> LatencyResult:
+                    min_seconds: float = 0.5, max_seconds: float = 5.0) -> LatencyResult:
     """Time ``model`` on a CPU batch of ``batch_size`` images of ``input_shape``.
 
-    Runs ``warmup`` untimed calls, then timed calls until there are at least ``repeats`` and
-    at least ``min_seconds`` have passed. torch uses ``threads`` threads meanwhile; the
-    previous thread count and the model's training mode are restored afterwards.
+    Runs ``warmup`` untimed calls (at most ``max_seconds / 5`` of them, at least one), then
+    timed calls until there are at least ``repeats`` and at least ``min_seconds`` have passed;
+    a slow model stops after ``max_seconds`` once it has 5 timings, so one huge candidate
+    cannot stall a search. torch uses ``threads`` threads meanwhile; the previous thread count
+    and the model's training mode are restored afterwards. ``runs`` records how many counted.
     """
     rules = [
         (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
@@ -115,13 +117,18 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], batch_s
     timings_ms: list[float] = []
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
+            start = time.perf_counter()
+            for i in range(max(1, warmup)):
+                if i and time.perf_counter() - start > max_seconds / 5:
+                    break
                 model(x)
             start = time.perf_counter()
             while len(timings_ms) < repeats or time.perf_counter() - start < min_seconds:
                 t0 = time.perf_counter()
                 model(x)
                 timings_ms.append((time.perf_counter() - t0) * 1000)
+                if len(timings_ms) >= 5 and time.perf_counter() - start > max_seconds:
+                    break
     finally:
         torch.set_num_threads(previous_threads)
         model.train(was_training)

@@ -457,7 +457,9 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
     )
     fit_start = time.perf_counter()
     try:
-        trainer.fit()
+        with warnings.catch_warnings():  # composer's note that a short last batch is not split
+            warnings.filterwarnings("ignore", message="Cannot split tensor")
+            trainer.fit()
     finally:
         trainer.close()
     fit_seconds = time.perf_counter() - fit_start

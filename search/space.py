@@ -1,0 +1,765 @@
+"""The search space: a YAML file validated into a :class:`SearchSpace`, and the walk that
+turns Optuna parameters into a :class:`Candidate` (an ArchSpec plus a TrainRecipe).
+
+``spaces/paper.yaml`` is the paper's space and documents every key. In short, each
+searchable value is one of
+
+- a scalar: fixed, never an Optuna parameter;
+- a list: a categorical choice (non-empty, no duplicates);
+- a range ``{low, high, log?, step?}`` (numeric keys only): an int range for integer
+  keys, a float range for the others; ``low <= high``, ``log`` needs ``low > 0``,
+  ``log`` and ``step`` do not go together.
+
+The network is a sequence of stages; a stage is ``blocks`` conv blocks (each conv ->
+ReLU -> BatchNorm), its last block is plain, stride 2 or dilation 2, and the stage's
+dropout and 2x2 max-pool follow that last block. The Optuna parameters are named
+
+    stages, s{i}_blocks, s{i}_b{j}_conv, s{i}_b{j}_channels, s{i}_last, s{i}_dropout,
+    s{i}_pool, head                                          (i, j count from 1)
+    epochs, batch_size, optimizer, lr, weight_decay, image_size
+    blurpool, squeeze_excite, swa, label_smoothing, mixup, cutout, aug_<augmentation>
+
+and a parameter exists only where the point has it (stage 5's parameters only when
+``stages >= 5``). :func:`suggest` (an Optuna trial) and :func:`decode` (a dict of
+params) share one walk, so a stored trial decodes to the candidate it trained.
+:func:`encode` goes the other way and :func:`preset_params` uses it to put the
+paper's six networks first in a study.
+
+Every candidate trains with seed ``sampler.seed`` (0 when unset): all trials see the
+same initialisation and batch order, so their differences come from the point.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import re
+import reprlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import yaml
+
+from castmodels import CONV_TYPES, HEAD_TYPES, PRESETS, ArchSpec, LayerSpec, feature_size
+from search.data import MIN_IMAGE_SIZE
+from search.train import AUGMENTATIONS, ENHANCEMENTS, TrainRecipe
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "params": "minimize"}
+SAMPLERS = ("nsga2", "tpe", "random")
+LAST_BLOCKS = {"plain": (1, 1), "stride2": (2, 1), "dilation2": (1, 2)}  # (stride, dilation)
+ALPHA_FIELDS = {"label_smoothing": "label_smoothing", "mixup": "mixup_alpha"}  # number, 0 = off
+PAPER_RECIPE = {"optimizer": "adam", "lr": 1e-3, "batch_size": 32, "weight_decay": 0.0, "image_size": 32}
+DEFAULT_TRIALS = 20  # when the file has no budget section
+DEFAULT_POPULATION = 12  # NSGA-II population when sampler.population_size is not given
+MAX_STAGES = MAX_BLOCKS = 16  # more is a typo, not a small CNN
+_STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)d)?(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s)?")
+_DURATION_UNITS = (86400.0, 3600.0, 60.0, 1.0)
+
+
+class SpaceError(ValueError):
+    """A search-space file breaks a rule; the message names the file, the key path and the value."""
+
+
+class InvalidCandidate(ValueError):
+    """A sampled point that cannot be built (e.g. its feature map vanishes at this image size)."""
+
+
+# ---------------------------------------------------------------------------
+# Searchable values
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A value the file fixes: never an Optuna parameter."""
+
+    key: str  # where it comes from, e.g. "training.weight_decay"
+    value: Any
+
+    def describe(self) -> str:
+        return f"fixed at {self.value!r}"
+
+    def admits(self, value: Any) -> bool:
+        return value == self.value
+
+    def values(self) -> list:
+        return [self.value]
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return self.value  # not a parameter: the trial is not asked
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A categorical parameter."""
+
+    key: str
+    choices: tuple
+
+    def describe(self) -> str:
+        return f"one of {list(self.choices)}"
+
+    def admits(self, value: Any) -> bool:
+        return value in self.choices
+
+    def values(self) -> list:
+        return list(self.choices)
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.choices))
+
+
+@dataclass(frozen=True)
+class Range:
+    """An int range (int low/high) or a float range, optionally log-scaled or stepped."""
+
+    key: str
+    low: int | float
+    high: int | float
+    log: bool = False
+    step: int | float | None = None
+
+    @property
+    def is_int(self) -> bool:
+        return isinstance(self.low, int)
+
+    def describe(self) -> str:
+        extra = " (log)" if self.log else f" (step {self.step})" if self.step is not None else ""
+        return f"range [{self.low}, {self.high}]{extra}"
+
+    def admits(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.is_int else (int, float)):
+            return False
+        on_grid = self.step is None or _on_grid(value, self.low, self.step)
+        return self.low <= value <= self.high and on_grid
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int | float:
+        if self.is_int:
+            return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+Param = Fixed | Choice | Range
+
+
+def _on_grid(value: float, low: float, step: float) -> bool:
+    k = (value - low) / step
+    return math.isfinite(k) and abs(k - round(k)) < 1e-8  # Optuna's own tolerance for stepped floats
+
+
+# ---------------------------------------------------------------------------
+# The space
+
+
+@dataclass(frozen=True)
+class ArchitectureSpace:
+    stages: Param
+    blocks_per_stage: Param
+    channels: Param
+    conv: Param
+    last_block: Param
+    dropout: Param
+    pool: Param
+    head: Param
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Limits a trial must meet to count (None = no limit)."""
+
+    max_latency_ms: float | None = None
+    max_params: float | None = None
+    min_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "nsga2"
+    seed: int | None = None
+    population_size: int | None = DEFAULT_POPULATION  # nsga2 only; None for the others
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a run stops: after ``trials`` finished trials or ``timeout_s`` seconds, whichever first."""
+
+    trials: int | None = DEFAULT_TRIALS
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where the images come from; the image size is ``training.image_size``."""
+
+    source: str = "synthetic"  # "synthetic" or a folder path
+    channels: int = 3
+    test_fraction: float = 0.1
+    val_fraction: float = 0.1
+    split_seed: int = 555
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search-space file. ``training`` is keyed like TrainRecipe's fields,
+    ``enhancements`` by every name in ENHANCEMENTS, ``augmentations`` by every name in
+    AUGMENTATIONS (absent in the file: fixed off)."""
+
+    path: str | None
+    study: str
+    seed_presets: bool
+    constraints: Constraints
+    sampler: SamplerConfig
+    budget: Budget
+    data: DataSettings
+    architecture: ArchitectureSpace
+    training: dict[str, Param]
+    enhancements: dict[str, Param]
+    augmentations: dict[str, Param]
+
+    @property
+    def objective_names(self) -> list[str]:
+        return list(OBJECTIVES)
+
+    @property
+    def directions(self) -> list[str]:
+        return list(OBJECTIVES.values())
+
+    @property
+    def image_sizes(self) -> list[int]:
+        """Every value ``training.image_size`` can take (the runner loads the data at each)."""
+        return sorted(self.training["image_size"].values())
+
+    @property
+    def max_epochs(self) -> int:
+        return max(self.training["epochs"].values())
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the space: the network and how to train it."""
+
+    arch: ArchSpec
+    recipe: TrainRecipe
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch.to_dict(), "recipe": self.recipe.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Candidate:
+        return cls(arch=ArchSpec.from_dict(data["arch"]), recipe=TrainRecipe.from_dict(data["recipe"]))
+
+    def enhancements_summary(self) -> str:
+        """E.g. ``"blurpool+swa+ls0.1 aug:hflip+rotate"``, or ``"none"``."""
+        r = self.recipe
+        short = {"label_smoothing": f"ls{r.label_smoothing:g}", "mixup": f"mixup{r.mixup_alpha:g}"}
+        parts = ["+".join(short.get(name, name) for name in r.enhancements)] if r.enhancements else []
+        if r.augmentations:
+            parts.append("aug:" + "+".join(r.augmentations))
+        return " ".join(parts) or "none"
+
+
+# ---------------------------------------------------------------------------
+# Value checks: each returns the normalised value or raises ValueError naming it
+
+Check = Callable[[Any], Any]
+
+
+def _got(value: Any) -> str:
+    return f"got {reprlib.repr(value)}"
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Check:
+    rule = f"must be an integer >= {minimum}" if maximum is None else f"must be an integer in [{minimum}, {maximum}]"
+
+    def check(value: Any) -> int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not (ok and value >= minimum and (maximum is None or value <= maximum)):
+            raise ValueError(f"{rule}, {_got(value)}")
+        return value
+
+    return check
+
+
+def _number(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> Check:
+    if high == math.inf:
+        rule = f"must be a number {'>' if low_open else '>='} {low:g}"
+    else:
+        rule = f"must be a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def check(value: Any) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok:
+            ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not ok:
+            raise ValueError(f"{rule}, {_got(value)}{_number_text_hint(value)}")
+        return float(value)
+
+    return check
+
+
+def _number_text_hint(value: Any) -> str:
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (YAML reads 3e-4 and 1.0e5 as text: write 3.0e-4 and 1.0e+5, with a dot and a signed exponent)"
+
+
+def _one_of(known: tuple) -> Check:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or value not in known:  # True == 1 must not pass for 1
+            raise ValueError(f"must be one of {', '.join(map(str, known))}, {_got(value)}")
+        return value
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, {_got(value)}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, {_got(value)}")
+    return value
+
+
+def _optimizer(value: Any) -> str:
+    TrainRecipe(optimizer=_text(value))  # TrainRecipe knows the optimizers and names them
+    return value
+
+
+def _optional(check: Check) -> Check:
+    return lambda value: None if value is None else check(value)
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"`` or ``"1d"``; must be > 0."""
+    seconds = math.nan
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    elif isinstance(text, str):
+        s = text.strip().lower()
+        if re.fullmatch(r"\d+(?:\.\d*)?", s):
+            seconds = float(s)
+        elif (m := _DURATION.fullmatch(s)) and any(m.groups()):
+            seconds = sum(float(g) * unit for g, unit in zip(m.groups(), _DURATION_UNITS, strict=True) if g)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"a duration must be seconds > 0 or text like '90s', '30m', '2h', '1h30m', {_got(text)}")
+    return seconds
+
+
+# (check, whether a {low, high} range is allowed) per key
+_ARCHITECTURE: dict[str, tuple[Check, bool]] = {
+    "stages": (_integer(1, MAX_STAGES), True),
+    "blocks_per_stage": (_integer(1, MAX_BLOCKS), True),
+    "channels": (_integer(1), True),
+    "conv": (_one_of(CONV_TYPES), False),
+    "last_block": (_one_of(tuple(LAST_BLOCKS)), False),
+    "dropout": (_number(0, 1, high_open=True), True),
+    "pool": (_boolean, False),
+    "head": (_one_of(HEAD_TYPES), False),
+}
+_TRAINING: dict[str, tuple[Check, bool]] = {
+    "epochs": (_integer(1), False),  # a list, not a range: the scheduler needs the maximum
+    "batch_size": (_integer(1), True),
+    "optimizer": (_optimizer, False),
+    "lr": (_number(0, low_open=True), True),
+    "weight_decay": (_number(0), True),
+    "image_size": (_integer(MIN_IMAGE_SIZE), False),  # a list: the runner loads the data at each size
+}
+_ENHANCEMENTS: dict[str, tuple[Check, bool]] = {
+    name: (_boolean, False) for name in ENHANCEMENTS
+} | {"label_smoothing": (_number(0, 1, high_open=True), True), "mixup": (_number(0), True)}
+_AUGMENTATIONS: dict[str, tuple[Check, bool]] = {name: (_boolean, False) for name in AUGMENTATIONS}
+_TOP_KEYS = ("study", "seed_presets", "objectives", "constraints", "sampler", "budget", "data",
+             "architecture", "training", "enhancements", "augmentations")
+
+
+# ---------------------------------------------------------------------------
+# Reading a document
+
+
+class _Reader:
+    """Validates one document; every error names ``source`` and the key path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, message: str) -> NoReturn:
+        raise SpaceError(f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}")
+
+    @staticmethod
+    def join(path: str, key: Any) -> str:
+        return f"{path}.{key}" if path else str(key)
+
+    def check(self, value: Any, path: str, check: Check) -> Any:
+        try:
+            return check(value)
+        except ValueError as e:
+            self.fail(path, str(e))
+
+    def mapping(self, raw: Any, path: str, known: tuple[str, ...] | dict) -> dict:
+        known = tuple(known)
+        if not isinstance(raw, dict):
+            self.fail(path, f"must be a mapping with keys {', '.join(known)}, {_got(raw)}")
+        for key in raw:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.fail(self.join(path, key), f"unknown key (known keys: {', '.join(known)}){hint}")
+        return raw
+
+    def section(self, top: dict, name: str, known: tuple[str, ...] | dict) -> dict:
+        raw = top.get(name)
+        return self.mapping({} if raw is None else raw, name, known)  # an empty section is no section
+
+    def get(self, section: dict, path: str, key: str, check: Check, default: Any) -> Any:
+        return self.check(section[key], self.join(path, key), check) if key in section else default
+
+    def param(self, raw: Any, path: str, check: Check, ranges: bool) -> Param:
+        if isinstance(raw, list):
+            if not raw:
+                self.fail(path, "an empty list has nothing to choose from; give at least one choice")
+            choices: list = []
+            for i, value in enumerate(raw):
+                value = self.check(value, f"{path}[{i}]", check)
+                if value in choices:
+                    self.fail(f"{path}[{i}]", f"choices must be distinct, got {value!r} twice")
+                choices.append(value)
+            return Choice(path, tuple(choices))
+        if isinstance(raw, dict):
+            if not ranges:
+                self.fail(path, f"must be a value or a list of choices, not a range, {_got(raw)}")
+            return self.range(raw, path, check)
+        return Fixed(path, self.check(raw, path, check))
+
+    def range(self, raw: dict, path: str, check: Check) -> Range:
+        self.mapping(raw, path, ("low", "high", "log", "step"))
+        missing = [key for key in ("low", "high") if key not in raw]
+        if missing:
+            self.fail(path, f"a range needs low and high, missing {', '.join(missing)}")
+        low = self.check(raw["low"], f"{path}.low", check)
+        high = self.check(raw["high"], f"{path}.high", check)
+        is_int = isinstance(low, int)
+        log = self.get(raw, path, "log", _boolean, False)
+        step = self.get(raw, path, "step", _integer(1) if is_int else _number(0, low_open=True), None)
+        if low > high:
+            self.fail(path, f"low must be <= high, got low={low!r}, high={high!r}")
+        if log and low <= 0:
+            self.fail(path, f"a log range needs low > 0, got low={low!r}")
+        if log and step is not None:
+            self.fail(path, f"log and step cannot be used together, got log=true, step={step!r}")
+        if step is not None and not _on_grid(high, low, step):
+            self.fail(path, f"high - low must be a multiple of step, got low={low!r}, high={high!r}, step={step!r}")
+        return Range(path, low, high, log, step)
+
+    def params(self, top: dict, name: str, table: dict[str, tuple[Check, bool]]) -> dict[str, Param]:
+        section = self.section(top, name, table)
+        return {key: self.param(section[key], f"{name}.{key}", check, ranges)
+                for key, (check, ranges) in table.items() if key in section}
+
+
+def _objectives(r: _Reader, top: dict) -> None:
+    section = r.section(top, "objectives", OBJECTIVES)
+    if not section:
+        return
+    for name, direction in OBJECTIVES.items():
+        if name not in section:
+            r.fail("objectives", f"must list all of {', '.join(OBJECTIVES)}, missing {name}")
+        if section[name] != direction:
+            r.fail(f"objectives.{name}", f"must be {direction!r}, {_got(section[name])}")
+
+
+def _sampler(r: _Reader, top: dict) -> SamplerConfig:
+    section = r.section(top, "sampler", ("name", "seed", "population_size"))
+    name = r.get(section, "sampler", "name", _one_of(SAMPLERS), "nsga2")
+    if name != "nsga2" and "population_size" in section:
+        r.fail("sampler.population_size", f"only the nsga2 sampler has a population, got sampler {name!r}")
+    return SamplerConfig(
+        name=name,
+        seed=r.get(section, "sampler", "seed", _optional(_integer(0)), None),
+        population_size=r.get(section, "sampler", "population_size", _integer(2),
+                              DEFAULT_POPULATION if name == "nsga2" else None),
+    )
+
+
+def _budget(r: _Reader, top: dict) -> Budget:
+    if "budget" not in top:
+        return Budget()
+    section = r.section(top, "budget", ("trials", "timeout"))
+    budget = Budget(trials=r.get(section, "budget", "trials", _optional(_integer(1)), None),
+                    timeout_s=r.get(section, "budget", "timeout", _optional(parse_duration), None))
+    if budget.trials is None and budget.timeout_s is None:
+        r.fail("budget", "needs trials, timeout or both, got neither")
+    return budget
+
+
+def _constraints(r: _Reader, top: dict) -> Constraints:
+    section = r.section(top, "constraints", ("max_latency_ms", "max_params", "min_accuracy"))
+    positive = _optional(_number(0, low_open=True))
+    return Constraints(
+        max_latency_ms=r.get(section, "constraints", "max_latency_ms", positive, None),
+        max_params=r.get(section, "constraints", "max_params", positive, None),
+        min_accuracy=r.get(section, "constraints", "min_accuracy", _optional(_number(0, 1, low_open=True)), None),
+    )
+
+
+def _data(r: _Reader, top: dict) -> DataSettings:
+    checks = {
+        "source": _text,
+        "channels": _one_of((1, 3)),
+        "test_fraction": _number(0, 1, low_open=True, high_open=True),
+        "val_fraction": _number(0, 1, low_open=True, high_open=True),
+        "split_seed": _integer(0),
+        "cache_dir": _optional(_text),
+    }
+    section = r.section(top, "data", checks)
+    return DataSettings(**{key: r.check(section[key], f"data.{key}", check)
+                           for key, check in checks.items() if key in section})
+
+
+def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
+    r = _Reader(source)
+    if data is None:
+        r.fail("", "the document is empty; a search space needs at least an architecture section")
+    top = r.mapping(data, "", _TOP_KEYS)
+    if "architecture" not in top:
+        r.fail("architecture", "required section is missing (see spaces/paper.yaml)")
+    architecture = r.params(top, "architecture", _ARCHITECTURE)
+    for key in _ARCHITECTURE:
+        if key not in architecture:
+            r.fail(f"architecture.{key}", "required key is missing (every architecture key must be given)")
+    study = r.get(top, "", "study", _text, Path(path).stem if path else "castsearch")
+    if not _STUDY_NAME.fullmatch(study):
+        origin = "" if "study" in top else " (taken from the file name; set study: to choose one)"
+        r.fail("study", f"a study name must match [A-Za-z0-9_.-]+, got {study!r}{origin}")
+    _objectives(r, top)
+    defaults = TrainRecipe()
+    training = {key: Fixed(f"training.{key}", getattr(defaults, key)) for key in _TRAINING}
+    training |= r.params(top, "training", _TRAINING)
+    enhancements = {name: Fixed(f"enhancements.{name}", 0.0 if name in ALPHA_FIELDS else False)
+                    for name in ENHANCEMENTS} | r.params(top, "enhancements", _ENHANCEMENTS)
+    augmentations = {name: Fixed(f"augmentations.{name}", False)
+                     for name in AUGMENTATIONS} | r.params(top, "augmentations", _AUGMENTATIONS)
+    if min(training["epochs"].values()) < 2 and True in enhancements["swa"].values():
+        r.fail("enhancements.swa", "swa averages epoch-end weights and needs epochs >= 2, "
+                                   f"but training.epochs can be {min(training['epochs'].values())}")
+    return SearchSpace(
+        path=path,
+        study=study,
+        seed_presets=r.get(top, "", "seed_presets", _boolean, True),
+        constraints=_constraints(r, top),
+        sampler=_sampler(r, top),
+        budget=_budget(r, top),
+        data=_data(r, top),
+        architecture=ArchitectureSpace(**architecture),
+        training=training,
+        enhancements=enhancements,
+        augmentations=augmentations,
+    )
+
+
+def space_from_dict(data: dict, source: str = "<dict>") -> SearchSpace:
+    """Validate an already-parsed document; errors name ``source``."""
+    return _parse(data, source, None)
+
+
+def load_space(path: str | Path, overrides: dict[tuple[str, ...], Any] | None = None) -> SearchSpace:
+    """Read and validate a search-space YAML file.
+
+    ``overrides`` replace values before validation, keyed by their path, e.g.
+    ``{("budget", "trials"): 10, ("data", "source"): "images/"}`` (the CLI's flags), so a
+    bad override is reported like a bad value in the file.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise SpaceError(f"{source}: cannot read the search-space file: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpaceError(f"{source}: YAML syntax error{where}: {problem}") from None
+    for keys, value in (overrides or {}).items():
+        node = data
+        for key in keys[:-1]:
+            if isinstance(node, dict) and node.get(key) is None:
+                node[key] = {}  # an absent or empty section
+            node = node[key] if isinstance(node, dict) else None
+        if isinstance(node, dict):  # otherwise the validation reports what is wrong at that path
+            node[keys[-1]] = value
+    return _parse(data, source, source)
+
+
+# ---------------------------------------------------------------------------
+# The walk: params <-> Candidate
+
+Pick = Callable[[str, Param], Any]
+
+
+def _walk_arch(arch: ArchitectureSpace, pick: Pick) -> ArchSpec:
+    layers: list[LayerSpec] = []
+    for i in range(1, pick("stages", arch.stages) + 1):
+        blocks = [(pick(f"s{i}_b{j}_conv", arch.conv), pick(f"s{i}_b{j}_channels", arch.channels))
+                  for j in range(1, pick(f"s{i}_blocks", arch.blocks_per_stage) + 1)]
+        stride, dilation = LAST_BLOCKS[pick(f"s{i}_last", arch.last_block)]
+        dropout = pick(f"s{i}_dropout", arch.dropout)
+        pool = "max" if pick(f"s{i}_pool", arch.pool) else None
+        layers += [LayerSpec(conv, channels) for conv, channels in blocks[:-1]]
+        conv, channels = blocks[-1]
+        layers.append(LayerSpec(conv, channels, stride=stride, dilation=dilation, dropout=dropout, pool=pool))
+    return ArchSpec(tuple(layers), head=pick("head", arch.head))
+
+
+def _recipe_params(space: SearchSpace) -> dict[str, Param]:
+    """Every recipe parameter by its Optuna name."""
+    augmentations = {f"aug_{name}": param for name, param in space.augmentations.items()}
+    return {**space.training, **space.enhancements, **augmentations}
+
+
+def _walk_recipe(space: SearchSpace, pick: Pick) -> TrainRecipe:
+    v = {name: pick(name, param) for name, param in _recipe_params(space).items()}
+    return TrainRecipe(
+        **{key: v[key] for key in space.training},
+        channels=space.data.channels,
+        enhancements=tuple(name for name in ENHANCEMENTS if v[name]),
+        augmentations=tuple(name for name in AUGMENTATIONS if v[f"aug_{name}"]),
+        seed=0 if space.sampler.seed is None else space.sampler.seed,
+        **{field: v[name] for name, field in ALPHA_FIELDS.items() if v[name]},
+    )
+
+
+def _walk(space: SearchSpace, pick: Pick) -> Candidate:
+    candidate = Candidate(_walk_arch(space.architecture, pick), _walk_recipe(space, pick))
+    size = candidate.recipe.image_size
+    if feature_size(candidate.arch, size) < 1:
+        raise InvalidCandidate(
+            f"{candidate.arch.code()} downsamples by {candidate.arch.downsampling}x, "
+            f"which leaves no feature map at image_size {size}"
+        )
+    return candidate
+
+
+def _outside(space: SearchSpace, param: Param) -> str:
+    return f"{space.path or '<dict>'}: {param.key} is {param.describe()}"
+
+
+def suggest(space: SearchSpace, trial: optuna.Trial) -> Candidate:
+    """Sample a candidate (define-by-run); raises InvalidCandidate for a point that cannot be built."""
+    return _walk(space, lambda name, param: param.suggest(trial, name))
+
+
+def decode(space: SearchSpace, params: dict) -> Candidate:
+    """The candidate that ``params`` (a trial's params) describe; the same walk as :func:`suggest`."""
+
+    def pick(name: str, param: Param) -> Any:
+        if isinstance(param, Fixed):
+            return param.value
+        if name not in params:
+            raise ValueError(f"params lack {name!r}, which this space searches ({_outside(space, param)})")
+        if not param.admits(params[name]):
+            raise ValueError(f"param {name}={params[name]!r} is not in this space ({_outside(space, param)})")
+        return params[name]
+
+    return _walk(space, pick)
+
+
+def _stages(arch: ArchSpec) -> list[list[LayerSpec]]:
+    """Split the layers into stages: a stage ends at a layer with dropout or a pool, and at the end."""
+    stages: list[list[LayerSpec]] = [[]]
+    for layer in arch.layers:
+        stages[-1].append(layer)
+        if layer.dropout or layer.pool:
+            stages.append([])
+    return [stage for stage in stages if stage]
+
+
+def _arch_values(arch: ArchSpec) -> dict[str, Any]:
+    """The value of every architecture parameter for ``arch``; ValueError if no point can have it."""
+    stages = _stages(arch)
+    values: dict[str, Any] = {"stages": len(stages), "head": arch.head}
+    for i, blocks in enumerate(stages, 1):
+        values[f"s{i}_blocks"] = len(blocks)
+        for j, layer in enumerate(blocks, 1):
+            if layer.squeeze_excite or layer.blurpool:
+                raise ValueError(f"layer {layer.code()} sets squeeze-excite or blurpool, which are recipe "
+                                 "enhancements here, not part of the architecture")
+            if layer.pool == "avg":
+                raise ValueError(f"layer {layer.code()} average-pools; the space's pool is a 2x2 max-pool")
+            if j < len(blocks) and (layer.stride, layer.dilation) != (1, 1):
+                raise ValueError(f"layer {layer.code()} has a stride or dilation but is not the last block "
+                                 f"of stage {i}; only a stage's last block may")
+            values[f"s{i}_b{j}_conv"] = layer.conv
+            values[f"s{i}_b{j}_channels"] = layer.out_channels
+        last = blocks[-1]
+        kinds = [kind for kind, sd in LAST_BLOCKS.items() if sd == (last.stride, last.dilation)]
+        if not kinds:
+            raise ValueError(f"layer {last.code()} has stride {last.stride} and dilation {last.dilation}; "
+                             f"a stage's last block is one of {', '.join(LAST_BLOCKS)}")
+        values[f"s{i}_last"] = kinds[0]
+        values[f"s{i}_dropout"] = last.dropout
+        values[f"s{i}_pool"] = last.pool == "max"
+    return values
+
+
+def encode(space: SearchSpace, arch: ArchSpec, **recipe_values: Any) -> dict:
+    """The Optuna params that decode to ``arch`` (its name aside) and the given recipe values
+    (by parameter name: ``lr=1e-3``, ``blurpool=False``, ``aug_hflip=False``). Recipe
+    parameters not given are left to the sampler. Raises ValueError saying why when
+    ``arch`` or a value is not in this space."""
+    label = arch.name or arch.code()
+    try:
+        wanted = _arch_values(arch)
+    except ValueError as e:
+        raise ValueError(f"{label} is not in this space: {e}") from None
+    params: dict[str, Any] = {}
+
+    def admit(name: str, param: Param, value: Any) -> Any:
+        if not param.admits(value):
+            raise ValueError(f"{label} is not in this space: it needs {name}={value!r}, but {_outside(space, param)}")
+        if not isinstance(param, Fixed):
+            params[name] = value
+        return value
+
+    _walk_arch(space.architecture, lambda name, param: admit(name, param, wanted[name]))
+    recipe_params = _recipe_params(space)
+    for name, value in recipe_values.items():
+        if name not in recipe_params:
+            raise ValueError(f"unknown recipe parameter {name!r}; known: {', '.join(recipe_params)}")
+        admit(name, recipe_params[name], value)
+    return params
+
+
+def preset_params(space: SearchSpace) -> dict[str, dict]:
+    """Params to enqueue for each castmodels preset this space can express, trained the
+    paper's way where the space allows it (Adam, lr 1e-3, batch 32, no enhancements or
+    augmentations); presets the space cannot express are skipped with a warning."""
+    recipe_params = _recipe_params(space)
+    off = {name: 0.0 if name in ALPHA_FIELDS else False for name in ENHANCEMENTS}
+    off |= {f"aug_{name}": False for name in AUGMENTATIONS}
+    recipe = {name: value for name, value in (PAPER_RECIPE | off).items() if recipe_params[name].admits(value)}
+    out = {}
+    for name, arch in PRESETS.items():
+        try:
+            out[name] = encode(space, arch, **recipe)
+        except ValueError as e:
+            log.warning("preset %s is not enqueued: %s", name, e)
+    return out

@@ -1,0 +1,157 @@
+"""The Optuna study: storage, objectives, sampler, constraints, the Pareto front.
+
+Every trial and the front live in SQL (SQLite by default, any SQLAlchemy URL such as
+PostgreSQL when several machines share a study). Nothing here imports Ray or composer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna._hypervolume import compute_hypervolume
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("accuracy", "latency_ms", "params")
+DIRECTIONS = ("maximize", "minimize", "minimize")
+CONSTRAINT_NAMES = ("max_latency_ms", "max_params", "min_accuracy")
+STUDIES_DIR = Path("studies")
+RETIMED = "retimed:"
+
+
+def default_storage(study_name: str, root: str | Path = STUDIES_DIR) -> str:
+    """``sqlite:///<abs path>/studies/<study>.db`` (absolute, so it does not depend on a cwd)."""
+    path = Path(root).resolve() / f"{study_name}.db"
+    return f"sqlite:///{path}"
+
+
+def make_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage; SQLite waits for locks instead of failing when several writers share it."""
+    kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith("sqlite:"):
+        db = url.split("///", 1)[-1]
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as e:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
+        raise ValueError(f"cannot open study storage {url!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+def make_sampler(name: str = "nsga2", seed: int | None = None, population_size: int = 12) -> optuna.samplers.BaseSampler:
+    samplers = {
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }
+    if name not in samplers:
+        raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(samplers)}")
+    return samplers[name]()
+
+
+def open_study(name: str, storage: str | optuna.storages.BaseStorage,
+               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Create the study, or load it when it exists (a resumed or repeated run)."""
+    if isinstance(storage, str):
+        storage = make_storage(storage)
+    study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS),
+                                sampler=sampler, load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != list(DIRECTIONS):
+        raise ValueError(f"study {name!r} exists with directions "
+                         f"{[d.name.lower() for d in study.directions]}, expected {list(DIRECTIONS)}")
+    if study.metric_names != list(OBJECTIVES):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
+    return study
+
+
+def load_existing_study(name: str, storage: str) -> optuna.Study:
+    """Load a study for reading; a missing study is a clear error listing the ones there."""
+    store = make_storage(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+    if name not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise ValueError(f"no study {name!r} in {storage} (studies there: {known})")
+    return optuna.load_study(study_name=name, storage=store)
+
+
+def constraint_values(limits: dict, accuracy: float | None, latency_ms: float, params: int) -> dict[str, float]:
+    """One value per constraint name, Optuna's convention: > 0 broken by that much, <= 0 met.
+
+    Unset limits are 0.0 (met), so every trial carries the same three constraints.
+    """
+    values = {name: 0.0 for name in CONSTRAINT_NAMES}
+    if limits.get("max_latency_ms") is not None:
+        values["max_latency_ms"] = latency_ms - limits["max_latency_ms"]
+    if limits.get("max_params") is not None:
+        values["max_params"] = float(params - limits["max_params"])
+    if limits.get("min_accuracy") is not None and accuracy is not None:
+        values["min_accuracy"] = limits["min_accuracy"] - accuracy
+    return values
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return all(v <= 0.0 for v in trial.constraints.values()) and not trial.user_attrs.get("infeasible")
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible COMPLETE trials that no other feasible COMPLETE trial dominates, by accuracy."""
+    front = [t for t in study.best_trials if is_feasible(t)]
+    return sorted(front, key=lambda t: (-t.values[0], t.values[1]))
+
+
+def dominates(a: list[float], b: list[float], directions=DIRECTIONS) -> bool:
+    """Whether objective vector ``a`` Pareto-dominates ``b`` (at least as good everywhere, better once)."""
+    better = False
+    for x, y, d in zip(a, b, directions, strict=False):
+        if d == "minimize":
+            x, y = -x, -y
+        if x < y:
+            return False
+        better = better or x > y
+    return better
+
+
+def retimed(study: optuna.Study, trial: FrozenTrial) -> dict | None:
+    """The quiet-phase re-timing of a front trial, if the run that found it did one."""
+    return study.user_attrs.get(f"{RETIMED}{trial.number}")
+
+
+def counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """Trials by outcome, for progress lines. ``invalid``: sampled points that cannot be
+    built (skipped at once, never trained, not counted in the budget)."""
+    c = {"complete": 0, "running": 0, "pruned": 0, "infeasible": 0, "invalid": 0, "failed": 0, "waiting": 0}
+    for t in trials:
+        if t.user_attrs.get("invalid"):
+            c["invalid"] += 1
+        elif t.state == TrialState.COMPLETE:
+            c["infeasible" if not is_feasible(t) else "complete"] += 1
+        elif t.state == TrialState.RUNNING:
+            c["running"] += 1
+        elif t.state == TrialState.PRUNED:
+            c["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            c["failed"] += 1
+        else:
+            c["waiting"] += 1
+    return c
+
+
+def hypervolume(points: list[list[float]], reference: list[float]) -> float:
+    """Hypervolume of (accuracy, latency_ms, params) points against ``reference`` (Optuna's)."""
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in DIRECTIONS])
+    pts = np.array(points, dtype=float) * signs
+    ref = np.array(reference, dtype=float) * signs
+    pts = pts[(pts <= ref).all(axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    hv = float(compute_hypervolume(pts, ref))
+    return 0.0 if math.isnan(hv) else hv

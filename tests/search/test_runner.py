@@ -1,0 +1,165 @@
+"""The search end to end (local Ray, 2 workers) and the study bookkeeping around Tune."""
+
+import json
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import runner
+from search import study as studylib
+from search.data import DataConfig, load_dataset
+from search.space import load_space
+
+TINY_SPACE = """
+study: tiny
+seed_presets: false
+constraints: {max_params: 2500}
+sampler: {name: random, seed: 3}
+budget: {trials: 6}
+architecture:
+  stages: {low: 1, high: 2}
+  blocks_per_stage: {low: 1, high: 2}
+  channels: {low: 4, high: 32}
+  conv: [conv3x3, dwsep]
+  last_block: [plain, stride2]
+  dropout: 0.0
+  pool: [true, false]
+  head: [gap]
+training:
+  epochs: 2
+  batch_size: 32
+  image_size: [16]
+enhancements:
+  blurpool: [false, true]
+"""
+
+ATTRS = ("arch", "recipe", "macro_f1", "per_class_recall", "macs", "latency_iqr_ms", "batch_latency_ms",
+         "data", "machine", "versions", "weights_path", "run_id", "node_id")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    path = root / "tiny.yaml"
+    path.write_text(TINY_SPACE)
+    data = load_dataset(DataConfig(source="synthetic", image_size=16, synthetic_count=360), cache_dir=root / "cache")
+    return load_space(path), {16: data}, root
+
+
+def _opts(root: Path, trials: int, workers: int = 2) -> runner.RunOptions:
+    return runner.RunOptions(study_name="tiny", storage=f"sqlite:///{root}/tiny.db", trials=trials,
+                             timeout_s=None, workers=workers, artifacts=root / "artifacts")
+
+
+def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
+    space, datasets, root = tiny
+    seen = []
+    first = runner.run_search(space, datasets, _opts(root, trials=6), on_progress=seen.append)
+    assert first.finished == 6
+    assert seen and seen[-1].run_finished == 6
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/tiny.db")
+    assert study.metric_names == ["accuracy", "latency_ms", "params"]
+    assert len(study.directions) == 3
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                and not t.user_attrs.get("invalid")]
+    assert len(finished) == 6
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+    trained = [t for t in study.trials if t.state == TrialState.COMPLETE and studylib.is_feasible(t)]
+    assert trained, "at least one feasible trial should complete"
+    for t in trained:
+        for key in ATTRS:
+            assert key in t.user_attrs, f"trial {t.number} lacks user attr {key}"
+        assert Path(t.user_attrs["weights_path"]).is_file()
+        assert 0.0 <= t.values[0] <= 1.0 and t.values[1] > 0 and t.values[2] <= 2500
+        assert t.user_attrs["data"]["class_names"] == datasets[16].class_names
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE and not studylib.is_feasible(t):
+            assert t.user_attrs["infeasible"] and t.values[2] > 2500
+            assert "weights_path" not in t.user_attrs  # never trained
+
+    front = studylib.pareto_front(study)
+    assert front and all(t.state == TrialState.COMPLETE and studylib.is_feasible(t) for t in front)
+    for t in front:
+        assert studylib.retimed(study, t)["latency_ms"] > 0
+
+    # The same command again adds its budget to the same study.
+    second = runner.run_search(space, datasets, _opts(root, trials=2, workers=1))
+    assert second.finished == 2
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/tiny.db")
+    runs = [v for k, v in study.user_attrs.items() if k.startswith("run:")]
+    assert len(runs) == 2 and all(r["done"] for r in runs)
+
+
+def _searcher(tmp_path, space, trials=5):
+    study = studylib.open_study("s", f"sqlite:///{tmp_path}/s.db", sampler=optuna.samplers.RandomSampler(seed=0))
+    run = runner.RunRecord(run_id="r1", trials=trials, timeout_s=None)
+    return study, runner._searcher_class()(study, space, run, tmp_path, None, None)
+
+
+def test_early_stopped_trial_is_pruned_never_complete(tiny, tmp_path):
+    space = tiny[0]
+    study, searcher = _searcher(tmp_path, space)
+    config = searcher.suggest("a")
+    assert set(config) >= {"number", "candidate", "out_dir", "limits"}
+    searcher.on_trial_result("a", {"epoch": 1, "val_accuracy": 0.4})
+    searcher.on_trial_complete("a", {"epoch": 1, "val_accuracy": 0.4})  # ASHA stopped it: no final result
+    t = study.trials[config["number"]]
+    assert t.state == TrialState.PRUNED and t.values is None
+    assert t.user_attrs["val_accuracy"] == [0.4] and t.user_attrs["pruned_at_epoch"] == 1
+    assert studylib.pareto_front(study) == []
+
+
+def test_trial_error_is_failed_with_its_message(tiny, tmp_path):
+    study, searcher = _searcher(tmp_path, tiny[0])
+    config = searcher.suggest("a")
+    searcher.on_trial_complete("a", {"final": True, "error": "RuntimeError: out of memory"})
+    t = study.trials[config["number"]]
+    assert t.state == TrialState.FAIL and "out of memory" in t.user_attrs["error"]
+    config = searcher.suggest("b")
+    searcher.on_trial_complete("b", None, error=True)  # the worker died: Tune knows no more
+    assert study.trials[config["number"]].state == TrialState.FAIL
+
+
+def test_searcher_stops_at_its_budget(tiny, tmp_path):
+    _, searcher = _searcher(tmp_path, tiny[0], trials=2)
+    assert isinstance(searcher.suggest("a"), dict)
+    assert isinstance(searcher.suggest("b"), dict)
+    assert searcher.suggest("c") == "FINISHED"
+
+
+def test_recover_fails_orphans_of_a_dead_run_and_resumes_its_budget(tmp_path):
+    study = studylib.open_study("s", f"sqlite:///{tmp_path}/s.db")
+    dead = runner.RunRecord(run_id="dead", trials=5, timeout_s=None, host="elsewhere")
+    dead.heartbeat = time.time() - 10 * runner.STALE_AFTER_S
+    dead.save(study)
+    alive = runner.RunRecord(run_id="alive", trials=3, timeout_s=None)
+    alive.save(study)
+    for run_id, state in (("dead", TrialState.COMPLETE), ("dead", TrialState.RUNNING), ("alive", TrialState.RUNNING)):
+        t = study.ask()
+        t.set_user_attr("run_id", run_id)
+        if state == TrialState.COMPLETE:
+            study.tell(t, values=[0.5, 1.0, 100.0])
+    resumed = runner.recover(study)
+    assert resumed.run_id == "dead"
+    states = {(t.user_attrs["run_id"], t.state) for t in study.trials}
+    assert states == {("dead", TrialState.COMPLETE), ("dead", TrialState.FAIL), ("alive", TrialState.RUNNING)}
+    assert "driver died" in study.trials[1].user_attrs["error"]
+    assert runner._finished_by(study.trials, "dead") == 1
+    assert runner.recover(study) is None  # a dead run is resumed once
+    assert json.loads(json.dumps(study.user_attrs["run:dead"]))["done"] is True
+
+
+def test_a_killed_driver_on_this_host_is_dead_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    now = time.time()
+    assert runner.RunRecord(run_id="x", trials=1, timeout_s=None, pid=int(gone.stdout)).is_dead(now)
+    assert not runner.RunRecord(run_id="y", trials=1, timeout_s=None).is_dead(now)  # this process
+    assert not runner.RunRecord(run_id="z", trials=1, timeout_s=None, host="elsewhere").is_dead(now)

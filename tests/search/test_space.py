@@ -1,0 +1,445 @@
+import copy
+import json
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from castmodels import PRESETS, ArchSpec
+from search.space import (
+    Candidate,
+    InvalidCandidate,
+    SpaceError,
+    decode,
+    encode,
+    load_space,
+    parse_duration,
+    preset_params,
+    space_from_dict,
+    suggest,
+)
+from search.train import TrainRecipe
+
+PAPER = Path(__file__).resolve().parents[2] / "spaces" / "paper.yaml"
+PAPER_DICT = yaml.safe_load(PAPER.read_text())
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space(PAPER)
+
+
+def with_changes(*changes):
+    """A copy of paper.yaml's dict; each change is (key path, value), value DELETE removes the key."""
+    doc = copy.deepcopy(PAPER_DICT)
+    for path, value in changes:
+        node = doc
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        if value is DELETE:
+            del node[path[-1]]
+        else:
+            node[path[-1]] = value
+    return doc
+
+
+DELETE = object()
+
+
+def same_network(a: ArchSpec, b: ArchSpec) -> bool:
+    return a.layers == b.layers and a.head == b.head
+
+
+def random_study():
+    return optuna.create_study(directions=["maximize", "minimize", "minimize"],
+                               sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+# ---------------------------------------------------------------------------
+# paper.yaml and the presets
+
+
+def test_paper_space_loads(space):
+    assert space.path == str(PAPER)
+    assert space.study == "paper"
+    assert space.seed_presets is True
+    assert space.objective_names == ["accuracy", "latency_ms", "params"]
+    assert space.directions == ["maximize", "minimize", "minimize"]
+    assert (space.sampler.name, space.sampler.seed, space.sampler.population_size) == ("nsga2", 555, 12)
+    assert (space.budget.trials, space.budget.timeout_s) == (40, 7200.0)
+    assert space.constraints.max_params == 1_000_000
+    assert space.constraints.max_latency_ms == 10.0
+    assert (space.data.source, space.data.channels, space.data.split_seed) == ("synthetic", 3, 555)
+    assert space.image_sizes == [32]
+    assert space.max_epochs == 30
+
+
+def test_every_preset_encodes_and_decodes_back(space):
+    params = preset_params(space)
+    assert sorted(params) == sorted(PRESETS)
+    for name, arch in PRESETS.items():
+        assert same_network(decode(space, {**params[name]}).arch, arch), name
+        arch_only = encode(space, arch)
+        assert set(arch_only) <= set(params[name])
+        assert not {"lr", "blurpool", "aug_hflip"} & set(arch_only)
+
+
+def test_preset_params_train_the_paper_way(space):
+    candidate = decode(space, preset_params(space)["custom-590k-dw"])
+    r = candidate.recipe
+    assert (r.optimizer, r.lr, r.batch_size, r.image_size, r.epochs) == ("adam", 1e-3, 32, 32, 30)
+    assert r.enhancements == () and r.augmentations == ()
+    assert r.seed == 555 and r.channels == 3
+    assert candidate.enhancements_summary() == "none"
+
+
+def test_enqueued_presets_come_back_from_optuna(space):
+    study = random_study()
+    params = preset_params(space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an out-of-range fixed param would warn
+        for p in params.values():
+            study.enqueue_trial(p)
+        for name, p in params.items():
+            trial = study.ask()
+            candidate = suggest(space, trial)
+            assert same_network(candidate.arch, PRESETS[name]), name
+            assert trial.params == p
+
+
+def test_preset_params_skip_what_the_space_cannot_express(caplog):
+    space = space_from_dict(with_changes((("architecture", "stages"), {"low": 3, "high": 4})))
+    with caplog.at_level(logging.WARNING, logger="search.space"):
+        params = preset_params(space)
+    assert sorted(params) == ["custom-140k-3x3", "custom-340k-3x3", "custom-590k-3x3"]
+    assert "custom-340k-dw is not in this space: it needs stages=6" in caplog.text
+    assert "architecture.stages is range [3, 4]" in caplog.text
+
+
+def test_preset_params_leave_to_the_sampler_what_cannot_be_off():
+    space = space_from_dict(with_changes(
+        (("training", "lr"), {"low": 0.01, "high": 0.1}), (("enhancements", "swa"), True),
+        (("enhancements", "mixup"), {"low": 0.1, "high": 0.4}), (("augmentations", "hflip"), True),
+    ))
+    p = preset_params(space)["custom-140k-3x3"]
+    assert not {"lr", "swa", "mixup", "aug_hflip"} & set(p)
+    assert p["blurpool"] is False and p["batch_size"] == 32
+
+
+# ---------------------------------------------------------------------------
+# encode / decode
+
+
+@pytest.mark.parametrize(("code", "why"), [
+    ("C16 C16 X.06 P C600 P C32 A", "needs s2_b1_channels=600, but <dict>: architecture.channels is range [16, 512]"),
+    ("C16e X.1 P C16 P C16 A", "squeeze-excite or blurpool"),
+    ("C16b X.1 P C16 P C16 A", "squeeze-excite or blurpool"),
+    ("C16 Q C16 P C16 A", "average-pools"),
+    ("C16s2 C16 P C16 P C16 A", "not the last block of stage 1"),
+    ("C16s2d2 P C16 P C16 A", "stride 2 and dilation 2"),
+    ("C16 C16 C16 C16 P C16 P C16 A", "needs s1_blocks=4"),
+    ("C16 P C16 P C16 P C16 P C16 P C16 P C16 A", "needs stages=7"),
+    ("C16 X.5 C16 P C16 A", "needs s1_dropout=0.5"),
+])
+def test_encode_says_why_an_arch_is_not_in_the_space(code, why):
+    space = space_from_dict(PAPER_DICT)
+    with pytest.raises(ValueError, match=re.escape(why)):
+        encode(space, ArchSpec.from_code(code))
+
+
+def test_encode_checks_recipe_values(space):
+    arch = PRESETS["custom-140k-3x3"]
+    assert encode(space, arch, lr=2e-3, weight_decay=0.0)["lr"] == 2e-3  # weight_decay is fixed: no param
+    with pytest.raises(ValueError, match="needs lr=0.1, but .*training.lr is range"):
+        encode(space, arch, lr=0.1)
+    with pytest.raises(ValueError, match="weight_decay=0.1, but .*fixed at 0.0"):
+        encode(space, arch, weight_decay=0.1)
+    with pytest.raises(ValueError, match="unknown recipe parameter 'hflip'; known: .*aug_hflip"):
+        encode(space, arch, hflip=True)
+
+
+def test_decode_names_missing_and_out_of_space_params(space):
+    params = preset_params(space)["custom-140k-dw"]
+    missing = {k: v for k, v in params.items() if k != "s2_b1_channels"}
+    with pytest.raises(ValueError, match="params lack 's2_b1_channels'.*architecture.channels"):
+        decode(space, missing)
+    with pytest.raises(ValueError, match=r"param s1_dropout=0.5 is not in this space .*architecture.dropout"):
+        decode(space, {**params, "s1_dropout": 0.5})
+    with pytest.raises(ValueError, match=r"param s1_b1_conv='conv5x5'"):
+        decode(space, {**params, "s1_b1_conv": "conv5x5"})
+
+
+def test_too_much_downsampling_is_an_invalid_candidate(space):
+    six_pools = ArchSpec.from_code("C16 P C16 P C16 P C16 P C16 P C16 P A")
+    params = {**preset_params(space)["custom-140k-3x3"], **encode(space, six_pools)}
+    with pytest.raises(InvalidCandidate, match="downsamples by 64x.*image_size 32"):
+        decode(space, params)
+
+
+def test_random_points_are_candidates_or_invalid(space):
+    study = random_study()
+    seen = {"valid": 0, "invalid": 0}
+    for _ in range(50):
+        trial = study.ask()
+        try:
+            candidate = suggest(space, trial)
+        except InvalidCandidate:
+            seen["invalid"] += 1
+            with pytest.raises(InvalidCandidate):
+                decode(space, trial.params)
+            continue
+        seen["valid"] += 1
+        assert decode(space, trial.params) == candidate
+        stages = trial.params["stages"]
+        expected = {"stages", "head"}
+        for i in range(1, stages + 1):
+            expected |= {f"s{i}_{k}" for k in ("blocks", "last", "dropout", "pool")}
+            expected |= {f"s{i}_b{j}_{k}" for j in range(1, trial.params[f"s{i}_blocks"] + 1)
+                         for k in ("conv", "channels")}
+        arch_params = {k for k in trial.params if re.match(r"s\d+_|stages$|head$", k)}
+        assert arch_params == expected
+        assert "epochs" not in trial.params and "weight_decay" not in trial.params  # fixed in the file
+        try:
+            again = encode(space, candidate.arch)  # not every point has one: stages can merge
+        except ValueError:
+            continue
+        assert same_network(decode(space, {**trial.params, **again}).arch, candidate.arch)
+    assert seen["valid"] > 10 and seen["invalid"] > 0
+
+
+def test_recipe_follows_the_params(space):
+    params = {**preset_params(space)["custom-140k-3x3"], "swa": True, "label_smoothing": 0.1,
+              "mixup": 0.2, "aug_hflip": True, "aug_rotate": True, "batch_size": 50}
+    candidate = decode(space, params)
+    r = candidate.recipe
+    assert r.enhancements == ("swa", "label_smoothing", "mixup")
+    assert (r.label_smoothing, r.mixup_alpha, r.batch_size) == (0.1, 0.2, 50)
+    assert r.augmentations == ("hflip", "rotate")
+    assert candidate.enhancements_summary() == "swa+ls0.1+mixup0.2 aug:hflip+rotate"
+
+
+def test_candidate_json_round_trip(space):
+    params = {**preset_params(space)["custom-140k-dw"], "blurpool": True, "mixup": 0.2, "aug_vflip": True}
+    candidate = decode(space, params)
+    again = Candidate.from_dict(json.loads(json.dumps(candidate.to_dict())))
+    assert again == candidate
+    assert isinstance(again.recipe, TrainRecipe)
+
+
+# ---------------------------------------------------------------------------
+# validation: every error names the file and the key path
+
+
+@pytest.mark.parametrize(("changes", "path", "fragment"), [
+    ([(("sampl",), {})], "sampl", "unknown key"),
+    ([(("architecture", "chanels"), 3)], "architecture.chanels", "did you mean 'channels'"),
+    ([(("architecture", "channels", "lo"), 3)], "architecture.channels.lo", "known keys: low, high, log, step"),
+    ([(("architecture", "stages"), "three")], "architecture.stages", "must be an integer in [1, 16], got 'three'"),
+    ([(("architecture", "stages"), True)], "architecture.stages", "got True"),
+    ([(("architecture", "stages"), 40)], "architecture.stages", "got 40"),
+    ([(("architecture", "channels", "low"), 16.5)], "architecture.channels.low", "must be an integer"),
+    ([(("architecture", "conv"), [])], "architecture.conv", "empty list"),
+    ([(("training", "batch_size"), [32, 32])], "training.batch_size[1]", "distinct, got 32 twice"),
+    ([(("architecture", "channels"), {"low": 64, "high": 32})], "architecture.channels",
+     "low must be <= high, got low=64, high=32"),
+    ([(("architecture", "dropout"), {"low": 0.0, "high": 0.1, "log": True})], "architecture.dropout",
+     "log range needs low > 0"),
+    ([(("training", "lr"), {"low": 0.001, "high": 0.01, "log": True, "step": 0.001})], "training.lr",
+     "log and step cannot be used together"),
+    ([(("architecture", "channels"), {"low": 16, "high": 100, "step": 16})], "architecture.channels",
+     "multiple of step"),
+    ([(("architecture", "channels"), {"low": 16})], "architecture.channels", "missing high"),
+    ([(("architecture", "conv"), {"low": 1, "high": 2})], "architecture.conv", "not a range"),
+    ([(("training", "epochs"), {"low": 5, "high": 30})], "training.epochs", "not a range"),
+    ([(("architecture", "dropout"), float("nan"))], "architecture.dropout", "number in [0, 1)"),
+    ([(("training", "lr"), "3e-4")], "training.lr", "write 3.0e-4"),
+    ([(("enhancements", "blur_pool"), True)], "enhancements.blur_pool", "did you mean 'blurpool'"),
+    ([(("enhancements", "mixup"), [False, True])], "enhancements.mixup[0]", "must be a number >= 0"),
+    ([(("augmentations", "flip"), True)], "augmentations.flip", "known keys: hflip"),
+    ([(("sampler", "name"), "cmaes")], "sampler.name", "must be one of nsga2, tpe, random, got 'cmaes'"),
+    ([(("sampler", "name"), "tpe")], "sampler.population_size", "only the nsga2 sampler"),
+    ([(("architecture", "conv"), ["conv3x3", "conv5x5"])], "architecture.conv[1]",
+     "must be one of conv3x3, dwsep, got 'conv5x5'"),
+    ([(("architecture", "head"), ["gap", "dense"])], "architecture.head[1]", "gap, flatten"),
+    ([(("architecture", "last_block"), "stride3")], "architecture.last_block", "plain, stride2, dilation2"),
+    ([(("training", "optimizer"), ["adam", "adm"])], "training.optimizer[1]", "unknown optimizer 'adm'"),
+    ([(("budget", "timeout"), "2 hours")], "budget.timeout", "'90s', '30m'"),
+    ([(("budget", "trials"), 0)], "budget.trials", "integer >= 1"),
+    ([(("budget",), {"trials": None, "timeout": None})], "budget", "needs trials, timeout or both"),
+    ([(("objectives", "accuracy"), "minimize")], "objectives.accuracy", "must be 'maximize'"),
+    ([(("objectives", "params"), DELETE)], "objectives", "missing params"),
+    ([(("objectives", "f1"), "maximize")], "objectives.f1", "unknown key"),
+    ([(("architecture",), DELETE)], "architecture", "required section"),
+    ([(("architecture", "head"), DELETE)], "architecture.head", "required key"),
+    ([(("architecture",), [1, 2])], "architecture", "must be a mapping"),
+    ([(("training", "epochs"), 1)], "enhancements.swa", "needs epochs >= 2"),
+    ([(("constraints", "min_accuracy"), 1.5)], "constraints.min_accuracy", "(0, 1]"),
+    ([(("constraints", "max_params"), -5)], "constraints.max_params", "> 0"),
+    ([(("data", "channels"), 2)], "data.channels", "one of 1, 3"),
+    ([(("data", "test_fraction"), 1.0)], "data.test_fraction", "(0, 1)"),
+    ([(("data", "image_size"), 32)], "data.image_size", "unknown key"),
+    ([(("training", "image_size"), [32, 4])], "training.image_size[1]", "integer >= 8"),
+    ([(("study",), "my study")], "study", "[A-Za-z0-9_.-]+"),
+    ([(("seed_presets",), "yes please")], "seed_presets", "true or false"),
+])
+def test_validation_errors_name_file_and_key_path(tmp_path, changes, path, fragment):
+    file = tmp_path / "bad.yaml"
+    file.write_text(yaml.safe_dump(with_changes(*changes)))
+    with pytest.raises(SpaceError) as info:
+        load_space(file)
+    message = str(info.value)
+    assert message.startswith(f"{file}: {path}"), message
+    assert fragment in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("architecture: [unclosed\n", "YAML syntax error at line 2"),
+    ("architecture:\n  stages: 3\n    blocks: 2\n", "YAML syntax error at line 3"),
+    ("", "the document is empty"),
+    ("- 1\n- 2\n", "must be a mapping"),
+])
+def test_broken_documents(tmp_path, text, fragment):
+    file = tmp_path / "broken.yaml"
+    file.write_text(text)
+    with pytest.raises(SpaceError, match=re.escape(fragment)) as info:
+        load_space(file)
+    assert str(info.value).startswith(f"{file}: ")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpaceError, match=r"nothere.yaml: cannot read the search-space file: No such file"):
+        load_space(tmp_path / "nothere.yaml")
+
+
+def test_defaults_for_a_minimal_space(tmp_path):
+    file = tmp_path / "tiny-space.yaml"
+    file.write_text(yaml.safe_dump({"architecture": PAPER_DICT["architecture"]}))
+    space = load_space(file)
+    assert space.study == "tiny-space"
+    assert (space.budget.trials, space.budget.timeout_s) == (20, None)
+    assert (space.sampler.name, space.sampler.seed, space.sampler.population_size) == ("nsga2", None, 12)
+    assert space.data.source == "synthetic" and space.data.cache_dir is None
+    assert space.image_sizes == [32] and space.max_epochs == TrainRecipe().epochs
+    candidate = decode(space, preset_params(space)["custom-140k-3x3"])
+    assert candidate.recipe.enhancements == () and candidate.recipe.augmentations == ()
+    assert candidate.recipe.seed == 0
+
+
+def test_overrides_apply_before_validation(tmp_path):
+    space = load_space(PAPER, overrides={("budget", "trials"): 5, ("training", "epochs"): 3,
+                                         ("data", "source"): "images/", ("study",): "other"})
+    assert (space.budget.trials, space.max_epochs, space.data.source, space.study) == (5, 3, "images/", "other")
+    file = tmp_path / "nobudget.yaml"
+    file.write_text(yaml.safe_dump(with_changes((("budget",), DELETE))))
+    space = load_space(file, overrides={("budget", "timeout"): "30m"})
+    assert (space.budget.trials, space.budget.timeout_s) == (None, 1800.0)
+    with pytest.raises(SpaceError, match=r"nobudget.yaml: budget.timeout: .*got 'soon'"):
+        load_space(file, overrides={("budget", "timeout"): "soon"})
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("45", 45), (45, 45), (1.5, 1.5),
+    ("1d", 86400), (" 2H ", 7200), ("1.5h", 5400), ("1h0m30s", 3630),
+])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "2 hours", "-5", "1m30h", "h", 0, -1, True, None, float("inf")])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError, match="a duration must be seconds > 0 or text like"):
+        parse_duration(text)
+
+
+# ---------------------------------------------------------------------------
+# properties: a mutated document loads or raises SpaceError, and what loads samples cleanly
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 600), st.floats(), st.text(max_size=6),
+    st.sampled_from(["conv3x3", "dwsep", "gap", "plain", "stride2", "adam", "2h", "tpe", "random"]),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(["low", "high", "log", "step", "x"]) | st.text(max_size=4), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _paths(value, prefix + (i,))
+
+
+def _mutate(doc, data):
+    path = data.draw(st.sampled_from(list(_paths(doc))))
+    if not path:
+        return data.draw(_values)
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    action = data.draw(st.sampled_from(["replace", "delete", "add"]))
+    if action == "replace":
+        parent[path[-1]] = data.draw(_values)
+    elif action == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent[path[-1]], dict):
+        key = data.draw(st.text(max_size=6) | st.sampled_from(["low", "high", "step", "log", "budget", "stages"]))
+        parent[path[-1]][key] = data.draw(_values)
+    elif isinstance(parent[path[-1]], list):
+        parent[path[-1]].append(data.draw(_values))
+    return doc
+
+
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_documents_load_or_raise_space_error(data):
+    doc = copy.deepcopy(PAPER_DICT)
+    for _ in range(data.draw(st.integers(1, 3))):
+        doc = _mutate(doc, data)
+    try:
+        space = space_from_dict(doc, source="mutated.yaml")
+    except SpaceError as e:
+        assert str(e).startswith("mutated.yaml: ") and "\n" not in str(e)
+        return
+    study = random_study()
+    for _ in range(3):
+        try:
+            suggest(space, study.ask())
+        except InvalidCandidate:
+            pass
+
+
+@settings(max_examples=50, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_text_loads_or_raises_space_error(tmp_path, data):
+    text = PAPER.read_text()
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(text)))
+        if data.draw(st.booleans()):
+            text = text[:at] + text[at + data.draw(st.integers(1, 20)):]
+        else:
+            insert = data.draw(st.sampled_from([":", "- ", "[", "{", "}", " ", "\n", "x", "0", "'", "&a ", "*a",
+                                                "!!python/object:os.system ", "\t", "null", "[]", "{}"]))
+            text = text[:at] + insert + text[at:]
+    file = tmp_path / "fuzzed.yaml"
+    file.write_text(text)
+    try:
+        load_space(file)
+    except SpaceError as e:
+        assert str(e).startswith(f"{file}: ") and "\n" not in str(e)

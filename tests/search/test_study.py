@@ -1,0 +1,86 @@
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import study as studylib
+
+
+def _study(tmp_path, name="s"):
+    return studylib.open_study(name, f"sqlite:///{tmp_path}/s.db", sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def _complete(study, values, constraints=None, **attrs):
+    t = study.ask()
+    for k, v in attrs.items():
+        t.set_user_attr(k, v)
+    for name, v in (constraints or {n: 0.0 for n in studylib.CONSTRAINT_NAMES}).items():
+        t.set_constraint(name, v)
+    study.tell(t, values=values)
+    return t.number
+
+
+def test_open_study_names_objectives_and_directions(tmp_path):
+    study = _study(tmp_path)
+    assert study.metric_names == ["accuracy", "latency_ms", "params"]
+    again = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db")
+    assert [d.name for d in again.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    assert again.metric_names == ["accuracy", "latency_ms", "params"]
+
+
+def test_open_study_is_idempotent_and_rejects_wrong_directions(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    studylib.open_study("s", url)
+    studylib.open_study("s", url)  # loads, does not fail
+    optuna.create_study(study_name="other", storage=url, directions=["minimize"])
+    with pytest.raises(ValueError, match="exists with directions"):
+        studylib.open_study("other", url)
+
+
+def test_missing_study_lists_known_ones(tmp_path):
+    _study(tmp_path, "alpha")
+    with pytest.raises(ValueError, match=r"no study 'beta'.*alpha"):
+        studylib.load_existing_study("beta", f"sqlite:///{tmp_path}/s.db")
+
+
+def test_unknown_sampler_lists_known():
+    with pytest.raises(ValueError, match="nsga2, tpe, random"):
+        studylib.make_sampler("cmaes")
+
+
+def test_front_excludes_pruned_failed_and_infeasible(tmp_path):
+    study = _study(tmp_path)
+    good = _complete(study, [0.9, 2.0, 1000])
+    fast = _complete(study, [0.8, 1.0, 1000])
+    _complete(study, [0.7, 3.0, 5000])  # dominated
+    broken = {"max_latency_ms": 0.5, "max_params": 0.0, "min_accuracy": 0.0}
+    _complete(study, [0.0, 0.1, 10], constraints=broken, infeasible=True)
+    t = study.ask()
+    study.tell(t, state=TrialState.PRUNED)
+    t = study.ask()
+    study.tell(t, state=TrialState.FAIL)
+    front = studylib.pareto_front(study)
+    assert [t.number for t in front] == [good, fast]
+    c = studylib.counts(study.get_trials())
+    assert (c["complete"], c["pruned"], c["failed"], c["infeasible"]) == (3, 1, 1, 1)
+
+
+def test_constraint_values_sign_convention():
+    limits = {"max_latency_ms": 5.0, "max_params": 1000, "min_accuracy": 0.8}
+    v = studylib.constraint_values(limits, accuracy=0.9, latency_ms=6.0, params=500)
+    assert v == {"max_latency_ms": 1.0, "max_params": -500.0, "min_accuracy": pytest.approx(-0.1)}
+    assert studylib.constraint_values({}, None, 1.0, 1) == {n: 0.0 for n in studylib.CONSTRAINT_NAMES}
+
+
+def test_dominates():
+    assert studylib.dominates([0.9, 1.0, 10], [0.8, 1.0, 10])
+    assert not studylib.dominates([0.9, 2.0, 10], [0.8, 1.0, 10])
+    assert not studylib.dominates([0.9, 1.0, 10], [0.9, 1.0, 10])
+
+
+def test_hypervolume_grows_with_a_dominating_point():
+    ref = [0.0, 100.0, 1e6]
+    hv1 = studylib.hypervolume([[0.5, 50.0, 5e5]], ref)
+    hv2 = studylib.hypervolume([[0.5, 50.0, 5e5], [0.8, 40.0, 4e5]], ref)
+    assert hv1 == pytest.approx(0.5 * 50 * 5e5)
+    assert hv2 > hv1
+    assert studylib.hypervolume([[0.5, 500.0, 5e5]], ref) == 0.0  # outside the reference box
