@@ -555,9 +555,6 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
                     for name in ENHANCEMENTS} | r.params(top, "enhancements", _ENHANCEMENTS)
     augmentations = {name: Fixed(f"augmentations.{name}", False)
                      for name in AUGMENTATIONS} | r.params(top, "augmentations", _AUGMENTATIONS)
-    if min(training["epochs"].values()) < 2 and True in enhancements["swa"].values():
-        r.fail("enhancements.swa", "swa averages epoch-end weights and needs epochs >= 2, "
-                                   f"but training.epochs can be {min(training['epochs'].values())}")
     return SearchSpace(
         path=path,
         study=study,

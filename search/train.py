@@ -169,23 +169,27 @@ SURGERY: dict[str, Callable[[nn.Module], None]] = {
 def _not_about_swa_batchnorm(record: logging.LogRecord) -> bool:
     """Drop composer's warning that the swapped-in SWA weights keep stale BatchNorm
     statistics: :func:`train` recomputes them."""
-    return "batch norm statistics" not in record.getMessage()
+    return "batch norm statistics" not in record.getMessage().lower()
 
 
 def _swa(recipe: TrainRecipe) -> Any:
-    """Average the epoch-end weights from epoch max(1, floor(0.7 * epochs)) to the last one.
+    """Average the weights over the last ~30% of training and end with that average.
 
-    The averaged weights replace the model's at the end of the last epoch, and :func:`train`
-    then recomputes the BatchNorm statistics for them. (composer's alternative, swapping
-    earlier and training on, leaves a model that is no longer the average.) Needs
-    epochs >= 2, which :class:`TrainRecipe` enforces.
+    With 2+ epochs: the epoch-end weights from epoch max(1, floor(0.7 * epochs)) to the last.
+    With 1 epoch: the weights after every batch of the last 30% of the epoch. The averaged
+    weights replace the model's at the very end, and :func:`train` then recomputes the
+    BatchNorm statistics for them. (composer's alternative, swapping earlier and training
+    on, leaves a model that is no longer the average.)
     """
     from composer.algorithms import SWA
 
-    start = max(1, math.floor(0.7 * recipe.epochs))
     logging.getLogger("composer.algorithms.swa.swa").addFilter(_not_about_swa_batchnorm)
     with warnings.catch_warnings():  # a note about resuming multi-GPU checkpoints; neither applies
         warnings.filterwarnings("ignore", message="SWA has known issues")
+        warnings.filterwarnings("ignore", message=".*swa_end.*")  # BN statistics: train() recomputes them
+        if recipe.epochs == 1:
+            return SWA(swa_start="0.7dur", swa_end="1dur", update_interval="1ba")
+        start = max(1, math.floor(0.7 * recipe.epochs))
         return SWA(swa_start=f"{start}ep", swa_end=f"{recipe.epochs}ep", update_interval="1ep")
 
 
@@ -267,8 +271,6 @@ class TrainRecipe:
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.mixup_alpha > 0, f"mixup_alpha must be > 0, got {self.mixup_alpha}"),
             (0 < self.cutout_length < 1, f"cutout_length must be in (0, 1), got {self.cutout_length}"),
-            ("swa" not in self.enhancements or self.epochs >= 2,
-             f"swa averages epoch-end weights and needs epochs >= 2, got {self.epochs}"),
         ]
         for ok, message in rules:
             if not ok:
@@ -443,7 +445,8 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
     trainer = Trainer(
         model=composer_model,
         train_dataloader=train_batches,
-        max_duration=f"{recipe.epochs}ep",
+        # In batches, so that fractions of the run ("0.7dur") advance within an epoch too.
+        max_duration=f"{recipe.epochs * len(train_batches)}ba",
         device_train_microbatch_size=recipe.batch_size,  # the loader has no batch_size attribute
         optimizers=OPTIMIZERS[recipe.optimizer](model.parameters(), recipe),
         algorithms=list(algorithms.values()),

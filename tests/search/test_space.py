@@ -280,7 +280,6 @@ def test_candidate_json_round_trip(space):
     ([(("architecture",), DELETE)], "architecture", "required section"),
     ([(("architecture", "head"), DELETE)], "architecture.head", "required key"),
     ([(("architecture",), [1, 2])], "architecture", "must be a mapping"),
-    ([(("training", "epochs"), 1)], "enhancements.swa", "needs epochs >= 2"),
     ([(("constraints", "min_accuracy"), 1.5)], "constraints.min_accuracy", "(0, 1]"),
     ([(("constraints", "max_params"), -5)], "constraints.max_params", "> 0"),
     ([(("data", "channels"), 2)], "data.channels", "one of 1, 3"),
