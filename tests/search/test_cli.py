@@ -1,0 +1,88 @@
+"""The castsearch command line: output formats and clean one-line errors for bad input."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from castmodels import PRESETS
+from search.cli import main
+
+PAPER_PARAMS = [143_218, 143_406, 340_010, 344_508, 590_378, 599_913]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_json_lists_the_six_presets(capsys):
+    code, out, _ = run(capsys, "models", "--json")
+    rows = json.loads(out)
+    assert code == 0
+    assert [r["name"] for r in rows] == list(PRESETS)
+    assert [r["params"] for r in rows] == PAPER_PARAMS
+    assert all(r["macs"] > 0 and r["summary"] for r in rows)
+
+
+def test_models_table(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "custom-590k-dw" in out and "599,913" in out
+
+
+def test_train_json_writes_artifacts(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CASTSEARCH_CACHE", str(tmp_path / "cache"))
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "train", "C8 P C16 P A", "--data", "synthetic", "--image-size", "16",
+                         "--epochs", "1", "--out", str(out_dir), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    for key in ("accuracy", "macro_f1", "params", "macs", "latency_ms", "batch_latency_ms"):
+        assert key in result
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert {p.name for p in out_dir.iterdir()} >= {"model.pt", "spec.json", "recipe.json", "metrics.json"}
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["evaluation"]["accuracy"] == result["accuracy"]
+    assert metrics["data"]["class_names"]
+
+
+def _one_class_folder(tmp_path):
+    root = tmp_path / "one"
+    (root / "scratch").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(root / "scratch" / "a.png")
+    return root
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "custom-140k-dw", "--data", "/no/such/folder"], "/no/such/folder"),
+    (["train", "resnet-9000"], "unknown preset 'resnet-9000'"),
+    (["train", "missing.json"], "missing.json"),
+    (["train", "C8 Z9 A"], "unknown token 'Z9'"),
+    (["train", "custom-140k-dw", "--enhance", "turbo"], "turbo"),
+    (["train", "custom-140k-dw", "--augment", "hflop"], "hflop"),
+    (["run", "no-such-space.yaml"], "no-such-space.yaml"),
+    (["front", "--study", "nothing-here", "--storage", "sqlite:///{tmp}/x.db"], "nothing-here"),
+])
+def test_bad_input_is_one_clean_line(capsys, tmp_path, monkeypatch, argv, needle):
+    monkeypatch.setenv("CASTSEARCH_CACHE", str(tmp_path / "cache"))
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("castsearch: error:")]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_too_few_classes_names_the_folder(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CASTSEARCH_CACHE", str(tmp_path / "cache"))
+    root = _one_class_folder(tmp_path)
+    code, _, err = run(capsys, "train", "custom-140k-dw", "--data", str(root))
+    assert code == 2 and str(root) in err and "Traceback" not in err
+
+
+def test_bad_space_value_names_file_and_key(capsys, tmp_path):
+    space = tmp_path / "bad.yaml"
+    space.write_text("architecture:\n  stages: {low: 4, high: 2}\n")
+    code, _, err = run(capsys, "run", str(space))
+    assert code == 2 and "bad.yaml" in err and "architecture" in err
