@@ -22,6 +22,12 @@ _EXPORTS = {
     "machine_fingerprint": "search.measure",
     "run_candidate": "search.trial",
     "Limits": "search.trial",
+    "export_trial": "search.export",
+    "ExportError": "search.export",
+    "write_report": "search.report",
+    "Predictor": "search.predict",
+    "PredictError": "search.predict",
+    "dashboard_server": "search.dashboard",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -191,6 +191,13 @@ def print_front(rows: list[dict]) -> None:
         print("~ latency measured during the search, not yet re-timed in a quiet phase")
 
 
+def _quiet_optuna() -> None:
+    """Optuna logs through its own handler at INFO ("A new study created ..."); the CLI prints."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if log.isEnabledFor(logging.DEBUG) else optuna.logging.WARNING)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from search.data import DataConfig, load_dataset
     from search.runner import RunOptions, run_search
@@ -202,6 +209,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("budget", "timeout"): args.timeout, ("training", "epochs"): args.epochs, ("sampler", "seed"): args.seed,
     }
     space = load_space(args.space, overrides={k: v for k, v in overrides.items() if v is not None})
+    _quiet_optuna()
+    workers = args.workers or os.cpu_count() or 1
     if space.budget.trials is None and space.budget.timeout_s is None:
         raise CLIError(f"{args.space}: the search needs a budget: budget.trials or budget.timeout (or --trials / --timeout)")
     storage = args.storage or default_storage(space.study)
@@ -217,9 +226,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"castsearch run: study {space.study!r} in {storage}")
     print(f"  data {first.identity['source']}: {first.num_classes} classes, {len(first.train_y)} train / "
           f"{len(first.val_y)} val / {len(first.test_y)} test images; sizes {space.image_sizes}")
-    print(f"  budget {' or '.join(budget)}, {args.workers} worker(s), sampler {space.sampler.name}", flush=True)
+    print(f"  budget {' or '.join(budget)}, {workers} worker(s), sampler {space.sampler.name}", flush=True)
     opts = RunOptions(study_name=space.study, storage=storage, trials=space.budget.trials,
-                      timeout_s=space.budget.timeout_s, workers=args.workers, address=args.address,
+                      timeout_s=space.budget.timeout_s, workers=workers, address=args.address,
                       artifacts=Path(args.artifacts) if args.artifacts else None)
     summary = run_search(space, datasets, opts, on_progress=_print_progress)
     resumed = f" (resumed run {summary.resumed_from})" if summary.resumed_from else ""
@@ -230,15 +239,187 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_front(args: argparse.Namespace) -> int:
-    from search.study import load_existing_study
+def reference_rows(trials) -> list[dict]:
+    """One dict per baseline reference point stored by ``castsearch baselines``."""
+    return [{
+        "reference": True,
+        "baseline": t.user_attrs["baseline"],
+        "pretrained": t.user_attrs["pretrained"],
+        "pretrained_from": t.user_attrs.get("pretrained_from"),
+        "trial": t.number,
+        "accuracy": t.values[0],
+        "macro_f1": t.user_attrs.get("macro_f1"),
+        "latency_ms": t.values[1],
+        "batch_latency_ms": t.user_attrs.get("batch_latency_ms"),
+        "params": int(t.values[2]),
+        "macs": t.user_attrs.get("macs"),
+        "image_size": t.user_attrs["recipe"]["image_size"],
+        "epochs": t.user_attrs.get("epochs_run"),
+        "weights_path": t.user_attrs.get("weights_path"),
+    } for t in trials]
 
+
+def add_dominated(rows: list[dict], references: list[dict]) -> None:
+    """Set each front row's ``dominates``: the baselines it Pareto-dominates on
+    (accuracy, latency_ms, params)."""
+    from search.study import dominates
+
+    def point(r: dict) -> list[float]:
+        return [r["accuracy"], r["latency_ms"], r["params"]]
+
+    for r in rows:
+        r["dominates"] = [ref["baseline"] for ref in references if dominates(point(r), point(ref))]
+
+
+def print_references(references: list[dict]) -> None:
+    print(f"{'baseline':<13} {'pretrained':<10} {'accuracy':>8} {'latency ms':>10} {'params':>11} {'size':>4}  weights")
+    for ref in references:
+        print(f"{ref['baseline']:<13} {'yes' if ref['pretrained'] else 'no':<10} {ref['accuracy']:>8.4f} "
+              f"{ref['latency_ms']:>10.3f} {_fmt_int(ref['params']):>11} {ref['image_size']:>4}  "
+              f"{ref['pretrained_from'] or 'trained from scratch'}")
+
+
+def print_dominated(rows: list[dict], references: list[dict]) -> None:
+    by_name = {ref["baseline"]: ref for ref in references}
+    print("\nfront trials that dominate a reference (at least as accurate, fast and small):")
+    for r in rows:
+        if r["dominates"]:
+            beaten = (f"{name} ({by_name[name]['latency_ms'] / r['latency_ms']:.1f}x faster, "
+                      f"{by_name[name]['params'] / r['params']:.1f}x fewer params)" for name in r["dominates"])
+            print(f"  trial {r['trial']}: {', '.join(beaten)}")
+    if not any(r["dominates"] for r in rows):
+        print("  none")
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    from search.study import load_existing_study, reference_trials
+
+    _quiet_optuna()
     name, storage = _study_and_storage(args)
-    rows = front_rows(load_existing_study(name, storage))
+    study = load_existing_study(name, storage)
+    references = reference_rows(reference_trials(name, storage))
+    if args.references:
+        if args.json:
+            print(json.dumps(references, indent=2))
+        elif references:
+            print_references(references)
+        else:
+            print(f"no baselines stored for study {name!r} (castsearch baselines stores them)")
+        return 0
+    rows = front_rows(study)
+    add_dominated(rows, references)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print_front(rows)
+        if references:
+            print("\nreferences (castsearch baselines, not searched):")
+            print_references(references)
+            print_dominated(rows, references)
+    return 0
+
+
+def _print_baseline(result) -> None:
+    ev, m = result.outcome.evaluation, result.outcome.measurement
+    print(f"  {result.name:<13} {'pretrained' if result.pretrained else 'scratch':<10} accuracy {ev.accuracy:.4f}  "
+          f"latency {m.latency_ms:.3f} ms  params {_fmt_int(m.params)}  MACs {_fmt_int(m.macs)}  "
+          f"({result.outcome.epochs_run} epoch(s), {result.outcome.train_seconds:.0f} s; trial {result.trial_number})",
+          flush=True)
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from castmodels import get_baseline
+    from search.baselines import baseline_recipe, run_baselines, select_baselines
+    from search.data import DataConfig, load_dataset
+    from search.space import load_space
+    from search.study import STUDIES_DIR, baselines_study_name, default_storage
+
+    overrides = {("data", "source"): args.data, ("study",): args.study}
+    space = load_space(args.space, overrides={k: v for k, v in overrides.items() if v is not None})
+    _quiet_optuna()
+    recipe = baseline_recipe(space, epochs=args.epochs, image_size=args.image_size)
+    names, left_out = select_baselines(_csv(args.only), recipe.image_size)
+    storage = args.storage or default_storage(space.study)
+    study_name = baselines_study_name(space.study)
+    d = space.data
+    data = load_dataset(DataConfig(source=d.source, image_size=recipe.image_size, channels=d.channels,
+                                   test_fraction=d.test_fraction, val_fraction=d.val_fraction,
+                                   split_seed=d.split_seed), cache_dir=d.cache_dir)
+    print(f"castsearch baselines: study {study_name!r} in {storage}")
+    print(f"  data {data.identity['source']}: {data.num_classes} classes, {len(data.train_y)} train / "
+          f"{len(data.val_y)} val / {len(data.test_y)} test images at {recipe.image_size} px, "
+          f"{recipe.channels} channel(s)")
+    print(f"  {recipe.epochs} epoch(s), batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr:g}; "
+          f"weights {args.weights}", flush=True)
+    for name in left_out:
+        print(f"  leaving out {name}: it needs --image-size {get_baseline(name).min_image_size} or more")
+    artifacts = Path(args.artifacts) if args.artifacts else STUDIES_DIR / study_name
+    run_baselines(space, data, names, args.weights, recipe, storage, artifacts, on_result=_print_baseline)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from search.dashboard import dashboard_server
+    from search.study import load_existing_study
+
+    name, storage = _study_and_storage(args)
+    load_existing_study(name, storage)
+    server, url = dashboard_server(storage, name, args.host, args.port)
+    print(f"optuna-dashboard for study {name!r}: {url}  (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from search.report import baselines_of, write_report
+    from search.study import STUDIES_DIR, load_existing_study
+
+    name, storage = _study_and_storage(args)
+    study = load_existing_study(name, storage)
+    out = Path(args.out) if args.out else STUDIES_DIR / name / "report"
+    files = write_report(study, front_rows(study), out, baselines_of(name, storage))
+    print(f"report: {files.html}")
+    print(f"plots:  {', '.join(p.name for p in files.plots)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from search.export import TOLERANCE, export_trial
+    from search.study import STUDIES_DIR, load_existing_study
+
+    name, storage = _study_and_storage(args)
+    study = load_existing_study(name, storage)
+    out = Path(args.out) if args.out else STUDIES_DIR / name / "export" / f"trial-{args.trial:05d}"
+    r = export_trial(study, args.trial, out, formats=_csv(args.format), quantize=args.quantize)
+    print(f"exported trial {args.trial} of study {name!r} to {out}")
+    for fmt, diff in r.max_abs_diff.items():
+        print(f"  {fmt:<12} max abs difference to PyTorch {diff:.3g} (tolerance {TOLERANCE:g}): ok")
+    for kind, t in r.latency.items():
+        print(f"  {kind:<12} onnxruntime, {t['threads']} thread: {t['latency_ms']:.3f} ms per image "
+              f"(IQR {t['latency_iqr_ms']:.3f}), {t['batch_latency_ms']:.2f} ms per batch of {t['batch_size']}")
+    if "int8" in r.accuracy:
+        print(f"  test accuracy: study {r.accuracy['study']:.4f}, onnx {r.accuracy['onnx']:.4f}, "
+              f"int8 {r.accuracy['int8']:.4f}")
+    print(f"  files: {', '.join(r.files)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from search.predict import Predictor, image_files  # onnxruntime, Pillow, numpy: no torch
+
+    predictor = Predictor(args.model_dir)
+    predictions = predictor.predict(image_files(args.images))
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+        return 0
+    width = max(len(p.image) for p in predictions)
+    for p in predictions:
+        print(f"{p.image:<{width}}  {p.label}  {p.probability:.3f}")
     return 0
 
 
@@ -278,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trials", type=int, help="trials this run finishes (overrides budget.trials)")
     r.add_argument("--timeout", help="time budget, e.g. 90s, 30m, 2h (overrides budget.timeout)")
     r.add_argument("--epochs", type=int, help="maximum epochs per trial (overrides training.epochs)")
-    r.add_argument("--workers", type=int, default=1, help="trials at once, one CPU each (default 1)")
+    r.add_argument("--workers", type=int, help="trials at once, one CPU each (default: one per CPU)")
     r.add_argument("--address", help="join an existing Ray cluster at this address instead of starting one")
     r.add_argument("--seed", type=int, help="sampler seed (overrides sampler.seed)")
     r.add_argument("--artifacts", help="where trial weights go (default studies/STUDY/)")
@@ -288,7 +469,52 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--study", help="study name (default: the only one under studies/)")
     f.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
     f.add_argument("--json", action="store_true", help="print a JSON list")
+    f.add_argument("--references", action="store_true",
+                   help="list the baselines stored by 'castsearch baselines' instead of the front")
     f.set_defaults(func=cmd_front)
+
+    d = sub.add_parser("dashboard", help="serve optuna-dashboard on a study's database")
+    d.add_argument("--study", help="study name (default: the only one under studies/)")
+    d.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    d.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    d.set_defaults(func=cmd_dashboard)
+
+    rp = sub.add_parser("report", help="write an HTML report of a study, with plots")
+    rp.add_argument("--study", help="study name (default: the only one under studies/)")
+    rp.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    rp.add_argument("--out", help="output folder (default studies/STUDY/report)")
+    rp.set_defaults(func=cmd_report)
+
+    e = sub.add_parser("export", help="export a trial's network: ONNX, TorchScript, spec, weights, model card")
+    e.add_argument("--trial", type=int, required=True, help="trial number")
+    e.add_argument("--study", help="study name (default: the only one under studies/)")
+    e.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    e.add_argument("--out", help="output folder (default studies/STUDY/export/trial-N)")
+    e.add_argument("--format", default="onnx,torchscript", help="comma-separated: onnx,torchscript (default both)")
+    e.add_argument("--quantize", choices=("int8",), help="also write an int8 ONNX model, with its test accuracy and latency")
+    e.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("predict", help="classify images with an exported model (onnxruntime only)")
+    pr.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by castsearch export")
+    pr.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
+    pr.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    pr.set_defaults(func=cmd_predict)
+
+    b = sub.add_parser("baselines", help="train and measure the paper's reference networks beside a study")
+    b.add_argument("space", metavar="SPACE", help="search-space YAML whose data and training settings to use")
+    b.add_argument("--data", help="image folder, GC10-DET folder, or 'synthetic' (overrides data.source)")
+    b.add_argument("--study", help="study name (overrides the space's); baselines go to STUDY-baselines")
+    b.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    b.add_argument("--only", help="comma-separated baseline names (default: every baseline that takes "
+                                  "the image size)")
+    b.add_argument("--epochs", type=int, help="epochs per baseline (default: the space's training.epochs)")
+    b.add_argument("--image-size", type=int, help="image side in px (default: the space's first image size)")
+    b.add_argument("--weights", default="auto", metavar="auto|imagenet|none|PATH",
+                   help="starting weights: ImageNet's when cached (auto, default), ImageNet's downloaded "
+                        "if needed (imagenet), none, or a local state-dict file for one baseline")
+    b.add_argument("--artifacts", help="where baseline weights go (default studies/STUDY-baselines/)")
+    b.set_defaults(func=cmd_baselines)
     return p
 
 
@@ -296,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("composer", "optuna", "ray", "torch"):
+    for noisy in ("composer", "optuna", "ray", "torch", "onnxscript", "onnx_ir", "onnxruntime"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.func(args)

@@ -39,7 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+
+from search.imageio import DECODE_ERRORS as _DECODE_ERRORS
+from search.imageio import decode_image as _decode_image  # one decoder for training and predict
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,6 @@ GC10_CLASSES = {
 }
 GC10_LABEL_FOLDERS = ("lable", "label")
 _DECODE_THREADS = 4
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 class DataError(ValueError):
@@ -215,19 +216,6 @@ def _checked(layout: _Layout, root: Path) -> _Layout:
         if not _files(d):
             raise DataError(f"class folder has no image files: {d}")
     return layout
-
-
-def _decode_image(path: Path, image_size: int, channels: int) -> np.ndarray:
-    """Decode one image to uint8 ``[channels, image_size, image_size]`` (grey or RGB, antialiased resize)."""
-    mode = "L" if channels == 1 else "RGB"
-    with Image.open(path) as im:
-        im.draft(mode, (image_size, image_size))  # JPEG: let libjpeg decode at a reduced scale
-        if im.mode.startswith("I"):  # 16/32-bit integer grey: scale the 16-bit range to 8 bits
-            grey = np.asarray(im, dtype=np.float64) * (255.0 / 65535.0)
-            im = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
-        im = im.convert(mode).resize((image_size, image_size), Image.BILINEAR, reducing_gap=2.0)
-        array = np.asarray(im, dtype=np.uint8)
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
 def _try_decode(path: Path, image_size: int, channels: int) -> np.ndarray | str:

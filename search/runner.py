@@ -252,6 +252,7 @@ def tell_outcome(study: optuna.Study, ot: optuna.Trial, outcome: dict, space: Se
         ot.set_user_attr("epochs_run", outcome["epochs_run"])
         ot.set_user_attr("train_seconds", outcome["train_seconds"])
         ot.set_user_attr("weights_path", outcome["weights_path"])
+    ot.set_user_attr("worker_seconds", outcome["seconds"])
     limits = {"max_latency_ms": space.constraints.max_latency_ms, "max_params": space.constraints.max_params,
               "min_accuracy": space.constraints.min_accuracy}
     for name, value in studylib.constraint_values(limits, accuracy, m["latency_ms"], m["params"]).items():
@@ -398,7 +399,8 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
         if opts.address:
             ray.init(address=opts.address, log_to_driver=False, configure_logging=False)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+            # "local": a Ray of its own, even when `ray start` left a cluster address on this machine
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
     logging.getLogger("ray").setLevel(logging.ERROR)
 

@@ -23,6 +23,8 @@ DIRECTIONS = ("maximize", "minimize", "minimize")
 CONSTRAINT_NAMES = ("max_latency_ms", "max_params", "min_accuracy")
 STUDIES_DIR = Path("studies")
 RETIMED = "retimed:"
+BASELINES_SUFFIX = "-baselines"
+EXPORTED = "onnx:"
 
 
 def default_storage(study_name: str, root: str | Path = STUDIES_DIR) -> str:
@@ -74,7 +76,13 @@ def open_study(name: str, storage: str | optuna.storages.BaseStorage,
 
 
 def load_existing_study(name: str, storage: str) -> optuna.Study:
-    """Load a study for reading; a missing study is a clear error listing the ones there."""
+    """Load a study for reading; a missing study is a clear error listing the ones there.
+
+    A SQLite file that does not exist is an error too (reading must not create one)."""
+    if storage.startswith("sqlite:///"):
+        db = storage.split("///", 1)[1]
+        if db != ":memory:" and not Path(db).is_file():
+            raise ValueError(f"no study {name!r}: the database {db} does not exist")
     store = make_storage(storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
     if name not in names:
@@ -120,9 +128,35 @@ def dominates(a: list[float], b: list[float], directions=DIRECTIONS) -> bool:
     return better
 
 
+def baselines_study_name(study_name: str) -> str:
+    """Where ``castsearch baselines`` stores the reference points of ``study_name``: a study of
+    its own in the same database, so the search's sampler never sees them."""
+    return f"{study_name}{BASELINES_SUFFIX}"
+
+
+def reference_trials(study_name: str, storage: str) -> list[FrozenTrial]:
+    """The baselines stored for ``study_name``: the latest COMPLETE trial of each baseline in
+    ``<study>-baselines``, best accuracy first; empty when there is no such study."""
+    store = make_storage(storage)
+    name = baselines_study_name(study_name)
+    if name not in [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]:
+        return []
+    latest = {}
+    for t in optuna.load_study(study_name=name, storage=store).get_trials(deepcopy=False,
+                                                                        states=(TrialState.COMPLETE,)):
+        latest[t.user_attrs["baseline"]] = t  # trials come in number order: a re-run replaces the older one
+    return sorted(latest.values(), key=lambda t: (-t.values[0], t.values[1]))
+
+
 def retimed(study: optuna.Study, trial: FrozenTrial) -> dict | None:
     """The quiet-phase re-timing of a front trial, if the run that found it did one."""
     return study.user_attrs.get(f"{RETIMED}{trial.number}")
+
+
+def exported(study: optuna.Study, trial: FrozenTrial) -> dict | None:
+    """The ONNX Runtime timings (and int8 results) recorded when ``castsearch export``
+    exported the trial, stored as the study user attr ``onnx:<trial number>``."""
+    return study.user_attrs.get(f"{EXPORTED}{trial.number}")
 
 
 def counts(trials: list[FrozenTrial]) -> dict[str, int]:

@@ -52,6 +52,7 @@ class TrialOutcome:
     train_seconds: float = 0.0
     images_per_second: float = 0.0
     weights_path: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # build_measure / train / evaluate / save
 
     @property
     def feasible(self) -> bool:
@@ -87,10 +88,28 @@ def run_candidate(
     and (with ``out_dir``) save weights, spec, recipe and metrics there."""
     torch.manual_seed(recipe.seed)
     model = build_candidate(arch, recipe, data.num_classes)
+    return run_model(model, arch.name or arch.code(), arch.to_dict(), recipe, data, out_dir=out_dir,
+                     limits=limits, on_epoch=on_epoch, quick_measure=quick_measure)
+
+
+def run_model(
+    model: torch.nn.Module,
+    name: str,
+    spec: dict,
+    recipe: TrainRecipe,
+    data,
+    out_dir: str | Path | None = None,
+    limits: Limits = Limits(),
+    on_epoch: Callable[[int, float], bool | None] | None = None,
+    quick_measure: bool = False,
+) -> TrialOutcome:
+    """:func:`run_candidate` for an already-built network ``name`` (a baseline, say): measure
+    ``model``; if it meets ``limits`` train it, evaluate it and (with ``out_dir``) save it with
+    ``spec``, the JSON description written as spec.json."""
     m = measure(model, input_shape(recipe), threads=1, quick=quick_measure)
     outcome = TrialOutcome(measurement=m, violations=limits.violations(m))
     if not outcome.feasible:
-        log.info("not training %s: breaks a limit (%s)", arch.name or arch.code(), outcome.violations)
+        log.info("not training %s: breaks a limit (%s)", name, outcome.violations)
         return outcome
     result = train(model, data, recipe, on_epoch=on_epoch)
     outcome.evaluation = evaluate(result.model, data.test_x, data.test_y, data.class_names)
@@ -100,18 +119,19 @@ def run_candidate(
     outcome.train_seconds = result.train_seconds
     outcome.images_per_second = result.images_per_second
     if out_dir is not None:
-        outcome.weights_path = str(save_artifacts(Path(out_dir), arch, recipe, data, result.model, outcome))
+        outcome.weights_path = str(save_artifacts(Path(out_dir), spec, recipe, data, result.model, outcome))
     return outcome
 
 
-def save_artifacts(out: Path, arch: ArchSpec, recipe: TrainRecipe, data, model, outcome: TrialOutcome) -> Path:
-    """Write model.pt (state dict), spec.json, recipe.json and metrics.json; return the weights path."""
+def save_artifacts(out: Path, spec: dict, recipe: TrainRecipe, data, model, outcome: TrialOutcome) -> Path:
+    """Write model.pt (state dict), spec.json (``spec``), recipe.json and metrics.json; return the
+    weights path."""
     out.mkdir(parents=True, exist_ok=True)
     weights = out / "model.pt"
     tmp = weights.with_suffix(".pt.tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(weights)
-    (out / "spec.json").write_text(json.dumps(arch.to_dict(), indent=2) + "\n")
+    (out / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
     metrics = {
         **outcome.to_dict(),

@@ -1,0 +1,49 @@
+"""Shared bits of the benchmark scripts: the machine header and markdown tables."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+DATASETS = SHARED / "datasets"
+
+
+def header(title: str) -> str:
+    """Section title, the command that produced it, date, machine and library versions."""
+    from search.measure import library_versions, machine_fingerprint
+
+    fp = machine_fingerprint()
+    versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    command = "python " + " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))
+    return (
+        f"## {title}\n\n"
+        f"Command: `{command}`  \n"
+        f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}  \n"
+        f"Machine: {fp.get('cpu_model')}, {fp.get('logical_cores')} logical cores, "
+        f"{fp.get('platform')}, Python {fp.get('python')}  \n"
+        f"Versions: {versions}\n"
+    )
+
+
+def table(columns: list[str], rows: list[list]) -> str:
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.1f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def median_iqr(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], 0.0
+    q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return med, q3 - q1

@@ -1,0 +1,447 @@
+"""Ship a trial: rebuild it from its stored spec and weights, export, check, re-time, describe.
+
+``export_trial(study, number, out_dir)`` writes into ``out_dir``:
+
+- ``model.onnx``: ONNX (torch's dynamo exporter, dynamic batch axis), input ``image``
+  float32 ``[N, C, H, W]`` = uint8 pixels / 255, output ``logits`` ``[N, classes]``;
+- ``model.torchscript.pt``: the same network traced to TorchScript;
+- ``model.int8.onnx`` with ``quantize="int8"`` (see :func:`quantize_int8`);
+- ``model.pt`` (the trial's state dict), ``spec.json`` (ArchSpec), ``recipe.json``;
+- ``card.json`` and ``MODEL_CARD.md``: metrics, classes, preprocessing, latency, data
+  identity, checks, machine and library versions. ``castsearch predict`` reads ``card.json``.
+
+Both exports must reproduce PyTorch's logits on sample inputs within :data:`TOLERANCE`.
+The ONNX model is re-timed with ONNX Runtime on one thread with the protocol of
+:func:`search.measure.measure_latency` (warm-up, then median and IQR of many runs, one
+image and a batch of 50); the result goes into the card and into the study as the user
+attr ``onnx:<trial number>`` (:func:`search.study.exported`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from castmodels import ArchSpec
+from search import study as studylib
+from search.data import DataConfig, Dataset, load_dataset
+from search.measure import TIMING, LatencyResult, library_versions, machine_fingerprint
+from search.train import TrainRecipe
+from search.trial import build_candidate, input_shape
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "torchscript")
+QUANTIZATIONS = ("int8",)
+TOLERANCE = 1e-4  # max |exported - PyTorch| over the logits of the check inputs
+CHECK_BATCH = 8  # check inputs: this many random images, and the first one alone
+BATCH_SIZE = 50  # batch latency, as in search.measure.measure
+CALIBRATION_IMAGES = 256  # training images int8 calibration sees
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+EVAL_BATCH = 256
+
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+TORCHSCRIPT_FILE = "model.torchscript.pt"
+WEIGHTS_FILE = "model.pt"
+SPEC_FILE = "spec.json"
+RECIPE_FILE = "recipe.json"
+CARD_JSON = "card.json"
+CARD_MD = "MODEL_CARD.md"
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+class ExportError(ValueError):
+    """A trial that cannot be exported, or an export that failed its checks (one-line message)."""
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: list[str]
+    max_abs_diff: dict[str, float]  # format -> max |exported - PyTorch|
+    latency: dict[str, dict] = field(default_factory=dict)  # "onnx" / "int8" -> ONNX Runtime timings
+    accuracy: dict[str, float] = field(default_factory=dict)  # test accuracy: "study", "onnx", "int8"
+
+
+# ---------------------------------------------------------------------------------------
+# The trial and its network
+
+
+def exportable_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial ``number`` if it completed, was trained and its weights file is still there."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        span = f"trials 0-{max(trials)}" if trials else "no trials"
+        raise ExportError(f"no trial {number} in study {study.study_name!r} ({span})")
+    t = trials[number]
+    if t.state != TrialState.COMPLETE:
+        reason = (t.user_attrs.get("error") or t.user_attrs.get("invalid") or "").splitlines()
+        detail = f" ({reason[0]})" if reason else ""
+        raise ExportError(f"trial {number} is {t.state.name.lower()}, not complete: it has no trained "
+                          f"weights to export{detail}")
+    weights = t.user_attrs.get("weights_path")
+    if weights is None:
+        raise ExportError(f"trial {number} was never trained (it broke an architecture limit): "
+                          f"nothing to export")
+    if not Path(weights).is_file():
+        raise ExportError(f"trial {number}'s weights file is gone: {weights}")
+    return t
+
+
+def rebuild(trial: FrozenTrial) -> nn.Module:
+    """The trial's network in eval mode, built from its stored spec and recipe, with its weights."""
+    ua = trial.user_attrs
+    recipe = TrainRecipe.from_dict(ua["recipe"])
+    model = build_candidate(ArchSpec.from_dict(ua["arch"]), recipe, len(ua["data"]["class_names"]))
+    state = torch.load(ua["weights_path"], map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ExportError(f"{ua['weights_path']} does not fit trial {trial.number}'s spec: "
+                          f"{str(e).splitlines()[0]}") from None
+    return model.eval()
+
+
+def trial_data(trial: FrozenTrial, cache_dir: str | Path | None = None) -> Dataset:
+    """The dataset the trial was trained and tested on, checked against its stored identity."""
+    ident = trial.user_attrs["data"]
+    synthetic = {k: ident[k] for k in ("synthetic_count", "synthetic_seed") if k in ident}
+    cfg = DataConfig(source=ident["source"], image_size=ident["image_size"], channels=ident["channels"],
+                     test_fraction=ident["test_fraction"], val_fraction=ident["val_fraction"],
+                     split_seed=ident["split_seed"], **synthetic)
+    data = load_dataset(cfg, cache_dir=cache_dir)
+    if data.identity["split_hash"] != ident["split_hash"]:
+        raise ExportError(f"the data at {ident['source']} is not what trial {trial.number} was tested on "
+                          f"(split hash {data.identity['split_hash'][:12]}, expected {ident['split_hash'][:12]})")
+    return data
+
+
+# ---------------------------------------------------------------------------------------
+# Exporting and checking
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """ONNX via torch's dynamo exporter with a dynamic batch axis. (The older TorchScript-based
+    exporter cannot export composer's BlurMaxPool2d, whose filter depends on the input's shape.)"""
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)  # torchvision op schemas it does not use
+    try:
+        torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
+                          external_data=False, optimize=True, verbose=False)
+    finally:
+        onnx_logger.setLevel(level)
+
+
+def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():  # shape checks inside composer's blur layers are traced as constants
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, example)
+    traced.save(str(path))
+
+
+def ort_session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def max_abs_diff(run: Callable[[np.ndarray], np.ndarray], x: torch.Tensor, reference: np.ndarray) -> float:
+    """Largest |run(x) - reference| over the batch ``x`` and over its first image alone
+    (which exercises the dynamic batch axis)."""
+    whole = np.abs(run(x.numpy()) - reference).max()
+    first = np.abs(run(x[:1].numpy()) - reference[:1]).max()
+    return float(max(whole, first))
+
+
+def _checked(fmt: str, diff: float) -> float:
+    log.debug("%s vs PyTorch: max abs difference %.3g", fmt, diff)
+    if not diff <= TOLERANCE:
+        raise ExportError(f"{fmt} output differs from PyTorch by {diff:.3g} on the check inputs "
+                          f"(tolerance {TOLERANCE:g})")
+    return diff
+
+
+# ---------------------------------------------------------------------------------------
+# ONNX Runtime: timing, accuracy, int8
+
+
+def _time_calls(call: Callable[[], object], warmup: int, repeats: int, min_seconds: float,
+                max_seconds: float = 5.0) -> tuple[float, float, float, float, int]:
+    """(median, iqr, q1, q3, runs) in ms: the loop of :func:`search.measure.measure_latency`."""
+    start = time.perf_counter()
+    for i in range(max(1, warmup)):
+        if i and time.perf_counter() - start > max_seconds / 5:
+            break
+        call()
+    timings_ms: list[float] = []
+    start = time.perf_counter()
+    while len(timings_ms) < repeats or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        call()
+        timings_ms.append((time.perf_counter() - t0) * 1000)
+        if len(timings_ms) >= 5 and time.perf_counter() - start > max_seconds:
+            break
+    q1, median, q3 = statistics.quantiles(timings_ms, n=4, method="inclusive")
+    return median, q3 - q1, q1, q3, len(timings_ms)
+
+
+def ort_latency(path: Path, shape: tuple[int, int, int], batch_size: int = 1, threads: int = 1) -> LatencyResult:
+    """Time the ONNX model at ``path`` on ``threads`` CPU threads, as ``measure_latency`` times torch."""
+    session = ort_session(path, threads)
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).random((batch_size, *shape), dtype=np.float32)
+    median, iqr, q1, q3, runs = _time_calls(lambda: session.run(None, {name: x}), **TIMING["full"])
+    return LatencyResult(median_ms=median, iqr_ms=iqr, q1_ms=q1, q3_ms=q3, runs=runs,
+                         batch_size=batch_size, threads=threads)
+
+
+def time_model(path: Path, shape: tuple[int, int, int]) -> dict:
+    """Single-image and batch-of-50 ONNX Runtime latency, keyed like the study's re-timings."""
+    single = ort_latency(path, shape, 1)
+    batch = ort_latency(path, shape, BATCH_SIZE)
+    return {"latency_ms": single.median_ms, "latency_iqr_ms": single.iqr_ms,
+            "batch_latency_ms": batch.median_ms, "batch_latency_iqr_ms": batch.iqr_ms,
+            "batch_size": BATCH_SIZE, "threads": single.threads, "runtime": f"onnxruntime {ort.__version__}"}
+
+
+def ort_accuracy(path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of the ONNX model on uint8 images ``x`` (scaled by 1/255) with labels ``y``."""
+    session = ort_session(path)
+    name = session.get_inputs()[0].name
+    correct = 0
+    for i in range(0, len(x), EVAL_BATCH):
+        batch = x[i:i + EVAL_BATCH].numpy().astype(np.float32) / 255.0
+        predicted = session.run(None, {name: batch})[0].argmax(axis=1)
+        correct += int((predicted == y[i:i + EVAL_BATCH].numpy()).sum())
+    return correct / len(y)
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader over a seeded sample of training images."""
+
+    def __init__(self, x: torch.Tensor, name: str, batch_size: int = 32, seed: int = 0):
+        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:CALIBRATION_IMAGES]
+        images = x[pick].numpy().astype(np.float32) / 255.0
+        self.batches: Iterator[dict] = iter(
+            {name: images[i:i + batch_size]} for i in range(0, len(images), batch_size))
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
+
+
+def quantize_int8(float_path: Path, int8_path: Path, train_x: torch.Tensor) -> None:
+    """Static int8 quantization (QDQ) calibrated on training images.
+
+    Static rather than dynamic: dynamic quantization computes activation ranges at run
+    time and targets MatMul-heavy models; static fixes them from calibration images, which
+    is what convolutions need. QDQ format, activations uint8 and weights int8 per channel
+    (depthwise filters' ranges differ a lot between channels), MinMax calibration, as
+    onnxruntime recommends for x86 CPUs. Only Conv/MatMul/Gemm are quantized: these
+    blocks put BatchNorm after the ReLU, so it is not folded into the conv and stays float.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(float_path), str(prepared))
+        name = ort_session(prepared).get_inputs()[0].name
+        quantize_static(str(prepared), str(int8_path), _Calibration(train_x, name),
+                        quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=QUANTIZED_OPS,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+
+
+# ---------------------------------------------------------------------------------------
+# The export
+
+
+def export_trial(study: optuna.Study, number: int, out_dir: str | Path, formats: tuple[str, ...] = FORMATS,
+                 quantize: str | None = None, cache_dir: str | Path | None = None) -> ExportResult:
+    """Rebuild trial ``number`` of ``study`` and write its export to ``out_dir`` (module docstring)."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"unknown export format(s) {unknown or list(formats)}; known: {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantization {quantize!r}; known: {', '.join(QUANTIZATIONS)}")
+    if quantize and "onnx" not in formats:
+        raise ExportError(f"--quantize {quantize} quantizes the ONNX model: add onnx to the formats")
+    trial = exportable_trial(study, number)
+    model = rebuild(trial)
+    recipe = TrainRecipe.from_dict(trial.user_attrs["recipe"])
+    shape = input_shape(recipe)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    shutil.copyfile(trial.user_attrs["weights_path"], out / WEIGHTS_FILE)
+    (out / SPEC_FILE).write_text(json.dumps(trial.user_attrs["arch"], indent=2) + "\n")
+    (out / RECIPE_FILE).write_text(json.dumps(trial.user_attrs["recipe"], indent=2) + "\n")
+    files = [WEIGHTS_FILE, SPEC_FILE, RECIPE_FILE]
+
+    x = torch.rand((CHECK_BATCH, *shape), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        reference = model(x).numpy()
+    result = ExportResult(out_dir=out, files=files, max_abs_diff={},
+                          accuracy={"study": float(trial.values[0])})
+    if "onnx" in formats:
+        export_onnx(model, x[:2], out / ONNX_FILE)
+        session = ort_session(out / ONNX_FILE)
+        result.max_abs_diff["onnx"] = _checked("ONNX Runtime", max_abs_diff(
+            lambda a: session.run(None, {INPUT_NAME: a})[0], x, reference))
+        files.append(ONNX_FILE)
+        result.latency["onnx"] = time_model(out / ONNX_FILE, shape)
+    if "torchscript" in formats:
+        export_torchscript(model, x[:1], out / TORCHSCRIPT_FILE)
+        scripted = torch.jit.load(str(out / TORCHSCRIPT_FILE))
+        with torch.inference_mode():
+            result.max_abs_diff["torchscript"] = _checked("TorchScript", max_abs_diff(
+                lambda a: scripted(torch.from_numpy(a)).numpy(), x, reference))
+        files.append(TORCHSCRIPT_FILE)
+    if quantize == "int8":
+        data = trial_data(trial, cache_dir)
+        quantize_int8(out / ONNX_FILE, out / INT8_FILE, data.train_x)
+        files.append(INT8_FILE)
+        result.accuracy["onnx"] = ort_accuracy(out / ONNX_FILE, data.test_x, data.test_y)
+        result.accuracy["int8"] = ort_accuracy(out / INT8_FILE, data.test_x, data.test_y)
+        result.latency["int8"] = time_model(out / INT8_FILE, shape)
+    if result.latency:
+        record = {**result.latency, "accuracy": result.accuracy, "out_dir": str(out.resolve()), "at": time.time()}
+        study.set_user_attr(f"{studylib.EXPORTED}{number}", record)
+
+    card = model_card(study, trial, result)
+    (out / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
+    (out / CARD_MD).write_text(card_markdown(card))
+    files += [CARD_JSON, CARD_MD]
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# The model card
+
+
+def model_card(study: optuna.Study, trial: FrozenTrial, result: ExportResult) -> dict:
+    """Everything a user of the exported model needs, as JSON (``castsearch predict`` reads it)."""
+    ua = trial.user_attrs
+    ident = ua["data"]
+    arch = ArchSpec.from_dict(ua["arch"])
+    quiet = studylib.retimed(study, trial)
+    if quiet is not None:  # the run's quiet re-timing: search.measure.measure, batch of 50
+        quiet = {"batch_size": BATCH_SIZE, **quiet}
+    search_latency = {"latency_ms": trial.values[1], "latency_iqr_ms": ua.get("latency_iqr_ms"),
+                      "batch_latency_ms": ua.get("batch_latency_ms"), "batch_size": ua.get("batch_size"),
+                      "threads": ua.get("threads"), "runtime": f"torch {ua.get('versions', {}).get('torch', '?')}"}
+    return {
+        "study": study.study_name,
+        "trial": trial.number,
+        "preset": ua.get("preset"),
+        "architecture": {"summary": arch.summary(), "code": arch.code(), "spec": ua["arch"]},
+        "recipe": ua["recipe"],
+        "enhancements": ua.get("enhancements"),
+        "classes": list(ident["class_names"]),
+        "preprocessing": {
+            "image_size": ident["image_size"],
+            "channels": ident["channels"],
+            "colour": "grey" if ident["channels"] == 1 else "RGB",
+            "resize": "Pillow bilinear, antialiased, to image_size x image_size (search.imageio.decode_image)",
+            "normalisation": ident["normalisation"],
+            "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32"},
+            "output": {"name": OUTPUT_NAME, "meaning": "logits; softmax gives class probabilities"},
+        },
+        "metrics": {
+            "test_accuracy": trial.values[0],
+            "macro_f1": ua.get("macro_f1"),
+            "per_class_recall": ua.get("per_class_recall"),
+            "confusion": ua.get("confusion"),
+            "accuracy_by_runtime": result.accuracy,
+        },
+        "params": int(trial.values[2]),
+        "macs": ua["macs"],
+        "latency": {"pytorch_during_search": search_latency, "pytorch_quiet": quiet,
+                    **{f"onnxruntime_{k}": v for k, v in result.latency.items()}},
+        "checks": {"max_abs_diff": result.max_abs_diff, "tolerance": TOLERANCE, "check_inputs":
+                   f"{CHECK_BATCH} random images in [0, 1) (seed 0), and the first alone"},
+        "data": {k: v for k, v in ident.items() if k != "skipped"} | {"skipped_files": len(ident.get("skipped", []))},
+        "machine": machine_fingerprint(),
+        "trained_on": ua.get("machine"),
+        "versions": library_versions(),
+        "files": list(result.files) + [CARD_JSON, CARD_MD],
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _ms(timing: dict | None) -> str:
+    if not timing:
+        return "-"
+    iqr = f" (IQR {timing['latency_iqr_ms']:.3f})" if timing.get("latency_iqr_ms") is not None else ""
+    batch = (f"; {timing['batch_latency_ms']:.2f} ms per batch of {timing['batch_size']}"
+             if timing.get("batch_latency_ms") is not None else "")
+    return f"{timing['latency_ms']:.3f} ms{iqr} per image{batch}"
+
+
+def card_markdown(card: dict) -> str:
+    """The card as markdown, for people."""
+    m, p, d = card["metrics"], card["preprocessing"], card["data"]
+    lines = [
+        f"# Model card: trial {card['trial']} of study `{card['study']}`",
+        "",
+        f"- Architecture: {card['architecture']['summary']}" + (f" (paper preset `{card['preset']}`)" if card["preset"] else ""),
+        f"- Enhancements: {card['enhancements']}",
+        f"- Parameters: {card['params']:,}; MACs per image: {card['macs']:,}",
+        "",
+        "## Metrics (test split)",
+        "",
+        f"- Accuracy: {m['test_accuracy']:.4f}" + (f"; macro-F1: {m['macro_f1']:.4f}" if m["macro_f1"] is not None else ""),
+    ]
+    lines += [f"- Accuracy with {k}: {v:.4f}" for k, v in m["accuracy_by_runtime"].items() if k != "study"]
+    if m["per_class_recall"]:
+        lines += ["", "| class | recall |", "|---|---|"]
+        lines += [f"| {c} | {r:.3f} |" for c, r in m["per_class_recall"].items()]
+    lines += ["", "## Classes (output index: name)", ""]
+    lines += [f"{i}. {name}" for i, name in enumerate(card["classes"])]
+    lines += [
+        "", "## Preprocessing", "",
+        f"- Image size: {p['image_size']} x {p['image_size']}, channels: {p['channels']} ({p['colour']})",
+        f"- Resize: {p['resize']}",
+        f"- Normalisation: `{p['normalisation']}` (uint8 pixels divided by 255, nothing else)",
+        f"- Input `{p['input']['name']}`: {p['input']['dtype']} {p['input']['layout']}; "
+        f"output `{p['output']['name']}`: {p['output']['meaning']}",
+        "", "## Latency (CPU, median)", "",
+    ]
+    lines += [f"- {name.replace('_', ' ')}: {_ms(t)}" for name, t in card["latency"].items()]
+    lines += ["", "## Checks", ""]
+    lines += [f"- {fmt} vs PyTorch: max abs difference {diff:.3g} (tolerance {card['checks']['tolerance']:g}; "
+              f"{card['checks']['check_inputs']})" for fmt, diff in card["checks"]["max_abs_diff"].items()]
+    lines += [
+        "", "## Data", "",
+        f"- Source: {d['source']} (layout {d['layout']}), split seed {d['split_seed']}, "
+        f"test fraction {d['test_fraction']}, val fraction {d['val_fraction']}",
+        f"- Images per split: {d['counts']}; split hash `{d['split_hash']}`",
+        "", "## Machine and libraries", "",
+        f"- Timed on: {card['machine']['cpu_model']} ({card['machine']['usable_cores']} usable cores), "
+        f"{card['machine']['platform']}, Python {card['machine']['python']}",
+        "- Libraries: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()),
+        "- Files: " + ", ".join(f"`{f}`" for f in card["files"]),
+        f"- Exported: {card['exported']}",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,333 @@
+"""A self-contained HTML report of a study, with PNG plots.
+
+``write_report(study, front, out_dir, baselines)`` writes ``report.html`` (plots embedded
+as data URIs, so the one file can be mailed or archived) and the plots as PNG files:
+
+- ``front.png``: every feasible trained trial as accuracy against CPU latency, marker area
+  growing with parameters; the front highlighted, the paper's presets and the pretrained
+  baselines (the ``<study>-baselines`` study, when there is one) marked;
+- ``hypervolume.png``: the hypervolume of the feasible trials so far, over trial number;
+- ``recall-<n>.png`` and ``confusion-<n>.png`` for the front's most accurate and fastest nets;
+
+and a table of the front, the machine fingerprint(s) and library versions.
+``front`` is :func:`search.cli.front_rows` of the study (latencies re-timed in the quiet
+phase where the run did that).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+from matplotlib.figure import Figure
+from optuna.trial import FrozenTrial, TrialState
+
+from castmodels import ArchSpec
+from search import study as studylib
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+BASELINES_SUFFIX = "-baselines"
+DPI = 110
+
+
+@dataclass
+class ReportFiles:
+    html: Path
+    plots: list[Path]
+
+
+@dataclass
+class Baseline:
+    """A pretrained reference network placed on the same axes as the search's trials."""
+
+    name: str
+    accuracy: float
+    latency_ms: float
+    params: int
+    pretrained: bool | None
+
+
+def baselines_of(study_name: str, storage: str | optuna.storages.BaseStorage) -> list[Baseline]:
+    """The baselines in the study ``<study_name>-baselines``, if it exists: the latest
+    completed trial of each (a re-run replaces the older one)."""
+    name = study_name + BASELINES_SUFFIX
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    if name not in {s.study_name for s in summaries}:
+        return []
+    latest = {}
+    for t in optuna.load_study(study_name=name, storage=storage).get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "baseline" in t.user_attrs:
+            latest[t.user_attrs["baseline"]] = Baseline(
+                name=str(t.user_attrs["baseline"]), accuracy=t.values[0], latency_ms=t.values[1],
+                params=int(t.values[2]), pretrained=t.user_attrs.get("pretrained"))
+    return list(latest.values())
+
+
+def _trained(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible trained trials (COMPLETE, constraints met), by number."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if studylib.is_feasible(t)]
+
+
+def _size(params: np.ndarray | float, largest: float) -> np.ndarray:
+    """Marker area: grows with the square root of the parameter count."""
+    return 20 + 480 * np.sqrt(np.asarray(params, dtype=float) / largest)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Plots
+
+
+def plot_front(study: optuna.Study, front: list[dict], baselines: list[Baseline], path: Path) -> Path:
+    trials = _trained(study)
+    on_front = {r["trial"]: r for r in front}
+    largest = max([t.values[2] for t in trials] + [b.params for b in baselines])
+    fig = Figure(figsize=(9, 6))
+    ax = fig.subplots()
+    rest = [t for t in trials if t.number not in on_front]
+    if rest:
+        ax.scatter([t.values[1] for t in rest], [t.values[0] for t in rest],
+                   s=_size([t.values[2] for t in rest], largest), c="#bbbbbb", alpha=0.6,
+                   edgecolors="#888888", label="other trials")
+    ax.scatter([r["latency_ms"] for r in front], [r["accuracy"] for r in front],
+               s=_size([r["params"] for r in front], largest), c="#1f77b4", alpha=0.75,
+               edgecolors="#0b3c66", label="Pareto front", zorder=3)
+    for r in front:
+        ax.annotate(f"#{r['trial']}", (r["latency_ms"], r["accuracy"]), xytext=(6, 4),
+                    textcoords="offset points", fontsize=8, color="#0b3c66")
+    presets = [t for t in trials if t.user_attrs.get("preset")]
+    if presets:
+        xs = [on_front[t.number]["latency_ms"] if t.number in on_front else t.values[1] for t in presets]
+        ax.scatter(xs, [t.values[0] for t in presets], marker="*", s=160, c="#ff7f0e",
+                   edgecolors="#8a4500", label="paper presets", zorder=4)
+        for x, t in zip(xs, presets, strict=True):
+            ax.annotate(t.user_attrs["preset"], (x, t.values[0]), xytext=(6, -10),
+                        textcoords="offset points", fontsize=7, color="#8a4500")
+    if baselines:
+        ax.scatter([b.latency_ms for b in baselines], [b.accuracy for b in baselines], marker="D",
+                   s=_size([b.params for b in baselines], largest) / 3, c="#d62728", edgecolors="#6b1010",
+                   label="pretrained baselines", zorder=4)
+        for b in baselines:
+            ax.annotate(b.name, (b.latency_ms, b.accuracy), xytext=(6, 4), textcoords="offset points",
+                        fontsize=8, color="#6b1010")
+    latencies = [t.values[1] for t in trials] + [r["latency_ms"] for r in front] + [b.latency_ms for b in baselines]
+    if max(latencies) > 10 * min(latencies):
+        ax.set_xscale("log")
+    ax.set_xlabel("CPU latency per image, ms (one thread)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"study {study.study_name}: accuracy against latency (marker area grows with parameters)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, markerscale=0.6)
+    return _save(fig, path)
+
+
+def hypervolume_curve(trials: list[FrozenTrial], n_trials: int) -> tuple[list[int], list[float]]:
+    """Trial numbers and the hypervolume of the feasible trained trials up to each, as a
+    fraction of the box accuracy [0, 1] x latency [0, ref] x params [0, ref], where ref is
+    1.1 x the largest latency and parameter count of those trials."""
+    ref = [0.0, 1.1 * max(t.values[1] for t in trials), 1.1 * max(t.values[2] for t in trials)]
+    box = ref[1] * ref[2]
+    by_number = {t.number: t.values for t in trials}
+    numbers, volumes, points = [], [], []
+    for n in range(n_trials):
+        if n in by_number:
+            points.append(by_number[n])
+        numbers.append(n)
+        volumes.append(studylib.hypervolume(points, ref) / box if points else 0.0)
+    return numbers, volumes
+
+
+def plot_hypervolume(study: optuna.Study, path: Path) -> Path:
+    numbers, volumes = hypervolume_curve(_trained(study), len(study.get_trials(deepcopy=False)))
+    fig = Figure(figsize=(8, 3.5))
+    ax = fig.subplots()
+    ax.plot(numbers, volumes, drawstyle="steps-post", c="#2ca02c")
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("hypervolume (fraction of box)")
+    ax.set_title("hypervolume of the feasible trained trials so far")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_recall(trial: FrozenTrial, path: Path) -> Path:
+    recall = trial.user_attrs["per_class_recall"]
+    fig = Figure(figsize=(6, 0.35 * len(recall) + 1.2))
+    ax = fig.subplots()
+    names = list(recall)[::-1]
+    ax.barh(names, [recall[n] for n in names], color="#1f77b4")
+    for i, n in enumerate(names):
+        ax.text(min(recall[n] + 0.01, 0.9), i, f"{recall[n]:.2f}", va="center", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("recall (test split)")
+    ax.set_title(f"trial {trial.number}: per-class recall")
+    return _save(fig, path)
+
+
+def plot_confusion(trial: FrozenTrial, path: Path) -> Path:
+    matrix = np.array(trial.user_attrs["confusion"])
+    names = trial.user_attrs["data"]["class_names"]
+    side = 0.45 * len(names) + 2.5
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                color="white" if count > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"trial {trial.number}: confusion matrix (test split)")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------
+# HTML
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _worst_recall(trial: FrozenTrial) -> str:
+    recall = trial.user_attrs.get("per_class_recall") or {}
+    if not recall:
+        return "-"
+    name = min(recall, key=recall.get)
+    return f"{recall[name]:.3f} ({name})"
+
+
+def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, FrozenTrial]) -> str:
+    rows = []
+    for r in front:
+        t = trials[r["trial"]]
+        onnx = (studylib.exported(study, t) or {}).get("onnx")
+        rows.append([
+            r["trial"] if not r["preset"] else f"{r['trial']} ({r['preset']})",
+            f"{r['accuracy']:.4f}",
+            f"{r['macro_f1']:.4f}" if r["macro_f1"] is not None else "-",
+            _worst_recall(t),
+            ("" if r["latency_retimed"] else "~") + f"{r['latency_ms']:.3f}",
+            f"{onnx['latency_ms']:.3f}" if onnx else "-",
+            f"{r['params']:,}",
+            ArchSpec.from_dict(t.user_attrs["arch"]).summary(),
+            r["enhancements"],
+        ])
+    return _table(["trial", "accuracy", "macro-F1", "worst-class recall", "latency ms", "ONNX Runtime ms",
+                   "params", "architecture", "enhancements"], rows)
+
+
+def _machines(front_trials: list[FrozenTrial]) -> str:
+    """One table per distinct machine fingerprint and per distinct set of library versions."""
+    parts = []
+    for key, title in (("machine", "Machine"), ("versions", "Library versions")):
+        seen: list[tuple[dict, list[int]]] = []
+        for t in front_trials:
+            value = t.user_attrs.get(key)
+            if value is None:
+                continue
+            for known, numbers in seen:
+                if known == value:
+                    numbers.append(t.number)
+                    break
+            else:
+                seen.append((value, [t.number]))
+        for value, numbers in seen:
+            parts.append(f"<h3>{title} (trials {', '.join(map(str, numbers))})</h3>")
+            parts.append(_table(["name", "value"], [[k, v] for k, v in value.items()]))
+    return "\n".join(parts)
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f4f8; } img { max-width: 100%; } .pair { display: flex; gap: 1em; flex-wrap: wrap; }
+.note { color: #666; font-size: 0.85em; }
+"""
+
+
+def write_report(study: optuna.Study, front: list[dict], out_dir: str | Path,
+                 baselines: list[Baseline] = ()) -> ReportFiles:
+    """Write ``report.html`` and its PNG plots to ``out_dir``."""
+    if not front:
+        raise ValueError(f"study {study.study_name!r} has no completed feasible trial: nothing to report")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    front_trials = [trials[r["trial"]] for r in front]
+    best = front[0]
+    fastest = min(front, key=lambda r: r["latency_ms"])
+    picks = {best["trial"]: "most accurate"}
+    picks[fastest["trial"]] = "most accurate and fastest" if fastest is best else "fastest"
+
+    front_png = plot_front(study, front, list(baselines), out / "front.png")
+    hv_png = plot_hypervolume(study, out / "hypervolume.png")
+    plots = [front_png, hv_png]
+    per_net = []
+    for number, role in picks.items():
+        t = trials[number]
+        recall = plot_recall(t, out / f"recall-{number}.png")
+        confusion = plot_confusion(t, out / f"confusion-{number}.png")
+        plots += [recall, confusion]
+        per_net.append(f"<h3>Trial {number}: {role} on the front</h3>"
+                       f'<div class="pair">{_img(recall, "per-class recall")}{_img(confusion, "confusion matrix")}</div>')
+
+    c = studylib.counts(list(trials.values()))
+    data = front_trials[0].user_attrs["data"]
+    split_sizes = " / ".join(f"{n} {split}" for split, n in data["counts"].items())
+    baseline_table = _table(["baseline", "pretrained", "accuracy", "latency ms", "params"],
+                            [[b.name, b.pretrained, f"{b.accuracy:.4f}", f"{b.latency_ms:.3f}", f"{b.params:,}"]
+                             for b in baselines]) if baselines else "<p class='note'>no baselines study</p>"
+    body = f"""
+<h1>castsearch report: study {html.escape(study.study_name)}</h1>
+<p>{len(trials)} trials: {c['complete']} complete, {c['infeasible']} infeasible, {c['pruned']} pruned,
+{c['failed']} failed, {c['invalid']} invalid, {c['running']} running, {c['waiting']} waiting.
+Data: {html.escape(data['source'])}, {len(data['class_names'])} classes
+({html.escape(', '.join(data['class_names']))}), {split_sizes} images, {data['image_size']} px,
+{data['channels']} channel(s), normalisation {html.escape(data['normalisation'])}.
+Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</p>
+<h2>Pareto front</h2>
+{_img(front_png, "accuracy against latency")}
+<p class="note">Front latencies are the quiet-phase re-timings (~: measured during the search);
+the other trials show the latency measured during the search. Grey: feasible trials off the front.</p>
+{_front_table(study, front, trials)}
+<h3>Pretrained baselines</h3>
+{baseline_table}
+<h2>Hypervolume</h2>
+{_img(hv_png, "hypervolume over trial number")}
+<h2>Per-class results</h2>
+{''.join(per_net)}
+<h2>Where it was measured</h2>
+{_machines(front_trials)}
+"""
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>castsearch: {html.escape(study.study_name)}</title><style>{CSS}</style></head>"
+            f"<body>{body}</body></html>\n")
+    path = out / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    log.debug("wrote %s", path)
+    return ReportFiles(html=path, plots=plots)

@@ -1,0 +1,115 @@
+"""Shared fixtures: a small finished study in SQLite, built without Ray, and its export.
+
+The study ``tiny`` holds, in this order: two trained trials (0: a paper-preset-marked net
+with blurpool, 1: a plain one), a pruned trial (2), a failed trial (3) and an infeasible
+one (4, measured but never trained). ``tiny-baselines`` beside it holds one baseline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from castmodels import ArchSpec
+from search import study as studylib
+from search.data import DataConfig, Dataset, load_dataset
+from search.measure import library_versions, machine_fingerprint
+from search.runner import tell_outcome
+from search.space import load_space
+from search.train import TrainRecipe
+from search.trial import Limits, run_candidate
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class TinyStudy:
+    name: str
+    storage: str
+    root: Path
+    cache: Path
+    data: Dataset
+    trained: list[int]
+    pruned: int
+    failed: int
+    infeasible: int
+
+    def load(self) -> optuna.Study:
+        return optuna.load_study(study_name=self.name, storage=self.storage)
+
+    def args(self) -> list[str]:
+        return ["--study", self.name, "--storage", self.storage]
+
+
+def _ask(study: optuna.Study, arch: ArchSpec, recipe: TrainRecipe, preset: str | None = None) -> optuna.Trial:
+    """A trial carrying what the searcher's suggest stores (see search.runner)."""
+    ot = study.ask()
+    ot.set_user_attr("run_id", "fixture")
+    ot.set_user_attr("arch", arch.to_dict())
+    ot.set_user_attr("arch_code", arch.code())
+    ot.set_user_attr("recipe", recipe.to_dict())
+    ot.set_user_attr("enhancements", "+".join(recipe.enhancements) or "none")
+    if preset:
+        ot.set_user_attr("preset", preset)
+    return ot
+
+
+def _run(study, ot, arch, recipe, data, out_dir, space, limits: Limits | None = None) -> None:
+    outcome = run_candidate(arch, recipe, data, out_dir=out_dir, limits=limits or Limits(), quick_measure=True)
+    record = outcome.to_dict()
+    record.update(data=data.identity, machine=machine_fingerprint(), versions=library_versions())
+    tell_outcome(study, ot, json.loads(json.dumps(record)), space)
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> TinyStudy:
+    root = tmp_path_factory.mktemp("study")
+    cache = root / "cache"
+    data = load_dataset(DataConfig(source="synthetic", image_size=16, synthetic_count=200), cache_dir=cache)
+    space = load_space(REPO / "spaces" / "paper.yaml")
+    storage = f"sqlite:///{root}/tiny.db"
+    study = studylib.open_study("tiny", storage)
+    recipe = TrainRecipe(epochs=1, batch_size=32, image_size=16, channels=3)
+    nets = [
+        (ArchSpec.from_code("C8 P D16 A"), TrainRecipe(**{**recipe.to_dict(), "enhancements": ("blurpool",)}),
+         "tiny-preset"),
+        (ArchSpec.from_code("C8 C16s2 A"), recipe, None),
+    ]
+    for i, (arch, r, preset) in enumerate(nets):
+        _run(study, _ask(study, arch, r, preset), arch, r, data, root / f"trial-{i}", space)
+    arch = ArchSpec.from_code("C8 A")
+    pruned = _ask(study, arch, recipe)
+    pruned.set_user_attr("pruned_at_epoch", 1)
+    study.tell(pruned, state=TrialState.PRUNED)
+    failed = _ask(study, arch, recipe)
+    failed.set_user_attr("error", "RuntimeError: injected for the tests")
+    study.tell(failed, state=TrialState.FAIL)
+    _run(study, _ask(study, arch, recipe), arch, recipe, data, None, space, Limits(max_params=10))
+
+    baselines = optuna.create_study(study_name="tiny-baselines", storage=storage,
+                                    directions=list(studylib.DIRECTIONS))
+    baselines.add_trial(optuna.trial.create_trial(values=[0.9, 25.0, 11_000_000.0],
+                                                  user_attrs={"baseline": "resnet18", "pretrained": True}))
+    return TinyStudy(name="tiny", storage=storage, root=root, cache=cache, data=data, trained=[0, 1],
+                     pruned=2, failed=3, infeasible=4)
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_study: TinyStudy, tmp_path_factory) -> tuple[Path, str]:
+    """``castsearch export --quantize int8`` of trial 0: (the folder, what it printed)."""
+    from search.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "trial-0"
+    stdout = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout):
+        mp.setenv("CASTSEARCH_CACHE", str(tiny_study.cache))
+        rc = main(["export", "--trial", "0", *tiny_study.args(), "--out", str(out), "--quantize", "int8"])
+    assert rc == 0, stdout.getvalue()
+    return out, stdout.getvalue()

@@ -1,0 +1,123 @@
+"""castsearch export: files, parity checks, re-timing recorded in card and study, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import pytest
+import torch
+
+from search import export as exportlib
+from search import study as studylib
+from search.cli import main
+
+
+def test_export_writes_every_file_and_passes_its_checks(tiny_study, exported):
+    out, printed = exported
+    for name in ("model.onnx", "model.int8.onnx", "model.torchscript.pt", "model.pt", "spec.json",
+                 "recipe.json", "card.json", "MODEL_CARD.md"):
+        assert (out / name).is_file(), name
+    assert "onnx         max abs difference to PyTorch" in printed
+    assert "torchscript  max abs difference to PyTorch" in printed
+    assert "int8" in printed and "test accuracy: study" in printed
+
+    card = json.loads((out / "card.json").read_text())
+    assert card["classes"] == tiny_study.data.class_names
+    prep = card["preprocessing"]
+    assert (prep["image_size"], prep["channels"], prep["normalisation"]) == (16, 3, "x/255")
+    assert card["data"]["split_hash"] == tiny_study.data.identity["split_hash"]
+    assert all(d <= exportlib.TOLERANCE for d in card["checks"]["max_abs_diff"].values())
+    assert card["latency"]["onnxruntime_onnx"]["latency_ms"] > 0
+    assert card["latency"]["onnxruntime_int8"]["threads"] == 1
+    assert 0.0 <= card["metrics"]["accuracy_by_runtime"]["int8"] <= 1.0
+    text = (out / "MODEL_CARD.md").read_text()
+    for heading in ("## Metrics", "## Classes", "## Preprocessing", "## Latency", "## Data"):
+        assert heading in text
+    assert "x/255" in text and "crazing" in text
+
+    # the re-timing went back into the study
+    study = tiny_study.load()
+    record = studylib.exported(study, study.trials[0])
+    assert record["onnx"]["latency_ms"] == card["latency"]["onnxruntime_onnx"]["latency_ms"]
+    assert record["int8"]["latency_ms"] > 0 and "int8" in record["accuracy"]
+
+
+def test_exported_models_reproduce_the_trial(tiny_study, exported):
+    """ONNX and TorchScript give the trial's test accuracy on the real test images."""
+    out, _ = exported
+    study = tiny_study.load()
+    x = tiny_study.data.test_x.float() / 255
+    y = tiny_study.data.test_y.numpy()
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {"image": x.numpy()})[0]
+    scripted = torch.jit.load(str(out / "model.torchscript.pt"))
+    with torch.inference_mode():
+        ts_logits = scripted(x).numpy()
+    np.testing.assert_allclose(onnx_logits, ts_logits, atol=exportlib.TOLERANCE)
+    assert float((onnx_logits.argmax(1) == y).mean()) == pytest.approx(study.trials[0].values[0])
+
+
+def test_formats_can_be_chosen(tiny_study, tmp_path, capsys):
+    assert main(["export", "--trial", "1", *tiny_study.args(), "--out", str(tmp_path), "--format", "torchscript"]) == 0
+    assert (tmp_path / "model.torchscript.pt").is_file() and not (tmp_path / "model.onnx").exists()
+    assert "torchscript" in capsys.readouterr().out
+
+
+def _error(capsys, argv) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("castsearch: error:"), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(("trial", "message"), [
+    (99, "no trial 99 in study 'tiny' (trials 0-4)"),
+    (2, "trial 2 is pruned, not complete"),
+    (3, "trial 3 is fail, not complete: it has no trained weights to export (RuntimeError: injected"),
+    (4, "trial 4 was never trained"),
+])
+def test_trials_that_cannot_be_exported(tiny_study, tmp_path, capsys, trial, message):
+    line = _error(capsys, ["export", "--trial", str(trial), *tiny_study.args(), "--out", str(tmp_path)])
+    assert message in line
+
+
+def test_missing_study_and_database(tiny_study, tmp_path, capsys):
+    line = _error(capsys, ["export", "--trial", "0", "--study", "nope", "--storage", tiny_study.storage])
+    assert "no study 'nope'" in line and "tiny" in line
+    line = _error(capsys, ["export", "--trial", "0", "--study", "nope", "--storage", f"sqlite:///{tmp_path}/x.db"])
+    assert "does not exist" in line and not (tmp_path / "x.db").exists()
+
+
+def test_weights_file_gone(tiny_study, tmp_path, capsys):
+    source = tiny_study.load().trials[0]
+    weights = tmp_path / "gone" / "model.pt"
+    weights.parent.mkdir()
+    shutil.copy(source.user_attrs["weights_path"], weights)
+    url = f"sqlite:///{tmp_path}/w.db"
+    study = studylib.open_study("w", url)
+    study.add_trial(optuna.trial.create_trial(values=source.values,
+                                              user_attrs={**source.user_attrs, "weights_path": str(weights)}))
+    weights.unlink()
+    line = _error(capsys, ["export", "--trial", "0", "--study", "w", "--storage", url, "--out", str(tmp_path / "o")])
+    assert f"trial 0's weights file is gone: {weights}" in line
+
+
+def test_a_failed_parity_check_is_an_error(tiny_study, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(exportlib, "TOLERANCE", -1.0)
+    line = _error(capsys, ["export", "--trial", "1", *tiny_study.args(), "--out", str(tmp_path),
+                           "--format", "torchscript"])
+    assert "TorchScript output differs from PyTorch by" in line
+
+
+def test_quantize_needs_onnx(tiny_study, tmp_path, capsys):
+    line = _error(capsys, ["export", "--trial", "1", *tiny_study.args(), "--out", str(tmp_path),
+                           "--format", "torchscript", "--quantize", "int8"])
+    assert "add onnx to the formats" in line
+    line = _error(capsys, ["export", "--trial", "1", *tiny_study.args(), "--format", "tflite"])
+    assert "unknown export format(s) ['tflite']" in line

@@ -1,0 +1,76 @@
+"""castsearch report: the HTML and its plots, the hypervolume curve, a real browser, bad input."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search import study as studylib
+from search.cli import main
+from search.report import baselines_of, hypervolume_curve
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def report(tiny_study, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", *tiny_study.args(), "--out", str(out)]) == 0
+    return out
+
+
+def test_report_writes_html_and_plots(tiny_study, report, capsys):
+    front = [t.number for t in studylib.pareto_front(tiny_study.load())]
+    for name in ("report.html", "front.png", "hypervolume.png"):
+        assert (report / name).is_file(), name
+    best = front[0]  # the most accurate front net always gets recall and confusion plots
+    assert (report / f"recall-{best}.png").is_file() and (report / f"confusion-{best}.png").is_file()
+    page = (report / "report.html").read_text()
+    # self-contained: every image is inline, nothing is fetched
+    sources = re.findall(r'<img src="([^"]{0,30})', page)
+    assert len(sources) >= 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in page and "https://" not in page
+    for text in ("worst-class recall", "macro-F1", "enhancements", "tiny-preset", "resnet18", "cpu_model",
+                 "Library versions", "blurpool", "x/255", "1 pruned", "1 failed", "1 infeasible"):
+        assert text in page, text
+
+
+def test_baselines_come_from_the_baselines_study(tiny_study):
+    (b,) = baselines_of("tiny", tiny_study.storage)
+    assert (b.name, b.pretrained, b.params) == ("resnet18", True, 11_000_000)
+    assert baselines_of("no-such-study", tiny_study.storage) == []
+
+
+def test_hypervolume_grows_within_the_box(tiny_study):
+    study = tiny_study.load()
+    trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and studylib.is_feasible(t)]
+    numbers, volumes = hypervolume_curve(trained, len(study.trials))
+    assert numbers == list(range(len(study.trials)))
+    assert all(0.0 <= v <= 1.0 for v in volumes)
+    assert volumes == sorted(volumes) and volumes[-1] > 0
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian's chromium is not installed (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    shot = tmp_path / "shot.png"
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "report_screenshot.py"), str(report / "report.html"),
+                          "--out", str(shot)], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("rendered:") and shot.is_file()
+
+
+def test_report_bad_input(tiny_study, tmp_path, capsys):
+    assert main(["report", "--study", "nope", "--storage", tiny_study.storage]) == 2
+    assert "no study 'nope'" in capsys.readouterr().err
+    url = f"sqlite:///{tmp_path}/empty.db"
+    studylib.open_study("empty", url)
+    assert main(["report", "--study", "empty", "--storage", url, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "castsearch: error: study 'empty' has no completed feasible trial: nothing to report"
