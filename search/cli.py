@@ -223,9 +223,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     first = next(iter(datasets.values()))
     budget = [f"{space.budget.trials} trials"] if space.budget.trials else []
     budget += [_fmt_time(space.budget.timeout_s)] if space.budget.timeout_s else []
-    print(f"castsearch run: study {space.study!r} in {storage}")
+    from search.study import redact_url
+
+    print(f"castsearch run: study {space.study!r} in {redact_url(storage)}")  # no password in logs
     print(f"  data {first.identity['source']}: {first.num_classes} classes, {len(first.train_y)} train / "
           f"{len(first.val_y)} val / {len(first.test_y)} test images; sizes {space.image_sizes}")
+    skipped = first.identity.get("skipped", [])
+    for s in skipped[:10]:  # also when the images came from the cache, which logs nothing
+        print(f"  skipped {s['path']}: {s['reason']}")
+    if len(skipped) > 10:
+        print(f"  skipped {len(skipped) - 10} more unreadable files (listed in each trial's data attrs)")
     print(f"  budget {' or '.join(budget)}, {workers} worker(s), sampler {space.sampler.name}", flush=True)
     opts = RunOptions(study_name=space.study, storage=storage, trials=space.budget.trials,
                       timeout_s=space.budget.timeout_s, workers=workers, address=args.address,
@@ -332,7 +339,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     from search.baselines import baseline_recipe, run_baselines, select_baselines
     from search.data import DataConfig, load_dataset
     from search.space import load_space
-    from search.study import STUDIES_DIR, baselines_study_name, default_storage
+    from search.study import STUDIES_DIR, baselines_study_name, default_storage, redact_url
 
     overrides = {("data", "source"): args.data, ("study",): args.study}
     space = load_space(args.space, overrides={k: v for k, v in overrides.items() if v is not None})
@@ -345,7 +352,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     data = load_dataset(DataConfig(source=d.source, image_size=recipe.image_size, channels=d.channels,
                                    test_fraction=d.test_fraction, val_fraction=d.val_fraction,
                                    split_seed=d.split_seed), cache_dir=d.cache_dir)
-    print(f"castsearch baselines: study {study_name!r} in {storage}")
+    print(f"castsearch baselines: study {study_name!r} in {redact_url(storage)}")
     print(f"  data {data.identity['source']}: {data.num_classes} classes, {len(data.train_y)} train / "
           f"{len(data.val_y)} val / {len(data.test_y)} test images at {recipe.image_size} px, "
           f"{recipe.channels} channel(s)")

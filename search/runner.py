@@ -89,8 +89,14 @@ def _finished_by(trials, run_id: str) -> int:
 
 
 def recover(study: optuna.Study, now: float | None = None) -> RunRecord | None:
-    """Fail the RUNNING trials of runs whose driver died; return the dead run to resume, if any."""
-    now = now or time.time()
+    """Fail the RUNNING trials of runs whose driver died; return the dead run to resume, if any.
+
+    Holds the study's lock, so drivers starting together resume a dead run once, not each."""
+    with studylib.exclusive(study, "recover"):
+        return _recover(study, now or time.time())
+
+
+def _recover(study: optuna.Study, now: float) -> RunRecord | None:
     dead = [r for r in _runs(study) if r.is_dead(now)]
     if not dead:
         return None
@@ -267,6 +273,12 @@ def tell_outcome(study: optuna.Study, ot: optuna.Trial, outcome: dict, space: Se
 
 
 def _trial(config: dict, datasets: dict | None = None) -> None:
+    # Test hooks (environment of the Ray workers): CASTSEARCH_TRIAL_PIDFILE_DIR=<dir> makes each
+    # trial write <dir>/trial-<number>.pid holding its worker's pid first thing, so a test can
+    # kill the worker mid-trial; CASTSEARCH_INJECT_FAULT=<n>[,<n>...] makes those trials raise.
+    pid_dir = os.environ.get("CASTSEARCH_TRIAL_PIDFILE_DIR")
+    if pid_dir:
+        Path(pid_dir, f"trial-{config['number']}.pid").write_text(str(os.getpid()))
     import ray
     import torch
     from ray import tune
@@ -346,13 +358,17 @@ class RunSummary:
 
 
 def enqueue_presets(study: optuna.Study, space: SearchSpace) -> int:
-    """Put the paper's presets first in the queue, once per study."""
-    if not space.seed_presets or study.user_attrs.get("presets_enqueued"):
+    """Put the paper's presets first in the queue, once per study (also when several drivers
+    start on a new study at the same moment: the check and the enqueue hold the study's lock)."""
+    if not space.seed_presets:
         return 0
-    params = preset_params(space)
-    for name, p in params.items():
-        study.enqueue_trial(p, user_attrs={"preset": name})
-    study.set_user_attr("presets_enqueued", sorted(params))
+    with studylib.exclusive(study, "presets"):
+        if study.user_attrs.get("presets_enqueued"):
+            return 0
+        params = preset_params(space)
+        for name, p in params.items():
+            study.enqueue_trial(p, user_attrs={"preset": name})
+        study.set_user_attr("presets_enqueued", sorted(params))
     return len(params)
 
 

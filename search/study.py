@@ -6,9 +6,14 @@ PostgreSQL when several machines share a study). Nothing here imports Ray or com
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import math
+import random
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +46,78 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 60}}
+    for attempt in range(_SCHEMA_RACE_RETRIES + 1):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as e:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
+            if attempt < _SCHEMA_RACE_RETRIES and _is_schema_race(e):
+                # Another driver is creating Optuna's tables in this empty database right now:
+                # its CREATEs won, so the tables are there when this one tries again.
+                log.debug("study storage tables created concurrently (%s); retrying", type(e).__name__)
+                time.sleep(0.2 + random.random())
+                continue
+            raise ValueError(f"cannot open study storage {redact_url(url)!r}: "
+                             f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_RACE_RETRIES = 5
+
+
+def _is_schema_race(e: Exception) -> bool:
+    """Whether ``e`` is how a database reports two sessions creating the same tables at once
+    (PostgreSQL: a unique violation on ``pg_type`` or "relation ... already exists")."""
+    import sqlalchemy.exc
+
+    text = str(e).lower()
+    return isinstance(e, sqlalchemy.exc.IntegrityError) or (
+        isinstance(e, (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError))
+        and ("already exists" in text or "duplicate" in text))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) masked, for messages."""
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as e:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
-        raise ValueError(f"cannot open study storage {url!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        import sqlalchemy.engine
+
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+@contextlib.contextmanager
+def exclusive(study: optuna.Study, name: str) -> Iterator[None]:
+    """Hold the lock ``name`` of ``study`` while the block runs, across processes and machines.
+
+    For check-then-write steps that two drivers starting together on one study must not both
+    do (enqueueing the presets). PostgreSQL: a session-level advisory lock; SQLite: an
+    ``flock`` on ``<database>.lock`` beside the file; any other storage: no lock.
+    """
+    storage = getattr(study._storage, "_backend", study._storage)
+    engine = getattr(storage, "engine", None)
+    dialect = engine.dialect.name if engine is not None else None
+    if dialect == "postgresql":
+        import sqlalchemy as sa
+
+        key = f"castsearch:{study.study_name}:{name}".encode()
+        lock_id = int.from_bytes(hashlib.sha256(key).digest()[:8], "big", signed=True)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
+    elif dialect == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        import fcntl
+
+        with open(f"{engine.url.database}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    else:
+        yield
 
 
 def make_sampler(name: str = "nsga2", seed: int | None = None, population_size: int = 12) -> optuna.samplers.BaseSampler:
@@ -87,7 +160,7 @@ def load_existing_study(name: str, storage: str) -> optuna.Study:
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
     if name not in names:
         known = ", ".join(sorted(names)) or "none"
-        raise ValueError(f"no study {name!r} in {storage} (studies there: {known})")
+        raise ValueError(f"no study {name!r} in {redact_url(storage)} (studies there: {known})")
     return optuna.load_study(study_name=name, storage=store)
 
 

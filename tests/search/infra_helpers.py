@@ -2,9 +2,11 @@
 two-node Ray cluster started with the ``ray`` CLI, ``castsearch`` as a subprocess, a tiny
 space and a tiny image folder.
 
-Everything binds to 127.0.0.1 on free ports and lives in a temporary directory. Every
-process a helper starts runs in a session of its own, and is ended through that session
-(never by process name: other test runs on the same machine have Ray processes too).
+Everything is addressed as 127.0.0.1 on free ports and lives in a temporary directory
+(PostgreSQL listens on 127.0.0.1 only; Ray's gRPC servers listen on every interface
+whatever the node IP, so the cluster requires a token of its own). Every process a helper
+starts runs in a session of its own and is ended through that session, never by process
+name: other test runs on the same machine have Ray processes too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import psutil
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,16 +100,38 @@ def castsearch(*args: str) -> list[str]:
 # Processes in sessions of their own
 
 
-def session_members(sid: int) -> list[psutil.Process]:
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    name: str
+
+
+def _read_proc(pid: int) -> tuple[int, str, str] | None:
+    """(session id, state, name) of ``pid`` from /proc, or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return None
+    comm, rest = stat[stat.index("(") + 1: stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+    name = os.path.basename(argv0.split(" ")[0]) if argv0 else comm  # Ray retitles its processes
+    return int(rest[3]), rest[0], name  # fields after (comm): state ppid pgrp session
+
+
+def session_members(sid: int) -> list[Proc]:
     """Live (non-zombie) processes of session ``sid``."""
     out = []
-    for p in psutil.process_iter(["status"]):
-        try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and os.getsid(p.pid) == sid:
-                out.append(p)
-        except (ProcessLookupError, psutil.Error, OSError):
-            continue
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            info = _read_proc(int(entry.name))
+            if info is not None and info[0] == sid and info[1] != "Z":
+                out.append(Proc(int(entry.name), info[2]))
     return out
+
+
+def session_names(sid: int) -> list[str]:
+    """Names of the live processes of session ``sid``."""
+    return [p.name for p in session_members(sid)]
 
 
 def end_session(sid: int, grace_s: float = 10.0) -> None:
@@ -116,8 +139,8 @@ def end_session(sid: int, grace_s: float = 10.0) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         members = session_members(sid)
         for p in members:
-            with contextlib.suppress(psutil.Error, OSError):
-                p.send_signal(sig)
+            with contextlib.suppress(OSError):
+                os.kill(p.pid, sig)
         deadline = time.time() + (grace_s if sig == signal.SIGTERM else 5.0)
         while time.time() < deadline and session_members(sid):
             time.sleep(0.2)

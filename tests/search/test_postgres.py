@@ -1,0 +1,133 @@
+"""One study in PostgreSQL shared by several drivers: a private PostgreSQL server (initdb +
+pg_ctl in a temporary folder, 127.0.0.1 on a free port), ``castsearch run --storage
+postgresql+psycopg2://...``, and two drivers on one new study at the same time."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import runner
+from search import study as studylib
+from search.space import load_space, preset_params
+from tests.search.infra_helpers import (
+    REPO,
+    castsearch,
+    env,
+    make_image_folder,
+    postgres_server,
+    postgres_unavailable,
+    started,
+    write_space,
+)
+
+pytestmark = pytest.mark.skipif(postgres_unavailable() is not None, reason=str(postgres_unavailable()))
+
+
+@pytest.fixture(scope="module")
+def pg():
+    with postgres_server() as server:
+        yield server
+
+
+def _all_at_once(n: int, fn) -> list[str]:
+    """Run ``fn`` in ``n`` threads released together; the errors they raised."""
+    barrier = threading.Barrier(n)
+    errors: list[str] = []
+
+    def go():
+        try:
+            barrier.wait()
+            fn()
+        except Exception as e:  # collected for the assertion
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=go) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return errors
+
+
+def test_drivers_creating_one_study_in_an_empty_database_at_once(pg):
+    """Optuna's tables are created by whichever driver comes first; the others retry and load
+    the study, and the paper's presets are queued exactly once."""
+    url = pg.create_database("race")
+    space = load_space(REPO / "spaces" / "paper.yaml")
+    errors = _all_at_once(4, lambda: runner.enqueue_presets(studylib.open_study("paper", url), space))
+    assert errors == []
+    study = optuna.load_study(study_name="paper", storage=url)
+    queued = Counter(t.user_attrs["preset"] for t in study.trials)
+    assert queued == Counter(list(preset_params(space)))  # each preset once
+    assert all(t.state == TrialState.WAITING for t in study.trials)
+
+
+def test_drivers_starting_together_resume_a_dead_run_once(pg):
+    url = pg.create_database("resume")
+    study = studylib.open_study("s", url)
+    dead = runner.RunRecord(run_id="dead", trials=5, timeout_s=None, host="elsewhere")
+    dead.heartbeat = time.time() - 10 * runner.STALE_AFTER_S
+    dead.save(study)
+    study.ask().set_user_attr("run_id", "dead")
+    resumed = []
+    errors = _all_at_once(4, lambda: resumed.append(runner.recover(studylib.open_study("s", url))))
+    assert errors == []
+    assert [r.run_id for r in resumed if r is not None] == ["dead"]
+    (orphan,) = optuna.load_study(study_name="s", storage=url).trials
+    assert orphan.state == TrialState.FAIL and "driver died" in orphan.user_attrs["error"]
+
+
+def _finished(trials, run_id: str) -> int:
+    return runner._finished_by(trials, run_id)
+
+
+def test_search_in_postgres_then_two_drivers_on_one_study_at_once(pg, tmp_path):
+    url = pg.create_database("castsearch")
+    data = make_image_folder(tmp_path / "images")
+    common = ["--storage", url, "--workers", "1", "--artifacts", str(tmp_path / "artifacts")]
+
+    # a search in PostgreSQL
+    solo = write_space(tmp_path, study="solo", data=data, trials=2)
+    run = subprocess.run(castsearch("run", str(solo), *common), env=env(), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    assert "2 trials finished" in run.stdout and "postgresql" in run.stdout
+    front = subprocess.run(castsearch("front", "--study", "solo", "--storage", url), env=env(), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert front.returncode == 0, front.stderr
+    study = optuna.load_study(study_name="solo", storage=url)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+
+    # two drivers on one new study, started together, budgets 2 and 3
+    shared = write_space(tmp_path, study="shared", data=data, trials=2)
+    logs = [tmp_path / "driver-a.log", tmp_path / "driver-b.log"]
+    with started(castsearch("run", str(shared), *common), logs[0], env=env(), cwd=tmp_path) as a, \
+            started(castsearch("run", str(shared), "--trials", "3", *common), logs[1], env=env(), cwd=tmp_path) as b:
+        codes = [a.wait(timeout=400), b.wait(timeout=400)]
+    outputs = [log.read_text() for log in logs]
+    assert codes == [0, 0], "\n\n".join(o[-4000:] for o in outputs)
+    for out in outputs:
+        assert "Traceback" not in out and "ERROR" not in out, out[-4000:]
+    assert "2 trials finished" in outputs[0] and "3 trials finished" in outputs[1]
+
+    study = optuna.load_study(study_name="shared", storage=url)
+    trials = study.trials
+    runs = {k[len("run:"):]: v for k, v in study.user_attrs.items() if k.startswith("run:")}
+    assert len(runs) == 2 and all(r["done"] for r in runs.values())
+    assert sorted(r["trials"] for r in runs.values()) == [2, 3]
+    # each driver counted its own trials only, and finished its own budget
+    for run_id, r in runs.items():
+        assert _finished(trials, run_id) == r["trials"]
+    # the sum of both budgets, nothing duplicated, lost, failed or left running
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert len({t._trial_id for t in trials}) == len(trials)
+    assert {t.user_attrs["run_id"] for t in trials} == set(runs)
+    assert [t for t in trials if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)] == []
+    assert sum(1 for t in trials if not t.user_attrs.get("invalid")) == 5

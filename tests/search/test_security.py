@@ -1,0 +1,129 @@
+"""Security rules over the product code (castmodels/, search/, bench/), checked on its syntax
+tree, plus the inputs that would break them: weights load with ``torch.load(weights_only=True)``,
+YAML with ``safe_load``, no shell and no command built from a string, no pickle or eval.
+
+(optuna-dashboard's loopback default and the HTML escaping of the report are tested with
+those commands, in test_dashboard.py and test_report.py.)
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from search.baselines import read_state_dict
+from search.space import SpaceError, load_space
+from tests.search.infra_helpers import REPO
+
+PACKAGES = ("castmodels", "search", "bench")
+SOURCES = sorted(p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py"))
+
+
+def _calls():
+    """(file:line, dotted callee name, call node) for every call in the product code."""
+    for path in SOURCES:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                yield f"{path.relative_to(REPO)}:{node.lineno}", _dotted(node.func), node
+
+
+def _dotted(func: ast.expr) -> str:
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    parts.append(func.id if isinstance(func, ast.Name) else "?")  # "?": a call result, a subscript...
+    return ".".join(reversed(parts))
+
+
+def _keyword(call: ast.Call, name: str):
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
+def test_the_checks_see_the_product_code():
+    assert len(SOURCES) > 10
+    names = {name for _, name, _ in _calls()}
+    assert {"torch.load", "yaml.safe_load"} <= names
+
+
+def test_every_torch_load_passes_weights_only_true():
+    bad = []
+    for where, name, call in _calls():
+        if name == "torch.load":
+            value = _keyword(call, "weights_only")
+            if not (isinstance(value, ast.Constant) and value.value is True):
+                bad.append(where)
+    assert bad == [], f"torch.load without weights_only=True at {bad}"
+
+
+def test_yaml_is_only_read_with_safe_load():
+    unsafe = {"yaml.load", "yaml.load_all", "yaml.unsafe_load", "yaml.unsafe_load_all", "yaml.full_load",
+              "yaml.full_load_all"}
+    bad = [where for where, name, _ in _calls() if name in unsafe]
+    for path in SOURCES:
+        text = path.read_text(encoding="utf-8")
+        for loader in ("yaml.Loader", "yaml.UnsafeLoader", "yaml.FullLoader", "yaml.CLoader"):
+            if loader in text:
+                bad.append(f"{path.relative_to(REPO)}: {loader}")
+    assert bad == [], f"YAML read without safe_load at {bad}"
+
+
+def test_no_shell_and_no_command_lines_built_from_strings():
+    shells = {"os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput", "commands.getoutput",
+              "pty.spawn"}
+    runners = {"subprocess.run", "subprocess.Popen", "subprocess.call", "subprocess.check_call",
+               "subprocess.check_output"}
+    bad = []
+    for where, name, call in _calls():
+        if name in shells or name.startswith(("os.exec", "os.spawn")):
+            bad.append(f"{where} {name}")
+        shell = _keyword(call, "shell")
+        if shell is not None and not (isinstance(shell, ast.Constant) and shell.value is False):
+            bad.append(f"{where} shell=")
+        if name in runners and call.args and isinstance(call.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp)):
+            bad.append(f"{where} {name} with a command string")  # argv lists only
+    assert bad == [], f"shell commands at {bad}"
+
+
+def test_no_pickle_eval_or_exec_on_data():
+    banned = {"pickle.load", "pickle.loads", "pickle.Unpickler", "marshal.load", "marshal.loads", "eval", "exec",
+              "dill.load", "dill.loads", "cloudpickle.load", "cloudpickle.loads", "shelve.open"}
+    bad = [f"{where} {name}" for where, name, _ in _calls() if name in banned]
+    assert bad == [], f"unsafe deserialisation or evaluation at {bad}"
+
+
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_weights_file_that_runs_code_when_unpickled_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(1), "payload": _Exploit(marker)}, path)
+    with pytest.raises(ValueError, match="not a loadable state dict"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system", "!!python/object/new:os.system",
+                                 "!!python/name:os.system"])
+def test_a_space_file_with_python_tags_is_a_clean_error(tmp_path, tag):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f'study: evil\nbudget: {tag} ["touch {marker}"]\n')
+    with pytest.raises(SpaceError) as e:
+        load_space(path)
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
+    assert not marker.exists()
