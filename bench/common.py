@@ -18,7 +18,8 @@ def header(title: str) -> str:
 
     fp = machine_fingerprint()
     versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
-    command = "python " + " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))
+    script = Path(sys.argv[0]).resolve().relative_to(REPO)
+    command = " ".join(["python", str(script), *sys.argv[1:]])
     return (
         f"## {title}\n\n"
         f"Command: `{command}`  \n"

@@ -3,8 +3,8 @@ from one real search run.
 
     python bench/trial_overhead.py [--data PATH] [--trials 8] [--epochs 2] [--workers 2]
 
-For each trial the study records when it was asked and told (driver clock) and the worker
-records how long building + measuring, training, evaluating and saving took. The rest of a
+For each trained trial the study records when it was asked and told (driver clock) and the
+worker records how long measuring, training, evaluating and saving took. The rest of a
 trial's wall time is the framework's: Ray scheduling and result transport, actor start and
 imports, dataset hand-over, Optuna ask/tell and SQL writes.
 """
@@ -49,7 +49,7 @@ def main() -> None:
             workers=args.workers, artifacts=Path(tmp) / "art", quiet_retime=False))
         elapsed = time.perf_counter() - t0
         trials = [t for t in load_existing_study("overhead", storage).trials
-                  if t.state == TrialState.COMPLETE and "worker_seconds" in t.user_attrs]
+                  if t.state == TrialState.COMPLETE and "weights_path" in t.user_attrs]
 
     rows, overheads, walls, works = [], [], [], []
     for t in trials:
@@ -60,15 +60,15 @@ def main() -> None:
         walls.append(wall)
         works.append(work)
         rows.append([t.number, t.user_attrs.get("preset") or t.user_attrs["arch_code"][:40],
-                     parts.get("build_measure", 0.0), parts.get("train", 0.0),
-                     parts.get("evaluate", 0.0) + parts.get("save", 0.0), wall, wall - work,
+                     parts["measure"], parts["train"],
+                     parts["evaluate"] + parts["save"], wall, wall - work,
                      f"{100 * (wall - work) / wall:.0f}%"])
     (o, o_iqr), (w, _) = median_iqr(overheads), median_iqr(walls)
     print(header("Per-trial overhead of Ray + Optuna + SQLite"))
     print(f"Search: `{Path(args.space).name}` on {Path(args.data).name}, {args.trials} trials, "
           f"{args.epochs} epochs max, {args.workers} workers, 1 torch thread each, local Ray started by "
           f"the run. Completed (trained) trials only; seconds.\n")
-    print(table(["trial", "network", "build + measure", "train", "evaluate + save", "wall (ask to tell)",
+    print(table(["trial", "network", "measure (params, MACs, latency)", "train", "evaluate + save", "wall (ask to tell)",
                  "overhead", "overhead share"], rows))
     print(f"Median overhead per trial {o:.2f} s (IQR {o_iqr:.2f}) of a median trial wall time of "
           f"{w:.1f} s ({100 * o / w:.0f}%). Whole run: {elapsed:.0f} s for {summary.finished} finished trials "

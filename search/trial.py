@@ -52,7 +52,7 @@ class TrialOutcome:
     train_seconds: float = 0.0
     images_per_second: float = 0.0
     weights_path: str | None = None
-    seconds: dict[str, float] = field(default_factory=dict)  # build_measure / train / evaluate / save
+    seconds: dict[str, float] = field(default_factory=dict)  # measure / train / evaluate / save
 
     @property
     def feasible(self) -> bool:
@@ -106,13 +106,24 @@ def run_model(
     """:func:`run_candidate` for an already-built network ``name`` (a baseline, say): measure
     ``model``; if it meets ``limits`` train it, evaluate it and (with ``out_dir``) save it with
     ``spec``, the JSON description written as spec.json."""
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        outcome.seconds[phase] = now - clock
+        clock = now
+
     m = measure(model, input_shape(recipe), threads=1, quick=quick_measure)
     outcome = TrialOutcome(measurement=m, violations=limits.violations(m))
+    lap("measure")
     if not outcome.feasible:
         log.info("not training %s: breaks a limit (%s)", name, outcome.violations)
         return outcome
     result = train(model, data, recipe, on_epoch=on_epoch)
+    lap("train")
     outcome.evaluation = evaluate(result.model, data.test_x, data.test_y, data.class_names)
+    lap("evaluate")
     outcome.val_accuracy = list(result.val_accuracy)
     outcome.epochs_run = result.epochs_run
     outcome.stopped_early = result.stopped_early
@@ -120,6 +131,7 @@ def run_model(
     outcome.images_per_second = result.images_per_second
     if out_dir is not None:
         outcome.weights_path = str(save_artifacts(Path(out_dir), spec, recipe, data, result.model, outcome))
+        lap("save")
     return outcome
 
 

@@ -75,6 +75,8 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
         for key in ATTRS:
             assert key in t.user_attrs, f"trial {t.number} lacks user attr {key}"
         assert Path(t.user_attrs["weights_path"]).is_file()
+        phases = t.user_attrs["worker_seconds"]
+        assert set(phases) == {"measure", "train", "evaluate", "save"} and all(v >= 0 for v in phases.values())
         assert 0.0 <= t.values[0] <= 1.0 and t.values[1] > 0 and t.values[2] <= 2500
         assert t.user_attrs["data"]["class_names"] == datasets[16].class_names
     for t in study.trials:
