@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", help="image folder, GC10-DET folder, or 'synthetic' (overrides data.source)")
     r.add_argument("--study", help="study name (overrides the space's)")
     r.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
-    r.add_argument("--trials", type=int, help="trials this run finishes (overrides budget.trials)")
+    r.add_argument("--trials", type=int, help="trials this run starts (overrides budget.trials)")
     r.add_argument("--timeout", help="time budget, e.g. 90s, 30m, 2h (overrides budget.timeout)")
     r.add_argument("--epochs", type=int, help="maximum epochs per trial (overrides training.epochs)")
     r.add_argument("--workers", type=int, help="trials at once, one CPU each (default: one per CPU)")

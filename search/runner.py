@@ -238,27 +238,18 @@ def tell_outcome(study: optuna.Study, ot: optuna.Trial, outcome: dict, space: Se
     """Store everything a finished trial produced, then tell the study COMPLETE."""
     m = outcome["measurement"]
     ev = outcome["evaluation"]
-    ot.set_user_attr("macs", m["macs"])
-    ot.set_user_attr("latency_iqr_ms", m["latency_iqr_ms"])
-    ot.set_user_attr("batch_latency_ms", m["batch_latency_ms"])
-    ot.set_user_attr("batch_size", m["batch_size"])
-    ot.set_user_attr("threads", m["threads"])
-    ot.set_user_attr("machine", outcome["machine"])
-    ot.set_user_attr("versions", outcome["versions"])
-    ot.set_user_attr("data", outcome["data"])
+    attrs = {key: m[key] for key in ("macs", "latency_iqr_ms", "batch_latency_ms", "batch_size", "threads")}
+    attrs |= {key: outcome[key] for key in ("machine", "versions", "data")}
+    attrs["worker_seconds"] = outcome["seconds"]
     accuracy = None
     if ev is None:  # broke an architecture limit: measured, never trained
-        ot.set_user_attr("infeasible", True)
+        attrs["infeasible"] = True
     else:
         accuracy = ev["accuracy"]
-        ot.set_user_attr("macro_f1", ev["macro_f1"])
-        ot.set_user_attr("per_class_recall", ev["per_class_recall"])
-        ot.set_user_attr("confusion", ev["confusion"])
-        ot.set_user_attr("val_accuracy", outcome["val_accuracy"])
-        ot.set_user_attr("epochs_run", outcome["epochs_run"])
-        ot.set_user_attr("train_seconds", outcome["train_seconds"])
-        ot.set_user_attr("weights_path", outcome["weights_path"])
-    ot.set_user_attr("worker_seconds", outcome["seconds"])
+        attrs |= {key: ev[key] for key in ("macro_f1", "per_class_recall", "confusion")}
+        attrs |= {key: outcome[key] for key in ("val_accuracy", "epochs_run", "train_seconds", "weights_path")}
+    for key, value in attrs.items():
+        ot.set_user_attr(key, value)
     limits = {"max_latency_ms": space.constraints.max_latency_ms, "max_params": space.constraints.max_params,
               "min_accuracy": space.constraints.min_accuracy}
     for name, value in studylib.constraint_values(limits, accuracy, m["latency_ms"], m["params"]).items():
