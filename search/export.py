@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import statistics
 import tempfile
 import time
 import warnings
@@ -40,7 +39,7 @@ from torch import nn
 from castmodels import ArchSpec
 from search import study as studylib
 from search.data import DataConfig, Dataset, load_dataset
-from search.measure import TIMING, LatencyResult, library_versions, machine_fingerprint
+from search.measure import TIMING, LatencyResult, library_versions, machine_fingerprint, time_calls
 from search.train import TrainRecipe
 from search.trial import build_candidate, input_shape
 
@@ -185,34 +184,12 @@ def _checked(fmt: str, diff: float) -> float:
 # ONNX Runtime: timing, accuracy, int8
 
 
-def _time_calls(call: Callable[[], object], warmup: int, repeats: int, min_seconds: float,
-                max_seconds: float = 5.0) -> tuple[float, float, float, float, int]:
-    """(median, iqr, q1, q3, runs) in ms: the loop of :func:`search.measure.measure_latency`."""
-    start = time.perf_counter()
-    for i in range(max(1, warmup)):
-        if i and time.perf_counter() - start > max_seconds / 5:
-            break
-        call()
-    timings_ms: list[float] = []
-    start = time.perf_counter()
-    while len(timings_ms) < repeats or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        call()
-        timings_ms.append((time.perf_counter() - t0) * 1000)
-        if len(timings_ms) >= 5 and time.perf_counter() - start > max_seconds:
-            break
-    q1, median, q3 = statistics.quantiles(timings_ms, n=4, method="inclusive")
-    return median, q3 - q1, q1, q3, len(timings_ms)
-
-
 def ort_latency(path: Path, shape: tuple[int, int, int], batch_size: int = 1, threads: int = 1) -> LatencyResult:
     """Time the ONNX model at ``path`` on ``threads`` CPU threads, as ``measure_latency`` times torch."""
     session = ort_session(path, threads)
     name = session.get_inputs()[0].name
     x = np.random.default_rng(0).random((batch_size, *shape), dtype=np.float32)
-    median, iqr, q1, q3, runs = _time_calls(lambda: session.run(None, {name: x}), **TIMING["full"])
-    return LatencyResult(median_ms=median, iqr_ms=iqr, q1_ms=q1, q3_ms=q3, runs=runs,
-                         batch_size=batch_size, threads=threads)
+    return time_calls(lambda: session.run(None, {name: x}), batch_size, threads, **TIMING["full"])
 
 
 def time_model(path: Path, shape: tuple[int, int, int]) -> dict:

@@ -14,6 +14,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,16 +87,14 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
-def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 1,
-                    threads: int = 1, warmup: int = 10, repeats: int = 50,
-                    min_seconds: float = 0.5, max_seconds: float = 5.0) -> LatencyResult:
-    """Time ``model`` on a CPU batch of ``batch_size`` images of ``input_shape``.
+def time_calls(call: Callable[[], object], batch_size: int = 1, threads: int = 1, warmup: int = 10,
+               repeats: int = 50, min_seconds: float = 0.5, max_seconds: float = 5.0) -> LatencyResult:
+    """castsearch's latency protocol, for any runtime: time ``call`` (one inference).
 
     Runs ``warmup`` untimed calls (at most ``max_seconds / 5`` of them, at least one), then
     timed calls until there are at least ``repeats`` and at least ``min_seconds`` have passed;
     a slow model stops after ``max_seconds`` once it has 5 timings, so one huge candidate
-    cannot stall a search. torch uses ``threads`` threads meanwhile; the previous thread count
-    and the model's training mode are restored afterwards. ``runs`` records how many counted.
+    cannot stall a search. ``batch_size`` and ``threads`` are recorded, not applied.
     """
     rules = [
         (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
@@ -106,35 +105,47 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], batch_s
     for ok, message in rules:
         if not ok:
             raise ValueError(message)
+    start = time.perf_counter()
+    for i in range(max(1, warmup)):
+        if i and time.perf_counter() - start > max_seconds / 5:
+            break
+        call()
+    timings_ms: list[float] = []
+    start = time.perf_counter()
+    while len(timings_ms) < repeats or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        call()
+        timings_ms.append((time.perf_counter() - t0) * 1000)
+        if len(timings_ms) >= 5 and time.perf_counter() - start > max_seconds:
+            break
+    q1, median, q3 = statistics.quantiles(timings_ms, n=4, method="inclusive")
+    return LatencyResult(median_ms=median, iqr_ms=q3 - q1, q1_ms=q1, q3_ms=q3, runs=len(timings_ms),
+                         batch_size=batch_size, threads=threads)
+
+
+def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 1,
+                    threads: int = 1, **timing) -> LatencyResult:
+    """Time torch ``model`` on a CPU batch of ``batch_size`` images of ``input_shape`` with
+    :func:`time_calls` (``timing``: its warmup/repeats/min_seconds/max_seconds), in inference
+    mode on ``threads`` torch threads; the previous thread count and the model's training
+    mode are restored afterwards."""
     devices = {p.device.type for p in model.parameters()}
     if devices - {"cpu"}:
         raise ValueError(f"measure_latency times CPU inference; the model has parameters on "
                          f"{sorted(devices)}")
+    for name, value in (("batch_size", batch_size), ("threads", threads)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     x = torch.rand((batch_size, *input_shape), generator=torch.Generator().manual_seed(0))
     previous_threads, was_training = torch.get_num_threads(), model.training
     torch.set_num_threads(threads)
     model.eval()
-    timings_ms: list[float] = []
     try:
         with torch.inference_mode():
-            start = time.perf_counter()
-            for i in range(max(1, warmup)):
-                if i and time.perf_counter() - start > max_seconds / 5:
-                    break
-                model(x)
-            start = time.perf_counter()
-            while len(timings_ms) < repeats or time.perf_counter() - start < min_seconds:
-                t0 = time.perf_counter()
-                model(x)
-                timings_ms.append((time.perf_counter() - t0) * 1000)
-                if len(timings_ms) >= 5 and time.perf_counter() - start > max_seconds:
-                    break
+            return time_calls(lambda: model(x), batch_size, threads, **timing)
     finally:
         torch.set_num_threads(previous_threads)
         model.train(was_training)
-    q1, median, q3 = statistics.quantiles(timings_ms, n=4, method="inclusive")
-    return LatencyResult(median_ms=median, iqr_ms=q3 - q1, q1_ms=q1, q3_ms=q3, runs=len(timings_ms),
-                         batch_size=batch_size, threads=threads)
 
 
 def measure(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 1, batch_size: int = 50,

@@ -113,3 +113,20 @@ def exported(tiny_study: TinyStudy, tmp_path_factory) -> tuple[Path, str]:
         rc = main(["export", "--trial", "0", *tiny_study.args(), "--out", str(out), "--quantize", "int8"])
     assert rc == 0, stdout.getvalue()
     return out, stdout.getvalue()
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """Run ``castsearch ARGV`` in-process, assert it failed with exactly one clean error line
+    (exit 2, no traceback) and return that line."""
+    from search.cli import main
+
+    def run(argv: list[str]) -> str:
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("castsearch: error:"), err
+        return lines[0]
+
+    return run

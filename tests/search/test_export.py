@@ -67,34 +67,25 @@ def test_formats_can_be_chosen(tiny_study, tmp_path, capsys):
     assert "torchscript" in capsys.readouterr().out
 
 
-def _error(capsys, argv) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("castsearch: error:"), err
-    return lines[0]
-
-
 @pytest.mark.parametrize(("trial", "message"), [
     (99, "no trial 99 in study 'tiny' (trials 0-4)"),
     (2, "trial 2 is pruned, not complete"),
     (3, "trial 3 is fail, not complete: it has no trained weights to export (RuntimeError: injected"),
     (4, "trial 4 was never trained"),
 ])
-def test_trials_that_cannot_be_exported(tiny_study, tmp_path, capsys, trial, message):
-    line = _error(capsys, ["export", "--trial", str(trial), *tiny_study.args(), "--out", str(tmp_path)])
+def test_trials_that_cannot_be_exported(tiny_study, tmp_path, trial, message, cli_error):
+    line = cli_error(["export", "--trial", str(trial), *tiny_study.args(), "--out", str(tmp_path)])
     assert message in line
 
 
-def test_missing_study_and_database(tiny_study, tmp_path, capsys):
-    line = _error(capsys, ["export", "--trial", "0", "--study", "nope", "--storage", tiny_study.storage])
+def test_missing_study_and_database(tiny_study, tmp_path, cli_error):
+    line = cli_error(["export", "--trial", "0", "--study", "nope", "--storage", tiny_study.storage])
     assert "no study 'nope'" in line and "tiny" in line
-    line = _error(capsys, ["export", "--trial", "0", "--study", "nope", "--storage", f"sqlite:///{tmp_path}/x.db"])
+    line = cli_error(["export", "--trial", "0", "--study", "nope", "--storage", f"sqlite:///{tmp_path}/x.db"])
     assert "does not exist" in line and not (tmp_path / "x.db").exists()
 
 
-def test_weights_file_gone(tiny_study, tmp_path, capsys):
+def test_weights_file_gone(tiny_study, tmp_path, cli_error):
     source = tiny_study.load().trials[0]
     weights = tmp_path / "gone" / "model.pt"
     weights.parent.mkdir()
@@ -104,20 +95,20 @@ def test_weights_file_gone(tiny_study, tmp_path, capsys):
     study.add_trial(optuna.trial.create_trial(values=source.values,
                                               user_attrs={**source.user_attrs, "weights_path": str(weights)}))
     weights.unlink()
-    line = _error(capsys, ["export", "--trial", "0", "--study", "w", "--storage", url, "--out", str(tmp_path / "o")])
+    line = cli_error(["export", "--trial", "0", "--study", "w", "--storage", url, "--out", str(tmp_path / "o")])
     assert f"trial 0's weights file is gone: {weights}" in line
 
 
-def test_a_failed_parity_check_is_an_error(tiny_study, tmp_path, capsys, monkeypatch):
+def test_a_failed_parity_check_is_an_error(tiny_study, tmp_path, monkeypatch, cli_error):
     monkeypatch.setattr(exportlib, "TOLERANCE", -1.0)
-    line = _error(capsys, ["export", "--trial", "1", *tiny_study.args(), "--out", str(tmp_path),
+    line = cli_error(["export", "--trial", "1", *tiny_study.args(), "--out", str(tmp_path),
                            "--format", "torchscript"])
     assert "TorchScript output differs from PyTorch by" in line
 
 
-def test_quantize_needs_onnx(tiny_study, tmp_path, capsys):
-    line = _error(capsys, ["export", "--trial", "1", *tiny_study.args(), "--out", str(tmp_path),
+def test_quantize_needs_onnx(tiny_study, tmp_path, cli_error):
+    line = cli_error(["export", "--trial", "1", *tiny_study.args(), "--out", str(tmp_path),
                            "--format", "torchscript", "--quantize", "int8"])
     assert "add onnx to the formats" in line
-    line = _error(capsys, ["export", "--trial", "1", *tiny_study.args(), "--format", "tflite"])
+    line = cli_error(["export", "--trial", "1", *tiny_study.args(), "--format", "tflite"])
     assert "unknown export format(s) ['tflite']" in line

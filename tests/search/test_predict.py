@@ -82,35 +82,26 @@ def test_predict_does_not_import_torch(exported, images):
     assert str(images[0]) in run.stdout
 
 
-def _error(capsys, argv) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("castsearch: error:"), err
-    return lines[0]
-
-
-def test_bad_model_dirs(exported, images, tmp_path, capsys):
-    line = _error(capsys, ["predict", str(tmp_path / "nowhere"), str(images[0])])
+def test_bad_model_dirs(exported, images, tmp_path, cli_error):
+    line = cli_error(["predict", str(tmp_path / "nowhere"), str(images[0])])
     assert "model folder" in line and "does not exist" in line
-    line = _error(capsys, ["predict", str(tmp_path), str(images[0])])
+    line = cli_error(["predict", str(tmp_path), str(images[0])])
     assert "holds no exported model: model.onnx is missing" in line
     (tmp_path / "model.onnx").write_text("not onnx")
     (tmp_path / "card.json").write_text((exported[0] / "card.json").read_text())
-    line = _error(capsys, ["predict", str(tmp_path), str(images[0])])
+    line = cli_error(["predict", str(tmp_path), str(images[0])])
     assert "not a loadable ONNX model" in line
 
 
-def test_bad_images(exported, images, tmp_path, capsys):
+def test_bad_images(exported, images, tmp_path, cli_error):
     out, _ = exported
     fake = tmp_path / "fake.png"
     fake.write_text("this is text, not a picture")
-    line = _error(capsys, ["predict", str(out), str(images[0]), str(fake)])
+    line = cli_error(["predict", str(out), str(images[0]), str(fake)])
     assert f"{fake}: not an image" in line
-    line = _error(capsys, ["predict", str(out), str(tmp_path / "missing.jpg")])
+    line = cli_error(["predict", str(out), str(tmp_path / "missing.jpg")])
     assert "missing.jpg: no such file or folder" in line
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    line = _error(capsys, ["predict", str(out), str(tmp_path / "empty")])
+    line = cli_error(["predict", str(out), str(tmp_path / "empty")])
     assert "no image files in folder" in line
