@@ -18,7 +18,8 @@ def header(title: str) -> str:
 
     fp = machine_fingerprint()
     versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
-    script = Path(sys.argv[0]).resolve().relative_to(REPO)
+    script = Path(sys.argv[0]).resolve()
+    script = script.relative_to(REPO) if script.is_relative_to(REPO) else script
     command = " ".join(["python", str(script), *sys.argv[1:]])
     return (
         f"## {title}\n\n"

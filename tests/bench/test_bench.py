@@ -1,0 +1,144 @@
+"""The benchmark scripts' judgement: verdicts, hypervolume tables, job lists.
+
+The benchmarks themselves train for an hour on real data (see BENCHMARKS.md); here their
+logic runs on small hand-made results whose right answers are known, and one slow test
+trains a real run of the paper table on X-SDD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from bench import paper_table as pt
+from bench import search_vs_random as svr
+from bench.common import DATASETS, REPO
+from castmodels import PRESETS, baseline_names
+from search import study as studylib
+from search.train import AUGMENTATIONS
+
+
+def test_jobs_run_seed_zero_of_every_row_first_and_extra_seeds_only_where_differences_are_small():
+    jobs = pt.jobs(["neu-cls", "x-sdd"], seeds=3)
+    per_dataset_rows = len(PRESETS) + len(pt.ENHANCEMENT_ROWS) + len(AUGMENTATIONS) + len(baseline_names())
+    first = jobs[:2 * per_dataset_rows]
+    assert {j.seed for j in first} == {0}
+    assert len({(j.dataset, j.group, j.row) for j in first}) == 2 * per_dataset_rows
+    later = jobs[2 * per_dataset_rows:]
+    assert {j.group for j in later} == {"preset", "enhancement"}
+    assert {j.seed for j in later} == {1, 2}
+    assert len(jobs) == len(set(jobs))
+    assert pt.Job("x", "baseline", "inception_v3", 0).image_size == 75
+    assert pt.Job("x", "preset", "custom-140k-dw", 0).image_size == 32
+
+
+def test_recipe_follows_the_paper_and_the_row():
+    r = pt.recipe_for(pt.Job("neu-cls", "enhancement", "blurpool+squeeze_excite+swa", 1), epochs=7)
+    assert (r.epochs, r.batch_size, r.optimizer, r.lr, r.image_size, r.seed) == (7, 32, "adam", 1e-3, 32, 1)
+    assert r.enhancements == ("blurpool", "squeeze_excite", "swa") and r.augmentations == ()
+    a = pt.recipe_for(pt.Job("neu-cls", "augmentation", "vflip", 0), epochs=7)
+    assert a.augmentations == ("vflip",) and a.enhancements == ()
+
+
+def test_a_difference_counts_only_beyond_two_standard_errors():
+    diff, se = pt.compare([0.90, 0.92, 0.94], [0.80, 0.82, 0.84])
+    assert diff == pytest.approx(0.10) and se == pytest.approx((2 * 0.02**2 / 3) ** 0.5)
+    assert pt.judged(diff, se) == "higher"
+    assert pt.judged(*pt.compare([0.80, 0.82, 0.84], [0.90, 0.92, 0.94])) == "lower"
+    assert pt.judged(*pt.compare([0.80, 0.90], [0.84, 0.86])) == "within noise"
+    assert pt.judged(*pt.compare([0.85], [0.84])) == "higher"  # no spread at all: any difference
+
+
+def _records(acc: dict[tuple[str, str], list[float]]) -> dict:
+    """Fake run records: accuracy per (group, row) and seed, on one dataset of two classes."""
+    out = {}
+    for (group, row), values in acc.items():
+        for seed, a in enumerate(values):
+            out[pt.Job("d", group, row, seed)] = {
+                "accuracy": a, "macro_f1": a - 0.01, "per_class_recall": {"good": 1.0, "bad": a - 0.1},
+                "params": 1000, "macs": 2000, "test_images": 50}
+    return out
+
+
+def test_verdicts_say_which_claims_hold_and_which_do_not():
+    noisy = [0.80, 0.85, 0.90]
+    acc = {("preset", f"custom-{s}-dw"): [0.90, 0.91, 0.92] for s in pt.SIZES}
+    acc |= {("preset", f"custom-{s}-3x3"): [0.80, 0.81, 0.82] for s in pt.SIZES}
+    acc[("preset", pt.ENHANCED)] = noisy  # custom-590k-dw: within noise of custom-590k-3x3
+    acc |= {("enhancement", e): noisy for e in pt.ENHANCEMENT_ROWS}
+    acc[("enhancement", "swa")] = [0.97, 0.98, 0.99]  # SWA, not BlurPool, is clearly best
+    acc |= {("augmentation", a): [0.5] for a in AUGMENTATIONS}
+    acc |= {("baseline", b): [0.99] for b in baseline_names()}
+    lat = {("d", "preset", p): (1.0, 10.0) for p in PRESETS}
+    lat |= {("d", "baseline", b): (5.0, 50.0) for b in baseline_names()}
+    text = pt.render(_records(acc), lat, ["d"], epochs=3, seeds=3)
+    assert "Depthwise-separable beats 3x3 at equal size: partly holds** (depthwise better in 2 of 3" in text
+    assert "BlurPool is the best enhancement: does not hold" in text
+    assert "ranking by mean accuracy swa 98.0" in text
+    assert f"Augmentations lower accuracy: holds** ({len(AUGMENTATIONS)} of {len(AUGMENTATIONS)}" in text
+    assert "faster than ResNet-20/47/65 and MobileNetV2: holds" in text
+    assert "more accurate than the ResNets and the ViT: does not hold" in text
+    assert "d 590k: +4.0 ± 2.9 points (within noise)" in text
+    # mean ± standard deviation over seeds; the worst class by mean recall, named
+    assert "| custom-590k-dw | 85.0 ± 5.0 (n=3) | 84.0 ± 5.0 (n=3) | 75.0 (bad) | 1,000 | 2,000 | 1.00 |" in text
+
+    lat[("d", "baseline", "mobilenet_v2")] = (0.5, 10.0)  # one baseline faster than a custom net
+    assert "MobileNetV2: does not hold" in pt.render(_records(acc), lat, ["d"], epochs=3, seeds=3)
+    presets_only = pt.render(_records({k: v for k, v in acc.items() if k[0] == "preset"}), {}, ["d"], 3, 3)
+    assert "1. **Depthwise" in presets_only
+    assert "BlurPool" not in presets_only and "Augmentations lower" not in presets_only  # no rows, no verdict
+
+
+def _trial(values, preset=None, feasible=True):
+    constraints = {name: 0.0 for name in studylib.CONSTRAINT_NAMES}
+    if not feasible:
+        constraints["max_params"] = 5.0
+    return create_trial(state=TrialState.COMPLETE, values=values, constraints=constraints,
+                        user_attrs={"preset": preset} if preset else {})
+
+
+def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_path):
+    storage = f"sqlite:///{tmp_path}/svr.db"
+    default = studylib.open_study("t-default", storage)
+    default.add_trial(_trial([0.80, 2.0, 200_000], preset="custom-140k-3x3"))
+    default.add_trial(_trial([0.90, 6.0, 600_000], preset="custom-590k-dw"))
+    default.add_trial(_trial([0.85, 1.0, 100_000]))  # dominates custom-140k-3x3 only
+    default.add_trial(_trial([0.99, 0.5, 50_000], feasible=False))  # infeasible: counts for nothing
+    default.add_trial(create_trial(state=TrialState.PRUNED, values=None))
+    default.set_user_attr(svr.WALL_ATTR, 600.0)
+    random = studylib.open_study("t-random", storage)
+    random.add_trial(_trial([0.95, 5.0, 500_000]))  # dominates custom-590k-dw only
+    args = argparse.Namespace(space=str(REPO / "spaces" / "paper.yaml"), storage=storage, prefix="t",
+                              data=str(DATASETS / "x-sdd"), epochs=5, minutes=10.0, workers=2)
+    text = svr.report(args)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ")}
+    # wall min, finished (feasible), pruned, infeasible, invalid, failed, front size, best %, hypervolume
+    assert rows["default"][:8] == ["10.0", "3", "1", "1", "0", "0", "2", "90.0"]
+    assert rows["random"][1:8] == ["1", "0", "0", "0", "0", "1", "95.0"]
+    box = 10.0 * 1_000_000
+    expected = studylib.hypervolume([[0.80, 2.0, 200_000], [0.90, 6.0, 600_000], [0.85, 1.0, 100_000]],
+                                    [0.0, 10.0, 1_000_000]) / box
+    assert float(rows["default"][8]) == pytest.approx(expected, abs=1e-4)
+    assert float(rows["random"][8]) == pytest.approx(0.95 * 5.0 * 500_000 / box, abs=1e-4)
+    assert rows["custom-140k-3x3"][3].startswith("yes, 1 trials; e.g. #2: 85.0%")
+    assert rows["custom-140k-3x3"][4] == "no"
+    assert rows["custom-590k-dw"][3] == "no"
+    assert rows["custom-590k-dw"][4].startswith("yes, 1 trials; e.g. #0: 95.0%")
+    assert "**20.0 CPU-minutes**" in text
+    assert "The default search dominated 1 of 2 presets, random sampling 1." in text
+
+
+@pytest.mark.slow
+def test_one_paper_table_run_on_real_images(tmp_path):
+    record = pt.train_job(pt.Job("x-sdd", "preset", "custom-140k-3x3", 0), epochs=2, out=tmp_path)
+    stored = json.loads((tmp_path / "x-sdd__preset__custom-140k-3x3__s0.json").read_text())
+    assert stored["accuracy"] == record["accuracy"] > 1 / 7  # better than chance on 7 classes
+    assert stored["params"] == 143_218 - 3 * 121  # 7 classes instead of the paper's 10
+    assert stored["test_images"] == 136 and len(stored["val_accuracy"]) == 2
+    assert set(stored["per_class_recall"]) == {p.name for p in (DATASETS / "x-sdd").iterdir() if p.is_dir()}
+    assert optuna.__version__  # the bench package imports cleanly beside the search package
