@@ -20,20 +20,22 @@ inside the searches (both under the same load: the other worker training). Then 
 preset: is it dominated by a non-preset trial of each search?
 
 The studies stay in ``--storage`` (default ``studies/search-vs-random.db``), so
-``bench/latency.py`` can time the networks on their fronts; ``--report-only`` prints the
-tables again from them.
+``bench/latency.py`` can time the networks on their fronts; ``--searches`` with no name
+prints the tables again from them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optuna  # noqa: E402
+import yaml  # noqa: E402
 
 from bench.common import DATASETS, REPO, header, table  # noqa: E402
 from search import study as studylib  # noqa: E402
@@ -41,23 +43,39 @@ from search.data import DataConfig, load_dataset  # noqa: E402
 from search.runner import RunOptions, run_search  # noqa: E402
 from search.space import load_space  # noqa: E402
 
-STUDIES = {
+STUDIES = {  # changes to the space file: none, or random sampling without seeded presets
     "default": {},
-    "random": {("sampler", "name"): "random", ("seed_presets",): False},
+    "random": {"sampler": "random", "seed_presets": False},
 }
 
 
-WALL_ATTR = "bench_wall_s"  # the run's wall seconds, kept for --report-only
+WALL_ATTR = "bench_wall_s"  # the run's wall seconds, kept for reports without a run
+BUDGET_ATTR = "bench_budget"  # the run's minutes, workers and epochs, likewise
 
 
 def study_name(prefix: str, kind: str) -> str:
     return f"{prefix}-{kind}"
 
 
-def run(args, space_overrides: dict, name: str) -> float:
+def space_file(path: str, changes: dict, folder: Path) -> Path:
+    """The space at ``path`` with ``changes`` made (a random sampler keeps the seed and drops
+    the population, which only NSGA-II has), written into ``folder``."""
+    if not changes:
+        return Path(path)
+    data = yaml.safe_load(Path(path).read_text())
+    data["sampler"] = {"name": changes["sampler"], "seed": data["sampler"].get("seed")}
+    data["seed_presets"] = changes["seed_presets"]
+    out = folder / f"{Path(path).stem}-{changes['sampler']}.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def run(args, changes: dict, name: str) -> float:
     """Run one search from scratch (an old study of that name is deleted); its wall seconds."""
-    space = load_space(args.space, overrides={("data", "source"): args.data, ("training", "epochs"): args.epochs,
-                                              ("study",): name, **space_overrides})
+    with tempfile.TemporaryDirectory() as tmp:
+        space = load_space(space_file(args.space, changes, Path(tmp)),
+                           overrides={("data", "source"): args.data, ("training", "epochs"): args.epochs,
+                                      ("study",): name})
     datasets = {s: load_dataset(DataConfig(source=args.data, image_size=s, channels=space.data.channels,
                                            test_fraction=space.data.test_fraction,
                                            val_fraction=space.data.val_fraction, split_seed=space.data.split_seed))
@@ -71,7 +89,9 @@ def run(args, space_overrides: dict, name: str) -> float:
                                            timeout_s=args.minutes * 60, workers=args.workers,
                                            artifacts=REPO / "studies" / name))
     wall = time.perf_counter() - t0
-    studylib.load_existing_study(name, args.storage).set_user_attr(WALL_ATTR, wall)
+    study = studylib.load_existing_study(name, args.storage)
+    study.set_user_attr(WALL_ATTR, wall)
+    study.set_user_attr(BUDGET_ATTR, {"minutes": args.minutes, "workers": args.workers, "epochs": args.epochs})
     return wall
 
 
@@ -87,6 +107,11 @@ def report(args) -> str:
     studies = {kind: studylib.load_existing_study(study_name(args.prefix, kind), args.storage) for kind in STUDIES}
     feasible = {k: [t for t in s.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
                     and studylib.is_feasible(t)] for k, s in studies.items()}
+    budgets = [s.user_attrs[BUDGET_ATTR] for s in studies.values() if BUDGET_ATTR in s.user_attrs]
+    if any(b != budgets[0] for b in budgets):
+        raise SystemExit(f"the searches ran with different budgets, not comparable: {budgets}")
+    budget = budgets[0] if budgets else {"minutes": args.minutes, "workers": args.workers, "epochs": args.epochs}
+    minutes, workers, epochs = budget["minutes"], budget["workers"], budget["epochs"]
     presets = {t.user_attrs["preset"]: t for t in feasible["default"] if t.user_attrs.get("preset")}
 
     rows = []
@@ -110,7 +135,7 @@ def report(args) -> str:
                        and studylib.dominates(point(t), point(pt))]
             if beaters:
                 b = max(beaters, key=lambda t: t.values[0])
-                cells.append(f"yes, {len(beaters)} trials; e.g. #{b.number}: {100 * b.values[0]:.1f}%, "
+                cells.append(f"yes, by {len(beaters)} trial{'s' if len(beaters) > 1 else ''}; e.g. #{b.number}: {100 * b.values[0]:.1f}%, "
                              f"{b.values[1]:.2f} ms, {int(b.values[2]):,} params")
             else:
                 cells.append("no")
@@ -119,9 +144,9 @@ def report(args) -> str:
 
     out = [header(f"Search against random sampling on {Path(args.data).name}")]
     out.append(f"Space `{Path(args.space).name}` (constraints: {limits.max_latency_ms} ms, "
-               f"{limits.max_params:,.0f} params), training capped at {args.epochs} epochs. Budget per search: "
-               f"{args.minutes} minutes of wall time x {args.workers} workers of 1 CPU = "
-               f"**{args.minutes * args.workers} CPU-minutes**; the searches ran one after the other. "
+               f"{limits.max_params:,.0f} params), training capped at {epochs} epochs. Budget per search: "
+               f"{minutes} minutes of wall time x {workers} workers of 1 CPU = "
+               f"**{minutes * workers} CPU-minutes**; the searches ran one after the other. "
                f"Hypervolume: of the feasible (accuracy, latency, params) points against the reference "
                f"point {reference}, divided by the reference box ({box:,.0f}); 1 would be a 100%-accurate "
                f"network with no latency and no parameters. Wall minutes include Ray's start and the quiet "
@@ -146,14 +171,14 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--storage", default=f"sqlite:///{REPO / 'studies' / 'search-vs-random.db'}")
     p.add_argument("--prefix", default="svr", help="study names: <prefix>-default, <prefix>-random")
-    p.add_argument("--report-only", action="store_true", help="print the tables from the stored studies")
+    p.add_argument("--searches", nargs="*", choices=list(STUDIES), default=list(STUDIES),
+                   help="which searches to run (the report shows all stored ones); none: only report")
     args = p.parse_args()
     if not Path(args.data).is_dir():
         p.error(f"--data: no folder {args.data}")
-    if not args.report_only:
-        for kind, overrides in STUDIES.items():
-            wall = run(args, overrides, study_name(args.prefix, kind))
-            print(f"{kind}: {wall / 60:.1f} min", file=sys.stderr, flush=True)
+    for kind in args.searches:
+        wall = run(args, STUDIES[kind], study_name(args.prefix, kind))
+        print(f"{kind}: {wall / 60:.1f} min", file=sys.stderr, flush=True)
     print(report(args))
 
 

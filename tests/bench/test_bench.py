@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
@@ -42,6 +41,17 @@ def test_recipe_follows_the_paper_and_the_row():
     assert r.enhancements == ("blurpool", "squeeze_excite", "swa") and r.augmentations == ()
     a = pt.recipe_for(pt.Job("neu-cls", "augmentation", "vflip", 0), epochs=7)
     assert a.augmentations == ("vflip",) and a.enhancements == ()
+
+
+def test_rows_that_change_training_only_share_the_plain_networks_latency():
+    plain = pt.network_key(pt.Job("d", "preset", pt.ENHANCED, 0))
+    assert pt.network_key(pt.Job("d", "enhancement", "swa", 1)) == plain
+    assert pt.network_key(pt.Job("d", "enhancement", "mixup", 0)) == plain
+    assert pt.network_key(pt.Job("d", "augmentation", "hflip", 0)) == plain
+    assert pt.network_key(pt.Job("d", "enhancement", "blurpool", 0)) != plain
+    assert pt.network_key(pt.Job("d", "enhancement", "blurpool+squeeze_excite+swa", 0))[2] == (
+        "blurpool", "squeeze_excite")
+    assert pt.network_key(pt.Job("e", "preset", pt.ENHANCED, 0)) != plain  # another dataset, another class count
 
 
 def test_a_difference_counts_only_beyond_two_standard_errors():
@@ -76,7 +86,7 @@ def test_verdicts_say_which_claims_hold_and_which_do_not():
     lat = {("d", "preset", p): (1.0, 10.0) for p in PRESETS}
     lat |= {("d", "baseline", b): (5.0, 50.0) for b in baseline_names()}
     text = pt.render(_records(acc), lat, ["d"], epochs=3, seeds=3)
-    assert "Depthwise-separable beats 3x3 at equal size: partly holds** (depthwise better in 2 of 3" in text
+    assert "Depthwise-separable beats 3x3 at equal size: mixed** (depthwise better in 2 of 3" in text
     assert "BlurPool is the best enhancement: does not hold" in text
     assert "ranking by mean accuracy swa 98.0" in text
     assert f"Augmentations lower accuracy: holds** ({len(AUGMENTATIONS)} of {len(AUGMENTATIONS)}" in text
@@ -110,10 +120,11 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
     default.add_trial(_trial([0.99, 0.5, 50_000], feasible=False))  # infeasible: counts for nothing
     default.add_trial(create_trial(state=TrialState.PRUNED, values=None))
     default.set_user_attr(svr.WALL_ATTR, 600.0)
+    default.set_user_attr(svr.BUDGET_ATTR, {"minutes": 10.0, "workers": 2, "epochs": 5})
     random = studylib.open_study("t-random", storage)
     random.add_trial(_trial([0.95, 5.0, 500_000]))  # dominates custom-590k-dw only
     args = argparse.Namespace(space=str(REPO / "spaces" / "paper.yaml"), storage=storage, prefix="t",
-                              data=str(DATASETS / "x-sdd"), epochs=5, minutes=10.0, workers=2)
+                              data=str(DATASETS / "x-sdd"), epochs=1, minutes=99.0, workers=7)  # the stored budget wins
     text = svr.report(args)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in text.splitlines() if line.startswith("| ")}
@@ -125,12 +136,15 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
                                     [0.0, 10.0, 1_000_000]) / box
     assert float(rows["default"][8]) == pytest.approx(expected, abs=1e-4)
     assert float(rows["random"][8]) == pytest.approx(0.95 * 5.0 * 500_000 / box, abs=1e-4)
-    assert rows["custom-140k-3x3"][3].startswith("yes, 1 trials; e.g. #2: 85.0%")
+    assert rows["custom-140k-3x3"][3].startswith("yes, by 1 trial; e.g. #2: 85.0%")
     assert rows["custom-140k-3x3"][4] == "no"
     assert rows["custom-590k-dw"][3] == "no"
-    assert rows["custom-590k-dw"][4].startswith("yes, 1 trials; e.g. #0: 95.0%")
+    assert rows["custom-590k-dw"][4].startswith("yes, by 1 trial; e.g. #0: 95.0%")
     assert "**20.0 CPU-minutes**" in text
     assert "The default search dominated 1 of 2 presets, random sampling 1." in text
+    random.set_user_attr(svr.BUDGET_ATTR, {"minutes": 5.0, "workers": 2, "epochs": 5})
+    with pytest.raises(SystemExit, match="different budgets"):
+        svr.report(args)
 
 
 @pytest.mark.slow
@@ -139,6 +153,5 @@ def test_one_paper_table_run_on_real_images(tmp_path):
     stored = json.loads((tmp_path / "x-sdd__preset__custom-140k-3x3__s0.json").read_text())
     assert stored["accuracy"] == record["accuracy"] > 1 / 7  # better than chance on 7 classes
     assert stored["params"] == 143_218 - 3 * 121  # 7 classes instead of the paper's 10
-    assert stored["test_images"] == 136 and len(stored["val_accuracy"]) == 2
+    assert stored["test_images"] == 135 and len(stored["val_accuracy"]) == 2
     assert set(stored["per_class_recall"]) == {p.name for p in (DATASETS / "x-sdd").iterdir() if p.is_dir()}
-    assert optuna.__version__  # the bench package imports cleanly beside the search package
