@@ -226,6 +226,16 @@ def judged(diff: float, se: float) -> str:
     return "higher" if diff > 2 * se else "lower" if diff < -2 * se else "within noise"
 
 
+def verdict_of(favour: int, against: int, total: int) -> str:
+    """A claim tested by ``total`` comparisons, ``favour`` of them beyond noise in its favour and
+    ``against`` beyond noise against it: holds only when every comparison is in its favour."""
+    if favour == total:
+        return "holds"
+    if favour:
+        return "mixed"
+    return "does not hold" if against else "not shown (within noise)"
+
+
 def render(records: dict[Job, dict], lat: dict, datasets: list[str], epochs: int, seeds: int) -> str:
     from castmodels import PRESETS, baseline_names
     from search.train import AUGMENTATIONS
@@ -295,8 +305,7 @@ def verdicts(acc, lat, datasets: list[str]) -> list[str]:
             wins += v == "higher"
             losses += v == "lower"
             parts.append(f"{d} {s}: {100 * diff:+.1f} ± {100 * se:.1f} points ({v})")
-    verdict = ("holds" if wins == total else "does not hold" if wins == 0 and losses > 0
-               else "mixed" if wins else "not shown (within noise)")
+    verdict = verdict_of(wins, losses, total)
     if total:
         lines.append(f"1. **Depthwise-separable beats 3x3 at equal size: {verdict}** "
                      f"(depthwise better in {wins} of {total} comparisons, worse in {losses}). "
@@ -340,7 +349,7 @@ def verdicts(acc, lat, datasets: list[str]) -> list[str]:
             lower += j == "lower"
             higher += j == "higher"
             parts.append(f"{d} {a} {100 * diff:+.1f}")
-    verdict = "holds" if lower == total else "does not hold" if lower == 0 else "mixed"
+    verdict = verdict_of(lower, higher, total)
     if total:
             lines.append(f"3. **Augmentations lower accuracy: {verdict}** ({lower} of {total} single augmentations "
                          f"lower than no augmentation beyond noise, {higher} higher, the rest within noise). "
@@ -365,7 +374,7 @@ def verdicts(acc, lat, datasets: list[str]) -> list[str]:
         lines.append(f"4. **Every custom net is faster than ResNet-20/47/65 and MobileNetV2: "
                      f"{'holds' if holds else 'does not hold'}**. {'; '.join(parts)}.\n")
     # 5. custom-590k-dw more accurate than the ResNets and the ViT (the abstract's claim)
-    parts, wins, total = [], 0, 0
+    parts, wins, losses, total = [], 0, 0, 0
     for d in datasets:
         mine = acc(d, "preset", ENHANCED)
         for b in ("resnet20", "resnet47", "resnet65", "vit"):
@@ -373,10 +382,12 @@ def verdicts(acc, lat, datasets: list[str]) -> list[str]:
             if mine and v:
                 diff, se = compare(mine, v)
                 total += 1
-                wins += judged(diff, se) == "higher"
+                v = judged(diff, se)
+                wins += v == "higher"
+                losses += v == "lower"
                 parts.append(f"{d} {b} {100 * diff:+.1f}")
     if total:
-        verdict = "holds" if wins == total else "does not hold" if wins == 0 else "mixed"
+        verdict = verdict_of(wins, losses, total)
         lines.append(f"5. **custom-590k-dw is more accurate than the ResNets and the ViT: {verdict}** "
                      f"(beyond noise in {wins} of {total}; baselines have one seed, so only the custom "
                      f"net's spread counts). Accuracy points custom-590k-dw minus baseline: "

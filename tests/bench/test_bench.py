@@ -63,6 +63,13 @@ def test_a_difference_counts_only_beyond_two_standard_errors():
     assert pt.judged(*pt.compare([0.85], [0.84])) == "higher"  # no spread at all: any difference
 
 
+def test_a_claim_holds_only_when_every_comparison_is_in_its_favour():
+    assert pt.verdict_of(3, 0, 3) == "holds"
+    assert pt.verdict_of(1, 2, 3) == "mixed"
+    assert pt.verdict_of(0, 1, 3) == "does not hold"
+    assert pt.verdict_of(0, 0, 3) == "not shown (within noise)"  # no evidence either way is no refutation
+
+
 def _records(acc: dict[tuple[str, str], list[float]]) -> dict:
     """Fake run records: accuracy per (group, row) and seed, on one dataset of two classes."""
     out = {}
