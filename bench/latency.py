@@ -31,12 +31,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import DATASETS, REPO, header, table  # noqa: E402
-from castmodels import PRESETS, ArchSpec  # noqa: E402
+from castmodels import PRESETS  # noqa: E402
 from search import study as studylib  # noqa: E402
 from search.export import export_onnx, ort_session, quantize_int8  # noqa: E402
 from search.measure import count_macs, time_calls  # noqa: E402
-from search.train import TrainRecipe  # noqa: E402
-from search.trial import build_candidate  # noqa: E402
+from search.pipeline import build_candidate  # noqa: E402
+from search.recipe import TrainRecipe  # noqa: E402
+from search.record import TrialRecord  # noqa: E402
 
 RUNTIMES = ("eager", "torchscript", "ort fp32", "ort int8")
 TIMING = {"warmup": 10, "repeats": 30, "min_seconds": 0.3, "max_seconds": 3.0}
@@ -57,17 +58,16 @@ def networks(args) -> tuple[dict[str, tuple[torch.nn.Module, tuple[int, int, int
     classes, source, front = 10, str(DATASETS / "x-sdd"), []
     for name in args.study:
         study = studylib.load_existing_study(name, args.storage)
-        front += [(name, t) for t in studylib.pareto_front(study) if not t.user_attrs.get("preset")][:args.front]
+        records = [TrialRecord.read(t) for t in studylib.pareto_front(study)]
+        front += [(name, r) for r in records if not r.preset][:args.front]
     if front:
-        classes = len(front[0][1].user_attrs["data"]["class_names"])
-        source = front[0][1].user_attrs["data"]["source"]
+        classes = len(front[0][1].class_names)
+        source = front[0][1].data["source"]
     torch.manual_seed(0)
     nets = {name: (build_candidate(spec, recipe, classes).eval(), (3, 32, 32)) for name, spec in PRESETS.items()}
-    for study, t in front:
-        r = TrainRecipe.from_dict(t.user_attrs["recipe"])
-        label = f"{study} #{t.number} ({100 * t.values[0]:.1f}%)"
-        nets[label] = (build_candidate(ArchSpec.from_dict(t.user_attrs["arch"]), r, classes).eval(),
-                       (r.channels, r.image_size, r.image_size))
+    for study, r in front:
+        label = f"{study} #{r.number} ({100 * r.accuracy:.1f}%)"
+        nets[label] = (r.build_network().eval(), r.input_shape())
     return nets, classes, source, len(front)
 
 

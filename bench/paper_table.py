@@ -73,7 +73,7 @@ class Job:
 def jobs(datasets: list[str], seeds: int) -> list[Job]:
     """All runs, seed 0 of every row first (so an interrupted run still fills the whole table)."""
     from castmodels import PRESETS, baseline_names
-    from search.train import AUGMENTATIONS
+    from search.recipe import AUGMENTATIONS
 
     out = []
     for seed in range(seeds):
@@ -87,7 +87,7 @@ def jobs(datasets: list[str], seeds: int) -> list[Job]:
 
 
 def recipe_for(job: Job, epochs: int):
-    from search.train import TrainRecipe
+    from search.recipe import TrainRecipe
 
     return TrainRecipe(
         epochs=epochs, batch_size=32, optimizer="adam", lr=1e-3, image_size=job.image_size, channels=3,
@@ -102,7 +102,7 @@ def build(job: Job, recipe, num_classes: int):
     import torch
 
     from castmodels import PRESETS, build_baseline
-    from search.trial import build_candidate
+    from search.pipeline import build_candidate
 
     torch.manual_seed(job.seed)
     if job.group == "baseline":
@@ -238,7 +238,7 @@ def verdict_of(favour: int, against: int, total: int) -> str:
 
 def render(records: dict[Job, dict], lat: dict, datasets: list[str], epochs: int, seeds: int) -> str:
     from castmodels import PRESETS, baseline_names
-    from search.train import AUGMENTATIONS
+    from search.recipe import AUGMENTATIONS
 
     def acc(d: str, group: str, row: str) -> list[float]:
         return [r["accuracy"] for j, r in records.items() if (j.dataset, j.group, j.row) == (d, group, row)]
@@ -289,7 +289,7 @@ def render(records: dict[Job, dict], lat: dict, datasets: list[str], epochs: int
 
 def verdicts(acc, lat, datasets: list[str]) -> list[str]:
     from castmodels import PRESETS
-    from search.train import AUGMENTATIONS
+    from search.recipe import AUGMENTATIONS
 
     lines = []
     # 1. depthwise beats 3x3 at equal size

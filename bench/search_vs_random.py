@@ -40,6 +40,7 @@ import yaml  # noqa: E402
 from bench.common import DATASETS, REPO, header, table  # noqa: E402
 from search import study as studylib  # noqa: E402
 from search.data import DataConfig, load_dataset  # noqa: E402
+from search.record import TrialRecord  # noqa: E402
 from search.runner import RunOptions, run_search  # noqa: E402
 from search.space import load_space  # noqa: E402
 
@@ -112,7 +113,7 @@ def report(args) -> str:
         raise SystemExit(f"the searches ran with different budgets, not comparable: {budgets}")
     budget = budgets[0] if budgets else {"minutes": args.minutes, "workers": args.workers, "epochs": args.epochs}
     minutes, workers, epochs = budget["minutes"], budget["workers"], budget["epochs"]
-    presets = {t.user_attrs["preset"]: t for t in feasible["default"] if t.user_attrs.get("preset")}
+    presets = {TrialRecord.read(t).preset: t for t in feasible["default"] if TrialRecord.read(t).preset}
 
     rows = []
     for kind, s in studies.items():
@@ -131,7 +132,7 @@ def report(args) -> str:
     for name, pt in sorted(presets.items()):
         cells = [name, f"{100 * pt.values[0]:.1f}", f"{pt.values[1]:.2f}", f"{int(pt.values[2]):,}"]
         for kind in STUDIES:
-            beaters = [t for t in feasible[kind] if not t.user_attrs.get("preset")
+            beaters = [t for t in feasible[kind] if not TrialRecord.read(t).preset
                        and studylib.dominates(point(t), point(pt))]
             if beaters:
                 b = max(beaters, key=lambda t: t.values[0])

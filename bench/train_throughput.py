@@ -19,7 +19,8 @@ import torch.nn.functional as F  # noqa: E402
 from bench.common import DATASETS, header, median_iqr, table  # noqa: E402
 from castmodels import build_model, get_preset  # noqa: E402
 from search.data import DataConfig, load_dataset  # noqa: E402
-from search.train import TrainRecipe, train  # noqa: E402
+from search.recipe import TrainRecipe  # noqa: E402
+from search.train import train  # noqa: E402
 
 
 def bare_loop(model, data, recipe: TrainRecipe) -> float:

@@ -23,6 +23,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from bench.common import DATASETS, REPO, header, median_iqr, table  # noqa: E402
 from search.data import DataConfig, load_dataset  # noqa: E402
+from search.record import TrialRecord  # noqa: E402
 from search.runner import RunOptions, run_search  # noqa: E402
 from search.space import load_space  # noqa: E402
 from search.study import load_existing_study  # noqa: E402
@@ -49,17 +50,18 @@ def main() -> None:
             workers=args.workers, artifacts=Path(tmp) / "art", quiet_retime=False))
         elapsed = time.perf_counter() - t0
         trials = [t for t in load_existing_study("overhead", storage).trials
-                  if t.state == TrialState.COMPLETE and "weights_path" in t.user_attrs]
+                  if t.state == TrialState.COMPLETE and TrialRecord.read(t).trained]
 
     rows, overheads, walls, works = [], [], [], []
     for t in trials:
+        record = TrialRecord.read(t)
         wall = (t.datetime_complete - t.datetime_start).total_seconds()
-        parts = t.user_attrs["worker_seconds"]
+        parts = record.worker_seconds
         work = sum(parts.values())
         overheads.append(wall - work)
         walls.append(wall)
         works.append(work)
-        rows.append([t.number, t.user_attrs.get("preset") or t.user_attrs["arch_code"][:40],
+        rows.append([t.number, record.preset or record.arch_code[:40],
                      parts["measure"], parts["train"],
                      parts["evaluate"] + parts["save"], wall, wall - work,
                      f"{100 * (wall - work) / wall:.0f}%"])

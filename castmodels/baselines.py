@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from castmodels.registry import lookup
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -214,10 +216,7 @@ def baseline_names() -> list[str]:
 
 
 def get_baseline(name: str) -> Baseline:
-    try:
-        return BASELINES[name]
-    except KeyError:
-        raise ValueError(f"unknown baseline {name!r}; known baselines: {', '.join(BASELINES)}") from None
+    return lookup(BASELINES, name, "baseline")
 
 
 # ---------------------------------------------------------------------------

@@ -5,17 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from castmodels.layers import conv_block
-from castmodels.spec import ArchSpec
-
-
-def feature_size(spec: ArchSpec, image_size: int) -> int:
-    """Side of the last feature map for a square input (padding keeps size; /2 per stride or pool)."""
-    side = image_size
-    for layer in spec.layers:
-        side = (side - 1) // layer.stride + 1
-        if layer.pool:
-            side //= 2
-    return side
+from castmodels.spec import ArchSpec, feature_size
 
 
 def build_model(spec: ArchSpec, in_channels: int, num_classes: int, image_size: int = 32) -> nn.Module:

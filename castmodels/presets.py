@@ -8,6 +8,7 @@ other input sizes.
 
 from __future__ import annotations
 
+from castmodels.registry import lookup
 from castmodels.spec import ArchSpec
 
 PRESET_CODES: dict[str, str] = {
@@ -27,7 +28,4 @@ def preset_names() -> list[str]:
 
 
 def get_preset(name: str) -> ArchSpec:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
+    return lookup(PRESETS, name, "preset")

@@ -14,6 +14,9 @@ spec reads like the paper's tables:
 - ``P`` 2x2 max-pool after the previous layer (``Q``: 2x2 average-pool)
 - head, last: ``A`` global average pooling (the paper's ``A2``/``A3`` are
   accepted and mean the same thing), ``F`` flatten; then a linear classifier
+
+:func:`feature_size` gives the side of the last feature map for a square input. This
+module does not import torch.
 """
 
 from __future__ import annotations
@@ -167,3 +170,13 @@ class ArchSpec:
     @classmethod
     def from_json(cls, text: str) -> ArchSpec:
         return cls.from_dict(json.loads(text))
+
+
+def feature_size(spec: ArchSpec, image_size: int) -> int:
+    """Side of the last feature map for a square input (padding keeps size; /2 per stride or pool)."""
+    side = image_size
+    for layer in spec.layers:
+        side = (side - 1) // layer.stride + 1
+        if layer.pool:
+            side //= 2
+    return side

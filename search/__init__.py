@@ -6,34 +6,21 @@ never pay for torch, composer or ray.
 
 from __future__ import annotations
 
-import importlib
+from castmodels.registry import lazy_exports
 
-_EXPORTS = {
-    "DataConfig": "search.data",
-    "DataError": "search.data",
-    "Dataset": "search.data",
-    "load_dataset": "search.data",
-    "TrainRecipe": "search.train",
-    "EvalResult": "search.train",
-    "train": "search.train",
-    "evaluate": "search.train",
-    "Measurement": "search.measure",
-    "measure": "search.measure",
-    "machine_fingerprint": "search.measure",
-    "run_candidate": "search.trial",
-    "Limits": "search.trial",
-    "export_trial": "search.export",
-    "ExportError": "search.export",
-    "write_report": "search.report",
-    "Predictor": "search.predict",
-    "PredictError": "search.predict",
-    "dashboard_server": "search.dashboard",
+_EXPORTS = {  # module -> the names it exports
+    "search.data": ("DataConfig", "DataError", "Dataset", "load_dataset"),
+    "search.recipe": ("TrainRecipe",),
+    "search.train": ("EvalResult", "train", "evaluate"),
+    "search.measure": ("Measurement", "measure", "machine_fingerprint"),
+    "search.pipeline": ("run_candidate",),
+    "search.record": ("Limits", "TrialRecord"),
+    "search.export": ("export_trial", "ExportError"),
+    "search.report": ("write_report",),
+    "search.predict": ("Predictor", "PredictError"),
+    "search.dashboard": ("dashboard_server",),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'search' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

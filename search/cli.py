@@ -74,8 +74,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from search.data import DataConfig, load_dataset
-    from search.train import TrainRecipe
-    from search.trial import run_candidate
+    from search.pipeline import run_candidate
+    from search.recipe import TrainRecipe
 
     arch = _resolve_arch(args.arch)
     if args.threads:
@@ -150,32 +150,6 @@ def _study_and_storage(args: argparse.Namespace) -> tuple[str, str]:
     return dbs[0].stem, default_storage(dbs[0].stem)
 
 
-def front_rows(study) -> list[dict]:
-    """One dict per front trial, with the quiet-phase latency when the run re-timed it."""
-    from search.study import pareto_front, retimed
-
-    rows = []
-    for t in pareto_front(study):
-        quiet = retimed(study, t) or {}
-        ua = t.user_attrs
-        rows.append({
-            "trial": t.number,
-            "accuracy": t.values[0],
-            "macro_f1": ua.get("macro_f1"),
-            "latency_ms": quiet.get("latency_ms", t.values[1]),
-            "latency_ms_during_search": t.values[1],
-            "latency_retimed": bool(quiet),
-            "batch_latency_ms": quiet.get("batch_latency_ms", ua.get("batch_latency_ms")),
-            "params": int(t.values[2]),
-            "macs": ua.get("macs"),
-            "arch": ua.get("arch_code"),
-            "enhancements": ua.get("enhancements"),
-            "preset": ua.get("preset"),
-            "weights_path": ua.get("weights_path"),
-        })
-    return rows
-
-
 def print_front(rows: list[dict]) -> None:
     if not rows:
         print("the front is empty: no feasible trial has completed yet")
@@ -199,10 +173,10 @@ def _quiet_optuna() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from search.data import DataConfig, load_dataset
+    from search.data import load_dataset
     from search.runner import RunOptions, run_search
     from search.space import load_space
-    from search.study import default_storage
+    from search.study import default_storage, front_rows, load_existing_study, redact_url
 
     overrides = {
         ("data", "source"): args.data, ("study",): args.study, ("budget", "trials"): args.trials,
@@ -214,17 +188,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if space.budget.trials is None and space.budget.timeout_s is None:
         raise CLIError(f"{args.space}: the search needs a budget: budget.trials or budget.timeout (or --trials / --timeout)")
     storage = args.storage or default_storage(space.study)
-    datasets = {}
-    for size in space.image_sizes:
-        cfg = DataConfig(source=space.data.source, image_size=size, channels=space.data.channels,
-                         test_fraction=space.data.test_fraction, val_fraction=space.data.val_fraction,
-                         split_seed=space.data.split_seed)
-        datasets[size] = load_dataset(cfg, cache_dir=space.data.cache_dir)
+    datasets = {size: load_dataset(space.data.config(size), cache_dir=space.data.cache_dir)
+                for size in space.image_sizes}
     first = next(iter(datasets.values()))
     budget = [f"{space.budget.trials} trials"] if space.budget.trials else []
     budget += [_fmt_time(space.budget.timeout_s)] if space.budget.timeout_s else []
-    from search.study import redact_url
-
     print(f"castsearch run: study {space.study!r} in {redact_url(storage)}")  # no password in logs
     print(f"  data {first.identity['source']}: {first.num_classes} classes, {len(first.train_y)} train / "
           f"{len(first.val_y)} val / {len(first.test_y)} test images; sizes {space.image_sizes}")
@@ -240,42 +208,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_search(space, datasets, opts, on_progress=_print_progress)
     resumed = f" (resumed run {summary.resumed_from})" if summary.resumed_from else ""
     print(f"run {summary.run_id}{resumed}: {summary.finished} trials finished in {_fmt_time(summary.elapsed_s)}")
-    from search.study import load_existing_study
-
     print_front(front_rows(load_existing_study(space.study, storage)))
     return 0
-
-
-def reference_rows(trials) -> list[dict]:
-    """One dict per baseline reference point stored by ``castsearch baselines``."""
-    return [{
-        "reference": True,
-        "baseline": t.user_attrs["baseline"],
-        "pretrained": t.user_attrs["pretrained"],
-        "pretrained_from": t.user_attrs.get("pretrained_from"),
-        "trial": t.number,
-        "accuracy": t.values[0],
-        "macro_f1": t.user_attrs.get("macro_f1"),
-        "latency_ms": t.values[1],
-        "batch_latency_ms": t.user_attrs.get("batch_latency_ms"),
-        "params": int(t.values[2]),
-        "macs": t.user_attrs.get("macs"),
-        "image_size": t.user_attrs["recipe"]["image_size"],
-        "epochs": t.user_attrs.get("epochs_run"),
-        "weights_path": t.user_attrs.get("weights_path"),
-    } for t in trials]
-
-
-def add_dominated(rows: list[dict], references: list[dict]) -> None:
-    """Set each front row's ``dominates``: the baselines it Pareto-dominates on
-    (accuracy, latency_ms, params)."""
-    from search.study import dominates
-
-    def point(r: dict) -> list[float]:
-        return [r["accuracy"], r["latency_ms"], r["params"]]
-
-    for r in rows:
-        r["dominates"] = [ref["baseline"] for ref in references if dominates(point(r), point(ref))]
 
 
 def print_references(references: list[dict]) -> None:
@@ -299,12 +233,12 @@ def print_dominated(rows: list[dict], references: list[dict]) -> None:
 
 
 def cmd_front(args: argparse.Namespace) -> int:
-    from search.study import load_existing_study, reference_trials
+    from search.study import add_dominated, front_rows, load_existing_study, reference_rows
 
     _quiet_optuna()
     name, storage = _study_and_storage(args)
     study = load_existing_study(name, storage)
-    references = reference_rows(reference_trials(name, storage))
+    references = reference_rows(name, storage)
     if args.references:
         if args.json:
             print(json.dumps(references, indent=2))
@@ -336,8 +270,8 @@ def _print_baseline(result) -> None:
 
 def cmd_baselines(args: argparse.Namespace) -> int:
     from castmodels import get_baseline
-    from search.baselines import baseline_recipe, run_baselines, select_baselines
-    from search.data import DataConfig, load_dataset
+    from search.data import load_dataset
+    from search.references import baseline_recipe, run_baselines, select_baselines
     from search.space import load_space
     from search.study import STUDIES_DIR, baselines_study_name, default_storage, redact_url
 
@@ -348,10 +282,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     names, left_out = select_baselines(_csv(args.only), recipe.image_size)
     storage = args.storage or default_storage(space.study)
     study_name = baselines_study_name(space.study)
-    d = space.data
-    data = load_dataset(DataConfig(source=d.source, image_size=recipe.image_size, channels=d.channels,
-                                   test_fraction=d.test_fraction, val_fraction=d.val_fraction,
-                                   split_seed=d.split_seed), cache_dir=d.cache_dir)
+    data = load_dataset(space.data.config(recipe.image_size), cache_dir=space.data.cache_dir)
     print(f"castsearch baselines: study {study_name!r} in {redact_url(storage)}")
     print(f"  data {data.identity['source']}: {data.num_classes} classes, {len(data.train_y)} train / "
           f"{len(data.val_y)} val / {len(data.test_y)} test images at {recipe.image_size} px, "
@@ -383,13 +314,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from search.report import baselines_of, write_report
-    from search.study import STUDIES_DIR, load_existing_study
+    from search.report import write_report
+    from search.study import STUDIES_DIR, front_rows, load_existing_study, reference_rows
 
     name, storage = _study_and_storage(args)
     study = load_existing_study(name, storage)
     out = Path(args.out) if args.out else STUDIES_DIR / name / "report"
-    files = write_report(study, front_rows(study), out, baselines_of(name, storage))
+    files = write_report(study, front_rows(study), out, reference_rows(name, storage))
     print(f"report: {files.html}")
     print(f"plots:  {', '.join(p.name for p in files.plots)}")
     return 0
@@ -430,6 +361,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+STORAGE_HELP = "SQLAlchemy URL (default sqlite:///studies/STUDY.db)"
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    """--study and --storage of the commands that read an existing study."""
+    p.add_argument("--study", help="study name (default: the only one under studies/)")
+    p.add_argument("--storage", help=STORAGE_HELP)
+
+
+def _space_args(p: argparse.ArgumentParser, space_help: str, study_help: str) -> None:
+    """SPACE, --data, --study and --storage of the commands that read a space file."""
+    p.add_argument("space", metavar="SPACE", help=space_help)
+    p.add_argument("--data", help="image folder, GC10-DET folder, or 'synthetic' (overrides data.source)")
+    p.add_argument("--study", help=study_help)
+    p.add_argument("--storage", help=STORAGE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="castsearch", description=(
         "Search for small, fast image classifiers for surface-defect inspection."))
@@ -459,10 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("run", help="run (or resume) a search over a space file")
-    r.add_argument("space", metavar="SPACE", help="search-space YAML, e.g. spaces/paper.yaml")
-    r.add_argument("--data", help="image folder, GC10-DET folder, or 'synthetic' (overrides data.source)")
-    r.add_argument("--study", help="study name (overrides the space's)")
-    r.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    _space_args(r, "search-space YAML, e.g. spaces/paper.yaml", "study name (overrides the space's)")
     r.add_argument("--trials", type=int, help="trials this run starts (overrides budget.trials)")
     r.add_argument("--timeout", help="time budget, e.g. 90s, 30m, 2h (overrides budget.timeout)")
     r.add_argument("--epochs", type=int, help="maximum epochs per trial (overrides training.epochs)")
@@ -473,30 +418,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     f = sub.add_parser("front", help="show a study's Pareto front")
-    f.add_argument("--study", help="study name (default: the only one under studies/)")
-    f.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    _study_args(f)
     f.add_argument("--json", action="store_true", help="print a JSON list")
     f.add_argument("--references", action="store_true",
                    help="list the baselines stored by 'castsearch baselines' instead of the front")
     f.set_defaults(func=cmd_front)
 
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on a study's database")
-    d.add_argument("--study", help="study name (default: the only one under studies/)")
-    d.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    _study_args(d)
     d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     d.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     d.set_defaults(func=cmd_dashboard)
 
     rp = sub.add_parser("report", help="write an HTML report of a study, with plots")
-    rp.add_argument("--study", help="study name (default: the only one under studies/)")
-    rp.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    _study_args(rp)
     rp.add_argument("--out", help="output folder (default studies/STUDY/report)")
     rp.set_defaults(func=cmd_report)
 
     e = sub.add_parser("export", help="export a trial's network: ONNX, TorchScript, spec, weights, model card")
     e.add_argument("--trial", type=int, required=True, help="trial number")
-    e.add_argument("--study", help="study name (default: the only one under studies/)")
-    e.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    _study_args(e)
     e.add_argument("--out", help="output folder (default studies/STUDY/export/trial-N)")
     e.add_argument("--format", default="onnx,torchscript", help="comma-separated: onnx,torchscript (default both)")
     e.add_argument("--quantize", choices=("int8",), help="also write an int8 ONNX model, with its test accuracy and latency")
@@ -509,10 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     b = sub.add_parser("baselines", help="train and measure the paper's reference networks beside a study")
-    b.add_argument("space", metavar="SPACE", help="search-space YAML whose data and training settings to use")
-    b.add_argument("--data", help="image folder, GC10-DET folder, or 'synthetic' (overrides data.source)")
-    b.add_argument("--study", help="study name (overrides the space's); baselines go to STUDY-baselines")
-    b.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///studies/STUDY.db)")
+    _space_args(b, "search-space YAML whose data and training settings to use",
+                "study name (overrides the space's); baselines go to STUDY-baselines")
     b.add_argument("--only", help="comma-separated baseline names (default: every baseline that takes "
                                   "the image size)")
     b.add_argument("--epochs", type=int, help="epochs per baseline (default: the space's training.epochs)")

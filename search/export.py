@@ -36,12 +36,10 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from castmodels import ArchSpec
 from search import study as studylib
-from search.data import DataConfig, Dataset, load_dataset
+from search.data import Dataset, load_dataset
 from search.measure import TIMING, LatencyResult, library_versions, machine_fingerprint, time_calls
-from search.train import TrainRecipe
-from search.trial import build_candidate, input_shape
+from search.record import TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -89,45 +87,35 @@ def exportable_trial(study: optuna.Study, number: int) -> FrozenTrial:
         span = f"trials 0-{max(trials)}" if trials else "no trials"
         raise ExportError(f"no trial {number} in study {study.study_name!r} ({span})")
     t = trials[number]
+    record = TrialRecord.read(t)
     if t.state != TrialState.COMPLETE:
-        reason = (t.user_attrs.get("error") or t.user_attrs.get("invalid") or "").splitlines()
+        reason = (record.error or record.invalid or "").splitlines()
         detail = f" ({reason[0]})" if reason else ""
         raise ExportError(f"trial {number} is {t.state.name.lower()}, not complete: it has no trained "
                           f"weights to export{detail}")
-    weights = t.user_attrs.get("weights_path")
-    if weights is None:
+    if record.weights_path is None:
         raise ExportError(f"trial {number} was never trained (it broke an architecture limit): "
                           f"nothing to export")
-    if not Path(weights).is_file():
-        raise ExportError(f"trial {number}'s weights file is gone: {weights}")
+    if not Path(record.weights_path).is_file():
+        raise ExportError(f"trial {number}'s weights file is gone: {record.weights_path}")
     return t
 
 
-def rebuild(trial: FrozenTrial) -> nn.Module:
+def rebuild(record: TrialRecord) -> nn.Module:
     """The trial's network in eval mode, built from its stored spec and recipe, with its weights."""
-    ua = trial.user_attrs
-    recipe = TrainRecipe.from_dict(ua["recipe"])
-    model = build_candidate(ArchSpec.from_dict(ua["arch"]), recipe, len(ua["data"]["class_names"]))
-    state = torch.load(ua["weights_path"], map_location="cpu", weights_only=True)
     try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ExportError(f"{ua['weights_path']} does not fit trial {trial.number}'s spec: "
-                          f"{str(e).splitlines()[0]}") from None
-    return model.eval()
+        return record.load_network()
+    except ValueError as e:
+        raise ExportError(str(e)) from None
 
 
-def trial_data(trial: FrozenTrial, cache_dir: str | Path | None = None) -> Dataset:
+def trial_data(record: TrialRecord, cache_dir: str | Path | None = None) -> Dataset:
     """The dataset the trial was trained and tested on, checked against its stored identity."""
-    ident = trial.user_attrs["data"]
-    synthetic = {k: ident[k] for k in ("synthetic_count", "synthetic_seed") if k in ident}
-    cfg = DataConfig(source=ident["source"], image_size=ident["image_size"], channels=ident["channels"],
-                     test_fraction=ident["test_fraction"], val_fraction=ident["val_fraction"],
-                     split_seed=ident["split_seed"], **synthetic)
-    data = load_dataset(cfg, cache_dir=cache_dir)
-    if data.identity["split_hash"] != ident["split_hash"]:
-        raise ExportError(f"the data at {ident['source']} is not what trial {trial.number} was tested on "
-                          f"(split hash {data.identity['split_hash'][:12]}, expected {ident['split_hash'][:12]})")
+    data = load_dataset(record.data_config(), cache_dir=cache_dir)
+    expected = record.data["split_hash"]
+    if data.identity["split_hash"] != expected:
+        raise ExportError(f"the data at {record.data['source']} is not what trial {record.number} was tested on "
+                          f"(split hash {data.identity['split_hash'][:12]}, expected {expected[:12]})")
     return data
 
 
@@ -264,22 +252,22 @@ def export_trial(study: optuna.Study, number: int, out_dir: str | Path, formats:
     if quantize and "onnx" not in formats:
         raise ExportError(f"--quantize {quantize} quantizes the ONNX model: add onnx to the formats")
     trial = exportable_trial(study, number)
-    model = rebuild(trial)
-    recipe = TrainRecipe.from_dict(trial.user_attrs["recipe"])
-    shape = input_shape(recipe)
+    record = TrialRecord.read(trial)
+    model = rebuild(record)
+    shape = record.input_shape()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    shutil.copyfile(trial.user_attrs["weights_path"], out / WEIGHTS_FILE)
-    (out / SPEC_FILE).write_text(json.dumps(trial.user_attrs["arch"], indent=2) + "\n")
-    (out / RECIPE_FILE).write_text(json.dumps(trial.user_attrs["recipe"], indent=2) + "\n")
+    shutil.copyfile(record.weights_path, out / WEIGHTS_FILE)
+    (out / SPEC_FILE).write_text(json.dumps(record.arch, indent=2) + "\n")
+    (out / RECIPE_FILE).write_text(json.dumps(record.recipe, indent=2) + "\n")
     files = [WEIGHTS_FILE, SPEC_FILE, RECIPE_FILE]
 
     x = torch.rand((CHECK_BATCH, *shape), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         reference = model(x).numpy()
     result = ExportResult(out_dir=out, files=files, max_abs_diff={},
-                          accuracy={"study": float(trial.values[0])})
+                          accuracy={"study": float(record.accuracy)})
     if "onnx" in formats:
         export_onnx(model, x[:2], out / ONNX_FILE)
         session = ort_session(out / ONNX_FILE)
@@ -295,17 +283,17 @@ def export_trial(study: optuna.Study, number: int, out_dir: str | Path, formats:
                 lambda a: scripted(torch.from_numpy(a)).numpy(), x, reference))
         files.append(TORCHSCRIPT_FILE)
     if quantize == "int8":
-        data = trial_data(trial, cache_dir)
+        data = trial_data(record, cache_dir)
         quantize_int8(out / ONNX_FILE, out / INT8_FILE, data.train_x)
         files.append(INT8_FILE)
         result.accuracy["onnx"] = ort_accuracy(out / ONNX_FILE, data.test_x, data.test_y)
         result.accuracy["int8"] = ort_accuracy(out / INT8_FILE, data.test_x, data.test_y)
         result.latency["int8"] = time_model(out / INT8_FILE, shape)
     if result.latency:
-        record = {**result.latency, "accuracy": result.accuracy, "out_dir": str(out.resolve()), "at": time.time()}
-        study.set_user_attr(f"{studylib.EXPORTED}{number}", record)
+        timings = {**result.latency, "accuracy": result.accuracy, "out_dir": str(out.resolve()), "at": time.time()}
+        study.set_user_attr(f"{studylib.EXPORTED}{number}", timings)
 
-    card = model_card(study, trial, result)
+    card = model_card(study, record, result)
     (out / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
     (out / CARD_MD).write_text(card_markdown(card))
     files += [CARD_JSON, CARD_MD]
@@ -316,24 +304,23 @@ def export_trial(study: optuna.Study, number: int, out_dir: str | Path, formats:
 # The model card
 
 
-def model_card(study: optuna.Study, trial: FrozenTrial, result: ExportResult) -> dict:
+def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -> dict:
     """Everything a user of the exported model needs, as JSON (``castsearch predict`` reads it)."""
-    ua = trial.user_attrs
-    ident = ua["data"]
-    arch = ArchSpec.from_dict(ua["arch"])
-    quiet = studylib.retimed(study, trial)
+    ident = record.data
+    arch = record.arch_spec()
+    quiet = studylib.retimed(study, record.number)
     if quiet is not None:  # the run's quiet re-timing: search.measure.measure, batch of 50
         quiet = {"batch_size": BATCH_SIZE, **quiet}
-    search_latency = {"latency_ms": trial.values[1], "latency_iqr_ms": ua.get("latency_iqr_ms"),
-                      "batch_latency_ms": ua.get("batch_latency_ms"), "batch_size": ua.get("batch_size"),
-                      "threads": ua.get("threads"), "runtime": f"torch {ua.get('versions', {}).get('torch', '?')}"}
+    search_latency = {"latency_ms": record.latency_ms, "latency_iqr_ms": record.latency_iqr_ms,
+                      "batch_latency_ms": record.batch_latency_ms, "batch_size": record.batch_size,
+                      "threads": record.threads, "runtime": f"torch {(record.versions or {}).get('torch', '?')}"}
     return {
         "study": study.study_name,
-        "trial": trial.number,
-        "preset": ua.get("preset"),
-        "architecture": {"summary": arch.summary(), "code": arch.code(), "spec": ua["arch"]},
-        "recipe": ua["recipe"],
-        "enhancements": ua.get("enhancements"),
+        "trial": record.number,
+        "preset": record.preset,
+        "architecture": {"summary": arch.summary(), "code": arch.code(), "spec": record.arch},
+        "recipe": record.recipe,
+        "enhancements": record.enhancements,
         "classes": list(ident["class_names"]),
         "preprocessing": {
             "image_size": ident["image_size"],
@@ -345,21 +332,21 @@ def model_card(study: optuna.Study, trial: FrozenTrial, result: ExportResult) ->
             "output": {"name": OUTPUT_NAME, "meaning": "logits; softmax gives class probabilities"},
         },
         "metrics": {
-            "test_accuracy": trial.values[0],
-            "macro_f1": ua.get("macro_f1"),
-            "per_class_recall": ua.get("per_class_recall"),
-            "confusion": ua.get("confusion"),
+            "test_accuracy": record.accuracy,
+            "macro_f1": record.macro_f1,
+            "per_class_recall": record.per_class_recall,
+            "confusion": record.confusion,
             "accuracy_by_runtime": result.accuracy,
         },
-        "params": int(trial.values[2]),
-        "macs": ua["macs"],
+        "params": int(record.params),
+        "macs": record.macs,
         "latency": {"pytorch_during_search": search_latency, "pytorch_quiet": quiet,
                     **{f"onnxruntime_{k}": v for k, v in result.latency.items()}},
         "checks": {"max_abs_diff": result.max_abs_diff, "tolerance": TOLERANCE, "check_inputs":
                    f"{CHECK_BATCH} random images in [0, 1) (seed 0), and the first alone"},
         "data": {k: v for k, v in ident.items() if k != "skipped"} | {"skipped_files": len(ident.get("skipped", []))},
         "machine": machine_fingerprint(),
-        "trained_on": ua.get("machine"),
+        "trained_on": record.machine,
         "versions": library_versions(),
         "files": list(result.files) + [CARD_JSON, CARD_MD],
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -10,8 +10,8 @@ as data URIs, so the one file can be mailed or archived) and the plots as PNG fi
 - ``recall-<n>.png`` and ``confusion-<n>.png`` for the front's most accurate and fastest nets;
 
 and a table of the front, the machine fingerprint(s) and library versions.
-``front`` is :func:`search.cli.front_rows` of the study (latencies re-timed in the quiet
-phase where the run did that).
+``front`` is :func:`search.study.front_rows` of the study (latencies re-timed in the quiet
+phase where the run did that) and ``baselines`` its :func:`search.study.reference_rows`.
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ import optuna
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
-from castmodels import ArchSpec
 from search import study as studylib
+from search.record import TrialRecord
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-BASELINES_SUFFIX = "-baselines"
 DPI = 110
 
 
@@ -42,34 +41,6 @@ DPI = 110
 class ReportFiles:
     html: Path
     plots: list[Path]
-
-
-@dataclass
-class Baseline:
-    """A pretrained reference network placed on the same axes as the search's trials."""
-
-    name: str
-    accuracy: float
-    latency_ms: float
-    params: int
-    pretrained: bool | None
-
-
-def baselines_of(study_name: str, storage: str | optuna.storages.BaseStorage) -> list[Baseline]:
-    """The baselines in the study ``<study_name>-baselines``, if it exists: the latest
-    completed trial of each (a re-run replaces the older one)."""
-    name = study_name + BASELINES_SUFFIX
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
-    if name not in {s.study_name for s in summaries}:
-        return []
-    latest = {}
-    for t in optuna.load_study(study_name=name, storage=storage).get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "baseline" in t.user_attrs:
-            latest[t.user_attrs["baseline"]] = Baseline(
-                name=str(t.user_attrs["baseline"]), accuracy=t.values[0], latency_ms=t.values[1],
-                params=int(t.values[2]), pretrained=t.user_attrs.get("pretrained"))
-    return list(latest.values())
 
 
 def _trained(study: optuna.Study) -> list[FrozenTrial]:
@@ -92,10 +63,10 @@ def _save(fig: Figure, path: Path) -> Path:
 # Plots
 
 
-def plot_front(study: optuna.Study, front: list[dict], baselines: list[Baseline], path: Path) -> Path:
+def plot_front(study: optuna.Study, front: list[dict], baselines: list[dict], path: Path) -> Path:
     trials = _trained(study)
     on_front = {r["trial"]: r for r in front}
-    largest = max([t.values[2] for t in trials] + [b.params for b in baselines])
+    largest = max([t.values[2] for t in trials] + [b["params"] for b in baselines])
     fig = Figure(figsize=(9, 6))
     ax = fig.subplots()
     rest = [t for t in trials if t.number not in on_front]
@@ -109,22 +80,23 @@ def plot_front(study: optuna.Study, front: list[dict], baselines: list[Baseline]
     for r in front:
         ax.annotate(f"#{r['trial']}", (r["latency_ms"], r["accuracy"]), xytext=(6, 4),
                     textcoords="offset points", fontsize=8, color="#0b3c66")
-    presets = [t for t in trials if t.user_attrs.get("preset")]
+    presets = [r for r in map(TrialRecord.read, trials) if r.preset]
     if presets:
-        xs = [on_front[t.number]["latency_ms"] if t.number in on_front else t.values[1] for t in presets]
-        ax.scatter(xs, [t.values[0] for t in presets], marker="*", s=160, c="#ff7f0e",
+        xs = [on_front[r.number]["latency_ms"] if r.number in on_front else r.latency_ms for r in presets]
+        ax.scatter(xs, [r.accuracy for r in presets], marker="*", s=160, c="#ff7f0e",
                    edgecolors="#8a4500", label="paper presets", zorder=4)
-        for x, t in zip(xs, presets, strict=True):
-            ax.annotate(t.user_attrs["preset"], (x, t.values[0]), xytext=(6, -10),
+        for x, r in zip(xs, presets, strict=True):
+            ax.annotate(r.preset, (x, r.accuracy), xytext=(6, -10),
                         textcoords="offset points", fontsize=7, color="#8a4500")
     if baselines:
-        ax.scatter([b.latency_ms for b in baselines], [b.accuracy for b in baselines], marker="D",
-                   s=_size([b.params for b in baselines], largest) / 3, c="#d62728", edgecolors="#6b1010",
+        ax.scatter([b["latency_ms"] for b in baselines], [b["accuracy"] for b in baselines], marker="D",
+                   s=_size([b["params"] for b in baselines], largest) / 3, c="#d62728", edgecolors="#6b1010",
                    label="pretrained baselines", zorder=4)
         for b in baselines:
-            ax.annotate(b.name, (b.latency_ms, b.accuracy), xytext=(6, 4), textcoords="offset points",
+            ax.annotate(b["baseline"], (b["latency_ms"], b["accuracy"]), xytext=(6, 4), textcoords="offset points",
                         fontsize=8, color="#6b1010")
-    latencies = [t.values[1] for t in trials] + [r["latency_ms"] for r in front] + [b.latency_ms for b in baselines]
+    latencies = ([t.values[1] for t in trials] + [r["latency_ms"] for r in front]
+                 + [b["latency_ms"] for b in baselines])
     if max(latencies) > 10 * min(latencies):
         ax.set_xscale("log")
     ax.set_xlabel("CPU latency per image, ms (one thread)")
@@ -164,8 +136,8 @@ def plot_hypervolume(study: optuna.Study, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_recall(trial: FrozenTrial, path: Path) -> Path:
-    recall = trial.user_attrs["per_class_recall"]
+def plot_recall(trial: TrialRecord, path: Path) -> Path:
+    recall = trial.per_class_recall
     fig = Figure(figsize=(6, 0.35 * len(recall) + 1.2))
     ax = fig.subplots()
     names = list(recall)[::-1]
@@ -178,9 +150,9 @@ def plot_recall(trial: FrozenTrial, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_confusion(trial: FrozenTrial, path: Path) -> Path:
-    matrix = np.array(trial.user_attrs["confusion"])
-    names = trial.user_attrs["data"]["class_names"]
+def plot_confusion(trial: TrialRecord, path: Path) -> Path:
+    matrix = np.array(trial.confusion)
+    names = trial.class_names
     side = 0.45 * len(names) + 2.5
     fig = Figure(figsize=(side, side))
     ax = fig.subplots()
@@ -211,19 +183,16 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _worst_recall(trial: FrozenTrial) -> str:
-    recall = trial.user_attrs.get("per_class_recall") or {}
-    if not recall:
-        return "-"
-    name = min(recall, key=recall.get)
-    return f"{recall[name]:.3f} ({name})"
+def _worst_recall(trial: TrialRecord) -> str:
+    worst = trial.worst_recall
+    return f"{worst[1]:.3f} ({worst[0]})" if worst else "-"
 
 
-def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, FrozenTrial]) -> str:
+def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, TrialRecord]) -> str:
     rows = []
     for r in front:
         t = trials[r["trial"]]
-        onnx = (studylib.exported(study, t) or {}).get("onnx")
+        onnx = (studylib.exported(study, t.number) or {}).get("onnx")
         rows.append([
             r["trial"] if not r["preset"] else f"{r['trial']} ({r['preset']})",
             f"{r['accuracy']:.4f}",
@@ -232,20 +201,20 @@ def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, Froze
             ("" if r["latency_retimed"] else "~") + f"{r['latency_ms']:.3f}",
             f"{onnx['latency_ms']:.3f}" if onnx else "-",
             f"{r['params']:,}",
-            ArchSpec.from_dict(t.user_attrs["arch"]).summary(),
+            t.arch_spec().summary(),
             r["enhancements"],
         ])
     return _table(["trial", "accuracy", "macro-F1", "worst-class recall", "latency ms", "ONNX Runtime ms",
                    "params", "architecture", "enhancements"], rows)
 
 
-def _machines(front_trials: list[FrozenTrial]) -> str:
+def _machines(front_trials: list[TrialRecord]) -> str:
     """One table per distinct machine fingerprint and per distinct set of library versions."""
     parts = []
     for key, title in (("machine", "Machine"), ("versions", "Library versions")):
         seen: list[tuple[dict, list[int]]] = []
         for t in front_trials:
-            value = t.user_attrs.get(key)
+            value = getattr(t, key)
             if value is None:
                 continue
             for known, numbers in seen:
@@ -271,13 +240,14 @@ th { background: #f0f4f8; } img { max-width: 100%; } .pair { display: flex; gap:
 
 
 def write_report(study: optuna.Study, front: list[dict], out_dir: str | Path,
-                 baselines: list[Baseline] = ()) -> ReportFiles:
+                 baselines: list[dict] = ()) -> ReportFiles:
     """Write ``report.html`` and its PNG plots to ``out_dir``."""
     if not front:
         raise ValueError(f"study {study.study_name!r} has no completed feasible trial: nothing to report")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    all_trials = study.get_trials(deepcopy=False)
+    trials = {t.number: TrialRecord.read(t) for t in all_trials}
     front_trials = [trials[r["trial"]] for r in front]
     best = front[0]
     fastest = min(front, key=lambda r: r["latency_ms"])
@@ -296,11 +266,12 @@ def write_report(study: optuna.Study, front: list[dict], out_dir: str | Path,
         per_net.append(f"<h3>Trial {number}: {role} on the front</h3>"
                        f'<div class="pair">{_img(recall, "per-class recall")}{_img(confusion, "confusion matrix")}</div>')
 
-    c = studylib.counts(list(trials.values()))
-    data = front_trials[0].user_attrs["data"]
+    c = studylib.counts(all_trials)
+    data = front_trials[0].data
     split_sizes = " / ".join(f"{n} {split}" for split, n in data["counts"].items())
     baseline_table = _table(["baseline", "pretrained", "accuracy", "latency ms", "params"],
-                            [[b.name, b.pretrained, f"{b.accuracy:.4f}", f"{b.latency_ms:.3f}", f"{b.params:,}"]
+                            [[b["baseline"], b["pretrained"], f"{b['accuracy']:.4f}", f"{b['latency_ms']:.3f}",
+                              f"{b['params']:,}"]
                              for b in baselines]) if baselines else "<p class='note'>no baselines study</p>"
     body = f"""
 <h1>castsearch report: study {html.escape(study.study_name)}</h1>

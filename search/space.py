@@ -44,15 +44,19 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 
 from castmodels import CONV_TYPES, HEAD_TYPES, PRESETS, ArchSpec, LayerSpec, feature_size
-from search.data import MIN_IMAGE_SIZE
-from search.train import AUGMENTATIONS, ENHANCEMENTS, TrainRecipe
+from search.datarules import MIN_IMAGE_SIZE
+from search.recipe import AUGMENTATIONS, ENHANCEMENTS, TrainRecipe
+from search.record import DIRECTIONS, Limits
+from search.record import OBJECTIVES as OBJECTIVE_NAMES
 
 if TYPE_CHECKING:
     import optuna
 
+    from search.data import DataConfig
+
 log = logging.getLogger(__name__)
 
-OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "params": "minimize"}
+OBJECTIVES = dict(zip(OBJECTIVE_NAMES, DIRECTIONS, strict=True))  # the file's objectives section
 SAMPLERS = ("nsga2", "tpe", "random")
 LAST_BLOCKS = {"plain": (1, 1), "stride2": (2, 1), "dilation2": (1, 2)}  # (stride, dilation)
 ALPHA_FIELDS = {"label_smoothing": "label_smoothing", "mixup": "mixup_alpha"}  # number, 0 = off
@@ -172,15 +176,6 @@ class ArchitectureSpace:
 
 
 @dataclass(frozen=True)
-class Constraints:
-    """Limits a trial must meet to count (None = no limit)."""
-
-    max_latency_ms: float | None = None
-    max_params: float | None = None
-    min_accuracy: float | None = None
-
-
-@dataclass(frozen=True)
 class SamplerConfig:
     name: str = "nsga2"
     seed: int | None = None
@@ -206,6 +201,15 @@ class DataSettings:
     split_seed: int = 555
     cache_dir: str | None = None
 
+    def config(self, image_size: int) -> DataConfig:
+        """How to load these images at ``image_size`` px (what every command that reads a
+        space's data uses)."""
+        from search.data import DataConfig
+
+        return DataConfig(source=self.source, image_size=image_size, channels=self.channels,
+                          test_fraction=self.test_fraction, val_fraction=self.val_fraction,
+                          split_seed=self.split_seed)
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -216,7 +220,7 @@ class SearchSpace:
     path: str | None
     study: str
     seed_presets: bool
-    constraints: Constraints
+    constraints: Limits
     sampler: SamplerConfig
     budget: Budget
     data: DataSettings
@@ -508,10 +512,10 @@ def _budget(r: _Reader, top: dict) -> Budget:
     return budget
 
 
-def _constraints(r: _Reader, top: dict) -> Constraints:
+def _constraints(r: _Reader, top: dict) -> Limits:
     section = r.section(top, "constraints", ("max_latency_ms", "max_params", "min_accuracy"))
     positive = _optional(_number(0, low_open=True))
-    return Constraints(
+    return Limits(
         max_latency_ms=r.get(section, "constraints", "max_latency_ms", positive, None),
         max_params=r.get(section, "constraints", "max_params", positive, None),
         min_accuracy=r.get(section, "constraints", "min_accuracy", _optional(_number(0, 1, low_open=True)), None),

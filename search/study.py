@@ -1,7 +1,13 @@
-"""The Optuna study: storage, objectives, sampler, constraints, the Pareto front.
+"""The Optuna study: storage, locks, sampler, telling outcomes, the Pareto front and its references.
 
 Every trial and the front live in SQL (SQLite by default, any SQLAlchemy URL such as
-PostgreSQL when several machines share a study). Nothing here imports Ray or composer.
+PostgreSQL when several machines share a study). A trial's facts are read and written
+through :class:`search.record.TrialRecord`. Nothing here imports Ray, torch or composer.
+
+Optuna's public API is used throughout, with one exception: failing another driver's
+orphaned RUNNING trial needs its storage id (``FrozenTrial._trial_id``) to set the
+``error`` attr, which Optuna exposes no other way; pyproject pins the Optuna range
+this is tested with.
 """
 
 from __future__ import annotations
@@ -9,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import random
 import time
 import warnings
@@ -18,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
+
+from search.record import DIRECTIONS, OBJECTIVES, Limits, TrialRecord
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("accuracy", "latency_ms", "params")
-DIRECTIONS = ("maximize", "minimize", "minimize")
-CONSTRAINT_NAMES = ("max_latency_ms", "max_params", "min_accuracy")
 STUDIES_DIR = Path("studies")
 RETIMED = "retimed:"
 BASELINES_SUFFIX = "-baselines"
@@ -86,31 +89,35 @@ def redact_url(url: str) -> str:
 
 
 @contextlib.contextmanager
-def exclusive(study: optuna.Study, name: str) -> Iterator[None]:
-    """Hold the lock ``name`` of ``study`` while the block runs, across processes and machines.
+def exclusive(storage_url: str, study_name: str, name: str) -> Iterator[None]:
+    """Hold the lock ``name`` of study ``study_name`` while the block runs, across processes
+    and machines.
 
     For check-then-write steps that two drivers starting together on one study must not both
-    do (enqueueing the presets). PostgreSQL: a session-level advisory lock; SQLite: an
-    ``flock`` on ``<database>.lock`` beside the file; any other storage: no lock.
+    do (enqueueing the presets, resuming a dead run). PostgreSQL: a session-level advisory
+    lock; SQLite: an ``flock`` on ``<database>.lock`` beside the file; any other storage
+    (or an in-memory SQLite): no lock.
     """
-    storage = getattr(study._storage, "_backend", study._storage)
-    engine = getattr(storage, "engine", None)
-    dialect = engine.dialect.name if engine is not None else None
-    if dialect == "postgresql":
-        import sqlalchemy as sa
+    import sqlalchemy as sa
 
-        key = f"castsearch:{study.study_name}:{name}".encode()
+    url = sa.engine.make_url(storage_url)
+    if url.get_backend_name() == "postgresql":
+        key = f"castsearch:{study_name}:{name}".encode()
         lock_id = int.from_bytes(hashlib.sha256(key).digest()[:8], "big", signed=True)
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
-            try:
-                yield
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
-    elif dialect == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
+        finally:
+            engine.dispose()
+    elif url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         import fcntl
 
-        with open(f"{engine.url.database}.lock", "a") as f:
+        with open(f"{url.database}.lock", "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
@@ -164,23 +171,31 @@ def load_existing_study(name: str, storage: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=store)
 
 
-def constraint_values(limits: dict, accuracy: float | None, latency_ms: float, params: int) -> dict[str, float]:
-    """One value per constraint name, Optuna's convention: > 0 broken by that much, <= 0 met.
+def tell_outcome(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, outcome: dict,
+                 limits: Limits) -> None:
+    """Store everything a finished candidate produced (``outcome``: the pipeline's
+    :meth:`~search.pipeline.TrialOutcome.provenance`) in ``record``, write it to ``trial``,
+    set the constraints and tell the study COMPLETE."""
+    record.add_outcome(outcome)
+    record.write(trial)
+    m, ev = outcome["measurement"], outcome["evaluation"]
+    accuracy = ev["accuracy"] if ev is not None else None
+    for name, value in limits.constraint_values(accuracy, m["latency_ms"], m["params"]).items():
+        trial.set_constraint(name, value)
+    # An untrained (infeasible) trial's accuracy is recorded as 0.0: it has none, and its
+    # broken constraint keeps it off the front and tells the sampler to avoid the region.
+    study.tell(trial, values=[accuracy if accuracy is not None else 0.0, m["latency_ms"], float(m["params"])])
 
-    Unset limits are 0.0 (met), so every trial carries the same three constraints.
-    """
-    values = {name: 0.0 for name in CONSTRAINT_NAMES}
-    if limits.get("max_latency_ms") is not None:
-        values["max_latency_ms"] = latency_ms - limits["max_latency_ms"]
-    if limits.get("max_params") is not None:
-        values["max_params"] = float(params - limits["max_params"])
-    if limits.get("min_accuracy") is not None and accuracy is not None:
-        values["min_accuracy"] = limits["min_accuracy"] - accuracy
-    return values
+
+def fail_orphan(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+    """Mark a RUNNING trial that no live driver will finish as FAIL, with ``reason`` as its error."""
+    # Optuna has no public way to write to a trial another process asked for but its storage id.
+    optuna.Trial(study, trial._trial_id).set_user_attr("error", reason)
+    study.tell(trial.number, state=TrialState.FAIL)
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
-    return all(v <= 0.0 for v in trial.constraints.values()) and not trial.user_attrs.get("infeasible")
+    return all(v <= 0.0 for v in trial.constraints.values()) and not TrialRecord.read(trial).infeasible
 
 
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
@@ -217,19 +232,21 @@ def reference_trials(study_name: str, storage: str) -> list[FrozenTrial]:
     latest = {}
     for t in optuna.load_study(study_name=name, storage=store).get_trials(deepcopy=False,
                                                                         states=(TrialState.COMPLETE,)):
-        latest[t.user_attrs["baseline"]] = t  # trials come in number order: a re-run replaces the older one
+        baseline = TrialRecord.read(t).baseline
+        if baseline is not None:
+            latest[baseline] = t  # trials come in number order: a re-run replaces the older one
     return sorted(latest.values(), key=lambda t: (-t.values[0], t.values[1]))
 
 
-def retimed(study: optuna.Study, trial: FrozenTrial) -> dict | None:
-    """The quiet-phase re-timing of a front trial, if the run that found it did one."""
-    return study.user_attrs.get(f"{RETIMED}{trial.number}")
+def retimed(study: optuna.Study, number: int) -> dict | None:
+    """The quiet-phase re-timing of front trial ``number``, if the run that found it did one."""
+    return study.user_attrs.get(f"{RETIMED}{number}")
 
 
-def exported(study: optuna.Study, trial: FrozenTrial) -> dict | None:
+def exported(study: optuna.Study, number: int) -> dict | None:
     """The ONNX Runtime timings (and int8 results) recorded when ``castsearch export``
-    exported the trial, stored as the study user attr ``onnx:<trial number>``."""
-    return study.user_attrs.get(f"{EXPORTED}{trial.number}")
+    exported trial ``number``, stored as the study user attr ``onnx:<trial number>``."""
+    return study.user_attrs.get(f"{EXPORTED}{number}")
 
 
 def counts(trials: list[FrozenTrial]) -> dict[str, int]:
@@ -237,7 +254,7 @@ def counts(trials: list[FrozenTrial]) -> dict[str, int]:
     built (skipped at once, never trained, not counted in the budget)."""
     c = {"complete": 0, "running": 0, "pruned": 0, "infeasible": 0, "invalid": 0, "failed": 0, "waiting": 0}
     for t in trials:
-        if t.user_attrs.get("invalid"):
+        if TrialRecord.read(t).invalid:
             c["invalid"] += 1
         elif t.state == TrialState.COMPLETE:
             c["infeasible" if not is_feasible(t) else "complete"] += 1
@@ -252,13 +269,89 @@ def counts(trials: list[FrozenTrial]) -> dict[str, int]:
     return c
 
 
+# ---------------------------------------------------------------------------------------
+# The front and its references, as rows for people and for JSON
+
+
+def front_rows(study: optuna.Study) -> list[dict]:
+    """One dict per front trial, with the quiet-phase latency when the run re-timed it."""
+    rows = []
+    for t in pareto_front(study):
+        r = TrialRecord.read(t)
+        quiet = retimed(study, t.number) or {}
+        rows.append({
+            "trial": r.number,
+            "accuracy": r.accuracy,
+            "macro_f1": r.macro_f1,
+            "latency_ms": quiet.get("latency_ms", r.latency_ms),
+            "latency_ms_during_search": r.latency_ms,
+            "latency_retimed": bool(quiet),
+            "batch_latency_ms": quiet.get("batch_latency_ms", r.batch_latency_ms),
+            "params": int(r.params),
+            "macs": r.macs,
+            "arch": r.arch_code,
+            "enhancements": r.enhancements,
+            "preset": r.preset,
+            "weights_path": r.weights_path,
+        })
+    return rows
+
+
+def reference_rows(study_name: str, storage: str) -> list[dict]:
+    """One dict per baseline reference point stored by ``castsearch baselines`` for the study."""
+    rows = []
+    for t in reference_trials(study_name, storage):
+        r = TrialRecord.read(t)
+        rows.append({
+            "reference": True,
+            "baseline": r.baseline,
+            "pretrained": r.pretrained,
+            "pretrained_from": r.pretrained_from,
+            "trial": r.number,
+            "accuracy": r.accuracy,
+            "macro_f1": r.macro_f1,
+            "latency_ms": r.latency_ms,
+            "batch_latency_ms": r.batch_latency_ms,
+            "params": int(r.params),
+            "macs": r.macs,
+            "image_size": r.recipe["image_size"] if r.recipe else None,
+            "epochs": r.epochs_run,
+            "weights_path": r.weights_path,
+        })
+    return rows
+
+
+def add_dominated(rows: list[dict], references: list[dict]) -> None:
+    """Set each front row's ``dominates``: the baselines it Pareto-dominates on the objectives."""
+    for row in rows:
+        row["dominates"] = [ref["baseline"] for ref in references
+                            if dominates([row[k] for k in OBJECTIVES], [ref[k] for k in OBJECTIVES])]
+
+
 def hypervolume(points: list[list[float]], reference: list[float]) -> float:
-    """Hypervolume of (accuracy, latency_ms, params) points against ``reference`` (Optuna's)."""
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in DIRECTIONS])
-    pts = np.array(points, dtype=float) * signs
+    """Hypervolume of (accuracy, latency_ms, params) points against ``reference``: the volume
+    of the region they dominate inside the box the reference point bounds.
+
+    Exact, by slicing: sorted along the first objective, each slab between two consecutive
+    first-objective values adds its width times the 2-D hypervolume of the points at least
+    that good. O(n^2 log n), fine for fronts of hundreds of points."""
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in DIRECTIONS])  # all minimised
+    pts = np.array(points, dtype=float).reshape(-1, len(DIRECTIONS)) * signs
     ref = np.array(reference, dtype=float) * signs
-    pts = pts[(pts <= ref).all(axis=1)]
+    pts = pts[(pts < ref).all(axis=1)]
     if len(pts) == 0:
         return 0.0
-    hv = float(compute_hypervolume(pts, ref))
-    return 0.0 if math.isnan(hv) else hv
+    pts = pts[np.argsort(pts[:, 0], kind="stable")]
+    edges = np.append(pts[1:, 0], ref[0])
+    return float(sum((edges[i] - pts[i, 0]) * _hypervolume_2d(pts[:i + 1, 1:], ref[1:])
+                     for i in range(len(pts))))
+
+
+def _hypervolume_2d(pts: np.ndarray, ref: np.ndarray) -> float:
+    """Area dominated by minimised 2-D points ``pts`` (all inside ``ref``), bounded by ``ref``."""
+    area, best_y = 0.0, ref[1]
+    for x, y in pts[np.lexsort((pts[:, 1], pts[:, 0]))]:
+        if y < best_y:
+            area += (ref[0] - x) * (best_y - y)
+            best_y = y
+    return area

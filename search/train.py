@@ -12,8 +12,10 @@ Recipe names map to code through registries:
   spec + recipe + state dict (export).
 - ``ALGORITHMS``: training-time composer algorithms (``swa``, ``label_smoothing``,
   ``mixup``, ``cutout``), one factory per name taking the recipe.
-- ``AUGMENTATION_FUNCTIONS``: the paper's baseline augmentations as per-sample random,
-  vectorised transforms of float batches, applied to training batches only.
+- ``OPTIMIZER_FACTORIES``: the torch optimizer for each optimizer name.
+- ``AUGMENTATION_FUNCTIONS`` (:mod:`search.augment`): the paper's baseline augmentations
+  as per-sample random, vectorised transforms of float batches, applied to training
+  batches only.
 
 :func:`train` never changes torch's thread count; the caller decides (a Ray worker
 sets one thread, the CLI leaves torch's default).
@@ -41,108 +43,10 @@ from torch.utils.data import (
     TensorDataset,
 )
 
+from search.augment import AUGMENTATION_FUNCTIONS
+from search.recipe import TrainRecipe
+
 log = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------
-# Augmentations: (batch [N, C, H, W] float in [0, 1], generator) -> batch of the same shape.
-# Each sample is transformed with probability AUGMENT_PROBABILITY and its own random
-# parameters. Parameter ranges follow common defaults (Albumentations / torchvision).
-
-AUGMENT_PROBABILITY = 0.5
-ROTATE_DEGREES = 30.0
-SSR_SHIFT, SSR_SCALE, SSR_DEGREES = 0.0625, 0.1, 45.0  # shift_scale_rotate limits
-CROP_PAD_FRACTION = 0.125  # random_crop: pad by this fraction of the side, crop back
-BLUR_KERNEL, BLUR_SIGMA = 5, (0.1, 2.0)
-BRIGHTNESS, CONTRAST = 0.2, 0.2
-
-
-def _chosen(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Per-sample bool mask [N, 1, 1, 1]: which samples this augmentation transforms."""
-    return (torch.rand(x.shape[0], generator=g) < AUGMENT_PROBABILITY).view(-1, 1, 1, 1)
-
-
-def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=g)
-
-
-def _affine(x: torch.Tensor, g: torch.Generator, degrees: torch.Tensor, scale: torch.Tensor,
-            shift: torch.Tensor, padding_mode: str) -> torch.Tensor:
-    """Rotate (degrees [N]), zoom (scale [N]) and shift (shift [N, 2], fraction of the side)
-    each chosen sample; bilinear sampling, so values stay in [0, 1]."""
-    a = torch.deg2rad(degrees)
-    cos, sin = torch.cos(a) / scale, torch.sin(a) / scale
-    theta = torch.stack([
-        torch.stack([cos, -sin, 2 * shift[:, 0]], dim=1),
-        torch.stack([sin, cos, 2 * shift[:, 1]], dim=1),
-    ], dim=1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    moved = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
-    return torch.where(_chosen(x, g), moved.clamp(0, 1), x)
-
-
-def hflip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return torch.where(_chosen(x, g), x.flip(-1), x)
-
-
-def vflip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return torch.where(_chosen(x, g), x.flip(-2), x)
-
-
-def rotate(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    n = x.shape[0]
-    return _affine(x, g, _uniform(n, -ROTATE_DEGREES, ROTATE_DEGREES, g), torch.ones(n),
-                   torch.zeros(n, 2), "reflection")
-
-
-def shift_scale_rotate(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    n = x.shape[0]
-    return _affine(x, g, _uniform(n, -SSR_DEGREES, SSR_DEGREES, g),
-                   _uniform(n, 1 - SSR_SCALE, 1 + SSR_SCALE, g),
-                   _uniform(2 * n, -SSR_SHIFT, SSR_SHIFT, g).view(n, 2), "reflection")
-
-
-def random_crop(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Zero-pad by CROP_PAD_FRACTION of the side and crop back at a random whole-pixel offset."""
-    n, side = x.shape[0], x.shape[-1]
-    pad = max(1, round(side * CROP_PAD_FRACTION))
-    pixels = torch.randint(-pad, pad + 1, (n, 2), generator=g)
-    return _affine(x, g, torch.zeros(n), torch.ones(n), pixels / side, "zeros")
-
-
-def gaussian_blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Separable Gaussian blur, one sigma per sample, reflected borders."""
-    n, c, h, w = x.shape
-    sigma = _uniform(n, *BLUR_SIGMA, g).view(n, 1)
-    t = torch.arange(BLUR_KERNEL, dtype=x.dtype) - BLUR_KERNEL // 2
-    kernel = torch.exp(-(t**2) / (2 * sigma**2))
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # [N*C, K]
-    r = BLUR_KERNEL // 2
-    y = F.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode="reflect")
-    y = F.conv2d(y, kernel.view(n * c, 1, 1, BLUR_KERNEL), groups=n * c)
-    y = F.conv2d(y, kernel.view(n * c, 1, BLUR_KERNEL, 1), groups=n * c)
-    return torch.where(_chosen(x, g), y.view(n, c, h, w).clamp(0, 1), x)
-
-
-def brightness_contrast(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Contrast around each image's mean, then a brightness offset; clipped to [0, 1]."""
-    n = x.shape[0]
-    contrast = _uniform(n, 1 - CONTRAST, 1 + CONTRAST, g).view(n, 1, 1, 1)
-    brightness = _uniform(n, -BRIGHTNESS, BRIGHTNESS, g).view(n, 1, 1, 1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    changed = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
-    return torch.where(_chosen(x, g), changed, x)
-
-
-AUGMENTATION_FUNCTIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
-    "hflip": hflip,
-    "vflip": vflip,
-    "rotate": rotate,
-    "gaussian_blur": gaussian_blur,
-    "shift_scale_rotate": shift_scale_rotate,
-    "random_crop": random_crop,
-    "brightness_contrast": brightness_contrast,
-}
-AUGMENTATIONS: tuple[str, ...] = tuple(AUGMENTATION_FUNCTIONS)
 
 # ---------------------------------------------------------------------------
 # Enhancements
@@ -217,78 +121,14 @@ ALGORITHMS: dict[str, Callable[[TrainRecipe], Any]] = {
     "mixup": _mixup,
     "cutout": _cutout,
 }
-ENHANCEMENTS: tuple[str, ...] = (*SURGERY, *ALGORITHMS)
 
-OPTIMIZERS: dict[str, Callable[[Any, TrainRecipe], torch.optim.Optimizer]] = {
+OPTIMIZER_FACTORIES: dict[str, Callable[[Any, TrainRecipe], torch.optim.Optimizer]] = {
     "adam": lambda params, r: torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay),
     "sgd": lambda params, r: torch.optim.SGD(params, lr=r.lr, momentum=0.9, weight_decay=r.weight_decay),
 }
 
 # ---------------------------------------------------------------------------
-# Recipe and results
-
-
-def _check_names(field: str, names: tuple[str, ...], known: Sequence[str]) -> None:
-    for name in names:
-        if name not in known:
-            raise ValueError(f"unknown {field} {name!r}; known: {', '.join(known)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{field} must not repeat a name, got {list(names)}")
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """How to train one candidate. JSON round trip via :meth:`to_dict` / :meth:`from_dict`."""
-
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    image_size: int = 32
-    channels: int = 3
-    enhancements: tuple[str, ...] = ()
-    augmentations: tuple[str, ...] = ()
-    label_smoothing: float = 0.1  # alpha, used when "label_smoothing" is enabled
-    mixup_alpha: float = 0.2
-    cutout_length: float = 0.25  # side of the cut square as a fraction of the image side
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "enhancements", tuple(self.enhancements))
-        object.__setattr__(self, "augmentations", tuple(self.augmentations))
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        _check_names("enhancement", self.enhancements, ENHANCEMENTS)
-        _check_names("augmentation", self.augmentations, AUGMENTATIONS)
-        rules = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.image_size >= 1, f"image_size must be >= 1, got {self.image_size}"),
-            (self.channels in (1, 3), f"channels must be 1 or 3, got {self.channels}"),
-            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.mixup_alpha > 0, f"mixup_alpha must be > 0, got {self.mixup_alpha}"),
-            (0 < self.cutout_length < 1, f"cutout_length must be in (0, 1), got {self.cutout_length}"),
-        ]
-        for ok, message in rules:
-            if not ok:
-                raise ValueError(message)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["enhancements"] = list(self.enhancements)
-        d["augmentations"] = list(self.augmentations)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainRecipe:
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"unknown recipe field(s) {unknown}; known: {', '.join(known)}")
-        return cls(**d)
+# Results
 
 
 @dataclass
@@ -448,7 +288,7 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
         # In batches, so that fractions of the run ("0.7dur") advance within an epoch too.
         max_duration=f"{recipe.epochs * len(train_batches)}ba",
         device_train_microbatch_size=recipe.batch_size,  # the loader has no batch_size attribute
-        optimizers=OPTIMIZERS[recipe.optimizer](model.parameters(), recipe),
+        optimizers=OPTIMIZER_FACTORIES[recipe.optimizer](model.parameters(), recipe),
         algorithms=list(algorithms.values()),
         callbacks=[_callback(epoch_end), *callbacks],
         device=_COMPOSER_DEVICES[device],

@@ -18,7 +18,8 @@ from bench import search_vs_random as svr
 from bench.common import DATASETS, REPO
 from castmodels import PRESETS, baseline_names
 from search import study as studylib
-from search.train import AUGMENTATIONS
+from search.recipe import AUGMENTATIONS
+from search.record import CONSTRAINT_NAMES
 
 
 def test_jobs_run_seed_zero_of_every_row_first_and_extra_seeds_only_where_differences_are_small():
@@ -111,7 +112,7 @@ def test_verdicts_say_which_claims_hold_and_which_do_not():
 
 
 def _trial(values, preset=None, feasible=True):
-    constraints = {name: 0.0 for name in studylib.CONSTRAINT_NAMES}
+    constraints = {name: 0.0 for name in CONSTRAINT_NAMES}
     if not feasible:
         constraints["max_params"] = 5.0
     return create_trial(state=TrialState.COMPLETE, values=values, constraints=constraints,

@@ -1,8 +1,11 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
-from castmodels import PRESETS, ArchSpec, LayerSpec
+import castmodels
+from castmodels import PRESETS, ArchSpec, LayerSpec, feature_size
 from castmodels.presets import PRESET_CODES
 
 
@@ -69,3 +72,25 @@ def test_bad_values_name_the_field():
         ArchSpec(layers=(LayerSpec("conv3x3", 8),), head="mlp")
     with pytest.raises(ValueError, match="unknown keys"):
         ArchSpec.from_dict({"layers": [{"conv": "conv3x3", "out_channels": 8, "kernel": 5}]})
+
+
+def test_feature_size_halves_per_stride_and_pool():
+    spec = ArchSpec.from_code("C16 P C32s2 C64 X.1 P A")
+    assert feature_size(spec, 32) == 4
+    assert feature_size(spec, 33) == 4  # (33 -> 16 pooled -> 8 strided -> 4 pooled)
+    assert feature_size(spec, 3) == 0  # vanished
+
+
+def test_every_exported_name_resolves():
+    for name in castmodels.__all__:
+        assert getattr(castmodels, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        castmodels.nothing  # noqa: B018
+
+
+def test_specs_and_presets_do_not_import_torch():
+    check = ("import sys; from castmodels import PRESETS, ArchSpec, feature_size; "
+             "feature_size(PRESETS['custom-140k-dw'], 32); "
+             "assert 'torch' not in sys.modules, [m for m in sys.modules if m.startswith('torch')]")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

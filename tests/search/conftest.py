@@ -20,11 +20,10 @@ from optuna.trial import TrialState
 from castmodels import ArchSpec
 from search import study as studylib
 from search.data import DataConfig, Dataset, load_dataset
-from search.measure import library_versions, machine_fingerprint
-from search.runner import tell_outcome
+from search.pipeline import run_candidate
+from search.recipe import TrainRecipe
+from search.record import DIRECTIONS, Limits, TrialRecord
 from search.space import load_space
-from search.train import TrainRecipe
-from search.trial import Limits, run_candidate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,24 +47,22 @@ class TinyStudy:
         return ["--study", self.name, "--storage", self.storage]
 
 
+def _record(arch: ArchSpec, recipe: TrainRecipe, preset: str | None = None) -> TrialRecord:
+    """What the searcher's suggest stores (see search.runner)."""
+    return TrialRecord(run_id="fixture", arch=arch.to_dict(), arch_code=arch.code(), recipe=recipe.to_dict(),
+                       enhancements="+".join(recipe.enhancements) or "none", preset=preset)
+
+
 def _ask(study: optuna.Study, arch: ArchSpec, recipe: TrainRecipe, preset: str | None = None) -> optuna.Trial:
-    """A trial carrying what the searcher's suggest stores (see search.runner)."""
     ot = study.ask()
-    ot.set_user_attr("run_id", "fixture")
-    ot.set_user_attr("arch", arch.to_dict())
-    ot.set_user_attr("arch_code", arch.code())
-    ot.set_user_attr("recipe", recipe.to_dict())
-    ot.set_user_attr("enhancements", "+".join(recipe.enhancements) or "none")
-    if preset:
-        ot.set_user_attr("preset", preset)
+    _record(arch, recipe, preset).write(ot)
     return ot
 
 
-def _run(study, ot, arch, recipe, data, out_dir, space, limits: Limits | None = None) -> None:
+def _run(study, arch, recipe, data, out_dir, space, preset=None, limits: Limits | None = None) -> None:
     outcome = run_candidate(arch, recipe, data, out_dir=out_dir, limits=limits or Limits(), quick_measure=True)
-    record = outcome.to_dict()
-    record.update(data=data.identity, machine=machine_fingerprint(), versions=library_versions())
-    tell_outcome(study, ot, json.loads(json.dumps(record)), space)
+    studylib.tell_outcome(study, study.ask(), _record(arch, recipe, preset),
+                          json.loads(json.dumps(outcome.provenance(data))), space.constraints)
 
 
 @pytest.fixture(scope="session")
@@ -83,18 +80,18 @@ def tiny_study(tmp_path_factory) -> TinyStudy:
         (ArchSpec.from_code("C8 C16s2 A"), recipe, None),
     ]
     for i, (arch, r, preset) in enumerate(nets):
-        _run(study, _ask(study, arch, r, preset), arch, r, data, root / f"trial-{i}", space)
+        _run(study, arch, r, data, root / f"trial-{i}", space, preset)
     arch = ArchSpec.from_code("C8 A")
     pruned = _ask(study, arch, recipe)
-    pruned.set_user_attr("pruned_at_epoch", 1)
+    TrialRecord(pruned_at_epoch=1).write(pruned)
     study.tell(pruned, state=TrialState.PRUNED)
     failed = _ask(study, arch, recipe)
-    failed.set_user_attr("error", "RuntimeError: injected for the tests")
+    TrialRecord(error="RuntimeError: injected for the tests").write(failed)
     study.tell(failed, state=TrialState.FAIL)
-    _run(study, _ask(study, arch, recipe), arch, recipe, data, None, space, Limits(max_params=10))
+    _run(study, arch, recipe, data, None, space, limits=Limits(max_params=10))
 
     baselines = optuna.create_study(study_name="tiny-baselines", storage=storage,
-                                    directions=list(studylib.DIRECTIONS))
+                                    directions=list(DIRECTIONS))
     baselines.add_trial(optuna.trial.create_trial(values=[0.9, 25.0, 11_000_000.0],
                                                   user_attrs={"baseline": "resnet18", "pretrained": True}))
     return TinyStudy(name="tiny", storage=storage, root=root, cache=cache, data=data, trained=[0, 1],

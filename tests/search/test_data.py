@@ -17,9 +17,9 @@ from search.data import (
     DataError,
     Dataset,
     default_cache_dir,
-    generate_synthetic,
     load_dataset,
 )
+from search.synthetic import generate_synthetic
 
 NEU_CLS = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "neu-cls"
 

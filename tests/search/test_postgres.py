@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import runner
+from search import runs
 from search import study as studylib
 from search.space import load_space, preset_params
 from tests.search.infra_helpers import (
@@ -61,7 +61,7 @@ def test_drivers_creating_one_study_in_an_empty_database_at_once(pg):
     the study, and the paper's presets are queued exactly once."""
     url = pg.create_database("race")
     space = load_space(REPO / "spaces" / "paper.yaml")
-    errors = _all_at_once(4, lambda: runner.enqueue_presets(studylib.open_study("paper", url), space))
+    errors = _all_at_once(4, lambda: runs.enqueue_presets(studylib.open_study("paper", url), space, url))
     assert errors == []
     study = optuna.load_study(study_name="paper", storage=url)
     queued = Counter(t.user_attrs["preset"] for t in study.trials)
@@ -72,12 +72,12 @@ def test_drivers_creating_one_study_in_an_empty_database_at_once(pg):
 def test_drivers_starting_together_resume_a_dead_run_once(pg):
     url = pg.create_database("resume")
     study = studylib.open_study("s", url)
-    dead = runner.RunRecord(run_id="dead", trials=5, timeout_s=None, host="elsewhere")
-    dead.heartbeat = time.time() - 10 * runner.STALE_AFTER_S
+    dead = runs.RunRecord(run_id="dead", trials=5, timeout_s=None, host="elsewhere")
+    dead.heartbeat = time.time() - 10 * runs.STALE_AFTER_S
     dead.save(study)
     study.ask().set_user_attr("run_id", "dead")
     resumed = []
-    errors = _all_at_once(4, lambda: resumed.append(runner.recover(studylib.open_study("s", url))))
+    errors = _all_at_once(4, lambda: resumed.append(runs.recover(studylib.open_study("s", url), url)))
     assert errors == []
     assert [r.run_id for r in resumed if r is not None] == ["dead"]
     (orphan,) = optuna.load_study(study_name="s", storage=url).trials
@@ -85,7 +85,7 @@ def test_drivers_starting_together_resume_a_dead_run_once(pg):
 
 
 def _finished(trials, run_id: str) -> int:
-    return runner._finished_by(trials, run_id)
+    return runs.finished_by(trials, run_id)
 
 
 def test_search_in_postgres_then_two_drivers_on_one_study_at_once(pg, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from search import study as studylib
 from search.cli import main
-from search.report import baselines_of, hypervolume_curve
+from search.report import hypervolume_curve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,9 +42,9 @@ def test_report_writes_html_and_plots(tiny_study, report, capsys):
 
 
 def test_baselines_come_from_the_baselines_study(tiny_study):
-    (b,) = baselines_of("tiny", tiny_study.storage)
-    assert (b.name, b.pretrained, b.params) == ("resnet18", True, 11_000_000)
-    assert baselines_of("no-such-study", tiny_study.storage) == []
+    (b,) = studylib.reference_rows("tiny", tiny_study.storage)
+    assert (b["baseline"], b["pretrained"], b["params"]) == ("resnet18", True, 11_000_000)
+    assert studylib.reference_rows("no-such-study", tiny_study.storage) == []
 
 
 def test_hypervolume_grows_within_the_box(tiny_study):

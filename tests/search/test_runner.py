@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import runner
+from search import runner, runs
 from search import study as studylib
 from search.data import DataConfig, load_dataset
 from search.space import load_space
@@ -87,7 +87,7 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
     front = studylib.pareto_front(study)
     assert front and all(t.state == TrialState.COMPLETE and studylib.is_feasible(t) for t in front)
     for t in front:
-        assert studylib.retimed(study, t)["latency_ms"] > 0
+        assert studylib.retimed(study, t.number)["latency_ms"] > 0
 
     # The same command again adds its budget to the same study.
     second = runner.run_search(space, datasets, _opts(root, trials=2, workers=1))
@@ -99,8 +99,8 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
 
 def _searcher(tmp_path, space, trials=5):
     study = studylib.open_study("s", f"sqlite:///{tmp_path}/s.db", sampler=optuna.samplers.RandomSampler(seed=0))
-    run = runner.RunRecord(run_id="r1", trials=trials, timeout_s=None)
-    return study, runner._searcher_class()(study, space, run, tmp_path, None, None)
+    run = runs.RunRecord(run_id="r1", trials=trials, timeout_s=None)
+    return study, runner.StudySearcher(study, space, run, tmp_path, None, None)
 
 
 def test_early_stopped_trial_is_pruned_never_complete(tiny, tmp_path):
@@ -136,23 +136,23 @@ def test_searcher_stops_at_its_budget(tiny, tmp_path):
 
 def test_recover_fails_orphans_of_a_dead_run_and_resumes_its_budget(tmp_path):
     study = studylib.open_study("s", f"sqlite:///{tmp_path}/s.db")
-    dead = runner.RunRecord(run_id="dead", trials=5, timeout_s=None, host="elsewhere")
-    dead.heartbeat = time.time() - 10 * runner.STALE_AFTER_S
+    dead = runs.RunRecord(run_id="dead", trials=5, timeout_s=None, host="elsewhere")
+    dead.heartbeat = time.time() - 10 * runs.STALE_AFTER_S
     dead.save(study)
-    alive = runner.RunRecord(run_id="alive", trials=3, timeout_s=None)
+    alive = runs.RunRecord(run_id="alive", trials=3, timeout_s=None)
     alive.save(study)
     for run_id, state in (("dead", TrialState.COMPLETE), ("dead", TrialState.RUNNING), ("alive", TrialState.RUNNING)):
         t = study.ask()
         t.set_user_attr("run_id", run_id)
         if state == TrialState.COMPLETE:
             study.tell(t, values=[0.5, 1.0, 100.0])
-    resumed = runner.recover(study)
+    resumed = runs.recover(study, f"sqlite:///{tmp_path}/s.db")
     assert resumed.run_id == "dead"
     states = {(t.user_attrs["run_id"], t.state) for t in study.trials}
     assert states == {("dead", TrialState.COMPLETE), ("dead", TrialState.FAIL), ("alive", TrialState.RUNNING)}
     assert "driver died" in study.trials[1].user_attrs["error"]
-    assert runner._finished_by(study.trials, "dead") == 1
-    assert runner.recover(study) is None  # a dead run is resumed once
+    assert runs.finished_by(study.trials, "dead") == 1
+    assert runs.recover(study, f"sqlite:///{tmp_path}/s.db") is None  # a dead run is resumed once
     assert json.loads(json.dumps(study.user_attrs["run:dead"]))["done"] is True
 
 
@@ -162,6 +162,6 @@ def test_a_killed_driver_on_this_host_is_dead_at_once(tmp_path):
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     now = time.time()
-    assert runner.RunRecord(run_id="x", trials=1, timeout_s=None, pid=int(gone.stdout)).is_dead(now)
-    assert not runner.RunRecord(run_id="y", trials=1, timeout_s=None).is_dead(now)  # this process
-    assert not runner.RunRecord(run_id="z", trials=1, timeout_s=None, host="elsewhere").is_dead(now)
+    assert runs.RunRecord(run_id="x", trials=1, timeout_s=None, pid=int(gone.stdout)).is_dead(now)
+    assert not runs.RunRecord(run_id="y", trials=1, timeout_s=None).is_dead(now)  # this process
+    assert not runs.RunRecord(run_id="z", trials=1, timeout_s=None, host="elsewhere").is_dead(now)

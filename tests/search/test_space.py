@@ -2,6 +2,8 @@ import copy
 import json
 import logging
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from castmodels import PRESETS, ArchSpec
+from search.recipe import TrainRecipe
 from search.space import (
     Candidate,
     InvalidCandidate,
@@ -24,7 +27,6 @@ from search.space import (
     space_from_dict,
     suggest,
 )
-from search.train import TrainRecipe
 
 PAPER = Path(__file__).resolve().parents[2] / "spaces" / "paper.yaml"
 PAPER_DICT = yaml.safe_load(PAPER.read_text())
@@ -80,6 +82,16 @@ def test_paper_space_loads(space):
     assert (space.data.source, space.data.channels, space.data.split_seed) == ("synthetic", 3, 555)
     assert space.image_sizes == [32]
     assert space.max_epochs == 30
+
+
+def test_loading_a_space_does_not_import_torch():
+    """Validating a space file stays light: a fresh interpreter loads paper.yaml without
+    importing torch."""
+    check = ("import sys; from search.space import load_space; load_space('spaces/paper.yaml'); "
+             "assert 'torch' not in sys.modules, [m for m in sys.modules if m.startswith('torch')]")
+    done = subprocess.run([sys.executable, "-c", check], cwd=PAPER.parents[1], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_every_preset_encodes_and_decodes_back(space):

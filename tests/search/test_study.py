@@ -3,6 +3,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search import study as studylib
+from search.record import CONSTRAINT_NAMES, Limits
 
 
 def _study(tmp_path, name="s"):
@@ -13,7 +14,7 @@ def _complete(study, values, constraints=None, **attrs):
     t = study.ask()
     for k, v in attrs.items():
         t.set_user_attr(k, v)
-    for name, v in (constraints or {n: 0.0 for n in studylib.CONSTRAINT_NAMES}).items():
+    for name, v in (constraints or {n: 0.0 for n in CONSTRAINT_NAMES}).items():
         t.set_constraint(name, v)
     study.tell(t, values=values)
     return t.number
@@ -65,10 +66,11 @@ def test_front_excludes_pruned_failed_and_infeasible(tmp_path):
 
 
 def test_constraint_values_sign_convention():
-    limits = {"max_latency_ms": 5.0, "max_params": 1000, "min_accuracy": 0.8}
-    v = studylib.constraint_values(limits, accuracy=0.9, latency_ms=6.0, params=500)
+    limits = Limits(max_latency_ms=5.0, max_params=1000, min_accuracy=0.8)
+    v = limits.constraint_values(accuracy=0.9, latency_ms=6.0, params=500)
     assert v == {"max_latency_ms": 1.0, "max_params": -500.0, "min_accuracy": pytest.approx(-0.1)}
-    assert studylib.constraint_values({}, None, 1.0, 1) == {n: 0.0 for n in studylib.CONSTRAINT_NAMES}
+    assert Limits().constraint_values(None, 1.0, 1) == {n: 0.0 for n in CONSTRAINT_NAMES}
+    assert limits.architecture_met(5.0, 1000) and not limits.architecture_met(5.1, 10)
 
 
 def test_dominates():
@@ -84,3 +86,14 @@ def test_hypervolume_grows_with_a_dominating_point():
     assert hv1 == pytest.approx(0.5 * 50 * 5e5)
     assert hv2 > hv1
     assert studylib.hypervolume([[0.5, 500.0, 5e5]], ref) == 0.0  # outside the reference box
+
+
+def test_hypervolume_is_exact_on_overlapping_boxes():
+    # two boxes against the reference: 0.5*(10-4)*(10-6) + 0.8*(10-6)*(10-2), less their
+    # overlap 0.5*(10-6)*(10-6)
+    ref = [0.0, 10.0, 10.0]
+    points = [[0.5, 4.0, 6.0], [0.8, 6.0, 2.0]]
+    expected = 0.5 * 6 * 4 + 0.8 * 4 * 8 - 0.5 * 4 * 4
+    assert studylib.hypervolume(points, ref) == pytest.approx(expected)
+    assert studylib.hypervolume(points + [[0.4, 5.0, 7.0]], ref) == pytest.approx(expected)  # dominated
+    assert studylib.hypervolume([], ref) == 0.0

@@ -1,4 +1,5 @@
-"""search.train: recipe, composer training, enhancements, augmentations, evaluation."""
+"""search.train, search.recipe, search.augment: recipe, composer training, enhancements,
+augmentations, evaluation."""
 
 from __future__ import annotations
 
@@ -14,15 +15,9 @@ from composer.algorithms.blurpool import BlurConv2d, BlurMaxPool2d
 from composer.algorithms.squeeze_excite import SqueezeExcite2d
 from torch import nn
 
-from search.train import (
-    AUGMENTATION_FUNCTIONS,
-    AUGMENTATIONS,
-    ENHANCEMENTS,
-    TrainRecipe,
-    evaluate,
-    prepare_model,
-    train,
-)
+from search.augment import AUGMENTATION_FUNCTIONS
+from search.recipe import AUGMENTATIONS, ENHANCEMENTS, OPTIMIZERS, TrainRecipe
+from search.train import ALGORITHMS, OPTIMIZER_FACTORIES, SURGERY, evaluate, prepare_model, train
 
 CLASSES = ["horizontal", "vertical", "checker", "plain"]
 SIDE = 16
@@ -123,6 +118,17 @@ def test_registries_cover_the_public_names():
     assert ENHANCEMENTS == ("blurpool", "squeeze_excite", "swa", "label_smoothing", "mixup", "cutout")
     assert AUGMENTATIONS == ("hflip", "vflip", "rotate", "gaussian_blur", "shift_scale_rotate",
                              "random_crop", "brightness_contrast")
+
+
+def test_recipe_names_match_the_registries():
+    """search.recipe lists the names without torch; the registries hold the code for each.
+    The order matters too: a decoded candidate lists its enhancements and augmentations
+    in the order of these names."""
+    assert set(AUGMENTATIONS) == set(AUGMENTATION_FUNCTIONS)
+    assert AUGMENTATIONS == tuple(AUGMENTATION_FUNCTIONS)
+    assert set(ENHANCEMENTS) == set(SURGERY) | set(ALGORITHMS)
+    assert ENHANCEMENTS == (*SURGERY, *ALGORITHMS)
+    assert OPTIMIZERS == tuple(OPTIMIZER_FACTORIES)
 
 
 # ---------------------------------------------------------------------------

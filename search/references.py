@@ -1,10 +1,10 @@
-"""``castsearch baselines``: the paper's reference networks, trained and measured like a trial.
+"""``castsearch baselines``: train the reference networks and store them as reference points.
 
-Each baseline (``castmodels.baselines``) goes through the search's own pipeline,
-:func:`search.trial.run_model` (measured with the same harness, trained with the same
+Each baseline network (``castmodels.baselines``) goes through the search's own pipeline,
+:func:`search.pipeline.run_model` (measured with the same harness, trained with the same
 recipe machinery, evaluated on the same test split, saved), and is told to the study
-``<study>-baselines`` in the same database with :func:`search.runner.tell_outcome`, so it
-has the same objectives and user attrs as a search trial, plus ``baseline`` (its name),
+``<study>-baselines`` in the same database with :func:`search.study.tell_outcome`, so it
+has the same objectives and trial record as a search trial, plus ``baseline`` (its name),
 ``pretrained`` and ``pretrained_from``. The search's sampler never sees these trials.
 
 Starting weights (``--weights``):
@@ -31,11 +31,10 @@ import torch
 
 from castmodels.baselines import BASELINES, build_baseline, get_baseline
 from search import study as studylib
-from search.measure import library_versions, machine_fingerprint
-from search.runner import tell_outcome
+from search.pipeline import TrialOutcome, run_model
+from search.recipe import TrainRecipe
+from search.record import TrialRecord
 from search.space import Fixed, SearchSpace
-from search.train import TrainRecipe
-from search.trial import TrialOutcome, run_model
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +168,9 @@ def store_baseline(study, name: str, weights: InitialWeights, recipe: TrainRecip
                    data, space: SearchSpace) -> int:
     """Tell ``study`` one COMPLETE baseline trial, with a search trial's user attrs; return its number."""
     ot = study.ask()
-    ot.set_user_attr("arch", {"baseline": name})
-    ot.set_user_attr("recipe", recipe.to_dict())
-    ot.set_user_attr("baseline", name)
-    ot.set_user_attr("pretrained", weights.pretrained)
-    ot.set_user_attr("pretrained_from", weights.source)
-    record = outcome.to_dict()
-    record.update(data=data.identity, machine=machine_fingerprint(), versions=library_versions())
-    tell_outcome(study, ot, record, space)
+    record = TrialRecord(arch={"baseline": name}, recipe=recipe.to_dict(), baseline=name,
+                         pretrained=weights.pretrained, pretrained_from=weights.source)
+    studylib.tell_outcome(study, ot, record, outcome.provenance(data), space.constraints)
     return ot.number
 
 

@@ -17,26 +17,13 @@ import torch
 
 from castmodels import ArchSpec, build_model
 from search.measure import Measurement, library_versions, machine_fingerprint, measure
-from search.train import EvalResult, TrainRecipe, evaluate, prepare_model, train
+from search.recipe import TrainRecipe
+from search.record import Limits
+from search.train import EvalResult, evaluate, prepare_model, train
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Limits:
-    """Architecture constraints checked before training (None = no limit)."""
-
-    max_latency_ms: float | None = None
-    max_params: int | None = None
-
-    def violations(self, m: Measurement) -> list[float]:
-        """One number per set limit: > 0 means broken by that much, <= 0 means met."""
-        out = []
-        if self.max_latency_ms is not None:
-            out.append(m.latency_ms - self.max_latency_ms)
-        if self.max_params is not None:
-            out.append(float(m.params - self.max_params))
-        return out
+NO_LIMITS = Limits()
 
 
 @dataclass
@@ -44,7 +31,7 @@ class TrialOutcome:
     """What one candidate produced. ``evaluation`` is None when it was not trained."""
 
     measurement: Measurement
-    violations: list[float]
+    feasible: bool  # met the latency and parameter limits, so it was trained
     evaluation: EvalResult | None = None
     val_accuracy: list[float] = field(default_factory=list)
     epochs_run: int = 0
@@ -54,15 +41,17 @@ class TrialOutcome:
     weights_path: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # measure / train / evaluate / save
 
-    @property
-    def feasible(self) -> bool:
-        return all(v <= 0 for v in self.violations)
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["evaluation"] = self.evaluation.to_dict() if self.evaluation else None
         d["measurement"] = self.measurement.to_dict()
         return d
+
+    def provenance(self, data) -> dict:
+        """:meth:`to_dict` with where it ran: the data's identity, the machine and the library
+        versions (what :meth:`search.record.TrialRecord.add_outcome` reads)."""
+        return {**self.to_dict(), "data": data.identity, "machine": machine_fingerprint(),
+                "versions": library_versions()}
 
 
 def input_shape(recipe: TrainRecipe) -> tuple[int, int, int]:
@@ -75,21 +64,13 @@ def build_candidate(arch: ArchSpec, recipe: TrainRecipe, num_classes: int) -> to
     return prepare_model(model, recipe)
 
 
-def run_candidate(
-    arch: ArchSpec,
-    recipe: TrainRecipe,
-    data,
-    out_dir: str | Path | None = None,
-    limits: Limits = Limits(),
-    on_epoch: Callable[[int, float], bool | None] | None = None,
-    quick_measure: bool = False,
-) -> TrialOutcome:
-    """Build and measure ``arch``; if it meets ``limits`` train it, evaluate on the test split
-    and (with ``out_dir``) save weights, spec, recipe and metrics there."""
+def run_candidate(arch: ArchSpec, recipe: TrainRecipe, data, **options) -> TrialOutcome:
+    """Build ``arch`` (initialised from the recipe's seed) and measure it; if it meets the
+    limits train it, evaluate on the test split and (with ``out_dir``) save weights, spec,
+    recipe and metrics there. ``options`` are :func:`run_model`'s keyword arguments."""
     torch.manual_seed(recipe.seed)
     model = build_candidate(arch, recipe, data.num_classes)
-    return run_model(model, arch.name or arch.code(), arch.to_dict(), recipe, data, out_dir=out_dir,
-                     limits=limits, on_epoch=on_epoch, quick_measure=quick_measure)
+    return run_model(model, arch.name or arch.code(), arch.to_dict(), recipe, data, **options)
 
 
 def run_model(
@@ -98,8 +79,9 @@ def run_model(
     spec: dict,
     recipe: TrainRecipe,
     data,
+    *,
     out_dir: str | Path | None = None,
-    limits: Limits = Limits(),
+    limits: Limits = NO_LIMITS,
     on_epoch: Callable[[int, float], bool | None] | None = None,
     quick_measure: bool = False,
 ) -> TrialOutcome:
@@ -115,10 +97,10 @@ def run_model(
         clock = now
 
     m = measure(model, input_shape(recipe), threads=1, quick=quick_measure)
-    outcome = TrialOutcome(measurement=m, violations=limits.violations(m))
+    outcome = TrialOutcome(measurement=m, feasible=limits.architecture_met(m.latency_ms, m.params))
     lap("measure")
     if not outcome.feasible:
-        log.info("not training %s: breaks a limit (%s)", name, outcome.violations)
+        log.info("not training %s: %.3f ms and %d params break a limit (%s)", name, m.latency_ms, m.params, limits)
         return outcome
     result = train(model, data, recipe, on_epoch=on_epoch)
     lap("train")
@@ -146,11 +128,8 @@ def save_artifacts(out: Path, spec: dict, recipe: TrainRecipe, data, model, outc
     (out / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
     metrics = {
-        **outcome.to_dict(),
+        **outcome.provenance(data),
         "weights_path": str(weights),
-        "data": data.identity,
-        "machine": machine_fingerprint(),
-        "versions": library_versions(),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

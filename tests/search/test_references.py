@@ -12,12 +12,13 @@ import torch
 from PIL import Image
 
 from castmodels import build_baseline
-from search import baselines
+from search import references
 from search import study as studylib
 from search.cli import main
 from search.data import DataConfig, load_dataset
+from search.recipe import TrainRecipe
+from search.record import CONSTRAINT_NAMES
 from search.space import load_space
-from search.train import TrainRecipe
 
 SPACE = """
 study: tiny
@@ -62,31 +63,31 @@ def images(tmp_path_factory):
 
 
 def test_recipe_takes_the_spaces_fixed_values_and_the_flags(space):
-    recipe = baselines.baseline_recipe(space)
+    recipe = references.baseline_recipe(space)
     assert (recipe.epochs, recipe.image_size, recipe.batch_size, recipe.seed) == (3, 16, 32, 7)
     assert (recipe.enhancements, recipe.augmentations) == ((), ())
-    assert baselines.baseline_recipe(space, epochs=1, image_size=24).image_size == 24
+    assert references.baseline_recipe(space, epochs=1, image_size=24).image_size == 24
 
 
 def test_selection_leaves_out_or_refuses_what_the_image_size_cannot_take():
-    run, left_out = baselines.select_baselines((), 32)
+    run, left_out = references.select_baselines((), 32)
     assert "inception_v3" not in run and left_out == ["inception_v3"]
-    assert baselines.select_baselines(("resnet20",), 32) == (["resnet20"], [])
+    assert references.select_baselines(("resnet20",), 32) == (["resnet20"], [])
     with pytest.raises(ValueError, match="--image-size 32 is too small: inception_v3 needs >= 75"):
-        baselines.select_baselines(("resnet20", "inception_v3"), 32)
+        references.select_baselines(("resnet20", "inception_v3"), 32)
     with pytest.raises(ValueError, match="unknown baseline 'resnet18'; known baselines: resnet20"):
-        baselines.select_baselines(("resnet18",), 32)
+        references.select_baselines(("resnet18",), 32)
 
 
 def test_weights_resolution_without_a_network(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty torch hub cache
-    assert not baselines.resolve_weights("mobilenet_v2", "none").pretrained
-    with caplog.at_level(logging.INFO, logger="search.baselines"):
-        assert not baselines.resolve_weights("mobilenet_v2", "auto").pretrained  # not cached: no download
-        assert not baselines.resolve_weights("resnet20", "auto").pretrained
+    assert not references.resolve_weights("mobilenet_v2", "none").pretrained
+    with caplog.at_level(logging.INFO, logger="search.references"):
+        assert not references.resolve_weights("mobilenet_v2", "auto").pretrained  # not cached: no download
+        assert not references.resolve_weights("resnet20", "auto").pretrained
     assert "not in the torch hub cache" in caplog.text and "no ImageNet weights exist" in caplog.text
     with pytest.raises(ValueError, match="no ImageNet weights for vit; baselines that have them: mobilenet_v2, inception_v3"):
-        baselines.resolve_weights("vit", "imagenet")
+        references.resolve_weights("vit", "imagenet")
 
 
 def test_a_failed_imagenet_download_is_one_clear_line(tmp_path, monkeypatch):
@@ -98,7 +99,7 @@ def test_a_failed_imagenet_download_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(MobileNet_V2_Weights, "get_state_dict", offline)
     with pytest.raises(ValueError) as e:
-        baselines.resolve_weights("mobilenet_v2", "imagenet")
+        references.resolve_weights("mobilenet_v2", "imagenet")
     message = str(e.value)
     assert "\n" not in message and "offline" in message and "--weights none" in message
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in message
@@ -106,16 +107,16 @@ def test_a_failed_imagenet_download_is_one_clear_line(tmp_path, monkeypatch):
 
 def test_bad_weights_files_are_errors_naming_the_file(images, tmp_path):
     with pytest.raises(ValueError, match=f"weights file not found: {tmp_path / 'none.pt'}"):
-        baselines.resolve_weights("resnet20", str(tmp_path / "none.pt"))
+        references.resolve_weights("resnet20", str(tmp_path / "none.pt"))
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=f"{garbage}: not a loadable state dict"):
-        baselines.resolve_weights("resnet20", str(garbage))
+        references.resolve_weights("resnet20", str(garbage))
     other = tmp_path / "resnet47.pt"
     torch.save(build_baseline("resnet47", 3, 10, pretrained=True).net.state_dict(), other)
     data = load_dataset(DataConfig(source=str(images), image_size=16), cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match=f"{other}: .*resnet20"):
-        baselines.run_baseline("resnet20", baselines.resolve_weights("resnet20", str(other)),
+        references.run_baseline("resnet20", references.resolve_weights("resnet20", str(other)),
                                TrainRecipe(epochs=1, image_size=16), data)
 
 
@@ -124,10 +125,10 @@ def test_fine_tuning_from_a_local_weights_file(space, images, tmp_path, caplog):
     weights = tmp_path / "resnet20-10-classes.pt"
     torch.save(build_baseline("resnet20", 3, 10, pretrained=True).net.state_dict(), weights)
     data = load_dataset(DataConfig(source=str(images), image_size=16), cache_dir=tmp_path / "cache")
-    recipe = baselines.baseline_recipe(space, epochs=1)
+    recipe = references.baseline_recipe(space, epochs=1)
     storage = f"sqlite:///{tmp_path}/b.db"
-    with caplog.at_level(logging.INFO, logger="search.baselines"):
-        [result] = baselines.run_baselines(space, data, ["resnet20"], str(weights), recipe, storage,
+    with caplog.at_level(logging.INFO, logger="search.references"):
+        [result] = references.run_baselines(space, data, ["resnet20"], str(weights), recipe, storage,
                                            tmp_path / "artifacts", quick_measure=True)
     assert "skipped (another class count): 1.2.weight, 1.2.bias" in caplog.text
     assert result.pretrained and result.pretrained_from == str(weights)
@@ -136,7 +137,7 @@ def test_fine_tuning_from_a_local_weights_file(space, images, tmp_path, caplog):
     spec = json.loads((Path(trial.user_attrs["weights_path"]).parent / "spec.json").read_text())
     assert spec == {"baseline": "resnet20", "pretrained": True, "pretrained_from": str(weights)}
     with pytest.raises(ValueError, match="one file for one baseline"):
-        baselines.run_baselines(space, data, ["resnet20", "vit"], str(weights), recipe, storage, tmp_path)
+        references.run_baselines(space, data, ["resnet20", "vit"], str(weights), recipe, storage, tmp_path)
 
 
 def test_command_stores_references_and_front_shows_them(space, images, tmp_path, capsys, monkeypatch):
@@ -161,7 +162,7 @@ def test_command_stores_references_and_front_shows_them(space, images, tmp_path,
     main_study = studylib.open_study("t", storage)
     for values in ([1.0, 0.001, 10], [1.0, 0.0005, 1e9]):  # trial 1: faster than trial 0, far bigger
         t = main_study.ask()
-        for name in studylib.CONSTRAINT_NAMES:
+        for name in CONSTRAINT_NAMES:
             t.set_constraint(name, 0.0)
         main_study.tell(t, values=values)
     assert main(["front", "--study", "t", "--storage", storage, "--json"]) == 0

@@ -1,0 +1,87 @@
+"""TrainRecipe: how to train one candidate, validated against the known names, without torch.
+
+The name lists are what a recipe (and a search-space file) may name; the code for each
+name lives in registries that must list the same names in the same order:
+``ENHANCEMENTS`` is ``search.train.SURGERY`` then ``search.train.ALGORITHMS``,
+``AUGMENTATIONS`` is ``search.augment.AUGMENTATION_FUNCTIONS`` and ``OPTIMIZERS`` is
+``search.train.OPTIMIZER_FACTORIES`` (tests check this). Keeping them here lets
+:mod:`search.space` validate a space file without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+ENHANCEMENTS: tuple[str, ...] = (
+    "blurpool", "squeeze_excite", "swa", "label_smoothing", "mixup", "cutout",
+)
+AUGMENTATIONS: tuple[str, ...] = (
+    "hflip", "vflip", "rotate", "gaussian_blur", "shift_scale_rotate", "random_crop",
+    "brightness_contrast",
+)
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+
+
+def _check_names(field: str, names: tuple[str, ...], known: Sequence[str]) -> None:
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown {field} {name!r}; known: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{field} must not repeat a name, got {list(names)}")
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How to train one candidate. JSON round trip via :meth:`to_dict` / :meth:`from_dict`."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    image_size: int = 32
+    channels: int = 3
+    enhancements: tuple[str, ...] = ()
+    augmentations: tuple[str, ...] = ()
+    label_smoothing: float = 0.1  # alpha, used when "label_smoothing" is enabled
+    mixup_alpha: float = 0.2
+    cutout_length: float = 0.25  # side of the cut square as a fraction of the image side
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "enhancements", tuple(self.enhancements))
+        object.__setattr__(self, "augmentations", tuple(self.augmentations))
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        _check_names("enhancement", self.enhancements, ENHANCEMENTS)
+        _check_names("augmentation", self.augmentations, AUGMENTATIONS)
+        rules = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.image_size >= 1, f"image_size must be >= 1, got {self.image_size}"),
+            (self.channels in (1, 3), f"channels must be 1 or 3, got {self.channels}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.mixup_alpha > 0, f"mixup_alpha must be > 0, got {self.mixup_alpha}"),
+            (0 < self.cutout_length < 1, f"cutout_length must be in (0, 1), got {self.cutout_length}"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["enhancements"] = list(self.enhancements)
+        d["augmentations"] = list(self.augmentations)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainRecipe:
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown recipe field(s) {unknown}; known: {', '.join(known)}")
+        return cls(**d)

@@ -1,0 +1,218 @@
+"""What a trial is judged on and what it stores: the objectives, the limits, the trial record.
+
+- :data:`OBJECTIVES` / :data:`DIRECTIONS`: the study's three objectives, in value order.
+- :class:`Limits`: the constraints a trial must meet (latency, parameters, accuracy), in the
+  one shape the space file, the pipeline and the study share.
+- :class:`TrialRecord`: every fact a trial keeps besides its objective values, one field
+  per Optuna user attr (the attr names are the field names, so studies written by any
+  castsearch version read the same). It writes itself to an Optuna trial, reads itself
+  back from a FrozenTrial, and rebuilds the trained network. Nothing else in castsearch
+  indexes a trial's user attrs by string.
+
+Importing this module is cheap (no torch, no optuna): the space file's validation uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+    from torch import nn
+
+    from castmodels import ArchSpec
+    from search.data import DataConfig
+    from search.recipe import TrainRecipe
+
+__all__ = ["CONSTRAINT_NAMES", "DIRECTIONS", "OBJECTIVES", "Limits", "TrialRecord"]
+
+OBJECTIVES = ("accuracy", "latency_ms", "params")
+DIRECTIONS = ("maximize", "minimize", "minimize")
+CONSTRAINT_NAMES = ("max_latency_ms", "max_params", "min_accuracy")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a trial must meet to count (None = no limit). Latency and parameters are checked
+    before training (an architecture that breaks them is never trained); accuracy after."""
+
+    max_latency_ms: float | None = None
+    max_params: float | None = None
+    min_accuracy: float | None = None
+
+    def constraint_values(self, accuracy: float | None, latency_ms: float, params: float) -> dict[str, float]:
+        """One value per name of :data:`CONSTRAINT_NAMES`, Optuna's convention: > 0 broken by
+        that much, <= 0 met. Unset limits (and accuracy before training) are 0.0, met."""
+        values = {name: 0.0 for name in CONSTRAINT_NAMES}
+        if self.max_latency_ms is not None:
+            values["max_latency_ms"] = latency_ms - self.max_latency_ms
+        if self.max_params is not None:
+            values["max_params"] = float(params - self.max_params)
+        if self.min_accuracy is not None and accuracy is not None:
+            values["min_accuracy"] = self.min_accuracy - accuracy
+        return values
+
+    def architecture_met(self, latency_ms: float, params: float) -> bool:
+        """Whether a measured network meets the latency and parameter limits (trainable)."""
+        values = self.constraint_values(None, latency_ms, params)
+        return values["max_latency_ms"] <= 0 and values["max_params"] <= 0
+
+
+_VALUE_FIELDS = ("number", "accuracy", "latency_ms", "params")  # read from the trial, never written as attrs
+
+
+@dataclass
+class TrialRecord:
+    """One trial's stored facts. Each field but the four objective/number fields at the end is
+    one user attr of the Optuna trial; None means "not stored" (and is never written)."""
+
+    # what was asked: the candidate (a search trial) or the reference network (a baseline)
+    run_id: str | None = None
+    arch: dict | None = None  # ArchSpec.to_dict(), or {"baseline": name}
+    arch_code: str | None = None
+    recipe: dict | None = None  # TrainRecipe.to_dict()
+    enhancements: str | None = None
+    preset: str | None = None
+    baseline: str | None = None
+    pretrained: bool | None = None
+    pretrained_from: str | None = None
+    # measured before training
+    macs: int | None = None
+    latency_iqr_ms: float | None = None
+    batch_latency_ms: float | None = None
+    batch_size: int | None = None
+    threads: int | None = None
+    infeasible: bool | None = None  # broke an architecture limit: measured, never trained
+    # trained and evaluated
+    macro_f1: float | None = None
+    per_class_recall: dict[str, float] | None = None
+    confusion: list[list[int]] | None = None
+    val_accuracy: list[float] | None = None
+    epochs_run: int | None = None
+    train_seconds: float | None = None
+    weights_path: str | None = None
+    # where and how
+    data: dict | None = None  # the dataset's identity (search.data.Dataset.identity)
+    machine: dict | None = None
+    versions: dict | None = None
+    worker_seconds: dict[str, float] | None = None
+    node_id: str | None = None
+    # how it ended, when not COMPLETE
+    pruned_at_epoch: int | None = None
+    error: str | None = None
+    invalid: str | None = None  # the sampled point cannot be built
+    # read back from the trial itself
+    number: int | None = None
+    accuracy: float | None = None
+    latency_ms: float | None = None
+    params: float | None = None
+
+    @classmethod
+    def attr_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in _VALUE_FIELDS)
+
+    # -- the study side ---------------------------------------------------------------------
+
+    def write(self, trial: optuna.Trial) -> None:
+        """Set every stored (non-None) field as a user attr of the running ``trial``."""
+        for name, value in self.attrs().items():
+            trial.set_user_attr(name, value)
+
+    def attrs(self) -> dict[str, Any]:
+        """The user attrs this record stands for (what :meth:`write` sets)."""
+        return {name: getattr(self, name) for name in self.attr_names() if getattr(self, name) is not None}
+
+    @classmethod
+    def read(cls, trial: FrozenTrial) -> TrialRecord:
+        """The record of a stored trial, with its number and objective values."""
+        record = cls.of_attrs(trial.user_attrs)
+        record.number = trial.number
+        if trial.values is not None and len(trial.values) == len(OBJECTIVES):
+            record.accuracy, record.latency_ms, record.params = trial.values
+        return record
+
+    @classmethod
+    def of_attrs(cls, user_attrs: dict[str, Any]) -> TrialRecord:
+        """The record a trial's user attrs (of a running trial, say) stand for; attrs it does
+        not know are left out."""
+        return cls(**{name: user_attrs[name] for name in cls.attr_names() if name in user_attrs})
+
+    def add_outcome(self, outcome: dict) -> None:
+        """Fill the measured and trained fields from a pipeline outcome as JSON
+        (:meth:`search.pipeline.TrialOutcome.to_dict` plus ``data``, ``machine``, ``versions``)."""
+        m, ev = outcome["measurement"], outcome["evaluation"]
+        self.macs, self.latency_iqr_ms = m["macs"], m["latency_iqr_ms"]
+        self.batch_latency_ms, self.batch_size, self.threads = m["batch_latency_ms"], m["batch_size"], m["threads"]
+        self.data, self.machine, self.versions = outcome["data"], outcome["machine"], outcome["versions"]
+        self.worker_seconds = outcome["seconds"]
+        if ev is None:
+            self.infeasible = True
+            return
+        self.macro_f1, self.per_class_recall, self.confusion = ev["macro_f1"], ev["per_class_recall"], ev["confusion"]
+        self.val_accuracy, self.epochs_run = outcome["val_accuracy"], outcome["epochs_run"]
+        self.train_seconds, self.weights_path = outcome["train_seconds"], outcome["weights_path"]
+
+    # -- derived facts ----------------------------------------------------------------------
+
+    @property
+    def trained(self) -> bool:
+        return self.weights_path is not None
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.data["class_names"])
+
+    @property
+    def worst_recall(self) -> tuple[str, float] | None:
+        """(class, recall) of the class the network finds least often."""
+        if not self.per_class_recall:
+            return None
+        name = min(self.per_class_recall, key=self.per_class_recall.get)
+        return name, self.per_class_recall[name]
+
+    def point(self) -> list[float]:
+        """The objective values, in :data:`OBJECTIVES` order."""
+        return [self.accuracy, self.latency_ms, self.params]
+
+    def arch_spec(self) -> ArchSpec:
+        from castmodels import ArchSpec
+
+        return ArchSpec.from_dict(self.arch)
+
+    def train_recipe(self) -> TrainRecipe:
+        from search.recipe import TrainRecipe
+
+        return TrainRecipe.from_dict(self.recipe)
+
+    def input_shape(self) -> tuple[int, int, int]:
+        recipe = self.train_recipe()
+        return (recipe.channels, recipe.image_size, recipe.image_size)
+
+    def data_config(self) -> DataConfig:
+        """How to load the data the trial was trained and tested on."""
+        from search.data import DataConfig
+
+        return DataConfig.from_identity(self.data)
+
+    def build_network(self) -> nn.Module:
+        """The trial's network as it was trained and is shipped, freshly initialised."""
+        from search.pipeline import build_candidate
+
+        return build_candidate(self.arch_spec(), self.train_recipe(), len(self.class_names))
+
+    def load_network(self) -> nn.Module:
+        """The trained network in eval mode: :meth:`build_network` with the stored weights.
+        A weights file that does not fit the spec is a ValueError naming it."""
+        import torch
+
+        model = self.build_network()
+        state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"{self.weights_path} does not fit trial {self.number}'s spec: "
+                             f"{str(e).splitlines()[0]}") from None
+        return model.eval()
