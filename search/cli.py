@@ -71,6 +71,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train one network. The objective a search would rank it by is printed first (validation);
+    the test figures follow."""
     import torch
 
     from search.data import DataConfig, load_dataset
@@ -81,21 +83,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_dataset(DataConfig(source=args.data, image_size=args.image_size, channels=args.channels))
-    recipe = TrainRecipe(
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        image_size=args.image_size, channels=args.channels, enhancements=_csv(args.enhance),
-        augmentations=_csv(args.augment), seed=args.seed,
-    )
-    TrainRecipe.from_dict(recipe.to_dict())  # validates the names, listing the known ones
+    flags = {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+             "weight_decay": args.weight_decay, "schedule": args.schedule, "warmup": args.warmup,
+             "class_balance": args.class_balance,
+             "enhancements": _csv(args.enhance) if args.enhance is not None else None,
+             "augmentations": _csv(args.augment) if args.augment is not None else None}
+    recipe = TrainRecipe.named(args.recipe, epochs=args.epochs, image_size=args.image_size, channels=args.channels,
+                               seed=args.seed, **{k: v for k, v in flags.items() if v is not None})
     name = arch.name or "custom"
     out = Path(args.out) if args.out else Path("studies") / "train" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     log.info("training %s on %s (%d train / %d val / %d test images, %d classes)", name,
              data.identity["source"], len(data.train_y), len(data.val_y), len(data.test_y), data.num_classes)
     outcome = run_candidate(arch, recipe, data, out_dir=out)
-    ev, m = outcome.evaluation, outcome.measurement
+    ev, val, m = outcome.evaluation, outcome.validation, outcome.measurement
     result = {
         "arch": name, "code": arch.code(), "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
-        "per_class_recall": ev.per_class_recall, "params": m.params, "macs": m.macs,
+        "balanced_accuracy": ev.balanced_accuracy, "per_class_recall": ev.per_class_recall,
+        "val_accuracy": val.accuracy, "val_balanced_accuracy": val.balanced_accuracy, "val_macro_f1": val.macro_f1,
+        "params": m.params, "macs": m.macs,
         "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
         "batch_latency_ms": m.batch_latency_ms, "batch_size": m.batch_size, "threads": m.threads,
         "epochs": outcome.epochs_run, "train_seconds": outcome.train_seconds,
@@ -105,7 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{name}: {arch.code()}")
-    print(f"  test accuracy   {ev.accuracy:.4f}   macro-F1 {ev.macro_f1:.4f}")
+    print(f"  val accuracy    {val.accuracy:.4f}   balanced {val.balanced_accuracy:.4f}   macro-F1 {val.macro_f1:.4f}")
+    print(f"  test accuracy   {ev.accuracy:.4f}   balanced {ev.balanced_accuracy:.4f}   macro-F1 {ev.macro_f1:.4f}")
     width = max(len(c) for c in ev.per_class_recall)
     for cls, rec in ev.per_class_recall.items():
         print(f"    recall {cls:<{width}}  {rec:.3f}")
@@ -154,13 +160,28 @@ def print_front(rows: list[dict]) -> None:
     if not rows:
         print("the front is empty: no feasible trial has completed yet")
         return
-    print(f"{'trial':>5} {'accuracy':>8} {'macro-F1':>8} {'latency ms':>10} {'params':>9}  architecture  [enhancements]")
+    metric, split = rows[0]["metric"], rows[0]["split"]
+    objective = f"{'val' if split == 'validation' else split} {metric.replace('_', ' ')}"
+    print(f"{'trial':>5} {objective:>22} {'test acc':>8} {'worst test recall':>24} {'latency ms':>10} "
+          f"{'params':>9}  architecture  [enhancements]")
     for r in rows:
         mark = "" if r["latency_retimed"] else "~"
-        f1 = f"{r['macro_f1']:.4f}" if r["macro_f1"] is not None else "-"
+        flag = "!" if r["no_better_than_majority"] else ""
+        test = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
+        worst = r["worst_class_recall"]
+        worst = f"{worst['recall']:.3f} {worst['class'][:14]}" if worst else "-"
         name = f"{r['preset']}: " if r["preset"] else ""
-        print(f"{r['trial']:>5} {r['accuracy']:>8.4f} {f1:>8} {mark + format(r['latency_ms'], '.3f'):>10} "
-              f"{_fmt_int(r['params']):>9}  {name}{r['arch']}  [{r['enhancements']}]")
+        print(f"{r['trial']:>5} {flag + format(r['accuracy'], '.4f'):>22} {test:>8} {worst:>24} "
+              f"{mark + format(r['latency_ms'], '.3f'):>10} {_fmt_int(r['params']):>9}  {name}{r['arch']}  "
+              f"[{r['enhancements']}]")
+    if split == "validation":
+        print(f"ranked by {objective} only; the test figures were computed after training and chose nothing")
+    else:
+        print("this study ranked candidates on the test split (castsearch 0.1): its test figures are optimistic")
+    majority = rows[0]["majority"]
+    if any(r["no_better_than_majority"] for r in rows):
+        print(f"! no better than always answering the most common class ({objective} {majority:.4f}): "
+              f"do not ship it")
     if any(not r["latency_retimed"] for r in rows):
         print("~ latency measured during the search, not yet re-timed in a quiet phase")
 
@@ -379,6 +400,8 @@ def _space_args(p: argparse.ArgumentParser, space_help: str, study_help: str) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from search.recipe import CLASS_BALANCES, OPTIMIZERS, RECIPES, SCHEDULES  # torch-free
+
     p = argparse.ArgumentParser(prog="castsearch", description=(
         "Search for small, fast image classifiers for surface-defect inspection."))
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -393,13 +416,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="synthetic", help="image folder, GC10-DET folder, or 'synthetic' (default)")
     t.add_argument("--image-size", type=int, default=32)
     t.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    t.add_argument("--recipe", default="default", choices=tuple(RECIPES),
+                   help="named recipe the other training flags override (default: default; paper: "
+                        "Adam at a constant 1e-3, nothing else)")
     t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--enhance", help="comma-separated: blurpool,squeeze_excite,swa,label_smoothing,mixup,cutout")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--optimizer", choices=OPTIMIZERS)
+    t.add_argument("--lr", type=float, help="the schedule's peak learning rate")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--schedule", choices=SCHEDULES)
+    t.add_argument("--warmup", type=float, help="fraction of training spent warming up, in [0, 1)")
+    t.add_argument("--class-balance", choices=CLASS_BALANCES)
+    t.add_argument("--enhance", help="comma-separated: blurpool,squeeze_excite,swa,label_smoothing,mixup,cutout "
+                                     "('' for none; default: the recipe's)")
     t.add_argument("--augment", help="comma-separated: hflip,vflip,rotate,gaussian_blur,"
-                                     "shift_scale_rotate,random_crop,brightness_contrast")
+                                     "shift_scale_rotate,random_crop,brightness_contrast "
+                                     "('' for none; default: the recipe's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch threads for training (default: torch's)")
     t.add_argument("--out", help="output folder (default: studies/train/NAME-TIME)")

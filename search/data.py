@@ -75,7 +75,7 @@ class DataConfig:
     image_size: int = 32  # images resized to image_size x image_size
     channels: int = 3  # 1 (grey) or 3 (RGB)
     test_fraction: float = 0.1
-    val_fraction: float = 0.1  # fraction of the non-test part
+    val_fraction: float = 0.2  # fraction of the non-test part; it ranks candidates (see spaces/paper.yaml)
     split_seed: int = 555
     synthetic_count: int = 2000  # only for source == "synthetic"
     synthetic_seed: int = 0  # only for source == "synthetic"

@@ -267,7 +267,7 @@ def export_trial(study: optuna.Study, number: int, out_dir: str | Path, formats:
     with torch.inference_mode():
         reference = model(x).numpy()
     result = ExportResult(out_dir=out, files=files, max_abs_diff={},
-                          accuracy={"study": float(record.accuracy)})
+                          accuracy={"study": float(record.test_score)})
     if "onnx" in formats:
         export_onnx(model, x[:2], out / ONNX_FILE)
         session = ort_session(out / ONNX_FILE)
@@ -332,7 +332,10 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
             "output": {"name": OUTPUT_NAME, "meaning": "logits; softmax gives class probabilities"},
         },
         "metrics": {
-            "test_accuracy": record.accuracy,
+            "objective": {"metric": record.objective[0], "split": record.objective[1], "value": record.accuracy},
+            "validation": record.validation,
+            "test_accuracy": record.test_score,
+            "test_balanced_accuracy": record.test_balanced_accuracy,
             "macro_f1": record.macro_f1,
             "per_class_recall": record.per_class_recall,
             "confusion": record.confusion,
@@ -372,9 +375,15 @@ def card_markdown(card: dict) -> str:
         f"- Enhancements: {card['enhancements']}",
         f"- Parameters: {card['params']:,}; MACs per image: {card['macs']:,}",
         "",
-        "## Metrics (test split)",
+        "## Metrics",
         "",
-        f"- Accuracy: {m['test_accuracy']:.4f}" + (f"; macro-F1: {m['macro_f1']:.4f}" if m["macro_f1"] is not None else ""),
+        f"- Chosen on: {m['objective']['split']} {m['objective']['metric'].replace('_', ' ')} "
+        f"{m['objective']['value']:.4f}",
+        "",
+        "Test split (computed after training; it chose nothing):",
+        "",
+        f"- Accuracy: {m['test_accuracy']:.4f}" + (f"; macro-F1: {m['macro_f1']:.4f}" if m["macro_f1"] is not None else "")
+        + (f"; balanced accuracy: {m['test_balanced_accuracy']:.4f}" if m["test_balanced_accuracy"] is not None else ""),
     ]
     lines += [f"- Accuracy with {k}: {v:.4f}" for k, v in m["accuracy_by_runtime"].items() if k != "study"]
     if m["per_class_recall"]:

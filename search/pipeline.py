@@ -1,7 +1,11 @@
 """One candidate end to end: build, measure, check constraints, train, evaluate, save.
 
-Shared by ``castsearch train`` and the search's Ray trials, so a network trained by
-hand and one trained inside a search are built, timed and judged the same way.
+Shared by ``castsearch train``, the search's Ray trials and the baselines, so a network
+trained by hand and one trained inside a search are built, timed and judged the same way.
+
+The trained network is evaluated on both held-out splits. Its objective (what the search
+ranks by) is the validation value of ``metric``; the test split is evaluated after training
+and only reported: nothing that chooses reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 from castmodels import ArchSpec, build_model
 from search.measure import Measurement, library_versions, machine_fingerprint, measure
 from search.recipe import TrainRecipe
-from search.record import Limits
+from search.record import DEFAULT_METRIC, Limits
 from search.train import EvalResult, evaluate, prepare_model, train
 
 log = logging.getLogger(__name__)
@@ -28,12 +32,15 @@ NO_LIMITS = Limits()
 
 @dataclass
 class TrialOutcome:
-    """What one candidate produced. ``evaluation`` is None when it was not trained."""
+    """What one candidate produced. ``validation`` and ``evaluation`` (the test split) are None
+    when it was not trained."""
 
     measurement: Measurement
     feasible: bool  # met the latency and parameter limits, so it was trained
-    evaluation: EvalResult | None = None
-    val_accuracy: list[float] = field(default_factory=list)
+    metric: str = DEFAULT_METRIC  # the EvalResult field the objective reads, on the validation split
+    validation: EvalResult | None = None
+    evaluation: EvalResult | None = None  # the test split: reported, never ranked by
+    val_scores: list[float] = field(default_factory=list)  # validation ``metric`` after each epoch
     epochs_run: int = 0
     stopped_early: bool = False
     train_seconds: float = 0.0
@@ -44,8 +51,14 @@ class TrialOutcome:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["evaluation"] = self.evaluation.to_dict() if self.evaluation else None
+        d["validation"] = self.validation.to_dict() if self.validation else None
         d["measurement"] = self.measurement.to_dict()
         return d
+
+    @property
+    def objective(self) -> float | None:
+        """The validation value of :attr:`metric`: what the search ranks the candidate by."""
+        return getattr(self.validation, self.metric) if self.validation else None
 
     def provenance(self, data) -> dict:
         """:meth:`to_dict` with where it ran: the data's identity, the machine and the library
@@ -84,9 +97,11 @@ def run_model(
     limits: Limits = NO_LIMITS,
     on_epoch: Callable[[int, float], bool | None] | None = None,
     quick_measure: bool = False,
+    metric: str = DEFAULT_METRIC,
 ) -> TrialOutcome:
     """:func:`run_candidate` for an already-built network ``name`` (a baseline, say): measure
-    ``model``; if it meets ``limits`` train it, evaluate it and (with ``out_dir``) save it with
+    ``model``; if it meets ``limits`` train it (``on_epoch`` sees the validation ``metric``),
+    evaluate it on the validation and the test split and (with ``out_dir``) save it with
     ``spec``, the JSON description written as spec.json."""
     clock = time.perf_counter()
 
@@ -97,16 +112,17 @@ def run_model(
         clock = now
 
     m = measure(model, input_shape(recipe), threads=1, quick=quick_measure)
-    outcome = TrialOutcome(measurement=m, feasible=limits.architecture_met(m.latency_ms, m.params))
+    outcome = TrialOutcome(measurement=m, feasible=limits.architecture_met(m.latency_ms, m.params), metric=metric)
     lap("measure")
     if not outcome.feasible:
         log.info("not training %s: %.3f ms and %d params break a limit (%s)", name, m.latency_ms, m.params, limits)
         return outcome
-    result = train(model, data, recipe, on_epoch=on_epoch)
+    result = train(model, data, recipe, on_epoch=on_epoch, metric=metric)
     lap("train")
+    outcome.validation = evaluate(result.model, data.val_x, data.val_y, data.class_names)
     outcome.evaluation = evaluate(result.model, data.test_x, data.test_y, data.class_names)
     lap("evaluate")
-    outcome.val_accuracy = list(result.val_accuracy)
+    outcome.val_scores = list(result.val_scores)
     outcome.epochs_run = result.epochs_run
     outcome.stopped_early = result.stopped_early
     outcome.train_seconds = result.train_seconds

@@ -27,11 +27,17 @@ if TYPE_CHECKING:
     from search.data import DataConfig
     from search.recipe import TrainRecipe
 
-__all__ = ["CONSTRAINT_NAMES", "DIRECTIONS", "OBJECTIVES", "Limits", "TrialRecord"]
+__all__ = ["CONSTRAINT_NAMES", "DEFAULT_METRIC", "DIRECTIONS", "METRICS", "OBJECTIVES", "Limits", "TrialRecord",
+           "majority_score"]
 
 OBJECTIVES = ("accuracy", "latency_ms", "params")
 DIRECTIONS = ("maximize", "minimize", "minimize")
 CONSTRAINT_NAMES = ("max_latency_ms", "max_params", "min_accuracy")
+# What the ``accuracy`` objective measures, always on the validation split (search.train.EvalResult
+# fields). Balanced accuracy (mean per-class recall) by default: a missed rare defect costs more
+# than a mis-sorted common one, and always answering the majority class scores 1 / classes.
+METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
+DEFAULT_METRIC = "balanced_accuracy"
 
 
 @dataclass(frozen=True)
@@ -86,11 +92,17 @@ class TrialRecord:
     batch_size: int | None = None
     threads: int | None = None
     infeasible: bool | None = None  # broke an architecture limit: measured, never trained
-    # trained and evaluated
-    macro_f1: float | None = None
-    per_class_recall: dict[str, float] | None = None
-    confusion: list[list[int]] | None = None
-    val_accuracy: list[float] | None = None
+    # trained and evaluated. The objective value is ``objective_metric`` on ``objective_split``
+    # (the validation split; absent in studies of castsearch 0.1, which ranked on test accuracy).
+    objective_metric: str | None = None
+    objective_split: str | None = None
+    validation: dict | None = None  # the validation split's EvalResult
+    test_accuracy: float | None = None  # the test split's figures: reported, never ranked by
+    test_balanced_accuracy: float | None = None
+    macro_f1: float | None = None  # test split
+    per_class_recall: dict[str, float] | None = None  # test split
+    confusion: list[list[int]] | None = None  # test split
+    val_accuracy: list[float] | None = None  # the objective's validation value after each epoch
     epochs_run: int | None = None
     train_seconds: float | None = None
     weights_path: str | None = None
@@ -143,7 +155,7 @@ class TrialRecord:
     def add_outcome(self, outcome: dict) -> None:
         """Fill the measured and trained fields from a pipeline outcome as JSON
         (:meth:`search.pipeline.TrialOutcome.to_dict` plus ``data``, ``machine``, ``versions``)."""
-        m, ev = outcome["measurement"], outcome["evaluation"]
+        m, ev, val = outcome["measurement"], outcome["evaluation"], outcome["validation"]
         self.macs, self.latency_iqr_ms = m["macs"], m["latency_iqr_ms"]
         self.batch_latency_ms, self.batch_size, self.threads = m["batch_latency_ms"], m["batch_size"], m["threads"]
         self.data, self.machine, self.versions = outcome["data"], outcome["machine"], outcome["versions"]
@@ -151,8 +163,10 @@ class TrialRecord:
         if ev is None:
             self.infeasible = True
             return
+        self.objective_metric, self.objective_split, self.validation = outcome["metric"], "validation", val
+        self.test_accuracy, self.test_balanced_accuracy = ev["accuracy"], ev["balanced_accuracy"]
         self.macro_f1, self.per_class_recall, self.confusion = ev["macro_f1"], ev["per_class_recall"], ev["confusion"]
-        self.val_accuracy, self.epochs_run = outcome["val_accuracy"], outcome["epochs_run"]
+        self.val_accuracy, self.epochs_run = outcome["val_scores"], outcome["epochs_run"]
         self.train_seconds, self.weights_path = outcome["train_seconds"], outcome["weights_path"]
 
     # -- derived facts ----------------------------------------------------------------------
@@ -164,6 +178,29 @@ class TrialRecord:
     @property
     def class_names(self) -> list[str]:
         return list(self.data["class_names"])
+
+    @property
+    def objective(self) -> tuple[str, str]:
+        """(metric, split) of the accuracy objective; castsearch 0.1 ranked on test accuracy."""
+        if self.objective_metric is None:
+            return "accuracy", "test"
+        return self.objective_metric, self.objective_split
+
+    @property
+    def test_score(self) -> float | None:
+        """Test-split accuracy (the objective value itself in a 0.1 study)."""
+        if self.test_accuracy is not None:
+            return self.test_accuracy
+        return self.accuracy if self.objective == ("accuracy", "test") else None
+
+    def majority_score(self) -> float | None:
+        """What always answering the objective split's most common class scores on the
+        objective's metric: the floor a useful network must clear."""
+        if not self.data or "class_counts" not in self.data:
+            return None
+        metric, split = self.objective
+        counts = self.data["class_counts"]["val" if split == "validation" else split]
+        return majority_score(counts, metric)
 
     @property
     def worst_recall(self) -> tuple[str, float] | None:
@@ -216,3 +253,19 @@ class TrialRecord:
             raise ValueError(f"{self.weights_path} does not fit trial {self.number}'s spec: "
                              f"{str(e).splitlines()[0]}") from None
         return model.eval()
+
+
+def majority_score(class_counts: list[int], metric: str) -> float:
+    """The ``metric`` of always answering the most common class, on a split with these
+    per-class image counts: its share (accuracy), 1 / classes present (balanced accuracy),
+    or its F1 averaged over all classes (macro-F1)."""
+    total, top = sum(class_counts), max(class_counts)
+    present = sum(1 for c in class_counts if c > 0)
+    if metric == "accuracy":
+        return top / total
+    if metric == "balanced_accuracy":
+        return 1 / present
+    if metric == "macro_f1":
+        share = top / total  # precision of the majority class; its recall is 1
+        return 2 * share / (1 + share) / len(class_counts)
+    raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")

@@ -33,7 +33,7 @@ from castmodels.baselines import BASELINES, build_baseline, get_baseline
 from search import study as studylib
 from search.pipeline import TrialOutcome, run_model
 from search.recipe import TrainRecipe
-from search.record import TrialRecord
+from search.record import DEFAULT_METRIC, TrialRecord
 from search.space import Fixed, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -136,17 +136,19 @@ def select_baselines(only: Sequence[str], image_size: int) -> tuple[list[str], l
 
 
 def baseline_recipe(space: SearchSpace, epochs: int | None = None, image_size: int | None = None) -> TrainRecipe:
-    """The recipe every baseline trains with: the training values ``space`` fixes, TrainRecipe's
-    defaults for those it searches, no enhancements or augmentations; ``epochs`` defaults to the
-    space's maximum, ``image_size`` to its first size."""
+    """The recipe every baseline trains with: the space's named recipe (``training.recipe``,
+    with its enhancements and augmentations, as the presets get) overridden by the training
+    values ``space`` fixes; ``epochs`` defaults to the space's maximum, ``image_size`` to its
+    first size."""
     fixed = {key: p.value for key, p in space.training.items() if isinstance(p, Fixed)}
     fixed.update(epochs=epochs or space.max_epochs, image_size=image_size or space.image_sizes[0])
-    return TrainRecipe(**fixed, channels=space.data.channels,
-                       seed=0 if space.sampler.seed is None else space.sampler.seed)
+    return TrainRecipe.named(space.recipe, **fixed, channels=space.data.channels,
+                             seed=0 if space.sampler.seed is None else space.sampler.seed)
 
 
 def run_baseline(name: str, weights: InitialWeights, recipe: TrainRecipe, data,
-                 out_dir: str | Path | None = None, quick_measure: bool = False) -> TrialOutcome:
+                 out_dir: str | Path | None = None, quick_measure: bool = False,
+                 metric: str = DEFAULT_METRIC) -> TrialOutcome:
     """Build baseline ``name`` for ``data``, load ``weights`` into it, then measure, train,
     evaluate and (with ``out_dir``) save it exactly as a search trial is."""
     torch.manual_seed(recipe.seed)
@@ -161,7 +163,7 @@ def run_baseline(name: str, weights: InitialWeights, recipe: TrainRecipe, data,
                  f"; not in the network, ignored: {', '.join(report.unexpected)}" if report.unexpected else "")
     return run_model(model, name, {"baseline": name, "pretrained": weights.pretrained,
                                    "pretrained_from": weights.source},
-                     recipe, data, out_dir=out_dir, quick_measure=quick_measure)
+                     recipe, data, out_dir=out_dir, quick_measure=quick_measure, metric=metric)
 
 
 def store_baseline(study, name: str, weights: InitialWeights, recipe: TrainRecipe, outcome: TrialOutcome,
@@ -183,12 +185,13 @@ def run_baselines(space: SearchSpace, data, names: Sequence[str], weights: str, 
         raise ValueError(f"--weights {weights} is one file for one baseline; choose it with --only "
                          f"(got {len(names)} baselines: {', '.join(names)})")
     initial = {name: resolve_weights(name, weights) for name in names}
-    study = studylib.open_study(studylib.baselines_study_name(space.study), storage)
+    study = studylib.open_study(studylib.baselines_study_name(space.study), storage, metric=space.metric)
     results = []
     for name in names:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         start_weights = initial.pop(name)  # popped: each state dict is freed after its baseline
         outcome = run_baseline(name, start_weights, recipe, data, out_dir=artifacts / f"{name}-{stamp}",
+                               metric=space.metric,
                                quick_measure=quick_measure)
         number = store_baseline(study, name, start_weights, recipe, outcome, data, space)
         result = BaselineResult(name, start_weights.pretrained, start_weights.source, outcome, number)

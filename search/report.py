@@ -100,7 +100,7 @@ def plot_front(study: optuna.Study, front: list[dict], baselines: list[dict], pa
     if max(latencies) > 10 * min(latencies):
         ax.set_xscale("log")
     ax.set_xlabel("CPU latency per image, ms (one thread)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(f"{front[0]['split']} {front[0]['metric'].replace('_', ' ')}")
     ax.set_title(f"study {study.study_name}: accuracy against latency (marker area grows with parameters)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, markerscale=0.6)
@@ -195,7 +195,8 @@ def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, Trial
         onnx = (studylib.exported(study, t.number) or {}).get("onnx")
         rows.append([
             r["trial"] if not r["preset"] else f"{r['trial']} ({r['preset']})",
-            f"{r['accuracy']:.4f}",
+            ("! " if r["no_better_than_majority"] else "") + f"{r['accuracy']:.4f}",
+            f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-",
             f"{r['macro_f1']:.4f}" if r["macro_f1"] is not None else "-",
             _worst_recall(t),
             ("" if r["latency_retimed"] else "~") + f"{r['latency_ms']:.3f}",
@@ -204,8 +205,23 @@ def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, Trial
             t.arch_spec().summary(),
             r["enhancements"],
         ])
-    return _table(["trial", "accuracy", "macro-F1", "worst-class recall", "latency ms", "ONNX Runtime ms",
+    metric, split = front[0]["metric"], front[0]["split"]
+    return _table(["trial", f"{split} {metric.replace('_', ' ')} (objective)", "test accuracy",
+                   "test macro-F1", "worst-class recall (test)", "latency ms", "ONNX Runtime ms",
                    "params", "architecture", "enhancements"], rows)
+
+
+def _objective_note(front: list[dict]) -> str:
+    r = front[0]
+    objective = f"{r['split']} {r['metric'].replace('_', ' ')}"
+    note = (f"Accuracy here is {objective}, what the search ranked by; the test figures were computed "
+            "after training and chose nothing." if r["split"] == "validation" else
+            "This study ranked candidates on the test split (castsearch 0.1): its test figures are optimistic.")
+    if r["majority"] is not None:
+        note += f" Always answering the most common class scores {r['majority']:.4f} on {objective}"
+        note += "; ! marks a front network that does no better." if any(
+            x["no_better_than_majority"] for x in front) else "."
+    return html.escape(note)
 
 
 def _machines(front_trials: list[TrialRecord]) -> str:
@@ -283,8 +299,8 @@ Data: {html.escape(data['source'])}, {len(data['class_names'])} classes
 Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</p>
 <h2>Pareto front</h2>
 {_img(front_png, "accuracy against latency")}
-<p class="note">Front latencies are the quiet-phase re-timings (~: measured during the search);
-the other trials show the latency measured during the search. Grey: feasible trials off the front.</p>
+<p class="note">{_objective_note(front)} Front latencies are the quiet-phase re-timings (~: measured during
+the search); the other trials show the latency measured during the search. Grey: feasible trials off the front.</p>
 {_front_table(study, front, trials)}
 <h3>Pretrained baselines</h3>
 {baseline_table}

@@ -49,6 +49,7 @@ from search.space import Candidate, InvalidCandidate, SearchSpace, suggest
 log = logging.getLogger(__name__)
 
 FINAL = "final"
+VAL_SCORE = "val_score"  # what Tune and ASHA see each epoch: the objective's metric on the validation split
 
 
 # ---------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ class StudySearcher(Searcher):
 
     def __init__(self, study: optuna.Study, space: SearchSpace, run: RunRecord, artifacts: Path,
                  deadline: float | None, on_progress: Callable[[Progress], None] | None):
-        super().__init__(metric="val_accuracy", mode="max")
+        super().__init__(metric=VAL_SCORE, mode="max")
         self.study, self.space, self.run, self.artifacts = study, space, run, artifacts
         self.deadline = deadline
         self.on_progress = on_progress
@@ -116,12 +117,13 @@ class StudySearcher(Searcher):
             "candidate": cand.to_dict(),
             "out_dir": str(self.artifacts / f"trial-{ot.number:05d}"),
             "limits": dataclasses.asdict(self.space.constraints),
+            "metric": self.space.metric,
             "protect": TrialRecord.of_attrs(ot.user_attrs).preset is not None,  # enqueued presets
         }
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.val_history and not result.get(FINAL):
-            self.val_history[trial_id].append(float(result["val_accuracy"]))
+            self.val_history[trial_id].append(float(result[VAL_SCORE]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot = self.live.pop(trial_id, None)
@@ -193,20 +195,20 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
     data = datasets[cand.recipe.image_size]
     last_epoch = cand.recipe.epochs
 
-    def on_epoch(epoch: int, val_accuracy: float) -> None:
+    def on_epoch(epoch: int, score: float) -> None:
         if epoch < last_epoch:  # the last epoch is reported once, with the final result
-            tune.report({"epoch": epoch, "val_accuracy": val_accuracy, "node_id": node_id})
+            tune.report({"epoch": epoch, VAL_SCORE: score, "node_id": node_id})
 
     try:
         _test_hooks(config["number"])
-        outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"],
+        outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
                                 limits=Limits(**config["limits"]), on_epoch=on_epoch)
     except Exception as e:
-        tune.report({"epoch": 0, "val_accuracy": 0.0, "node_id": node_id, FINAL: True,
+        tune.report({"epoch": 0, VAL_SCORE: 0.0, "node_id": node_id, FINAL: True,
                      "error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"})
         return
-    val = outcome.val_accuracy[-1] if outcome.val_accuracy else 0.0
-    tune.report({"epoch": max(outcome.epochs_run, 1), "val_accuracy": val, "node_id": node_id,
+    val = outcome.objective if outcome.objective is not None else 0.0
+    tune.report({"epoch": max(outcome.epochs_run, 1), VAL_SCORE: val, "node_id": node_id,
                  FINAL: True, "outcome": json.dumps(outcome.provenance(data))})
 
 
@@ -221,7 +223,7 @@ class ProtectingASHA(ASHAScheduler):
 
 
 def _scheduler(max_epochs: int) -> ProtectingASHA:
-    return ProtectingASHA(time_attr="epoch", metric="val_accuracy", mode="max",
+    return ProtectingASHA(time_attr="epoch", metric=VAL_SCORE, mode="max",
                           max_t=max(1, max_epochs), grace_period=1, reduction_factor=3)
 
 
@@ -258,7 +260,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
     sampler = studylib.make_sampler(space.sampler.name, space.sampler.seed, space.sampler.population_size)
-    study = studylib.open_study(opts.study_name, opts.storage, sampler=sampler)
+    study = studylib.open_study(opts.study_name, opts.storage, sampler=sampler, metric=space.metric)
     dead = recover(study, opts.storage)
     trials, timeout_s, resumed_from = opts.trials, opts.timeout_s, None
     if dead is not None and dead.trials is not None:

@@ -45,8 +45,15 @@ import yaml
 
 from castmodels import CONV_TYPES, HEAD_TYPES, PRESETS, ArchSpec, LayerSpec, feature_size
 from search.datarules import MIN_IMAGE_SIZE
-from search.recipe import AUGMENTATIONS, ENHANCEMENTS, TrainRecipe
-from search.record import DIRECTIONS, Limits
+from search.recipe import (
+    AUGMENTATIONS,
+    CLASS_BALANCES,
+    ENHANCEMENTS,
+    RECIPES,
+    SCHEDULES,
+    TrainRecipe,
+)
+from search.record import DEFAULT_METRIC, DIRECTIONS, METRICS, Limits
 from search.record import OBJECTIVES as OBJECTIVE_NAMES
 
 if TYPE_CHECKING:
@@ -60,7 +67,7 @@ OBJECTIVES = dict(zip(OBJECTIVE_NAMES, DIRECTIONS, strict=True))  # the file's o
 SAMPLERS = ("nsga2", "tpe", "random")
 LAST_BLOCKS = {"plain": (1, 1), "stride2": (2, 1), "dilation2": (1, 2)}  # (stride, dilation)
 ALPHA_FIELDS = {"label_smoothing": "label_smoothing", "mixup": "mixup_alpha"}  # number, 0 = off
-PAPER_RECIPE = {"optimizer": "adam", "lr": 1e-3, "batch_size": 32, "weight_decay": 0.0, "image_size": 32}
+DEFAULT_RECIPE = "default"  # the named recipe a space starts from when training.recipe is absent
 DEFAULT_TRIALS = 20  # when the file has no budget section
 DEFAULT_POPULATION = 12  # NSGA-II population when sampler.population_size is not given
 MAX_STAGES = MAX_BLOCKS = 16  # more is a typo, not a small CNN
@@ -197,7 +204,7 @@ class DataSettings:
     source: str = "synthetic"  # "synthetic" or a folder path
     channels: int = 3
     test_fraction: float = 0.1
-    val_fraction: float = 0.1
+    val_fraction: float = 0.2
     split_seed: int = 555
     cache_dir: str | None = None
 
@@ -228,6 +235,8 @@ class SearchSpace:
     training: dict[str, Param]
     enhancements: dict[str, Param]
     augmentations: dict[str, Param]
+    recipe: str = DEFAULT_RECIPE  # the named recipe that gives what the file does not set
+    metric: str = DEFAULT_METRIC  # what the accuracy objective measures, on the validation split
 
     @property
     def objective_names(self) -> list[str]:
@@ -383,6 +392,9 @@ _TRAINING: dict[str, tuple[Check, bool]] = {
     "optimizer": (_optimizer, False),
     "lr": (_number(0, low_open=True), True),
     "weight_decay": (_number(0), True),
+    "schedule": (_one_of(SCHEDULES), False),
+    "warmup": (_number(0, 1, high_open=True), True),
+    "class_balance": (_one_of(CLASS_BALANCES), False),
     "image_size": (_integer(MIN_IMAGE_SIZE), False),  # a list: the runner loads the data at each size
 }
 _ENHANCEMENTS: dict[str, tuple[Check, bool]] = {
@@ -477,15 +489,24 @@ class _Reader:
                 for key, (check, ranges) in table.items() if key in section}
 
 
-def _objectives(r: _Reader, top: dict) -> None:
+def _objectives(r: _Reader, top: dict) -> str:
+    """Check the objectives section; return the accuracy objective's metric."""
     section = r.section(top, "objectives", OBJECTIVES)
     if not section:
-        return
+        return DEFAULT_METRIC
+    metric = DEFAULT_METRIC
     for name, direction in OBJECTIVES.items():
         if name not in section:
             r.fail("objectives", f"must list all of {', '.join(OBJECTIVES)}, missing {name}")
-        if section[name] != direction:
-            r.fail(f"objectives.{name}", f"must be {direction!r}, {_got(section[name])}")
+        value = section[name]
+        if name == "accuracy" and isinstance(value, dict):
+            spec = r.mapping(value, "objectives.accuracy", ("metric", "direction"))
+            metric = r.get(spec, "objectives.accuracy", "metric", _one_of(METRICS), DEFAULT_METRIC)
+            value = spec.get("direction", direction)
+            name = "accuracy.direction" if "direction" in spec else name
+        if value != direction:
+            r.fail(f"objectives.{name}", f"must be {direction!r}, {_got(value)}")
+    return metric
 
 
 def _sampler(r: _Reader, top: dict) -> SamplerConfig:
@@ -551,14 +572,16 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     if not _STUDY_NAME.fullmatch(study):
         origin = "" if "study" in top else " (taken from the file name; set study: to choose one)"
         r.fail("study", f"a study name must match [A-Za-z0-9_.-]+, got {study!r}{origin}")
-    _objectives(r, top)
-    defaults = TrainRecipe()
-    training = {key: Fixed(f"training.{key}", getattr(defaults, key)) for key in _TRAINING}
-    training |= r.params(top, "training", _TRAINING)
-    enhancements = {name: Fixed(f"enhancements.{name}", 0.0 if name in ALPHA_FIELDS else False)
-                    for name in ENHANCEMENTS} | r.params(top, "enhancements", _ENHANCEMENTS)
-    augmentations = {name: Fixed(f"augmentations.{name}", False)
-                     for name in AUGMENTATIONS} | r.params(top, "augmentations", _AUGMENTATIONS)
+    metric = _objectives(r, top)
+    section = r.section(top, "training", (*_TRAINING, "recipe"))
+    recipe = r.get(section, "training", "recipe", _one_of(tuple(RECIPES)), DEFAULT_RECIPE)
+    base = TrainRecipe.named(recipe)
+    training = {key: Fixed(f"training.{key}", getattr(base, key)) for key in _TRAINING}
+    training |= r.params({"training": {k: v for k, v in section.items() if k != "recipe"}}, "training", _TRAINING)
+    enhancements = {name: Fixed(f"enhancements.{name}", value) for name, value in _base_switches(base).items()}
+    enhancements |= r.params(top, "enhancements", _ENHANCEMENTS)
+    augmentations = {name: Fixed(f"augmentations.{name}", name in base.augmentations) for name in AUGMENTATIONS}
+    augmentations |= r.params(top, "augmentations", _AUGMENTATIONS)
     return SearchSpace(
         path=path,
         study=study,
@@ -571,7 +594,16 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         training=training,
         enhancements=enhancements,
         augmentations=augmentations,
+        recipe=recipe,
+        metric=metric,
     )
+
+
+def _base_switches(recipe: TrainRecipe) -> dict[str, Any]:
+    """The enhancement values of ``recipe`` as a space writes them: a bool per switch, the
+    alpha (0 = off) for label_smoothing and mixup."""
+    return {name: (getattr(recipe, ALPHA_FIELDS[name]) if name in recipe.enhancements else 0.0)
+            if name in ALPHA_FIELDS else name in recipe.enhancements for name in ENHANCEMENTS}
 
 
 def space_from_dict(data: dict, source: str = "<dict>") -> SearchSpace:
@@ -750,13 +782,15 @@ def encode(space: SearchSpace, arch: ArchSpec, **recipe_values: Any) -> dict:
 
 
 def preset_params(space: SearchSpace) -> dict[str, dict]:
-    """Params to enqueue for each castmodels preset this space can express, trained the
-    paper's way where the space allows it (Adam, lr 1e-3, batch 32, no enhancements or
-    augmentations); presets the space cannot express are skipped with a warning."""
+    """Params to enqueue for each castmodels preset this space can express, trained with the
+    space's named recipe (``training.recipe``) where the space allows it, so the presets are
+    trained as well as the recipe trains any candidate; presets the space cannot express are
+    skipped with a warning."""
     recipe_params = _recipe_params(space)
-    off = {name: 0.0 if name in ALPHA_FIELDS else False for name in ENHANCEMENTS}
-    off |= {f"aug_{name}": False for name in AUGMENTATIONS}
-    recipe = {name: value for name, value in (PAPER_RECIPE | off).items() if recipe_params[name].admits(value)}
+    base = TrainRecipe.named(space.recipe)
+    values = {key: getattr(base, key) for key in _TRAINING if key != "epochs"} | _base_switches(base)
+    values |= {f"aug_{name}": name in base.augmentations for name in AUGMENTATIONS}
+    recipe = {name: value for name, value in values.items() if recipe_params[name].admits(value)}
     out = {}
     for name, arch in PRESETS.items():
         try:

@@ -25,11 +25,12 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.record import DIRECTIONS, OBJECTIVES, Limits, TrialRecord
+from search.record import DEFAULT_METRIC, DIRECTIONS, OBJECTIVES, Limits, TrialRecord
 
 log = logging.getLogger(__name__)
 
 STUDIES_DIR = Path("studies")
+OBJECTIVE_METRIC = "objective_metric"  # study user attr: what the accuracy objective measures
 RETIMED = "retimed:"
 BASELINES_SUFFIX = "-baselines"
 EXPORTED = "onnx:"
@@ -138,9 +139,17 @@ def make_sampler(name: str = "nsga2", seed: int | None = None, population_size: 
     return samplers[name]()
 
 
+def metric_names(metric: str) -> list[str]:
+    """The objectives' names as the dashboard shows them: the accuracy objective says which
+    metric it is and that it is measured on the validation split."""
+    return [f"val_{metric}", *OBJECTIVES[1:]]
+
+
 def open_study(name: str, storage: str | optuna.storages.BaseStorage,
-               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """Create the study, or load it when it exists (a resumed or repeated run)."""
+               sampler: optuna.samplers.BaseSampler | None = None, metric: str = DEFAULT_METRIC) -> optuna.Study:
+    """Create the study, or load it when it exists (a resumed or repeated run). A study keeps
+    the accuracy metric it was created with (study user attr ``objective_metric``): values of
+    two metrics on one front would not be comparable."""
     if isinstance(storage, str):
         storage = make_storage(storage)
     study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS),
@@ -148,10 +157,18 @@ def open_study(name: str, storage: str | optuna.storages.BaseStorage,
     if [d.name.lower() for d in study.directions] != list(DIRECTIONS):
         raise ValueError(f"study {name!r} exists with directions "
                          f"{[d.name.lower() for d in study.directions]}, expected {list(DIRECTIONS)}")
-    if study.metric_names != list(OBJECTIVES):
+    stored = study.user_attrs.get(OBJECTIVE_METRIC)
+    if stored is None and study.get_trials(deepcopy=False):
+        stored = "accuracy (test split, castsearch 0.1)"
+    if stored is not None and stored != metric:
+        raise ValueError(f"study {name!r} ranks candidates by {stored}, not validation {metric}: "
+                         f"give this search another --study, or set objectives.accuracy.metric: {stored}")
+    if stored is None:
+        study.set_user_attr(OBJECTIVE_METRIC, metric)
+    if study.metric_names != metric_names(metric):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(OBJECTIVES))
+            study.set_metric_names(metric_names(metric))
     return study
 
 
@@ -178,8 +195,8 @@ def tell_outcome(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, 
     set the constraints and tell the study COMPLETE."""
     record.add_outcome(outcome)
     record.write(trial)
-    m, ev = outcome["measurement"], outcome["evaluation"]
-    accuracy = ev["accuracy"] if ev is not None else None
+    m, val = outcome["measurement"], outcome["validation"]
+    accuracy = val[outcome["metric"]] if val is not None else None  # validation only: test never chooses
     for name, value in limits.constraint_values(accuracy, m["latency_ms"], m["params"]).items():
         trial.set_constraint(name, value)
     # An untrained (infeasible) trial's accuracy is recorded as 0.0: it has none, and its
@@ -274,14 +291,29 @@ def counts(trials: list[FrozenTrial]) -> dict[str, int]:
 
 
 def front_rows(study: optuna.Study) -> list[dict]:
-    """One dict per front trial, with the quiet-phase latency when the run re-timed it."""
+    """One dict per front trial, with the quiet-phase latency when the run re-timed it.
+
+    ``accuracy`` is the objective: ``metric`` on ``split`` (the validation split; the test split
+    in studies of castsearch 0.1). The test figures beside it were never ranked by.
+    ``majority`` is what always answering the most common class scores on the objective, and
+    ``no_better_than_majority`` flags a network that does not beat it."""
     rows = []
     for t in pareto_front(study):
         r = TrialRecord.read(t)
         quiet = retimed(study, t.number) or {}
+        metric, split = r.objective
+        majority = r.majority_score()
+        worst = r.worst_recall
         rows.append({
             "trial": r.number,
             "accuracy": r.accuracy,
+            "metric": metric,
+            "split": split,
+            "majority": majority,
+            "no_better_than_majority": majority is not None and r.accuracy <= majority,
+            "test_accuracy": r.test_score,
+            "test_balanced_accuracy": r.test_balanced_accuracy,
+            "worst_class_recall": {"class": worst[0], "recall": worst[1]} if worst else None,
             "macro_f1": r.macro_f1,
             "latency_ms": quiet.get("latency_ms", r.latency_ms),
             "latency_ms_during_search": r.latency_ms,
@@ -309,6 +341,9 @@ def reference_rows(study_name: str, storage: str) -> list[dict]:
             "pretrained_from": r.pretrained_from,
             "trial": r.number,
             "accuracy": r.accuracy,
+            "metric": r.objective[0],
+            "split": r.objective[1],
+            "test_accuracy": r.test_score,
             "macro_f1": r.macro_f1,
             "latency_ms": r.latency_ms,
             "batch_latency_ms": r.batch_latency_ms,

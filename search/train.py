@@ -41,6 +41,7 @@ from torch.utils.data import (
     RandomSampler,
     SequentialSampler,
     TensorDataset,
+    WeightedRandomSampler,
 )
 
 from search.augment import AUGMENTATION_FUNCTIONS
@@ -124,8 +125,59 @@ ALGORITHMS: dict[str, Callable[[TrainRecipe], Any]] = {
 
 OPTIMIZER_FACTORIES: dict[str, Callable[[Any, TrainRecipe], torch.optim.Optimizer]] = {
     "adam": lambda params, r: torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay),
-    "sgd": lambda params, r: torch.optim.SGD(params, lr=r.lr, momentum=0.9, weight_decay=r.weight_decay),
+    "adamw": lambda params, r: torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay),
+    "sgd": lambda params, r: torch.optim.SGD(params, lr=r.lr, momentum=0.9, nesterov=True,
+                                             weight_decay=r.weight_decay),
 }
+
+
+def _warmup_batches(recipe: TrainRecipe, total_batches: int) -> int:
+    return round(recipe.warmup * total_batches)
+
+
+def _constant(recipe: TrainRecipe, total_batches: int) -> Any:
+    from composer.optim import ConstantScheduler
+
+    return ConstantScheduler(alpha=1.0)
+
+
+def _onecycle(recipe: TrainRecipe, total_batches: int) -> Any:
+    """Linear warm-up from 0 to ``lr`` over the warm-up fraction, then linear decay to 0."""
+    from composer.optim import LinearScheduler, LinearWithWarmupScheduler
+
+    warmup = _warmup_batches(recipe, total_batches)
+    if warmup == 0:
+        return LinearScheduler(alpha_i=1.0, alpha_f=0.0)
+    return LinearWithWarmupScheduler(t_warmup=f"{warmup}ba", alpha_i=1.0, alpha_f=0.0)
+
+
+def _cosine(recipe: TrainRecipe, total_batches: int) -> Any:
+    """Linear warm-up from 0 to ``lr`` over the warm-up fraction, then cosine decay to 0."""
+    from composer.optim import CosineAnnealingScheduler, CosineAnnealingWithWarmupScheduler
+
+    warmup = _warmup_batches(recipe, total_batches)
+    if warmup == 0:
+        return CosineAnnealingScheduler(alpha_f=0.0)
+    return CosineAnnealingWithWarmupScheduler(t_warmup=f"{warmup}ba", alpha_f=0.0)
+
+
+# composer schedulers, stepped after every batch: the learning rate is lr x the factor they give.
+# composer steps them at the end of a batch from the batch count before it, so step i trains
+# with the factor of step i - 1 (and the first two steps with that of step 0).
+SCHEDULERS: dict[str, Callable[[TrainRecipe, int], Any]] = {
+    "constant": _constant,
+    "onecycle": _onecycle,
+    "cosine": _cosine,
+}
+
+
+def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse class frequency, scaled so that the weights average 1 over the training images
+    (a balanced set gets all ones). A class with no images gets weight 0."""
+    counts = torch.bincount(y.long(), minlength=num_classes).double()
+    present = int((counts > 0).sum())
+    weights = torch.where(counts > 0, len(y) / (present * counts.clamp(min=1)), 0.0)
+    return weights.float()
 
 # ---------------------------------------------------------------------------
 # Results
@@ -134,6 +186,7 @@ OPTIMIZER_FACTORIES: dict[str, Callable[[Any, TrainRecipe], torch.optim.Optimize
 @dataclass
 class EvalResult:
     accuracy: float  # fraction 0..1
+    balanced_accuracy: float  # mean per-class recall over the classes with images
     macro_f1: float
     per_class_recall: dict[str, float]
     confusion: list[list[int]]  # rows = true class, columns = predicted class
@@ -145,7 +198,7 @@ class EvalResult:
 @dataclass
 class TrainResult:
     model: nn.Module  # trained (SWA-averaged with swa), eval mode, on CPU
-    val_accuracy: list[float]  # one per epoch run
+    val_scores: list[float]  # the validation value of the metric train() was given, one per epoch run
     epochs_run: int
     stopped_early: bool  # True when on_epoch asked to stop
     train_seconds: float  # wall time of the whole train() call
@@ -177,10 +230,17 @@ def prepare_model(model: nn.Module, recipe: TrainRecipe) -> nn.Module:
 
 
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None,
-             augmentations: tuple[str, ...] = ()) -> DataLoader:
+             augmentations: tuple[str, ...] = (), balanced: bool = False) -> DataLoader:
     """Batches of (float images in [0, 1], labels): shuffled with ``generator`` (in order
-    without), converted from uint8 and augmented one batch at a time."""
-    sampler = RandomSampler(x, generator=generator) if generator is not None else SequentialSampler(x)
+    without), converted from uint8 and augmented one batch at a time. ``balanced``: draw
+    images with replacement, each class equally often (as many draws as images)."""
+    if balanced:
+        per_image = class_weights(y, int(y.max()) + 1)[y.long()].double()
+        sampler = WeightedRandomSampler(per_image, num_samples=len(x), replacement=True, generator=generator)
+    elif generator is not None:
+        sampler = RandomSampler(x, generator=generator)
+    else:
+        sampler = SequentialSampler(x)
     functions = [AUGMENTATION_FUNCTIONS[name] for name in augmentations]
 
     def to_float(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +255,15 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch
     batches = BatchSampler(sampler, batch_size, drop_last=len(x) % batch_size == 1)
     return DataLoader(TensorDataset(x, y), sampler=batches, batch_size=None, collate_fn=to_float,
                       num_workers=0)
+
+
+def _weighted_cross_entropy(weight: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """Cross-entropy with per-class ``weight`` on whichever device the logits are."""
+
+    def loss(outputs: torch.Tensor, targets: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets, *args, weight=weight.to(outputs.device), **kwargs)
+
+    return loss
 
 
 def _check_data(data: Any, recipe: TrainRecipe) -> None:
@@ -212,14 +281,15 @@ def _check_data(data: Any, recipe: TrainRecipe) -> None:
 @dataclass
 class _EpochEnd:
     """Runs at composer's EPOCH_END, after the algorithms: fixes SWA's BatchNorm statistics
-    once the averaged weights are in, measures validation accuracy, asks ``on_epoch``."""
+    once the averaged weights are in, measures the validation ``metric``, asks ``on_epoch``."""
 
     model: nn.Module
     data: Any
     bn_batches: DataLoader
     swa: Any
     on_epoch: Callable[[int, float], bool | None] | None
-    val_accuracy: list[float] = dataclasses.field(default_factory=list)
+    metric: str = "accuracy"
+    val_scores: list[float] = dataclasses.field(default_factory=list)
     stopped_early: bool = False
     eval_seconds: float = 0.0
 
@@ -228,11 +298,12 @@ class _EpochEnd:
         if self.swa is not None and self.swa.swa_completed:
             device = next(self.model.parameters()).device
             torch.optim.swa_utils.update_bn(self.bn_batches, self.model, device=device)
-        accuracy = evaluate(self.model, self.data.val_x, self.data.val_y, self.data.class_names).accuracy
+        result = evaluate(self.model, self.data.val_x, self.data.val_y, self.data.class_names)
+        score = getattr(result, self.metric)
         self.eval_seconds += time.perf_counter() - start
-        self.val_accuracy.append(accuracy)
-        log.debug("epoch %d: val accuracy %.4f", len(self.val_accuracy), accuracy)
-        if self.on_epoch is not None and self.on_epoch(len(self.val_accuracy), accuracy):
+        self.val_scores.append(score)
+        log.debug("epoch %d: val %s %.4f", len(self.val_scores), self.metric, score)
+        if self.on_epoch is not None and self.on_epoch(len(self.val_scores), score):
             self.stopped_early = True
             state.stop_training()
 
@@ -249,13 +320,14 @@ def _callback(fn: Callable[[Any], None]) -> Any:
 
 def train(model: nn.Module, data: Any, recipe: TrainRecipe,
           on_epoch: Callable[[int, float], bool | None] | None = None, device: str | None = None,
-          callbacks: Sequence[Any] = ()) -> TrainResult:
+          callbacks: Sequence[Any] = (), metric: str = "accuracy") -> TrainResult:
     """Train ``model`` (in place, after :func:`prepare_model`) on ``data`` with composer's Trainer.
 
     ``data`` needs ``train_x``/``val_x`` (uint8 ``[N, C, H, W]`` matching the recipe's
     channels and image size), ``train_y``/``val_y`` (int64 ``[N]``) and ``class_names``.
     Inputs are the images / 255. After every epoch the validation accuracy is measured and
-    ``on_epoch(epoch, val_accuracy)`` (epoch counted from 1) is called; returning True stops
+    ``on_epoch(epoch, score)`` (epoch counted from 1; ``score`` is the validation value of
+    ``metric``, an :class:`EvalResult` field such as ``balanced_accuracy``) is called; returning True stops
     training (SWA then does not average). ``device``: "cpu", "cuda"/"gpu", None = the GPU
     when there is one. ``callbacks``: extra composer callbacks (diagnostics, tests).
     composer seeds the global Python/numpy/torch generators with ``recipe.seed`` (MixUp
@@ -275,20 +347,27 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
     model = prepare_model(model, recipe)
     algorithms = {name: ALGORITHMS[name](recipe) for name in recipe.enhancements if name in ALGORITHMS}
     train_batches = _batches(data.train_x, data.train_y, recipe.batch_size,
-                             torch.Generator().manual_seed(recipe.seed), recipe.augmentations)
+                             torch.Generator().manual_seed(recipe.seed), recipe.augmentations,
+                             balanced=recipe.class_balance == "sampler")
     bn_batches = _batches(data.train_x, data.train_y, 256, None)
-    epoch_end = _EpochEnd(model, data, bn_batches, algorithms.get("swa"), on_epoch)
+    epoch_end = _EpochEnd(model, data, bn_batches, algorithms.get("swa"), on_epoch, metric)
     # Empty metric collections: no per-batch torchmetrics work during training. torch's
     # cross-entropy takes class indices and the class probabilities LabelSmoothing/MixUp make.
+    loss_fn = F.cross_entropy
+    if recipe.class_balance == "weighted_loss":
+        loss_fn = _weighted_cross_entropy(class_weights(data.train_y, len(data.class_names)))
     composer_model = ComposerClassifier(model, train_metrics=MetricCollection([]),
-                                        val_metrics=MetricCollection([]), loss_fn=F.cross_entropy)
+                                        val_metrics=MetricCollection([]), loss_fn=loss_fn)
+    total_batches = recipe.epochs * len(train_batches)
     trainer = Trainer(
         model=composer_model,
         train_dataloader=train_batches,
         # In batches, so that fractions of the run ("0.7dur") advance within an epoch too.
-        max_duration=f"{recipe.epochs * len(train_batches)}ba",
+        max_duration=f"{total_batches}ba",
         device_train_microbatch_size=recipe.batch_size,  # the loader has no batch_size attribute
         optimizers=OPTIMIZER_FACTORIES[recipe.optimizer](model.parameters(), recipe),
+        schedulers=SCHEDULERS[recipe.schedule](recipe, total_batches),
+        step_schedulers_every_batch=True,
         algorithms=list(algorithms.values()),
         callbacks=[_callback(epoch_end), *callbacks],
         device=_COMPOSER_DEVICES[device],
@@ -310,12 +389,12 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
 
     model = model.cpu().eval()
     train_seconds = time.perf_counter() - start
-    log.info("trained %d epochs in %.1f s (%d images, fit %.1f s)", len(epoch_end.val_accuracy),
+    log.info("trained %d epochs in %.1f s (%d images, fit %.1f s)", len(epoch_end.val_scores),
              train_seconds, images, fit_seconds)
     return TrainResult(
         model=model,
-        val_accuracy=epoch_end.val_accuracy,
-        epochs_run=len(epoch_end.val_accuracy),
+        val_scores=epoch_end.val_scores,
+        epochs_run=len(epoch_end.val_scores),
         stopped_early=epoch_end.stopped_early,
         train_seconds=train_seconds,
         images_per_second=images / max(fit_seconds - epoch_end.eval_seconds, 1e-9),
@@ -328,8 +407,11 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names: list[str],
              batch_size: int = 256) -> EvalResult:
-    """Accuracy, macro-F1, per-class recall and the confusion matrix of ``model`` on uint8
-    images ``x`` (scaled by 1/255) with labels ``y``.
+    """Accuracy, balanced accuracy, macro-F1, per-class recall and the confusion matrix of
+    ``model`` on uint8 images ``x`` (scaled by 1/255) with labels ``y``.
+
+    Balanced accuracy is the mean recall over the classes that have images in ``y``
+    (sklearn's balanced_accuracy_score): always answering one class scores 1 / classes.
 
     F1 per class is 2 TP / (2 TP + FP + FN); macro-F1 is its mean over all classes. A class
     with no images and no predictions has F1 0 and recall 0 (sklearn's zero_division=0).
@@ -358,6 +440,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names: li
     f1 = torch.where(f1_denominator > 0, 2 * tp / f1_denominator.clamp(min=1), 0.0)
     return EvalResult(
         accuracy=float(tp.sum() / len(y)),
+        balanced_accuracy=float(recall[support > 0].mean()),
         macro_f1=float(f1.mean()),
         per_class_recall={name: float(r) for name, r in zip(class_names, recall, strict=True)},
         confusion=confusion.tolist(),

@@ -43,7 +43,7 @@ def test_dashboard_serves_the_study(tiny_study):
         assert url.endswith(f"/dashboard/studies/{study['study_id']}")
         detail = _get(f"{root}/api/studies/{study['study_id']}")
         assert detail["name"] == "tiny"
-        assert detail["objective_names"] == ["accuracy", "latency_ms", "params"]
+        assert detail["objective_names"] == ["val_balanced_accuracy", "latency_ms", "params"]
         assert detail["directions"] == ["maximize", "minimize", "minimize"]
         assert [t["number"] for t in detail["trials"]] == [0, 1, 2, 3, 4]
         assert {t["state"] for t in detail["trials"]} == {"Complete", "Pruned", "Fail"}

@@ -65,7 +65,9 @@ def images(tmp_path_factory):
 def test_recipe_takes_the_spaces_fixed_values_and_the_flags(space):
     recipe = references.baseline_recipe(space)
     assert (recipe.epochs, recipe.image_size, recipe.batch_size, recipe.seed) == (3, 16, 32, 7)
-    assert (recipe.enhancements, recipe.augmentations) == ((), ())
+    default = TrainRecipe.named("default")  # the space names no recipe: the presets' and baselines' is the default
+    assert (recipe.enhancements, recipe.augmentations) == (default.enhancements, default.augmentations)
+    assert (recipe.optimizer, recipe.schedule) == (default.optimizer, default.schedule)
     assert references.baseline_recipe(space, epochs=1, image_size=24).image_size == 24
 
 

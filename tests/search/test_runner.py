@@ -62,7 +62,7 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
     assert seen and seen[-1].run_finished == 6
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/tiny.db")
-    assert study.metric_names == ["accuracy", "latency_ms", "params"]
+    assert study.metric_names == ["val_balanced_accuracy", "latency_ms", "params"]
     assert len(study.directions) == 3
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                 and not t.user_attrs.get("invalid")]
@@ -78,6 +78,10 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
         phases = t.user_attrs["worker_seconds"]
         assert set(phases) == {"measure", "train", "evaluate", "save"} and all(v >= 0 for v in phases.values())
         assert 0.0 <= t.values[0] <= 1.0 and t.values[1] > 0 and t.values[2] <= 2500
+        # the objective is the validation split's balanced accuracy; test figures sit beside it
+        assert (t.user_attrs["objective_metric"], t.user_attrs["objective_split"]) == ("balanced_accuracy", "validation")
+        assert t.values[0] == t.user_attrs["validation"]["balanced_accuracy"]
+        assert 0.0 <= t.user_attrs["test_accuracy"] <= 1.0
         assert t.user_attrs["data"]["class_names"] == datasets[16].class_names
     for t in study.trials:
         if t.state == TrialState.COMPLETE and not studylib.is_feasible(t):
@@ -108,8 +112,8 @@ def test_early_stopped_trial_is_pruned_never_complete(tiny, tmp_path):
     study, searcher = _searcher(tmp_path, space)
     config = searcher.suggest("a")
     assert set(config) >= {"number", "candidate", "out_dir", "limits"}
-    searcher.on_trial_result("a", {"epoch": 1, "val_accuracy": 0.4})
-    searcher.on_trial_complete("a", {"epoch": 1, "val_accuracy": 0.4})  # ASHA stopped it: no final result
+    searcher.on_trial_result("a", {"epoch": 1, runner.VAL_SCORE: 0.4})
+    searcher.on_trial_complete("a", {"epoch": 1, runner.VAL_SCORE: 0.4})  # ASHA stopped it: no final result
     t = study.trials[config["number"]]
     assert t.state == TrialState.PRUNED and t.values is None
     assert t.user_attrs["val_accuracy"] == [0.4] and t.user_attrs["pruned_at_epoch"] == 1

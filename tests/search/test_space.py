@@ -81,7 +81,8 @@ def test_paper_space_loads(space):
     assert space.constraints.max_latency_ms == 10.0
     assert (space.data.source, space.data.channels, space.data.split_seed) == ("synthetic", 3, 555)
     assert space.image_sizes == [32]
-    assert space.max_epochs == 30
+    assert space.max_epochs == 10
+    assert space.recipe == "default"
 
 
 def test_loading_a_space_does_not_import_torch():
@@ -104,13 +105,23 @@ def test_every_preset_encodes_and_decodes_back(space):
         assert not {"lr", "blurpool", "aug_hflip"} & set(arch_only)
 
 
-def test_preset_params_train_the_paper_way(space):
+def test_preset_params_train_with_the_spaces_recipe(space):
     candidate = decode(space, preset_params(space)["custom-590k-dw"])
     r = candidate.recipe
-    assert (r.optimizer, r.lr, r.batch_size, r.image_size, r.epochs) == ("adam", 1e-3, 32, 32, 30)
-    assert r.enhancements == () and r.augmentations == ()
+    default = TrainRecipe.named("default")
+    assert (r.optimizer, r.lr, r.batch_size, r.schedule, r.warmup, r.weight_decay) == (
+        default.optimizer, default.lr, default.batch_size, default.schedule, default.warmup, default.weight_decay)
+    assert (r.image_size, r.epochs, r.class_balance) == (32, 10, "none")
+    assert r.enhancements == default.enhancements and r.augmentations == default.augmentations
     assert r.seed == 555 and r.channels == 3
-    assert candidate.enhancements_summary() == "none"
+
+
+def test_the_paper_recipe_trains_presets_the_paper_way(tmp_path):
+    file = tmp_path / "paper-recipe.yaml"
+    file.write_text(yaml.safe_dump({"architecture": PAPER_DICT["architecture"], "training": {"recipe": "paper"}}))
+    r = decode(load_space(file), preset_params(load_space(file))["custom-590k-dw"]).recipe
+    assert (r.optimizer, r.lr, r.batch_size, r.schedule, r.weight_decay) == ("adam", 1e-3, 32, "constant", 0.0)
+    assert r.enhancements == () and r.augmentations == ()
 
 
 def test_enqueued_presets_come_back_from_optuna(space):
@@ -169,10 +180,10 @@ def test_encode_says_why_an_arch_is_not_in_the_space(code, why):
 
 def test_encode_checks_recipe_values(space):
     arch = PRESETS["custom-140k-3x3"]
-    assert encode(space, arch, lr=2e-3, weight_decay=0.0)["lr"] == 2e-3  # weight_decay is fixed: no param
+    assert encode(space, arch, lr=2e-3, weight_decay=5e-4)["lr"] == 2e-3  # weight_decay is fixed: no param
     with pytest.raises(ValueError, match="needs lr=0.1, but .*training.lr is range"):
         encode(space, arch, lr=0.1)
-    with pytest.raises(ValueError, match="weight_decay=0.1, but .*fixed at 0.0"):
+    with pytest.raises(ValueError, match="weight_decay=0.1, but .*fixed at 0.0005"):
         encode(space, arch, weight_decay=0.1)
     with pytest.raises(ValueError, match="unknown recipe parameter 'hflip'; known: .*aug_hflip"):
         encode(space, arch, hflip=True)
@@ -341,8 +352,7 @@ def test_defaults_for_a_minimal_space(tmp_path):
     assert space.data.source == "synthetic" and space.data.cache_dir is None
     assert space.image_sizes == [32] and space.max_epochs == TrainRecipe().epochs
     candidate = decode(space, preset_params(space)["custom-140k-3x3"])
-    assert candidate.recipe.enhancements == () and candidate.recipe.augmentations == ()
-    assert candidate.recipe.seed == 0
+    assert candidate.recipe == TrainRecipe.named("default", seed=0)  # absent keys: the default recipe
 
 
 def test_overrides_apply_before_validation(tmp_path):

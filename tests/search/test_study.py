@@ -22,10 +22,18 @@ def _complete(study, values, constraints=None, **attrs):
 
 def test_open_study_names_objectives_and_directions(tmp_path):
     study = _study(tmp_path)
-    assert study.metric_names == ["accuracy", "latency_ms", "params"]
+    assert study.metric_names == ["val_balanced_accuracy", "latency_ms", "params"]
     again = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db")
     assert [d.name for d in again.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
-    assert again.metric_names == ["accuracy", "latency_ms", "params"]
+    assert again.metric_names == ["val_balanced_accuracy", "latency_ms", "params"]
+
+
+def test_a_study_keeps_the_metric_it_ranks_by(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    studylib.open_study("s", url, metric="macro_f1")
+    assert studylib.open_study("s", url, metric="macro_f1").metric_names[0] == "val_macro_f1"
+    with pytest.raises(ValueError, match="study 's' ranks candidates by macro_f1, not validation accuracy"):
+        studylib.open_study("s", url, metric="accuracy")
 
 
 def test_open_study_is_idempotent_and_rejects_wrong_directions(tmp_path):

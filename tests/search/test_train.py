@@ -98,7 +98,7 @@ def test_recipe_round_trips_through_json():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; known: adam, sgd"),
+    ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; known: adam, adamw, sgd"),
     ({"enhancements": ("blur",)}, "known: blurpool, squeeze_excite, swa"),
     ({"augmentations": ("flip",)}, "known: hflip, vflip"),
     ({"augmentations": ("hflip", "hflip")}, "must not repeat"),
@@ -140,7 +140,7 @@ def test_train_learns_reports_each_epoch_and_writes_nothing(tmp_path, monkeypatc
     data = _data()
     calls = []
     result = train(_net(), data, _recipe(epochs=2), on_epoch=lambda e, acc: calls.append((e, acc)))
-    assert calls == list(enumerate(result.val_accuracy, start=1))
+    assert calls == list(enumerate(result.val_scores, start=1))
     assert result.epochs_run == 2 and not result.stopped_early
     assert result.train_seconds > 0 and result.images_per_second > 0
     assert not result.model.training
@@ -151,7 +151,7 @@ def test_train_learns_reports_each_epoch_and_writes_nothing(tmp_path, monkeypatc
 
 def test_on_epoch_returning_true_stops_training():
     result = train(_net(), _data(), _recipe(epochs=5), on_epoch=lambda e, acc: e == 2)
-    assert result.epochs_run == 2 and len(result.val_accuracy) == 2 and result.stopped_early
+    assert result.epochs_run == 2 and len(result.val_scores) == 2 and result.stopped_early
 
 
 def test_a_lone_last_image_does_not_reach_batchnorm():
@@ -307,8 +307,117 @@ def test_evaluate_matches_hand_computed_metrics():
     assert result.per_class_recall == pytest.approx({"a": 2 / 3, "b": 1 / 2, "c": 1.0})
     f1 = [0.8, 0.5, 2 / 3]  # 2PR/(P+R): a P=1 R=2/3, b P=1/2 R=1/2, c P=1/2 R=1
     assert result.macro_f1 == pytest.approx(sum(f1) / 3)
+    assert result.balanced_accuracy == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     # a class with no images and no predictions counts as F1 0 and recall 0
     four = evaluate(_Oracle(4), x, y, ["a", "b", "c", "d"])
     assert four.macro_f1 == pytest.approx(sum(f1) / 4)
     assert four.per_class_recall["d"] == 0.0
+    assert four.balanced_accuracy == pytest.approx(result.balanced_accuracy)  # "d" has no images
     assert json.loads(json.dumps(four.to_dict()))["confusion"][3] == [0, 0, 0, 0]
+
+
+# ---------------------------------------------------------------------------
+# Learning-rate schedules and class balance
+
+
+class LrRecorder(Callback):
+    """The learning rate each optimizer step uses."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def before_train_batch(self, state, logger) -> None:
+        self.lrs.append(state.optimizers[0].param_groups[0]["lr"])
+
+
+def _lrs(**recipe) -> list[float]:
+    recorder = LrRecorder()
+    train(_net(), _data(), _recipe(epochs=2, **recipe), callbacks=[recorder])
+    return recorder.lrs
+
+
+def test_constant_schedule_keeps_the_learning_rate():
+    assert _lrs(lr=2e-3) == [2e-3] * 16  # 256 images / batch 32 = 8 steps per epoch
+
+
+def test_onecycle_warms_up_linearly_then_decays_linearly_to_zero():
+    lrs = _lrs(optimizer="adamw", lr=4e-3, schedule="onecycle", warmup=0.25)
+    assert len(lrs) == 16
+    # warm-up over 4 of 16 steps from 0 to the peak, then linear decay to 0 at step 16;
+    # composer applies each step's value one step late (see search.train.SCHEDULERS)
+    schedule = [4e-3 * i / 4 for i in range(4)] + [4e-3 * (1 - (i - 4) / 12) for i in range(4, 16)]
+    assert lrs == pytest.approx([schedule[max(i - 1, 0)] for i in range(16)])
+    assert max(lrs) == pytest.approx(4e-3) and lrs[0] == 0.0 and lrs[-1] == pytest.approx(4e-3 * 2 / 12)
+
+
+def test_cosine_warms_up_then_follows_a_half_cosine_to_zero():
+    lrs = _lrs(optimizer="sgd", lr=0.1, schedule="cosine", warmup=0.25)
+    schedule = [0.1 * i / 4 for i in range(4)] + [0.1 * (1 + math.cos(math.pi * (i - 4) / 12)) / 2
+                                                  for i in range(4, 16)]
+    assert lrs == pytest.approx([schedule[max(i - 1, 0)] for i in range(16)])
+    assert max(lrs) == pytest.approx(0.1) and lrs[11] == pytest.approx(0.05)  # half-way: half the peak
+
+
+def test_schedules_without_warmup_start_at_the_peak():
+    assert _lrs(lr=1e-3, schedule="onecycle")[:3] == pytest.approx([1e-3, 1e-3, 1e-3 * 15 / 16])
+    assert _lrs(lr=1e-3, schedule="cosine")[0] == pytest.approx(1e-3)
+
+
+def test_optimizers_are_what_the_recipe_names():
+    params = [nn.Parameter(torch.zeros(2))]
+    adamw = OPTIMIZER_FACTORIES["adamw"](params, _recipe(optimizer="adamw", weight_decay=0.01))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 0.01
+    sgd = OPTIMIZER_FACTORIES["sgd"](params, _recipe(optimizer="sgd"))
+    assert sgd.param_groups[0]["nesterov"] and sgd.param_groups[0]["momentum"] == 0.9
+
+
+def test_named_recipes():
+    paper = TrainRecipe.named("paper")
+    assert (paper.optimizer, paper.lr, paper.schedule, paper.weight_decay, paper.batch_size) == (
+        "adam", 1e-3, "constant", 0.0, 32)
+    assert paper.enhancements == () and paper.augmentations == ()
+    assert TrainRecipe.named("default", epochs=3).epochs == 3
+    with pytest.raises(ValueError, match="unknown recipe 'fast'; known recipes: paper, default"):
+        TrainRecipe.named("fast")
+    with pytest.raises(ValueError, match="unknown schedule 'step'; known: constant, onecycle, cosine"):
+        TrainRecipe(schedule="step")
+
+
+def test_class_weights_are_inverse_frequency_averaging_one():
+    from search.train import class_weights
+
+    y = torch.tensor([0] * 6 + [1] * 2 + [2] * 0 + [3] * 4)
+    w = class_weights(y, 4)
+    torch.testing.assert_close(w, torch.tensor([12 / 18, 12 / 6, 0.0, 12 / 12]))  # n / (3 classes x count)
+    assert float(w[y].mean()) == pytest.approx(1.0)
+
+
+def _imbalanced() -> SimpleNamespace:
+    data = _data()
+    keep = (data.train_y != 0) | (torch.arange(len(data.train_y)) % 8 == 0)  # class 0 made rare
+    data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
+    return data
+
+
+def test_class_balanced_sampler_draws_every_class_about_equally():
+    data = _imbalanced()
+    recorder = Recorder()
+    train(_net(), data, _recipe(epochs=2, class_balance="sampler"), callbacks=[recorder])
+    seen = torch.bincount(torch.cat(recorder.labels), minlength=len(CLASSES)).float()
+    natural = torch.bincount(data.train_y, minlength=len(CLASSES)).float()
+    assert natural[0] < natural[1:].min() / 4  # the rare class is rare in the data ...
+    assert seen.sum() == 2 * len(data.train_y)  # ... as many draws as images per epoch ...
+    assert (seen / seen.sum() - 0.25).abs().max() < 0.08  # ... and about a quarter of the draws
+
+
+def test_weighted_loss_weights_the_rare_class_up():
+    data = _imbalanced()
+    recorder = Recorder()
+    recipe = _recipe(class_balance="weighted_loss")
+    model = train(_net(), data, recipe, callbacks=[recorder]).model
+    assert recorder.labels  # it trained; the loss itself is checked through the weights above
+    from search.train import class_weights
+
+    weights = class_weights(data.train_y, len(CLASSES))
+    assert weights[0] > 3 * weights[1:].max()
+    assert evaluate(model, data.val_x, data.val_y, CLASSES).accuracy > 0
