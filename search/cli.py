@@ -184,6 +184,25 @@ def print_front(rows: list[dict]) -> None:
               f"do not ship it")
     if any(not r["latency_retimed"] for r in rows):
         print("~ latency measured during the search, not yet re-timed in a quiet phase")
+    print_confirmed(rows, objective)
+
+
+def _mean_sd(mean: float, sd: float, ci: list[float] | None = None) -> str:
+    interval = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+    return f"{mean:.4f} ± {sd:.4f}{interval}"
+
+
+def print_confirmed(rows: list[dict], objective: str) -> None:
+    """The seed-repeated figures of the front rows ``castsearch confirm`` retrained."""
+    done = [r for r in rows if "accuracy_mean" in r]
+    if not done:
+        return
+    print("\nconfirmed with other seeds (castsearch confirm): mean ± sd [95% interval]")
+    print(f"{'trial':>5} {objective + ' (objective)':>48} {'test accuracy':>36}  seeds")
+    for r in done:
+        print(f"{r['trial']:>5} {_mean_sd(r['accuracy_mean'], r['accuracy_std'], r['accuracy_ci95']):>48} "
+              f"{_mean_sd(r['test_accuracy_mean'], r['test_accuracy_std'], r['test_accuracy_ci95']):>36}  "
+              f"{','.join(map(str, r['seeds']))}")
 
 
 def _quiet_optuna() -> None:
@@ -229,6 +248,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_search(space, datasets, opts, on_progress=_print_progress)
     resumed = f" (resumed run {summary.resumed_from})" if summary.resumed_from else ""
     print(f"run {summary.run_id}{resumed}: {summary.finished} trials finished in {_fmt_time(summary.elapsed_s)}")
+    if args.confirm:
+        confirm(space.study, storage, args.confirm, workers, space.data.cache_dir)
     print_front(front_rows(load_existing_study(space.study, storage)))
     return 0
 
@@ -314,6 +335,37 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         print(f"  leaving out {name}: it needs --image-size {get_baseline(name).min_image_size} or more")
     artifacts = Path(args.artifacts) if args.artifacts else STUDIES_DIR / study_name
     run_baselines(space, data, names, args.weights, recipe, storage, artifacts, on_result=_print_baseline)
+    return 0
+
+
+def _print_confirmed_trial(record, summary: dict) -> None:
+    o, t = summary["objective"], summary["test_accuracy"]
+    name = f" ({record.preset})" if record.preset else ""
+    print(f"  trial {record.number}{name}: {summary['split']} {summary['metric']} {_mean_sd(o['mean'], o['std'], o['ci95'])}"
+          f" (search run {record.accuracy:.4f}); test accuracy {_mean_sd(t['mean'], t['std'])}; "
+          f"seeds {','.join(map(str, summary['seeds']))}", flush=True)
+
+
+def confirm(study_name: str, storage: str, seeds: int, workers: int | None, cache_dir: str | None) -> None:
+    from search.confirm import confirm_study, trials_to_confirm
+    from search.study import load_existing_study
+
+    study = load_existing_study(study_name, storage)
+    todo = trials_to_confirm(study)
+    workers = workers or os.cpu_count() or 1
+    print(f"confirming {len(todo)} trial(s) of study {study_name!r} (the front and the paper's presets): "
+          f"{seeds} more seeds each, {workers} worker(s)", flush=True)
+    confirm_study(study, seeds=seeds, workers=workers, cache_dir=cache_dir, on_trial=_print_confirmed_trial)
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from search.study import front_rows, load_existing_study
+
+    _quiet_optuna()
+    name, storage = _study_and_storage(args)
+    confirm(name, storage, args.seeds, args.workers, None)
+    print()
+    print_front(front_rows(load_existing_study(name, storage)))
     return 0
 
 
@@ -447,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help="join an existing Ray cluster at this address instead of starting one")
     r.add_argument("--seed", type=int, help="sampler seed (overrides sampler.seed)")
     r.add_argument("--artifacts", help="where trial weights go (default studies/STUDY/)")
+    r.add_argument("--confirm", type=int, metavar="K", help="then retrain the front and the presets K times "
+                                                            "with other seeds (castsearch confirm)")
     r.set_defaults(func=cmd_run)
 
     f = sub.add_parser("front", help="show a study's Pareto front")
@@ -455,6 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--references", action="store_true",
                    help="list the baselines stored by 'castsearch baselines' instead of the front")
     f.set_defaults(func=cmd_front)
+
+    c = sub.add_parser("confirm", help="retrain the front and the paper's presets with other seeds: mean, "
+                                      "spread and 95%% interval of validation and test accuracy")
+    _study_args(c)
+    c.add_argument("--seeds", type=int, default=3, help="runs per trial, each with a seed of its own (default 3)")
+    c.add_argument("--workers", type=int, help="runs at once, one CPU each (default: one per CPU)")
+    c.set_defaults(func=cmd_confirm)
 
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on a study's database")
     _study_args(d)

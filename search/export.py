@@ -340,6 +340,7 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
             "per_class_recall": record.per_class_recall,
             "confusion": record.confusion,
             "accuracy_by_runtime": result.accuracy,
+            "confirmed": studylib.confirmed(study, record.number),  # castsearch confirm: other seeds
         },
         "params": int(record.params),
         "macs": record.macs,
@@ -386,6 +387,13 @@ def card_markdown(card: dict) -> str:
         + (f"; balanced accuracy: {m['test_balanced_accuracy']:.4f}" if m["test_balanced_accuracy"] is not None else ""),
     ]
     lines += [f"- Accuracy with {k}: {v:.4f}" for k, v in m["accuracy_by_runtime"].items() if k != "study"]
+    if m["confirmed"]:
+        c = m["confirmed"]
+        lines += ["", f"Trained again with seeds {', '.join(map(str, c['seeds']))} (castsearch confirm), "
+                      "mean ± sd [95% interval]:", ""]
+        lines += [f"- {name}: {s['mean']:.4f} ± {s['std']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
+                  for name, s in ((f"{c['split']} {c['metric']}", c["objective"]),
+                                  ("test accuracy", c["test_accuracy"]))]
     if m["per_class_recall"]:
         lines += ["", "| class | recall |", "|---|---|"]
         lines += [f"| {c} | {r:.3f} |" for c, r in m["per_class_recall"].items()]

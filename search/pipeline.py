@@ -119,8 +119,7 @@ def run_model(
         return outcome
     result = train(model, data, recipe, on_epoch=on_epoch, metric=metric)
     lap("train")
-    outcome.validation = evaluate(result.model, data.val_x, data.val_y, data.class_names)
-    outcome.evaluation = evaluate(result.model, data.test_x, data.test_y, data.class_names)
+    outcome.validation, outcome.evaluation = evaluate_splits(result.model, data)
     lap("evaluate")
     outcome.val_scores = list(result.val_scores)
     outcome.epochs_run = result.epochs_run
@@ -131,6 +130,12 @@ def run_model(
         outcome.weights_path = str(save_artifacts(Path(out_dir), spec, recipe, data, result.model, outcome))
         lap("save")
     return outcome
+
+
+def evaluate_splits(model: torch.nn.Module, data) -> tuple[EvalResult, EvalResult]:
+    """(validation, test) figures of a trained network: the first ranks, the second reports."""
+    return (evaluate(model, data.val_x, data.val_y, data.class_names),
+            evaluate(model, data.test_x, data.test_y, data.class_names))
 
 
 def save_artifacts(out: Path, spec: dict, recipe: TrainRecipe, data, model, outcome: TrialOutcome) -> Path:

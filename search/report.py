@@ -195,8 +195,9 @@ def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, Trial
         onnx = (studylib.exported(study, t.number) or {}).get("onnx")
         rows.append([
             r["trial"] if not r["preset"] else f"{r['trial']} ({r['preset']})",
-            ("! " if r["no_better_than_majority"] else "") + f"{r['accuracy']:.4f}",
-            f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-",
+            ("! " if r["no_better_than_majority"] else "") + f"{r['accuracy']:.4f}"
+            + _confirmed(r, "accuracy"),
+            (f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-") + _confirmed(r, "test_accuracy"),
             f"{r['macro_f1']:.4f}" if r["macro_f1"] is not None else "-",
             _worst_recall(t),
             ("" if r["latency_retimed"] else "~") + f"{r['latency_ms']:.3f}",
@@ -209,6 +210,13 @@ def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, Trial
     return _table(["trial", f"{split} {metric.replace('_', ' ')} (objective)", "test accuracy",
                    "test macro-F1", "worst-class recall (test)", "latency ms", "ONNX Runtime ms",
                    "params", "architecture", "enhancements"], rows)
+
+
+def _confirmed(row: dict, key: str) -> str:
+    """`` (seeds: mean ± sd)`` when ``castsearch confirm`` retrained the row's network."""
+    if f"{key}_mean" not in row:
+        return ""
+    return f" ({len(row['seeds'])} more seeds: {row[f'{key}_mean']:.4f} ± {row[f'{key}_std']:.4f})"
 
 
 def _objective_note(front: list[dict]) -> str:

@@ -1,0 +1,128 @@
+"""``castsearch confirm``: retrain the front and the paper's presets with other seeds.
+
+One training run is one draw: with a few hundred validation and test images, two seeds of
+the same network differ by several points. :func:`confirm_study` retrains every front trial
+and every paper preset of a study ``seeds`` times, each with a seed of its own (the trial's
+recipe seed + 1, + 2, ...; same architecture, recipe and split), and stores per trial the
+validation objective and the test accuracy of each run with their mean, standard deviation
+and 95% interval (Student's t), as the study user attr ``confirmed:<trial number>``
+(:func:`search.study.confirmed`). ``front``, the report and the model card show these
+figures, and dominance claims use their means. Runs go to a pool of worker processes, one
+torch thread each.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import optuna
+
+from search import study as studylib
+from search.record import TrialRecord
+
+log = logging.getLogger(__name__)
+
+# Student's t, two-sided 95%, by degrees of freedom (seeds - 1); 1.96 beyond the table.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(df: int) -> float:
+    """The two-sided 95% quantile of Student's t with ``df`` degrees of freedom (conservative:
+    between table entries, the smaller df's)."""
+    if df < 1:
+        raise ValueError(f"a 95% interval needs at least 2 runs, got {df + 1}")
+    return _T95[max(k for k in _T95 if k <= df)] if df <= 30 else 1.96
+
+
+def summarise(values: list[float]) -> dict:
+    """Mean, sample standard deviation and 95% interval of the mean of ``values``."""
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    half = t95(len(values) - 1) * sd / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return {"mean": mean, "std": sd, "ci95": [mean - half, mean + half], "runs": list(values)}
+
+
+@dataclass(frozen=True)
+class _Run:
+    number: int
+    seed: int
+    record: dict  # TrialRecord.attrs() of the trial
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _retrain(run: _Run, cache_dir: str | None) -> tuple[int, int, float, float]:
+    """Train trial ``run.number``'s network again with ``run.seed``: (number, seed,
+    validation objective, test accuracy)."""
+    import torch
+
+    from search.data import load_dataset
+    from search.pipeline import build_candidate, evaluate_splits
+    from search.train import train
+
+    record = TrialRecord.of_attrs(run.record)
+    data = load_dataset(record.data_config(), cache_dir=cache_dir)
+    if data.identity["split_hash"] != record.data["split_hash"]:
+        raise ValueError(f"the data at {record.data['source']} is not what trial {run.number} was trained on "
+                         f"(split hash {data.identity['split_hash'][:12]}, expected {record.data['split_hash'][:12]})")
+    recipe = record.train_recipe()
+    recipe = type(recipe).from_dict({**recipe.to_dict(), "seed": run.seed})
+    torch.manual_seed(run.seed)
+    metric = record.objective[0]
+    result = train(build_candidate(record.arch_spec(), recipe, len(record.class_names)), data, recipe,
+                   device="cpu", metric=metric)
+    val, test = evaluate_splits(result.model, data)
+    return run.number, run.seed, getattr(val, metric), test.accuracy
+
+
+def trials_to_confirm(study: optuna.Study) -> list[TrialRecord]:
+    """The front's trials and the study's paper presets (trained and feasible), by number."""
+    front = {t.number for t in studylib.pareto_front(study)}
+    chosen = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        record = TrialRecord.read(t)
+        if record.trained and studylib.is_feasible(t) and (t.number in front or record.preset):
+            chosen.append(record)
+    return chosen
+
+
+def confirm_study(study: optuna.Study, seeds: int = 3, workers: int = 1, cache_dir: str | None = None,
+                  on_trial: Callable[[TrialRecord, dict], None] | None = None) -> dict[int, dict]:
+    """Retrain the front and the presets of ``study`` ``seeds`` times each (module docstring);
+    store and return the summaries by trial number. ``on_trial`` sees each as it is stored."""
+    if seeds < 2:
+        raise ValueError(f"--seeds must be at least 2 to measure a spread, got {seeds}")
+    records = {r.number: r for r in trials_to_confirm(study)}
+    if not records:
+        raise ValueError(f"study {study.study_name!r} has no trained feasible trial on its front to confirm")
+    runs = [_Run(n, r.train_recipe().seed + i, r.attrs()) for n, r in records.items() for i in range(1, seeds + 1)]
+    results: dict[int, list[tuple[int, float, float]]] = {n: [] for n in records}
+    summaries = {}
+    with ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        for number, seed, val, test in pool.map(_retrain, runs, [cache_dir] * len(runs)):
+            results[number].append((seed, val, test))
+            if len(results[number]) < seeds:
+                continue
+            record = records[number]
+            done = sorted(results[number])
+            summary = {"metric": record.objective[0], "split": record.objective[1],
+                       "seeds": [s for s, _, _ in done],
+                       "objective": summarise([v for _, v, _ in done]),
+                       "test_accuracy": summarise([t for _, _, t in done]), "at": time.time()}
+            study.set_user_attr(f"{studylib.CONFIRMED}{number}", summary)
+            summaries[number] = summary
+            if on_trial is not None:
+                on_trial(record, summary)
+    return summaries

@@ -1,0 +1,53 @@
+"""castsearch confirm: the front and the presets retrained with other seeds, summarised and shown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+
+import optuna
+import pytest
+
+from search import study as studylib
+from search.cli import main
+from search.confirm import summarise, t95, trials_to_confirm
+
+
+def test_summary_is_mean_sd_and_a_t_interval():
+    s = summarise([0.8, 0.9, 1.0])
+    assert s["mean"] == pytest.approx(0.9) and s["std"] == pytest.approx(0.1)
+    half = 4.303 * 0.1 / 3 ** 0.5  # t(0.975, 2 df)
+    assert s["ci95"] == pytest.approx([0.9 - half, 0.9 + half])
+    assert t95(1) == 12.706 and t95(12) == 2.228 and t95(100) == 1.96
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        t95(0)
+
+
+def test_confirm_retrains_front_and_presets_and_front_shows_it(tiny_study, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CASTSEARCH_CACHE", str(tiny_study.cache))
+    shutil.copy(tiny_study.root / "tiny.db", tmp_path / "tiny.db")  # the shared fixture stays untouched
+    args = ["--study", "tiny", "--storage", f"sqlite:///{tmp_path}/tiny.db"]
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/tiny.db")
+    chosen = {r.number for r in trials_to_confirm(study)}
+    assert chosen == {t.number for t in studylib.pareto_front(study)} | {0}  # trial 0 is the fixture's preset
+
+    assert main(["confirm", *args, "--seeds", "2", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"confirming {len(chosen)} trial(s)" in out and "confirmed with other seeds" in out
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/tiny.db")
+    for number in chosen:
+        summary = studylib.confirmed(study, number)
+        runs = summary["objective"]["runs"]
+        assert summary["seeds"] == [1, 2] and len(runs) == 2  # the trials trained with seed 0
+        assert summary["objective"]["mean"] == pytest.approx(statistics.fmean(runs))
+        assert all(0.0 <= v <= 1.0 for v in runs + summary["test_accuracy"]["runs"])
+
+    assert main(["front", "--json", *args]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all({"accuracy_mean", "accuracy_std", "test_accuracy_mean", "seeds"} <= set(r) for r in rows)
+
+
+def test_confirm_needs_two_seeds(tiny_study, cli_error):
+    assert "at least 2" in cli_error(["confirm", *tiny_study.args(), "--seeds", "1"])
