@@ -1,6 +1,7 @@
 """The paper's tables re-measured on real steel-defect images, with a verdict per claim.
 
     python bench/paper_table.py [--epochs 8] [--seeds 3] [--jobs 2] [--datasets neu-cls x-sdd]
+                                [--recipes paper default] [--groups preset ...] [--val-fraction 0.1]
 
 The paper's protocol: 32x32 input scaled by 1/255, a stratified 10% test split with seed
 555 (then 10% of the rest for validation), Adam at 1e-3, batch 32, cross-entropy, a
@@ -13,6 +14,12 @@ CPU cannot, so ``--epochs`` is stated in the output). Rows, per dataset:
 - each of the paper's augmentations alone on custom-590k-dw;
 - the baselines, trained from scratch (no pretrained weights offline); InceptionV3 at
   75x75, the smallest input it takes.
+
+``--recipes`` names the training recipes (castsearch's named recipes: ``paper`` is the
+protocol above, ``default`` castsearch's); each row is trained under each, the enhancement
+and augmentation rows adding their switch to the recipe's own. With more than one recipe a
+side-by-side table follows: validation and test accuracy, seed spread and seconds per epoch
+of every row under each recipe, measured in the same run. ``--groups`` restricts the rows.
 
 Presets and enhancement rows, where the differences are small, run ``--seeds`` seeds;
 augmentation and baseline rows run seed 0 only. Every trained run is a JSON file in
@@ -60,6 +67,7 @@ class Job:
     group: str  # preset | enhancement | augmentation | baseline
     row: str  # preset name, enhancement row, augmentation name or baseline name
     seed: int
+    recipe: str = "paper"
 
     @property
     def key(self) -> str:
@@ -70,7 +78,10 @@ class Job:
         return BASELINE_SIZE.get(self.row, 32) if self.group == "baseline" else 32
 
 
-def jobs(datasets: list[str], seeds: int) -> list[Job]:
+GROUPS = ("preset", "enhancement", "augmentation", "baseline")
+
+
+def jobs(datasets: list[str], seeds: int, recipe: str = "paper", groups: tuple[str, ...] = GROUPS) -> list[Job]:
     """All runs, seed 0 of every row first (so an interrupted run still fills the whole table)."""
     from castmodels import PRESETS, baseline_names
     from search.recipe import AUGMENTATIONS
@@ -78,22 +89,25 @@ def jobs(datasets: list[str], seeds: int) -> list[Job]:
     out = []
     for seed in range(seeds):
         for d in datasets:
-            out += [Job(d, "preset", name, seed) for name in PRESETS]
-            out += [Job(d, "enhancement", row, seed) for row in ENHANCEMENT_ROWS]
+            out += [Job(d, "preset", name, seed, recipe) for name in PRESETS]
+            out += [Job(d, "enhancement", row, seed, recipe) for row in ENHANCEMENT_ROWS]
             if seed == 0:
-                out += [Job(d, "augmentation", a, 0) for a in AUGMENTATIONS]
-                out += [Job(d, "baseline", b, 0) for b in baseline_names()]
-    return out
+                out += [Job(d, "augmentation", a, 0, recipe) for a in AUGMENTATIONS]
+                out += [Job(d, "baseline", b, 0, recipe) for b in baseline_names()]
+    return [j for j in out if j.group in groups]
 
 
 def recipe_for(job: Job, epochs: int):
+    """The job's named recipe, with the row's enhancement or augmentation added to its own."""
     from search.recipe import TrainRecipe
 
-    return TrainRecipe(
-        epochs=epochs, batch_size=32, optimizer="adam", lr=1e-3, image_size=job.image_size, channels=3,
-        enhancements=ENHANCEMENT_ROWS.get(job.row, ()) if job.group == "enhancement" else (),
-        augmentations=(job.row,) if job.group == "augmentation" else (),
-        seed=job.seed,
+    base = TrainRecipe.named(job.recipe)
+    extra_enh = ENHANCEMENT_ROWS.get(job.row, ()) if job.group == "enhancement" else ()
+    extra_aug = (job.row,) if job.group == "augmentation" else ()
+    return TrainRecipe.named(
+        job.recipe, epochs=epochs, image_size=job.image_size, channels=3, seed=job.seed,
+        enhancements=tuple(dict.fromkeys(base.enhancements + extra_enh)),
+        augmentations=tuple(dict.fromkeys(base.augmentations + extra_aug)),
     )
 
 
@@ -110,11 +124,15 @@ def build(job: Job, recipe, num_classes: int):
     return build_candidate(PRESETS[job.row if job.group == "preset" else ENHANCED], recipe, num_classes)
 
 
-def load(dataset: str, image_size: int):
+VAL_FRACTION = {"value": 0.1}  # the paper's; --val-fraction sets it (workers get it through train_job)
+
+
+def load(dataset: str, image_size: int, val_fraction: float | None = None):
     from search.data import DataConfig, load_dataset
 
     return load_dataset(DataConfig(source=str(DATASETS / dataset), image_size=image_size, channels=3,
-                                   test_fraction=0.1, val_fraction=0.1, split_seed=555))
+                                   test_fraction=0.1, val_fraction=val_fraction or VAL_FRACTION["value"],
+                                   split_seed=555))
 
 
 def _init_worker() -> None:
@@ -123,19 +141,21 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def train_job(job: Job, epochs: int, out: Path) -> dict:
-    """Train and evaluate one job on the test split; write and return its record."""
+def train_job(job: Job, epochs: int, out: Path, val_fraction: float) -> dict:
+    """Train one job, evaluate it on the validation and the test split; write and return its record."""
     from search.measure import count_macs, count_params
-    from search.train import evaluate, train
+    from search.pipeline import evaluate_splits
+    from search.train import train
 
-    data = load(job.dataset, job.image_size)
+    data = load(job.dataset, job.image_size, val_fraction)
     recipe = recipe_for(job, epochs)
     model = build(job, recipe, data.num_classes)
     result = train(model, data, recipe, device="cpu")
-    ev = evaluate(result.model, data.test_x, data.test_y, data.class_names)
+    val, ev = evaluate_splits(result.model, data)
     record = {
         "job": job.__dict__, "recipe": recipe.to_dict(), "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
-        "per_class_recall": ev.per_class_recall, "val_accuracy": result.val_accuracy,
+        "balanced_accuracy": ev.balanced_accuracy, "val": val.to_dict(), "val_images": len(data.val_y),
+        "per_class_recall": ev.per_class_recall, "val_accuracy": result.val_scores,
         "params": count_params(result.model), "macs": count_macs(result.model, (3, job.image_size, job.image_size)),
         "train_seconds": result.train_seconds, "test_images": len(data.test_y), "data": data.identity,
     }
@@ -145,13 +165,13 @@ def train_job(job: Job, epochs: int, out: Path) -> dict:
     return record
 
 
-def run_all(todo: list[Job], epochs: int, workers: int, out: Path) -> None:
-    for d in {j.dataset for j in todo}:  # decode each dataset once, before the workers need it
-        for size in {j.image_size for j in todo if j.dataset == d}:
-            load(d, size)
+def run_all(todo: list[tuple[Job, Path]], epochs: int, workers: int, val_fraction: float) -> None:
+    for d in {j.dataset for j, _ in todo}:  # decode each dataset once, before the workers need it
+        for size in {j.image_size for j, _ in todo if j.dataset == d}:
+            load(d, size, val_fraction)
     started = time.perf_counter()
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(train_job, j, epochs, out): j for j in todo}
+        futures = {pool.submit(train_job, j, epochs, out, val_fraction): j for j, out in todo}
         for i, f in enumerate(as_completed(futures), 1):
             j, r = futures[f], f.result()
             print(f"[{i}/{len(todo)} {time.perf_counter() - started:6.0f}s] {j.key}: accuracy "
@@ -236,7 +256,15 @@ def verdict_of(favour: int, against: int, total: int) -> str:
     return "does not hold" if against else "not shown (within noise)"
 
 
-def render(records: dict[Job, dict], lat: dict, datasets: list[str], epochs: int, seeds: int) -> str:
+def describe_recipe(name: str) -> str:
+    from search.recipe import RECIPES
+
+    return f"recipe `{name}` (" + ", ".join(f"{k} {v if not isinstance(v, tuple) else '+'.join(v)}"
+                                            for k, v in RECIPES[name].items()) + ")"
+
+
+def render(records: dict[Job, dict], lat: dict, datasets: list[str], epochs: int, seeds: int,
+           recipe: str = "paper", val_fraction: float = 0.1) -> str:
     from castmodels import PRESETS, baseline_names
     from search.recipe import AUGMENTATIONS
 
@@ -246,18 +274,19 @@ def render(records: dict[Job, dict], lat: dict, datasets: list[str], epochs: int
     def runs(d: str, group: str, row: str) -> list[dict]:
         return [r for j, r in records.items() if (j.dataset, j.group, j.row) == (d, group, row)]
 
-    out = [header("The paper's tables on NEU-CLS and X-SDD")]
+    out = [header(f"The paper's tables on NEU-CLS and X-SDD, {recipe} recipe")]
     out.append(
-        f"Protocol: 32x32 RGB input / 255, stratified split 10% test (seed 555) then 10% of the rest for "
-        f"validation; Adam lr 1e-3, batch 32, {epochs} epochs, no early stopping, metrics on the test split "
-        f"after the last epoch. Training ran on 1 torch thread per run. Presets and enhancement rows: "
+        f"Protocol: 32x32 RGB input / 255, stratified split 10% test (seed 555) then {val_fraction:.0%} of the "
+        f"rest for validation; {describe_recipe(recipe)}, {epochs} epochs, no early stopping, metrics "
+        f"after the last epoch: validation accuracy (val %) and, on the test split, everything else. "
+        f"Training ran on 1 torch thread per run. Presets and enhancement rows: "
         f"{seeds} seeds (mean ± standard deviation across seeds); augmentation and baseline rows: seed 0. "
         f"Baselines are trained from scratch (no pretrained weights here); InceptionV3 takes 75x75 input "
         f"(its minimum). Latency: castsearch's protocol (torch eager, inference mode, 1 thread, median), "
         f"medians over round-robin rounds, measured after training on an otherwise idle machine, once "
         f"per distinct network (SWA, MixUp and the augmentations change training, not the network). "
         f"Worst class: the lowest per-class recall on the test split and its class.\n")
-    columns = ["row", "accuracy %", "macro-F1 %", "worst-class recall %", "params", "MACs",
+    columns = ["row", "val %", "test accuracy %", "macro-F1 %", "worst-class recall %", "params", "MACs",
                "1 image ms", "batch of 50 ms"]
     for d in datasets:
         test_images = next((r["test_images"] for j, r in records.items() if j.dataset == d), 0)
@@ -276,7 +305,8 @@ def render(records: dict[Job, dict], lat: dict, datasets: list[str], epochs: int
                 if not rs:
                     continue
                 single, batch = lat.get((d, group, row), (float("nan"), float("nan")))
-                lines.append([label, pct([r["accuracy"] for r in rs]), pct([r["macro_f1"] for r in rs]),
+                val = pct([r["val"]["accuracy"] for r in rs]) if all("val" in r for r in rs) else "-"
+                lines.append([label, val, pct([r["accuracy"] for r in rs]), pct([r["macro_f1"] for r in rs]),
                               worst_class(rs), rs[0]["params"], rs[0]["macs"], f"{single:.2f}", f"{batch:.1f}"])
             if lines:
                 out.append(f"**{title}**\n\n" + table(columns, lines))
@@ -395,6 +425,57 @@ def verdicts(acc, lat, datasets: list[str]) -> list[str]:
     return lines
 
 
+def side_by_side(by_recipe: dict[str, dict[Job, dict]], datasets: list[str]) -> str:
+    """Every row under each recipe: validation and test accuracy (mean ± sd over seeds) and
+    the median training seconds per epoch, all from the same run of this script."""
+    rows = []
+    keys = sorted({(j.dataset, j.group, j.row) for records in by_recipe.values() for j in records},
+                  key=lambda k: (datasets.index(k[0]), GROUPS.index(k[1]), k[2]))
+    for d, group, row in keys:
+        for recipe, records in by_recipe.items():
+            rs = [r for j, r in records.items() if (j.dataset, j.group, j.row) == (d, group, row)]
+            if not rs:
+                continue
+            per_epoch = statistics.median(r["train_seconds"] / r["recipe"]["epochs"] for r in rs)
+            rows.append([d, row, recipe, pct([r["val"]["accuracy"] for r in rs]), pct([r["accuracy"] for r in rs]),
+                         pct([r["balanced_accuracy"] for r in rs]), worst_class(rs), f"{per_epoch:.1f}"])
+    out = ["### Recipes side by side\n",
+           "Validation accuracy chose the default recipe (bench/recipe_choice.py); the test columns are "
+           "reported, never used to choose. s/epoch: median wall seconds per training epoch, validation "
+           "included, both recipes trained in this run with the same parallelism.\n",
+           table(["dataset", "row", "recipe", "val %", "test accuracy %", "test balanced %",
+                  "worst-class recall %", "s / epoch"], rows)]
+    recipes = list(by_recipe)
+    for d in datasets:
+        for recipe in recipes:
+            records = by_recipe[recipe]
+            presets = {j.row for j in records if j.dataset == d and j.group == "preset"}
+            if not presets:
+                continue
+            stats = {p: mean_sd([r["accuracy"] for j, r in records.items()
+                                 if (j.dataset, j.group, j.row) == (d, "preset", p)]) for p in presets}
+            best = max(stats, key=lambda p: statistics.fmean(
+                [r["val"]["accuracy"] for j, r in records.items() if (j.dataset, j.group, j.row) == (d, "preset", p)]))
+            worst_sd = max(stats, key=lambda p: stats[p][1])
+            out.append(f"- {d}, `{recipe}`: best preset by mean validation accuracy {best}, test "
+                       f"{100 * stats[best][0]:.1f} ± {100 * stats[best][1]:.1f}%; largest seed-to-seed sd "
+                       f"{100 * stats[worst_sd][1]:.1f} points ({worst_sd}).")
+    if len(recipes) > 1:
+        a, b = recipes[0], recipes[1]
+        ratios = []
+        for key in keys:
+            ta = [r["train_seconds"] / r["recipe"]["epochs"] for j, r in by_recipe[a].items()
+                  if (j.dataset, j.group, j.row) == key]
+            tb = [r["train_seconds"] / r["recipe"]["epochs"] for j, r in by_recipe[b].items()
+                  if (j.dataset, j.group, j.row) == key]
+            if ta and tb:
+                ratios.append(statistics.median(tb) / statistics.median(ta))
+        if ratios:
+            out.append(f"\nEpoch time `{b}` / `{a}`: median ratio {statistics.median(ratios):.2f} over "
+                       f"{len(ratios)} rows (range {min(ratios):.2f}-{max(ratios):.2f}).")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["neu-cls", "x-sdd"])
@@ -404,25 +485,39 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="round-robin latency rounds")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     p.add_argument("--train-only", action="store_true", help="train the missing runs, print nothing")
+    p.add_argument("--recipes", nargs="+", default=["paper"], help="named recipes to train every row with")
+    p.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS, help="which rows")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share of the non-test images")
     args = p.parse_args()
     for d in args.datasets:
         if not (DATASETS / d).is_dir():
             p.error(f"no dataset folder {DATASETS / d}")
-    out = args.results / f"e{args.epochs}"
-    out.mkdir(parents=True, exist_ok=True)
-    all_jobs = jobs(args.datasets, args.seeds)
-    todo = [j for j in all_jobs if not (out / f"{j.key}.json").exists()]
-    print(f"{len(all_jobs) - len(todo)} of {len(all_jobs)} runs already in {out}; training {len(todo)}",
-          file=sys.stderr)
+    VAL_FRACTION["value"] = args.val_fraction
+    plan = {}
+    for recipe in args.recipes:
+        # e5/ holds the paper-protocol runs of earlier versions: the paper recipe with 10% validation
+        name = f"e{args.epochs}" if (recipe, args.val_fraction) == ("paper", 0.1) else \
+            f"e{args.epochs}-{recipe}-v{round(100 * args.val_fraction)}"
+        out = args.results / name
+        out.mkdir(parents=True, exist_ok=True)
+        plan[recipe] = (out, jobs(args.datasets, args.seeds, recipe, tuple(args.groups)))
+    todo = [(j, out) for out, all_jobs in plan.values() for j in all_jobs if not (out / f"{j.key}.json").exists()]
+    total = sum(len(all_jobs) for _, all_jobs in plan.values())
+    print(f"{total - len(todo)} of {total} runs already done; training {len(todo)}", file=sys.stderr)
     if todo:
-        run_all(todo, args.epochs, args.jobs, out)
+        run_all(todo, args.epochs, args.jobs, args.val_fraction)
     if args.train_only:
         return
-    records = {j: json.loads((out / f"{j.key}.json").read_text()) for j in all_jobs}
-    num_classes = {j.dataset: len(r["per_class_recall"]) for j, r in records.items()}
-    rows = list({(j.dataset, j.group, j.row): j for j in all_jobs}.values())
-    lat = latencies(rows, num_classes, args.rounds)
-    print(render(records, lat, args.datasets, args.epochs, args.seeds))
+    by_recipe = {recipe: {j: json.loads((out / f"{j.key}.json").read_text()) for j in all_jobs}
+                 for recipe, (out, all_jobs) in plan.items()}
+    first = next(iter(by_recipe.values()))
+    num_classes = {j.dataset: len(r["per_class_recall"]) for j, r in first.items()}
+    rows = list({(j.dataset, j.group, j.row): j for j in first}.values())
+    lat = latencies(rows, num_classes, args.rounds)  # the network does not depend on the recipe
+    for recipe, records in by_recipe.items():
+        print(render(records, lat, args.datasets, args.epochs, args.seeds, recipe, args.val_fraction))
+    if len(by_recipe) > 1:
+        print(side_by_side(by_recipe, args.datasets))
 
 
 if __name__ == "__main__":
