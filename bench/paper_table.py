@@ -31,6 +31,7 @@ round-robin on one thread, and the tables and verdicts are printed as markdown.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -501,7 +502,10 @@ def main() -> None:
         out = args.results / name
         out.mkdir(parents=True, exist_ok=True)
         plan[recipe] = (out, jobs(args.datasets, args.seeds, recipe, tuple(args.groups)))
-    todo = [(j, out) for out, all_jobs in plan.values() for j in all_jobs if not (out / f"{j.key}.json").exists()]
+    # Recipes interleaved job by job, so that both meet the same machine load (epoch times are compared).
+    todo = [(j, out) for group in itertools.zip_longest(*[[(j, out) for j in all_jobs] for out, all_jobs
+                                                          in plan.values()])
+            for j, out in filter(None, group) if not (out / f"{j.key}.json").exists()]
     total = sum(len(all_jobs) for _, all_jobs in plan.values())
     print(f"{total - len(todo)} of {total} runs already done; training {len(todo)}", file=sys.stderr)
     if todo:

@@ -105,11 +105,12 @@ class TrainRecipe:
 
 # Named recipes: the training values each fixes (the rest are TrainRecipe's defaults).
 # ``paper`` is the published recipe: Adam at a constant 1e-3, batch 32, nothing else.
-# ``default`` was chosen on validation accuracy only (bench/recipe_choice.py, BENCHMARKS.md).
+# ``default`` was chosen on validation balanced accuracy only (bench/recipe_choice.py, BENCHMARKS.md):
+# AdamW with a one-cycle schedule beat the paper's recipe by 17 points on average over NEU-CLS
+# and X-SDD; label smoothing + horizontal flips added nothing measurable on top, so they stay off.
 RECIPES: dict[str, dict] = {
     "paper": {"optimizer": "adam", "lr": 1e-3, "batch_size": 32, "weight_decay": 0.0, "schedule": "constant",
               "warmup": 0.0},
     "default": {"optimizer": "adamw", "lr": 3e-3, "batch_size": 32, "weight_decay": 5e-4, "schedule": "onecycle",
-                "warmup": 0.25, "enhancements": ("label_smoothing",), "label_smoothing": 0.1,
-                "augmentations": ("hflip",)},
+                "warmup": 0.25},
 }
