@@ -101,7 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "balanced_accuracy": ev.balanced_accuracy, "per_class_recall": ev.per_class_recall,
         "val_accuracy": val.accuracy, "val_balanced_accuracy": val.balanced_accuracy, "val_macro_f1": val.macro_f1,
         "params": m.params, "macs": m.macs,
-        "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
+        "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms, "latency_runtime": m.runtime,
+        "eager_latency_ms": m.eager_latency_ms,
         "batch_latency_ms": m.batch_latency_ms, "batch_size": m.batch_size, "threads": m.threads,
         "epochs": outcome.epochs_run, "train_seconds": outcome.train_seconds,
         "images_per_second": outcome.images_per_second, "out": str(out),
@@ -117,7 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"    recall {cls:<{width}}  {rec:.3f}")
     print(f"  params          {_fmt_int(m.params)}   MACs {_fmt_int(m.macs)}")
     print(f"  latency         {m.latency_ms:.3f} ms (IQR {m.latency_iqr_ms:.3f}) per image, "
-          f"{m.batch_latency_ms:.2f} ms per batch of {m.batch_size}, {m.threads} thread(s)")
+          f"{m.batch_latency_ms:.2f} ms per batch of {m.batch_size}, {m.threads} thread(s), {m.runtime}; "
+          f"torch eager {m.eager_latency_ms:.3f} ms per image")
     print(f"  training        {outcome.epochs_run} epochs, {outcome.train_seconds:.1f} s, "
           f"{outcome.images_per_second:.0f} images/s")
     print(f"  written to      {out}")
@@ -162,7 +164,8 @@ def print_front(rows: list[dict]) -> None:
         return
     metric, split = rows[0]["metric"], rows[0]["split"]
     objective = f"{'val' if split == 'validation' else split} {metric.replace('_', ' ')}"
-    print(f"{'trial':>5} {objective:>22} {'test acc':>8} {'worst test recall':>24} {'latency ms':>10} "
+    latency = f"{rows[0]['latency_runtime']} ms"
+    print(f"{'trial':>5} {objective:>22} {'test acc':>8} {'worst test recall':>24} {latency:>16} "
           f"{'params':>9}  architecture  [enhancements]")
     for r in rows:
         mark = "" if r["latency_retimed"] else "~"
@@ -172,7 +175,7 @@ def print_front(rows: list[dict]) -> None:
         worst = f"{worst['recall']:.3f} {worst['class'][:14]}" if worst else "-"
         name = f"{r['preset']}: " if r["preset"] else ""
         print(f"{r['trial']:>5} {flag + format(r['accuracy'], '.4f'):>22} {test:>8} {worst:>24} "
-              f"{mark + format(r['latency_ms'], '.3f'):>10} {_fmt_int(r['params']):>9}  {name}{r['arch']}  "
+              f"{mark + format(r['latency_ms'], '.3f'):>16} {_fmt_int(r['params']):>9}  {name}{r['arch']}  "
               f"[{r['enhancements']}]")
     if split == "validation":
         print(f"ranked by {objective} only; the test figures were computed after training and chose nothing")

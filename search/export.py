@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
@@ -38,7 +37,15 @@ from torch import nn
 
 from search import study as studylib
 from search.data import Dataset, load_dataset
-from search.measure import TIMING, LatencyResult, library_versions, machine_fingerprint, time_calls
+from search.measure import library_versions, machine_fingerprint, measure_ort
+from search.onnxrt import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    UnexportableNetwork,
+    export_onnx,
+    ort_session,
+    runtime_version,
+)
 from search.record import TrialRecord
 
 log = logging.getLogger(__name__)
@@ -60,7 +67,6 @@ SPEC_FILE = "spec.json"
 RECIPE_FILE = "recipe.json"
 CARD_JSON = "card.json"
 CARD_MD = "MODEL_CARD.md"
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
 class ExportError(ValueError):
@@ -123,33 +129,11 @@ def trial_data(record: TrialRecord, cache_dir: str | Path | None = None) -> Data
 # Exporting and checking
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """ONNX via torch's dynamo exporter with a dynamic batch axis. (The older TorchScript-based
-    exporter cannot export composer's BlurMaxPool2d, whose filter depends on the input's shape.)"""
-    onnx_logger = logging.getLogger("torch.onnx")
-    level = onnx_logger.level
-    onnx_logger.setLevel(logging.ERROR)  # torchvision op schemas it does not use
-    try:
-        torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
-                          external_data=False, optimize=True, verbose=False)
-    finally:
-        onnx_logger.setLevel(level)
-
-
 def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     with warnings.catch_warnings():  # shape checks inside composer's blur layers are traced as constants
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, example)
     traced.save(str(path))
-
-
-def ort_session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def max_abs_diff(run: Callable[[np.ndarray], np.ndarray], x: torch.Tensor, reference: np.ndarray) -> float:
@@ -172,21 +156,13 @@ def _checked(fmt: str, diff: float) -> float:
 # ONNX Runtime: timing, accuracy, int8
 
 
-def ort_latency(path: Path, shape: tuple[int, int, int], batch_size: int = 1, threads: int = 1) -> LatencyResult:
-    """Time the ONNX model at ``path`` on ``threads`` CPU threads, as ``measure_latency`` times torch."""
-    session = ort_session(path, threads)
-    name = session.get_inputs()[0].name
-    x = np.random.default_rng(0).random((batch_size, *shape), dtype=np.float32)
-    return time_calls(lambda: session.run(None, {name: x}), batch_size, threads, **TIMING["full"])
-
-
 def time_model(path: Path, shape: tuple[int, int, int]) -> dict:
-    """Single-image and batch-of-50 ONNX Runtime latency, keyed like the study's re-timings."""
-    single = ort_latency(path, shape, 1)
-    batch = ort_latency(path, shape, BATCH_SIZE)
+    """Single-image and batch-of-50 ONNX Runtime latency on one thread, keyed like the study's
+    re-timings (castsearch's protocol, :func:`search.measure.measure_ort`)."""
+    single, batch = measure_ort(ort_session(path), shape, BATCH_SIZE, threads=1)
     return {"latency_ms": single.median_ms, "latency_iqr_ms": single.iqr_ms,
             "batch_latency_ms": batch.median_ms, "batch_latency_iqr_ms": batch.iqr_ms,
-            "batch_size": BATCH_SIZE, "threads": single.threads, "runtime": f"onnxruntime {ort.__version__}"}
+            "batch_size": BATCH_SIZE, "threads": single.threads, "runtime": runtime_version()}
 
 
 def ort_accuracy(path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -269,7 +245,10 @@ def export_trial(study: optuna.Study, number: int, out_dir: str | Path, formats:
     result = ExportResult(out_dir=out, files=files, max_abs_diff={},
                           accuracy={"study": float(record.test_score)})
     if "onnx" in formats:
-        export_onnx(model, x[:2], out / ONNX_FILE)
+        try:
+            export_onnx(model, x[:2], out / ONNX_FILE)
+        except UnexportableNetwork as e:
+            raise ExportError(f"trial {number}: {e}") from None
         session = ort_session(out / ONNX_FILE)
         result.max_abs_diff["onnx"] = _checked("ONNX Runtime", max_abs_diff(
             lambda a: session.run(None, {INPUT_NAME: a})[0], x, reference))
@@ -308,12 +287,15 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
     """Everything a user of the exported model needs, as JSON (``castsearch predict`` reads it)."""
     ident = record.data
     arch = record.arch_spec()
+    versions = record.versions or {}
+    runtime = f"{record.runtime} {versions.get(record.runtime, '?')}"
     quiet = studylib.retimed(study, record.number)
     if quiet is not None:  # the run's quiet re-timing: search.measure.measure, batch of 50
-        quiet = {"batch_size": BATCH_SIZE, **quiet}
+        quiet = {"batch_size": BATCH_SIZE, **quiet, "runtime": runtime}
     search_latency = {"latency_ms": record.latency_ms, "latency_iqr_ms": record.latency_iqr_ms,
                       "batch_latency_ms": record.batch_latency_ms, "batch_size": record.batch_size,
-                      "threads": record.threads, "runtime": f"torch {(record.versions or {}).get('torch', '?')}"}
+                      "threads": record.threads, "runtime": runtime,
+                      "eager_torch_latency_ms": record.eager_latency_ms}
     return {
         "study": study.study_name,
         "trial": record.number,
@@ -344,7 +326,7 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
         },
         "params": int(record.params),
         "macs": record.macs,
-        "latency": {"pytorch_during_search": search_latency, "pytorch_quiet": quiet,
+        "latency": {"during_search": search_latency, "quiet": quiet,
                     **{f"onnxruntime_{k}": v for k, v in result.latency.items()}},
         "checks": {"max_abs_diff": result.max_abs_diff, "tolerance": TOLERANCE, "check_inputs":
                    f"{CHECK_BATCH} random images in [0, 1) (seed 0), and the first alone"},

@@ -1,8 +1,11 @@
 """What a network costs: parameters, MACs, CPU latency; and what machine measured it.
 
 Latency and parameters depend only on the architecture, so they are measured before
-training. Timings: ``torch.inference_mode``, eval mode, warm-up, then the median and
-interquartile range of many single-call timings, with the thread count recorded.
+training. Latency is measured in the runtime a user ships (:data:`RUNTIMES`): by default
+the network exported to ONNX and run by ONNX Runtime (what ``castsearch export`` writes),
+or torch eager. Timings: warm-up, then the median and interquartile range of many
+single-call timings, with the thread count recorded; torch runs in ``inference_mode`` and
+eval mode. Eager torch latency is always measured too, for comparison.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from search.record import DEFAULT_RUNTIME, RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ class Measurement:
     batch_latency_iqr_ms: float
     batch_size: int
     threads: int
+    runtime: str = "torch"  # what the latencies above were measured in (RUNTIMES)
+    eager_latency_ms: float | None = None  # torch eager, one image, for comparison
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -148,13 +155,35 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], batch_s
         model.train(was_training)
 
 
-def measure(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 1, batch_size: int = 50,
-            quick: bool = False) -> Measurement:
-    """Parameters, MACs, single-image latency and batch latency (``batch_size``, 50 as in
-    the paper) of ``model`` on the CPU. ``quick``: far fewer timed runs (tests)."""
+def measure_ort(session, input_shape: tuple[int, int, int], batch_size: int = 50, threads: int = 1,
+                quick: bool = False) -> tuple[LatencyResult, LatencyResult]:
+    """(single image, batch of ``batch_size``) latency of an ONNX Runtime ``session`` with
+    castsearch's protocol. The session decides the threads it runs on; ``threads`` is recorded."""
+    from search.onnxrt import ort_call
+
     timing = TIMING["quick" if quick else "full"]
-    single = measure_latency(model, input_shape, batch_size=1, threads=threads, **timing)
-    batch = measure_latency(model, input_shape, batch_size=batch_size, threads=threads, **timing)
+    return (time_calls(ort_call(session, input_shape, 1), 1, threads, **timing),
+            time_calls(ort_call(session, input_shape, batch_size), batch_size, threads, **timing))
+
+
+def measure(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 1, batch_size: int = 50,
+            quick: bool = False, runtime: str = DEFAULT_RUNTIME) -> Measurement:
+    """Parameters, MACs, single-image latency and batch latency (``batch_size``, 50 as in
+    the paper) of ``model`` on the CPU in ``runtime``, and its eager torch single-image latency.
+    ``quick``: far fewer timed runs (tests). A network ONNX cannot export raises
+    :class:`search.onnxrt.UnexportableNetwork` (with ``runtime="onnxruntime"``)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    timing = TIMING["quick" if quick else "full"]
+    eager = measure_latency(model, input_shape, batch_size=1, threads=threads, **timing)
+    if runtime == "torch":
+        single, batch = eager, measure_latency(model, input_shape, batch_size=batch_size, threads=threads, **timing)
+    else:
+        from search.onnxrt import export_onnx, ort_session
+
+        example = torch.rand((2, *input_shape), generator=torch.Generator().manual_seed(0))
+        session = ort_session(export_onnx(model, example), threads)
+        single, batch = measure_ort(session, input_shape, batch_size, threads, quick)
     result = Measurement(
         params=count_params(model),
         macs=count_macs(model, input_shape),
@@ -164,6 +193,8 @@ def measure(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 
         batch_latency_iqr_ms=batch.iqr_ms,
         batch_size=batch_size,
         threads=threads,
+        runtime=runtime,
+        eager_latency_ms=eager.median_ms,
     )
     log.debug("measured %s", result)
     return result

@@ -22,7 +22,7 @@ import torch
 from castmodels import ArchSpec, build_model
 from search.measure import Measurement, library_versions, machine_fingerprint, measure
 from search.recipe import TrainRecipe
-from search.record import DEFAULT_METRIC, Limits
+from search.record import DEFAULT_METRIC, DEFAULT_RUNTIME, Limits
 from search.train import EvalResult, evaluate, prepare_model, train
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,13 @@ def run_model(
     on_epoch: Callable[[int, float], bool | None] | None = None,
     quick_measure: bool = False,
     metric: str = DEFAULT_METRIC,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> TrialOutcome:
     """:func:`run_candidate` for an already-built network ``name`` (a baseline, say): measure
     ``model``; if it meets ``limits`` train it (``on_epoch`` sees the validation ``metric``),
     evaluate it on the validation and the test split and (with ``out_dir``) save it with
-    ``spec``, the JSON description written as spec.json."""
+    ``spec``, the JSON description written as spec.json. Latency is measured in ``runtime``
+    (:data:`search.measure.RUNTIMES`)."""
     clock = time.perf_counter()
 
     def lap(phase: str) -> None:
@@ -111,7 +113,7 @@ def run_model(
         outcome.seconds[phase] = now - clock
         clock = now
 
-    m = measure(model, input_shape(recipe), threads=1, quick=quick_measure)
+    m = measure(model, input_shape(recipe), threads=1, quick=quick_measure, runtime=runtime)
     outcome = TrialOutcome(measurement=m, feasible=limits.architecture_met(m.latency_ms, m.params), metric=metric)
     lap("measure")
     if not outcome.feasible:

@@ -38,6 +38,10 @@ CONSTRAINT_NAMES = ("max_latency_ms", "max_params", "min_accuracy")
 # than a mis-sorted common one, and always answering the majority class scores 1 / classes.
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
 DEFAULT_METRIC = "balanced_accuracy"
+# What the latency objective is timed in: the network exported to ONNX and run by ONNX Runtime
+# (what castsearch export ships; default), or torch eager (search.measure).
+RUNTIMES = ("onnxruntime", "torch")
+DEFAULT_RUNTIME = "onnxruntime"
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,9 @@ class TrialRecord:
     baseline: str | None = None
     pretrained: bool | None = None
     pretrained_from: str | None = None
-    # measured before training
+    # measured before training, latency in ``latency_runtime`` (absent: torch, castsearch 0.1)
+    latency_runtime: str | None = None
+    eager_latency_ms: float | None = None
     macs: int | None = None
     latency_iqr_ms: float | None = None
     batch_latency_ms: float | None = None
@@ -158,6 +164,7 @@ class TrialRecord:
         m, ev, val = outcome["measurement"], outcome["evaluation"], outcome["validation"]
         self.macs, self.latency_iqr_ms = m["macs"], m["latency_iqr_ms"]
         self.batch_latency_ms, self.batch_size, self.threads = m["batch_latency_ms"], m["batch_size"], m["threads"]
+        self.latency_runtime, self.eager_latency_ms = m["runtime"], m["eager_latency_ms"]
         self.data, self.machine, self.versions = outcome["data"], outcome["machine"], outcome["versions"]
         self.worker_seconds = outcome["seconds"]
         if ev is None:
@@ -185,6 +192,11 @@ class TrialRecord:
         if self.objective_metric is None:
             return "accuracy", "test"
         return self.objective_metric, self.objective_split
+
+    @property
+    def runtime(self) -> str:
+        """What the latency objective was measured in (castsearch 0.1 timed torch eager)."""
+        return self.latency_runtime or "torch"
 
     @property
     def test_score(self) -> float | None:

@@ -33,7 +33,7 @@ from castmodels.baselines import BASELINES, build_baseline, get_baseline
 from search import study as studylib
 from search.pipeline import TrialOutcome, run_model
 from search.recipe import TrainRecipe
-from search.record import DEFAULT_METRIC, TrialRecord
+from search.record import DEFAULT_METRIC, DEFAULT_RUNTIME, TrialRecord
 from search.space import Fixed, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def baseline_recipe(space: SearchSpace, epochs: int | None = None, image_size: i
 
 def run_baseline(name: str, weights: InitialWeights, recipe: TrainRecipe, data,
                  out_dir: str | Path | None = None, quick_measure: bool = False,
-                 metric: str = DEFAULT_METRIC) -> TrialOutcome:
+                 metric: str = DEFAULT_METRIC, runtime: str = DEFAULT_RUNTIME) -> TrialOutcome:
     """Build baseline ``name`` for ``data``, load ``weights`` into it, then measure, train,
     evaluate and (with ``out_dir``) save it exactly as a search trial is."""
     torch.manual_seed(recipe.seed)
@@ -163,7 +163,7 @@ def run_baseline(name: str, weights: InitialWeights, recipe: TrainRecipe, data,
                  f"; not in the network, ignored: {', '.join(report.unexpected)}" if report.unexpected else "")
     return run_model(model, name, {"baseline": name, "pretrained": weights.pretrained,
                                    "pretrained_from": weights.source},
-                     recipe, data, out_dir=out_dir, quick_measure=quick_measure, metric=metric)
+                     recipe, data, out_dir=out_dir, quick_measure=quick_measure, metric=metric, runtime=runtime)
 
 
 def store_baseline(study, name: str, weights: InitialWeights, recipe: TrainRecipe, outcome: TrialOutcome,
@@ -191,7 +191,7 @@ def run_baselines(space: SearchSpace, data, names: Sequence[str], weights: str, 
         stamp = time.strftime("%Y%m%d-%H%M%S")
         start_weights = initial.pop(name)  # popped: each state dict is freed after its baseline
         outcome = run_baseline(name, start_weights, recipe, data, out_dir=artifacts / f"{name}-{stamp}",
-                               metric=space.metric,
+                               metric=space.metric, runtime=space.latency_runtime,
                                quick_measure=quick_measure)
         number = store_baseline(study, name, start_weights, recipe, outcome, data, space)
         result = BaselineResult(name, start_weights.pretrained, start_weights.source, outcome, number)

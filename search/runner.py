@@ -118,6 +118,7 @@ class StudySearcher(Searcher):
             "out_dir": str(self.artifacts / f"trial-{ot.number:05d}"),
             "limits": dataclasses.asdict(self.space.constraints),
             "metric": self.space.metric,
+            "runtime": self.space.latency_runtime,
             "protect": TrialRecord.of_attrs(ot.user_attrs).preset is not None,  # enqueued presets
         }
 
@@ -202,7 +203,7 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
     try:
         _test_hooks(config["number"])
         outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
-                                limits=Limits(**config["limits"]), on_epoch=on_epoch)
+                                runtime=config["runtime"], limits=Limits(**config["limits"]), on_epoch=on_epoch)
     except Exception as e:
         tune.report({"epoch": 0, VAL_SCORE: 0.0, "node_id": node_id, FINAL: True,
                      "error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"})

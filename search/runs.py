@@ -140,9 +140,10 @@ def retime_front(study: optuna.Study) -> int:
     threads = torch.get_num_threads()
     for t in front:
         record = TrialRecord.read(t)
-        m = measure(record.build_network(), record.input_shape(), threads=1)
+        m = measure(record.build_network(), record.input_shape(), threads=1, runtime=record.runtime)
         study.set_user_attr(f"{studylib.RETIMED}{t.number}", {
             "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
-            "batch_latency_ms": m.batch_latency_ms, "threads": m.threads, "at": time.time()})
+            "batch_latency_ms": m.batch_latency_ms, "threads": m.threads, "runtime": m.runtime,
+            "eager_latency_ms": m.eager_latency_ms, "at": time.time()})
     torch.set_num_threads(threads)
     return len(front)

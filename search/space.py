@@ -53,7 +53,7 @@ from search.recipe import (
     SCHEDULES,
     TrainRecipe,
 )
-from search.record import DEFAULT_METRIC, DIRECTIONS, METRICS, Limits
+from search.record import DEFAULT_METRIC, DEFAULT_RUNTIME, DIRECTIONS, METRICS, RUNTIMES, Limits
 from search.record import OBJECTIVES as OBJECTIVE_NAMES
 
 if TYPE_CHECKING:
@@ -237,6 +237,7 @@ class SearchSpace:
     augmentations: dict[str, Param]
     recipe: str = DEFAULT_RECIPE  # the named recipe that gives what the file does not set
     metric: str = DEFAULT_METRIC  # what the accuracy objective measures, on the validation split
+    latency_runtime: str = DEFAULT_RUNTIME  # what the latency objective is timed in (search.record.RUNTIMES)
 
     @property
     def objective_names(self) -> list[str]:
@@ -401,7 +402,7 @@ _ENHANCEMENTS: dict[str, tuple[Check, bool]] = {
     name: (_boolean, False) for name in ENHANCEMENTS
 } | {"label_smoothing": (_number(0, 1, high_open=True), True), "mixup": (_number(0), True)}
 _AUGMENTATIONS: dict[str, tuple[Check, bool]] = {name: (_boolean, False) for name in AUGMENTATIONS}
-_TOP_KEYS = ("study", "seed_presets", "objectives", "constraints", "sampler", "budget", "data",
+_TOP_KEYS = ("study", "seed_presets", "objectives", "latency", "constraints", "sampler", "budget", "data",
              "architecture", "training", "enhancements", "augmentations")
 
 
@@ -522,6 +523,11 @@ def _sampler(r: _Reader, top: dict) -> SamplerConfig:
     )
 
 
+def _latency(r: _Reader, top: dict) -> str:
+    section = r.section(top, "latency", ("runtime",))
+    return r.get(section, "latency", "runtime", _one_of(RUNTIMES), DEFAULT_RUNTIME)
+
+
 def _budget(r: _Reader, top: dict) -> Budget:
     if "budget" not in top:
         return Budget()
@@ -596,6 +602,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         augmentations=augmentations,
         recipe=recipe,
         metric=metric,
+        latency_runtime=_latency(r, top),
     )
 
 

@@ -326,6 +326,7 @@ def front_rows(study: optuna.Study) -> list[dict]:
             "macro_f1": r.macro_f1,
             "latency_ms": quiet.get("latency_ms", r.latency_ms),
             "latency_ms_during_search": r.latency_ms,
+            "latency_runtime": r.runtime,
             "latency_retimed": bool(quiet),
             "batch_latency_ms": quiet.get("batch_latency_ms", r.batch_latency_ms),
             "params": int(r.params),

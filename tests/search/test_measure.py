@@ -16,6 +16,7 @@ from search.measure import (
     measure,
     measure_latency,
 )
+from search.onnxrt import UnexportableNetwork
 
 
 def _net() -> nn.Sequential:
@@ -77,12 +78,30 @@ def test_measure_latency_rejects_bad_settings(kwargs, message):
 
 
 def test_measure_collects_everything():
-    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, quick=True)
+    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, quick=True, runtime="torch")
     assert m.params == count_params(_net()) and m.macs == count_macs(_net(), (3, 8, 8))
     assert m.latency_ms > 0 and m.batch_latency_ms > 0 and m.latency_iqr_ms >= 0
     assert m.batch_size == 5 and m.threads == 1
+    assert m.runtime == "torch" and m.eager_latency_ms == m.latency_ms
     assert set(m.to_dict()) == {"params", "macs", "latency_ms", "latency_iqr_ms", "batch_latency_ms",
-                                "batch_latency_iqr_ms", "batch_size", "threads"}
+                                "batch_latency_iqr_ms", "batch_size", "threads", "runtime", "eager_latency_ms"}
+
+
+def test_default_latency_is_the_exported_onnx_model_in_onnx_runtime():
+    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, quick=True)
+    assert m.runtime == "onnxruntime" and m.latency_ms > 0 and m.batch_latency_ms > 0
+    assert m.eager_latency_ms > 0 and m.eager_latency_ms != m.latency_ms  # both timed, separately
+    with pytest.raises(ValueError, match="unknown runtime 'tflite'; known: onnxruntime, torch"):
+        measure(_net(), (3, 8, 8), runtime="tflite")
+
+
+def test_a_network_onnx_cannot_export_is_a_clear_error(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise torch.onnx.errors.UnsupportedOperatorError("aten::frobnicate", 18, "")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(UnexportableNetwork, match="ONNX export failed: UnsupportedOperatorError"):
+        measure(_net(), (3, 8, 8), quick=True)
 
 
 def test_machine_fingerprint_and_versions(monkeypatch):

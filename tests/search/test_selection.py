@@ -59,14 +59,14 @@ SPACE = {
 # Helpers
 
 
-def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False) -> Measurement:
+def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, runtime="onnxruntime") -> Measurement:
     """A deterministic stand-in for search.measure.measure: latency from the parameter count,
     so timing noise cannot change NSGA-II's picks between two runs."""
     params = count_params(model)
     latency_ms = 0.01 + params / 10_000
     return Measurement(params=params, macs=count_macs(model, input_shape), latency_ms=latency_ms,
                        latency_iqr_ms=0.0, batch_latency_ms=latency_ms * batch_size, batch_latency_iqr_ms=0.0,
-                       batch_size=batch_size, threads=threads)
+                       batch_size=batch_size, threads=threads, runtime=runtime, eager_latency_ms=latency_ms)
 
 
 def _searcher(tmp_path, name: str, space: SearchSpace) -> tuple[optuna.Study, StudySearcher]:
