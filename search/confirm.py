@@ -43,11 +43,12 @@ def t95(df: int) -> float:
 
 
 def summarise(values: list[float]) -> dict:
-    """Mean, sample standard deviation and 95% interval of the mean of ``values``."""
+    """Mean, sample standard deviation and 95% interval of the mean of ``values`` (fractions:
+    the interval is clipped to [0, 1], which a t interval over few runs can overshoot)."""
     mean = statistics.fmean(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     half = t95(len(values) - 1) * sd / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return {"mean": mean, "std": sd, "ci95": [mean - half, mean + half], "runs": list(values)}
+    return {"mean": mean, "std": sd, "ci95": [max(0.0, mean - half), min(1.0, mean + half)], "runs": list(values)}
 
 
 @dataclass(frozen=True)
