@@ -98,6 +98,7 @@ class TrialRecord:
     batch_size: int | None = None
     threads: int | None = None
     infeasible: bool | None = None  # broke an architecture limit: measured, never trained
+    screened: str | None = None  # why the driver judged it infeasible before dispatch (never reached a worker)
     # trained and evaluated. The objective value is ``objective_metric`` on ``objective_split``
     # (the validation split; absent in studies of castsearch 0.1, which ranked on test accuracy).
     objective_metric: str | None = None

@@ -24,11 +24,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import threading
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,7 @@ from search.space import Candidate, InvalidCandidate, SearchSpace, suggest
 log = logging.getLogger(__name__)
 
 FINAL = "final"
+MAX_SKIPPED = 1000  # candidates in a row that are invalid or screened out before the searcher gives up
 VAL_SCORE = "val_score"  # what Tune and ASHA see each epoch: the objective's metric on the validation split
 
 
@@ -76,7 +79,7 @@ class StudySearcher(Searcher):
     """Tune's searcher backed by the Optuna study: each suggestion is an asked trial."""
 
     def __init__(self, study: optuna.Study, space: SearchSpace, run: RunRecord, artifacts: Path,
-                 deadline: float | None, on_progress: Callable[[Progress], None] | None):
+                 deadline: float | None, on_progress: Callable[[Progress], None] | None, num_classes: int):
         super().__init__(metric=VAL_SCORE, mode="max")
         self.study, self.space, self.run, self.artifacts = study, space, run, artifacts
         self.deadline = deadline
@@ -84,6 +87,7 @@ class StudySearcher(Searcher):
         self.live: dict[str, optuna.Trial] = {}
         self.val_history: dict[str, list[float]] = {}
         self.issued = 0
+        self.num_classes = num_classes
         self.t0 = time.time()
 
     # Tune checkpoints searchers by pickling them; our state is the SQL study.
@@ -95,7 +99,7 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED
         if self.deadline is not None and time.time() >= self.deadline:
             return Searcher.FINISHED
-        for _ in range(1000):
+        for _ in range(MAX_SKIPPED):
             ot = self.study.ask()
             TrialRecord(run_id=self.run.run_id).write(ot)
             try:
@@ -104,11 +108,14 @@ class StudySearcher(Searcher):
                 TrialRecord(invalid=str(e)).write(ot)
                 self.study.tell(ot, state=TrialState.PRUNED)
                 continue
-            break
+            TrialRecord(arch=cand.arch.to_dict(), arch_code=cand.arch.code(), recipe=cand.recipe.to_dict(),
+                        enhancements=cand.enhancements_summary()).write(ot)
+            if not self._screened(ot, cand):
+                break
         else:
-            raise RuntimeError("the space produced 1000 invalid candidates in a row")
-        TrialRecord(arch=cand.arch.to_dict(), arch_code=cand.arch.code(), recipe=cand.recipe.to_dict(),
-                    enhancements=cand.enhancements_summary()).write(ot)
+            raise RuntimeError(f"the space produced {MAX_SKIPPED} candidates in a row that cannot be built or "
+                               f"break max_params ({self.space.constraints.max_params}): widen the limit or "
+                               f"narrow the architecture ranges")
         self.live[trial_id] = ot
         self.val_history[trial_id] = []
         self.issued += 1
@@ -121,6 +128,32 @@ class StudySearcher(Searcher):
             "runtime": self.space.latency_runtime,
             "protect": TrialRecord.of_attrs(ot.user_attrs).preset is not None,  # enqueued presets
         }
+
+    def _screened(self, ot: optuna.Trial, cand: Candidate) -> bool:
+        """Tell the study at once about a candidate whose parameter count breaks ``max_params``.
+
+        The count is exact from the spec (no timing, so machine load cannot change the verdict),
+        so such a candidate occupies no worker and does not count towards the run's trials. It
+        is COMPLETE with its constraints set, so the sampler learns to avoid the region; it was
+        never timed (latency +inf, its latency constraint neutral) nor trained (accuracy 0)."""
+        limit = self.space.constraints.max_params
+        if limit is None:
+            return False
+        from search.measure import count_params
+        from search.pipeline import build_candidate
+
+        with warnings.catch_warnings():  # composer notes surgery that changed nothing; the worker says it
+            warnings.simplefilter("ignore")
+            params = count_params(build_candidate(cand.arch, cand.recipe, self.num_classes))
+        if params <= limit:
+            return False
+        TrialRecord(infeasible=True, screened=f"{params:,} parameters > max_params {limit:,.0f}").write(ot)
+        constraints = self.space.constraints.constraint_values(None, 0.0, params)
+        constraints["max_latency_ms"] = 0.0  # not timed
+        for name, value in constraints.items():
+            ot.set_constraint(name, value)
+        self.study.tell(ot, values=[0.0, math.inf, float(params)])
+        return True
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.val_history and not result.get(FINAL):
@@ -279,7 +312,8 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     artifacts = (opts.artifacts or Path("studies") / opts.study_name).resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + timeout_s if timeout_s else None
-    searcher = StudySearcher(study, space, run, artifacts, deadline, on_progress)
+    num_classes = next(iter(datasets.values())).num_classes
+    searcher = StudySearcher(study, space, run, artifacts, deadline, on_progress, num_classes)
 
     started_ray = not ray.is_initialized()
     if started_ray:

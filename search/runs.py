@@ -70,11 +70,14 @@ def runs(study: optuna.Study) -> list[RunRecord]:
 
 
 def finished_by(trials: list[FrozenTrial], run_id: str) -> int:
-    """Trials of ``run_id`` that count towards its budget: complete (feasible or not) or pruned."""
+    """Trials of ``run_id`` that count towards its budget: those that reached a worker and ended
+    complete (feasible or not) or pruned; not the invalid points nor those screened out before
+    dispatch."""
     count = 0
     for t in trials:
         r = TrialRecord.read(t)
-        if r.run_id == run_id and not r.invalid and t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        if (r.run_id == run_id and not r.invalid and not r.screened
+                and t.state in (TrialState.COMPLETE, TrialState.PRUNED)):
             count += 1
     return count
 

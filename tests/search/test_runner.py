@@ -65,8 +65,8 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
     assert study.metric_names == ["val_balanced_accuracy", "latency_ms", "params"]
     assert len(study.directions) == 3
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                and not t.user_attrs.get("invalid")]
-    assert len(finished) == 6
+                and not t.user_attrs.get("invalid") and not t.user_attrs.get("screened")]
+    assert len(finished) == 6  # the budget counts trials that reached a worker
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
     trained = [t for t in study.trials if t.state == TrialState.COMPLETE and studylib.is_feasible(t)]
@@ -104,7 +104,32 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
 def _searcher(tmp_path, space, trials=5):
     study = studylib.open_study("s", f"sqlite:///{tmp_path}/s.db", sampler=optuna.samplers.RandomSampler(seed=0))
     run = runs.RunRecord(run_id="r1", trials=trials, timeout_s=None)
-    return study, runner.StudySearcher(study, space, run, tmp_path, None, None)
+    return study, runner.StudySearcher(study, space, run, tmp_path, None, None, num_classes=9)
+
+
+def test_candidates_over_max_params_never_reach_a_worker(tiny, tmp_path):
+    """The parameter count is exact from the spec: the driver tells an over-limit candidate to
+    the study at once, and only candidates within the limit are handed to Tune."""
+    from search.measure import count_params
+    from search.pipeline import build_candidate
+    from search.space import Candidate
+
+    space = tiny[0]
+    limit = space.constraints.max_params
+    study, searcher = _searcher(tmp_path, space, trials=6)
+    configs = [searcher.suggest(f"t{i}") for i in range(6)]
+    for config in configs:
+        cand = Candidate.from_dict(config["candidate"])
+        assert count_params(build_candidate(cand.arch, cand.recipe, 9)) <= limit
+    screened = [t for t in study.trials if t.user_attrs.get("screened")]
+    assert screened, "the tiny space draws over-limit networks; some must have been screened"
+    for t in screened:
+        assert t.state == TrialState.COMPLETE and not studylib.is_feasible(t)
+        assert t.values[1] == float("inf") and t.values[2] > limit and t.user_attrs["infeasible"]
+        assert t.constraints["max_params"] > 0 and t.constraints["max_latency_ms"] == 0.0
+        assert "parameters > max_params" in t.user_attrs["screened"]
+    assert runs.finished_by(study.trials, "r1") == 0  # screened trials are not the run's trials
+    assert searcher.issued == 6 and studylib.counts(study.trials)["infeasible"] == len(screened)
 
 
 def test_early_stopped_trial_is_pruned_never_complete(tiny, tmp_path):

@@ -74,7 +74,7 @@ def _searcher(tmp_path, name: str, space: SearchSpace) -> tuple[optuna.Study, St
     sampler = studylib.make_sampler(space.sampler.name, space.sampler.seed, space.sampler.population_size)
     study = studylib.open_study(name, f"sqlite:///{tmp_path}/{name}.db", sampler=sampler, metric=space.metric)
     run = runs.RunRecord(run_id=name, trials=TRIALS, timeout_s=None)
-    return study, StudySearcher(study, space, run, tmp_path / name, None, None)
+    return study, StudySearcher(study, space, run, tmp_path / name, None, None, num_classes=9)
 
 
 def _search(tmp_path, name: str, space: SearchSpace, data: Dataset) -> optuna.Study:
