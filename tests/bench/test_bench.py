@@ -157,9 +157,10 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
 
 @pytest.mark.slow
 def test_one_paper_table_run_on_real_images(tmp_path):
-    record = pt.train_job(pt.Job("x-sdd", "preset", "custom-140k-3x3", 0), epochs=2, out=tmp_path)
+    record = pt.train_job(pt.Job("x-sdd", "preset", "custom-140k-3x3", 0), epochs=2, out=tmp_path, val_fraction=0.1)
     stored = json.loads((tmp_path / "x-sdd__preset__custom-140k-3x3__s0.json").read_text())
     assert stored["accuracy"] == record["accuracy"] > 1 / 7  # better than chance on 7 classes
     assert stored["params"] == 143_218 - 3 * 121  # 7 classes instead of the paper's 10
     assert stored["test_images"] == 135 and len(stored["val_accuracy"]) == 2
+    assert 0 <= stored["val"]["accuracy"] <= 1 and stored["val_images"] > 0
     assert set(stored["per_class_recall"]) == {p.name for p in (DATASETS / "x-sdd").iterdir() if p.is_dir()}

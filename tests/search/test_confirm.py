@@ -18,9 +18,10 @@ def test_summary_is_mean_sd_and_a_t_interval():
     s = summarise([0.8, 0.9, 1.0])
     assert s["mean"] == pytest.approx(0.9) and s["std"] == pytest.approx(0.1)
     half = 4.303 * 0.1 / 3 ** 0.5  # t(0.975, 2 df)
-    assert s["ci95"] == pytest.approx([0.9 - half, 0.9 + half])
+    assert s["ci95"] == pytest.approx([0.9 - half, 1.0])  # 0.9 + half > 1: a fraction's interval stops at 1
     assert t95(1) == 12.706 and t95(12) == 2.228 and t95(100) == 1.96
-    assert summarise([0.9, 1.0])["ci95"][1] == 1.0  # a fraction's interval stops at 1
+    assert summarise([0.5, 0.6, 0.7])["ci95"] == pytest.approx([0.6 - 4.303 * 0.1 / 3 ** 0.5,
+                                                                0.6 + 4.303 * 0.1 / 3 ** 0.5])
     with pytest.raises(ValueError, match="at least 2 runs"):
         t95(0)
 

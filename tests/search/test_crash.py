@@ -147,4 +147,4 @@ def test_worker_killed_mid_trial_and_a_raising_trial_fail_and_the_run_goes_on(tm
         skipped = {s["path"]: s["reason"] for s in t.user_attrs["data"]["skipped"]}
         assert set(skipped) == set(bad)
         assert "empty file" in skipped[str((data / "class_1" / "zero.jpg").resolve())]
-        assert t.user_attrs["data"]["counts"] == {"train": 30, "val": 3, "test": 3}
+        assert t.user_attrs["data"]["counts"] == {"train": 27, "val": 6, "test": 3}
