@@ -1,6 +1,8 @@
 """What a trial is judged on and what it stores: the objectives, the limits, the trial record.
 
-- :data:`OBJECTIVES` / :data:`DIRECTIONS`: the study's three objectives, in value order.
+- :data:`OBJECTIVES` / :data:`DIRECTIONS`: the study's three objectives, in value order;
+  :data:`METRICS`, what the accuracy objective can measure (on the validation split), and
+  :data:`RUNTIMES`, what the latency objective can be timed in.
 - :class:`Limits`: the constraints a trial must meet (latency, parameters, accuracy), in the
   one shape the space file, the pipeline and the study share.
 - :class:`TrialRecord`: every fact a trial keeps besides its objective values, one field
@@ -27,8 +29,8 @@ if TYPE_CHECKING:
     from search.data import DataConfig
     from search.recipe import TrainRecipe
 
-__all__ = ["CONSTRAINT_NAMES", "DEFAULT_METRIC", "DIRECTIONS", "METRICS", "OBJECTIVES", "Limits", "TrialRecord",
-           "majority_score"]
+__all__ = ["CONSTRAINT_NAMES", "DEFAULT_METRIC", "DEFAULT_RUNTIME", "DIRECTIONS", "METRICS", "OBJECTIVES",
+           "RUNTIMES", "Limits", "TrialRecord", "majority_score"]
 
 OBJECTIVES = ("accuracy", "latency_ms", "params")
 DIRECTIONS = ("maximize", "minimize", "minimize")
