@@ -125,14 +125,11 @@ def build(job: Job, recipe, num_classes: int):
     return build_candidate(PRESETS[job.row if job.group == "preset" else ENHANCED], recipe, num_classes)
 
 
-VAL_FRACTION = {"value": 0.1}  # the paper's; --val-fraction sets it (workers get it through train_job)
-
-
-def load(dataset: str, image_size: int, val_fraction: float | None = None):
+def load(dataset: str, image_size: int, val_fraction: float):
     from search.data import DataConfig, load_dataset
 
     return load_dataset(DataConfig(source=str(DATASETS / dataset), image_size=image_size, channels=3,
-                                   test_fraction=0.1, val_fraction=val_fraction or VAL_FRACTION["value"],
+                                   test_fraction=0.1, val_fraction=val_fraction,
                                    split_seed=555))
 
 
@@ -493,7 +490,6 @@ def main() -> None:
     for d in args.datasets:
         if not (DATASETS / d).is_dir():
             p.error(f"no dataset folder {DATASETS / d}")
-    VAL_FRACTION["value"] = args.val_fraction
     plan = {}
     for recipe in args.recipes:
         # e5/ holds the paper-protocol runs of earlier versions: the paper recipe with 10% validation
