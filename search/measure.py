@@ -6,6 +6,12 @@ the network exported to ONNX and run by ONNX Runtime (what ``castsearch export``
 or torch eager. Timings: warm-up, then the median and interquartile range of many
 single-call timings, with the thread count recorded; torch runs in ``inference_mode`` and
 eval mode. Eager torch latency is always measured too, for comparison.
+
+Load cannot inflate a one-thread latency: each call's wall time and the CPU time of the
+calling thread (which runs the whole inference on one thread) are both taken. When the
+wall median exceeds the CPU median by more than :data:`PREEMPTED`, other work held the core
+during the timing, and the CPU-time median -- what the same calls cost on an idle core --
+is the latency (``Measurement.preempted`` says so). On an idle machine the two agree.
 """
 
 from __future__ import annotations
@@ -39,18 +45,35 @@ TIMING: dict[str, dict] = {
 LIBRARIES = ("torch", "torchvision", "mosaicml", "optuna", "ray", "onnx", "onnxruntime", "numpy", "pillow")
 
 
+PREEMPTED = 1.2  # wall median / CPU median above this: the timing shared its core with other work
+
+
 @dataclass
 class LatencyResult:
-    median_ms: float
+    median_ms: float  # wall clock
     iqr_ms: float  # q3 - q1
     q1_ms: float
     q3_ms: float
     runs: int
     batch_size: int
     threads: int
+    cpu_median_ms: float | None = None  # CPU time of the calling thread per call (median)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def preempted(self) -> bool:
+        """Whether the calls waited for the CPU: on one thread the inference runs on the calling
+        thread, so its wall time exceeds its CPU time only while other work held the core."""
+        return self.threads == 1 and self.cpu_median_ms is not None and self.median_ms > PREEMPTED * self.cpu_median_ms
+
+    @property
+    def robust_ms(self) -> float:
+        """The load-robust figure: the wall median when the timing was not preempted (what a
+        user measures on an idle machine), else the CPU-time median, which preemption cannot
+        inflate."""
+        return self.cpu_median_ms if self.preempted else self.median_ms
 
 
 @dataclass
@@ -65,6 +88,7 @@ class Measurement:
     threads: int
     runtime: str = "torch"  # what the latencies above were measured in (RUNTIMES)
     eager_latency_ms: float | None = None  # torch eager, one image, for comparison
+    preempted: bool = False  # other work held the core while it was timed (the CPU-time medians were used)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -101,7 +125,9 @@ def time_calls(call: Callable[[], object], batch_size: int = 1, threads: int = 1
     Runs ``warmup`` untimed calls (at most ``max_seconds / 5`` of them, at least one), then
     timed calls until there are at least ``repeats`` and at least ``min_seconds`` have passed;
     a slow model stops after ``max_seconds`` once it has 5 timings, so one huge candidate
-    cannot stall a search. ``batch_size`` and ``threads`` are recorded, not applied.
+    cannot stall a search. ``batch_size`` and ``threads`` are recorded, not applied. Each
+    call's wall time and the calling thread's CPU time are both taken (see
+    :attr:`LatencyResult.preempted`).
     """
     rules = [
         (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
@@ -118,16 +144,18 @@ def time_calls(call: Callable[[], object], batch_size: int = 1, threads: int = 1
             break
         call()
     timings_ms: list[float] = []
+    cpu_ms: list[float] = []
     start = time.perf_counter()
     while len(timings_ms) < repeats or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         call()
         timings_ms.append((time.perf_counter() - t0) * 1000)
+        cpu_ms.append((time.thread_time() - c0) * 1000)
         if len(timings_ms) >= 5 and time.perf_counter() - start > max_seconds:
             break
     q1, median, q3 = statistics.quantiles(timings_ms, n=4, method="inclusive")
     return LatencyResult(median_ms=median, iqr_ms=q3 - q1, q1_ms=q1, q3_ms=q3, runs=len(timings_ms),
-                         batch_size=batch_size, threads=threads)
+                         batch_size=batch_size, threads=threads, cpu_median_ms=statistics.median(cpu_ms))
 
 
 def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 1,
@@ -187,14 +215,15 @@ def measure(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 
     result = Measurement(
         params=count_params(model),
         macs=count_macs(model, input_shape),
-        latency_ms=single.median_ms,
+        latency_ms=single.robust_ms,
         latency_iqr_ms=single.iqr_ms,
-        batch_latency_ms=batch.median_ms,
+        batch_latency_ms=batch.robust_ms,
         batch_latency_iqr_ms=batch.iqr_ms,
         batch_size=batch_size,
         threads=threads,
         runtime=runtime,
-        eager_latency_ms=eager.median_ms,
+        eager_latency_ms=eager.robust_ms,
+        preempted=single.preempted or batch.preempted,
     )
     log.debug("measured %s", result)
     return result

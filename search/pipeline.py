@@ -99,12 +99,14 @@ def run_model(
     quick_measure: bool = False,
     metric: str = DEFAULT_METRIC,
     runtime: str = DEFAULT_RUNTIME,
+    measurement: Measurement | None = None,
 ) -> TrialOutcome:
     """:func:`run_candidate` for an already-built network ``name`` (a baseline, say): measure
     ``model``; if it meets ``limits`` train it (``on_epoch`` sees the validation ``metric``),
     evaluate it on the validation and the test split and (with ``out_dir``) save it with
     ``spec``, the JSON description written as spec.json. Latency is measured in ``runtime``
-    (:data:`search.measure.RUNTIMES`)."""
+    (:data:`search.measure.RUNTIMES`), unless ``measurement`` brings it already (a search's
+    driver measured the network before dispatch, see :mod:`search.screen`)."""
     clock = time.perf_counter()
 
     def lap(phase: str) -> None:
@@ -113,7 +115,7 @@ def run_model(
         outcome.seconds[phase] = now - clock
         clock = now
 
-    m = measure(model, input_shape(recipe), threads=1, quick=quick_measure, runtime=runtime)
+    m = measurement or measure(model, input_shape(recipe), threads=1, quick=quick_measure, runtime=runtime)
     outcome = TrialOutcome(measurement=m, feasible=limits.architecture_met(m.latency_ms, m.params), metric=metric)
     lap("measure")
     if not outcome.feasible:

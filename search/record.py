@@ -73,6 +73,18 @@ class Limits:
         return values["max_latency_ms"] <= 0 and values["max_params"] <= 0
 
 
+@dataclass(frozen=True)
+class RelativeLimit:
+    """``max_latency_ms`` written as ``factor`` times a paper network's latency on the machine
+    that runs the search (resolved by :func:`search.screen.resolve_limits`)."""
+
+    relative_to: str  # a castmodels preset
+    factor: float = 1.0
+
+    def describe(self) -> str:
+        return f"{self.factor:g} x {self.relative_to}"
+
+
 _VALUE_FIELDS = ("number", "accuracy", "latency_ms", "params")  # read from the trial, never written as attrs
 
 
@@ -99,6 +111,7 @@ class TrialRecord:
     batch_latency_ms: float | None = None
     batch_size: int | None = None
     threads: int | None = None
+    latency_preempted: bool | None = None  # other work held the core while it was timed (CPU time used)
     infeasible: bool | None = None  # broke an architecture limit: measured, never trained
     screened: str | None = None  # why the driver judged it infeasible before dispatch (never reached a worker)
     # trained and evaluated. The objective value is ``objective_metric`` on ``objective_split``
@@ -164,10 +177,8 @@ class TrialRecord:
     def add_outcome(self, outcome: dict) -> None:
         """Fill the measured and trained fields from a pipeline outcome as JSON
         (:meth:`search.pipeline.TrialOutcome.to_dict` plus ``data``, ``machine``, ``versions``)."""
-        m, ev, val = outcome["measurement"], outcome["evaluation"], outcome["validation"]
-        self.macs, self.latency_iqr_ms = m["macs"], m["latency_iqr_ms"]
-        self.batch_latency_ms, self.batch_size, self.threads = m["batch_latency_ms"], m["batch_size"], m["threads"]
-        self.latency_runtime, self.eager_latency_ms = m["runtime"], m["eager_latency_ms"]
+        ev, val = outcome["evaluation"], outcome["validation"]
+        self.add_measurement(outcome["measurement"])
         self.data, self.machine, self.versions = outcome["data"], outcome["machine"], outcome["versions"]
         self.worker_seconds = outcome["seconds"]
         if ev is None:
@@ -178,6 +189,13 @@ class TrialRecord:
         self.macro_f1, self.per_class_recall, self.confusion = ev["macro_f1"], ev["per_class_recall"], ev["confusion"]
         self.val_accuracy, self.epochs_run = outcome["val_scores"], outcome["epochs_run"]
         self.train_seconds, self.weights_path = outcome["train_seconds"], outcome["weights_path"]
+
+    def add_measurement(self, m: dict) -> None:
+        """Fill the measured fields from :meth:`search.measure.Measurement.to_dict`."""
+        self.macs, self.latency_iqr_ms = m["macs"], m["latency_iqr_ms"]
+        self.batch_latency_ms, self.batch_size, self.threads = m["batch_latency_ms"], m["batch_size"], m["threads"]
+        self.latency_runtime, self.eager_latency_ms = m["runtime"], m["eager_latency_ms"]
+        self.latency_preempted = m.get("preempted") or None
 
     # -- derived facts ----------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ function) would test a different entry point from the one users run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -30,7 +29,6 @@ import threading
 import time
 import traceback
 import uuid
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +42,10 @@ from ray.tune.schedulers.trial_scheduler import TrialScheduler
 from ray.tune.search import Searcher
 
 from search import study as studylib
+from search.measure import Measurement
 from search.record import Limits, TrialRecord
 from search.runs import RunRecord, enqueue_presets, finished_by, heartbeat, recover, retime_front
+from search.screen import Screen, Verdict, resolve_limits
 from search.space import Candidate, InvalidCandidate, SearchSpace, suggest
 
 log = logging.getLogger(__name__)
@@ -79,15 +79,18 @@ class StudySearcher(Searcher):
     """Tune's searcher backed by the Optuna study: each suggestion is an asked trial."""
 
     def __init__(self, study: optuna.Study, space: SearchSpace, run: RunRecord, artifacts: Path,
-                 deadline: float | None, on_progress: Callable[[Progress], None] | None, num_classes: int):
+                 deadline: float | None, on_progress: Callable[[Progress], None] | None, screen: Screen,
+                 limits: dict[int, Limits]):
         super().__init__(metric=VAL_SCORE, mode="max")
         self.study, self.space, self.run, self.artifacts = study, space, run, artifacts
         self.deadline = deadline
         self.on_progress = on_progress
+        self.screen = screen
+        self.limits = limits  # by image size (a relative latency limit depends on it)
         self.live: dict[str, optuna.Trial] = {}
+        self.sizes: dict[str, int] = {}
         self.val_history: dict[str, list[float]] = {}
         self.issued = 0
-        self.num_classes = num_classes
         self.t0 = time.time()
 
     # Tune checkpoints searchers by pickling them; our state is the SQL study.
@@ -110,50 +113,50 @@ class StudySearcher(Searcher):
                 continue
             TrialRecord(arch=cand.arch.to_dict(), arch_code=cand.arch.code(), recipe=cand.recipe.to_dict(),
                         enhancements=cand.enhancements_summary()).write(ot)
-            if not self._screened(ot, cand):
+            verdict = self._screen(ot, cand)
+            if verdict.feasible:
                 break
+            if self.deadline is not None and time.time() >= self.deadline:
+                return Searcher.FINISHED
         else:
             raise RuntimeError(f"the space produced {MAX_SKIPPED} candidates in a row that cannot be built or "
-                               f"break max_params ({self.space.constraints.max_params}): widen the limit or "
-                               f"narrow the architecture ranges")
+                               f"break a limit ({self.space.constraints}): widen the limits or narrow the "
+                               f"architecture ranges")
         self.live[trial_id] = ot
+        self.sizes[trial_id] = cand.recipe.image_size
         self.val_history[trial_id] = []
         self.issued += 1
         return {
             "number": ot.number,
             "candidate": cand.to_dict(),
+            "measurement": verdict.measurement.to_dict(),
             "out_dir": str(self.artifacts / f"trial-{ot.number:05d}"),
-            "limits": dataclasses.asdict(self.space.constraints),
             "metric": self.space.metric,
-            "runtime": self.space.latency_runtime,
             "protect": TrialRecord.of_attrs(ot.user_attrs).preset is not None,  # enqueued presets
         }
 
-    def _screened(self, ot: optuna.Trial, cand: Candidate) -> bool:
-        """Tell the study at once about a candidate whose parameter count breaks ``max_params``.
+    def _screen(self, ot: optuna.Trial, cand: Candidate) -> Verdict:
+        """Check ``cand`` against the limits before it is dispatched (:mod:`search.screen`).
 
-        The count is exact from the spec (no timing, so machine load cannot change the verdict),
-        so such a candidate occupies no worker and does not count towards the run's trials. It
-        is COMPLETE with its constraints set, so the sampler learns to avoid the region; it was
-        never timed (latency +inf, its latency constraint neutral) nor trained (accuracy 0)."""
-        limit = self.space.constraints.max_params
-        if limit is None:
-            return False
-        from search.measure import count_params
-        from search.pipeline import build_candidate
-
-        with warnings.catch_warnings():  # composer notes surgery that changed nothing; the worker says it
-            warnings.simplefilter("ignore")
-            params = count_params(build_candidate(cand.arch, cand.recipe, self.num_classes))
-        if params <= limit:
-            return False
-        TrialRecord(infeasible=True, screened=f"{params:,} parameters > max_params {limit:,.0f}").write(ot)
-        constraints = self.space.constraints.constraint_values(None, 0.0, params)
-        constraints["max_latency_ms"] = 0.0  # not timed
+        An infeasible candidate is told to the study at once: COMPLETE with its constraint
+        values, so the sampler learns to avoid the region, accuracy 0 (never trained) and
+        latency +inf when only its parameter count was needed to rule it out. It occupies no
+        worker and does not count towards the run's trials."""
+        limits = self.limits[cand.recipe.image_size]
+        verdict = self.screen.check(cand.arch, cand.recipe, limits)
+        if verdict.feasible:
+            return verdict
+        record = TrialRecord(infeasible=True, screened=verdict.reason)
+        latency = math.inf
+        if verdict.measurement is not None:
+            record.add_measurement(verdict.measurement.to_dict())
+            latency = verdict.measurement.latency_ms
+        record.write(ot)
+        constraints = limits.constraint_values(None, 0.0 if math.isinf(latency) else latency, verdict.params)
         for name, value in constraints.items():
             ot.set_constraint(name, value)
-        self.study.tell(ot, values=[0.0, math.inf, float(params)])
-        return True
+        self.study.tell(ot, values=[0.0, latency, float(verdict.params)])
+        return verdict
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.val_history and not result.get(FINAL):
@@ -164,6 +167,7 @@ class StudySearcher(Searcher):
         if ot is None:
             return
         history = self.val_history.pop(trial_id, [])
+        size = self.sizes.pop(trial_id)
         result = result or {}
         record = TrialRecord(node_id=result.get("node_id") or None)
         if error or result.get("error"):
@@ -172,7 +176,8 @@ class StudySearcher(Searcher):
             record.write(ot)
             self.study.tell(ot, state=TrialState.FAIL)
         elif result.get(FINAL):
-            studylib.tell_outcome(self.study, ot, record, json.loads(result["outcome"]), self.space.constraints)
+            studylib.tell_outcome(self.study, ot, record, json.loads(result["outcome"]),
+                                  self.limits[size])
         else:
             record.val_accuracy = history
             record.pruned_at_epoch = int(result.get("epoch", len(history)))
@@ -183,6 +188,7 @@ class StudySearcher(Searcher):
     def fail_leftovers(self, reason: str) -> None:
         for trial_id in list(self.live):
             ot = self.live.pop(trial_id)
+            self.sizes.pop(trial_id, None)
             TrialRecord(error=reason).write(ot)
             self.study.tell(ot, state=TrialState.FAIL)
 
@@ -236,7 +242,7 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
     try:
         _test_hooks(config["number"])
         outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
-                                runtime=config["runtime"], limits=Limits(**config["limits"]), on_epoch=on_epoch)
+                                measurement=Measurement(**config["measurement"]), on_epoch=on_epoch)
     except Exception as e:
         tune.report({"epoch": 0, VAL_SCORE: 0.0, "node_id": node_id, FINAL: True,
                      "error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"})
@@ -313,7 +319,12 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     artifacts.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + timeout_s if timeout_s else None
     num_classes = next(iter(datasets.values())).num_classes
-    searcher = StudySearcher(study, space, run, artifacts, deadline, on_progress, num_classes)
+    # Latency is timed here, on the driver, before Ray starts training: the first timings
+    # (a relative limit's reference among them) meet an idle machine.
+    screen = Screen(study, space.latency_runtime, num_classes)
+    limits = {size: resolve_limits(space.constraints, space.relative_latency, screen, size, space.data.channels)
+              for size in space.image_sizes}
+    searcher = StudySearcher(study, space, run, artifacts, deadline, on_progress, screen, limits)
 
     started_ray = not ray.is_initialized()
     if started_ray:

@@ -53,7 +53,15 @@ from search.recipe import (
     SCHEDULES,
     TrainRecipe,
 )
-from search.record import DEFAULT_METRIC, DEFAULT_RUNTIME, DIRECTIONS, METRICS, RUNTIMES, Limits
+from search.record import (
+    DEFAULT_METRIC,
+    DEFAULT_RUNTIME,
+    DIRECTIONS,
+    METRICS,
+    RUNTIMES,
+    Limits,
+    RelativeLimit,
+)
 from search.record import OBJECTIVES as OBJECTIVE_NAMES
 
 if TYPE_CHECKING:
@@ -238,6 +246,7 @@ class SearchSpace:
     recipe: str = DEFAULT_RECIPE  # the named recipe that gives what the file does not set
     metric: str = DEFAULT_METRIC  # what the accuracy objective measures, on the validation split
     latency_runtime: str = DEFAULT_RUNTIME  # what the latency objective is timed in (search.record.RUNTIMES)
+    relative_latency: RelativeLimit | None = None  # max_latency_ms relative to a paper network, when so written
 
     @property
     def objective_names(self) -> list[str]:
@@ -539,14 +548,27 @@ def _budget(r: _Reader, top: dict) -> Budget:
     return budget
 
 
-def _constraints(r: _Reader, top: dict) -> Limits:
+def _constraints(r: _Reader, top: dict) -> tuple[Limits, RelativeLimit | None]:
+    """The limits, and the relative latency limit when max_latency_ms is written as one
+    (then the limits' max_latency_ms is None until the run resolves it)."""
     section = r.section(top, "constraints", ("max_latency_ms", "max_params", "min_accuracy"))
     positive = _optional(_number(0, low_open=True))
-    return Limits(
+    relative = None
+    latency = section.get("max_latency_ms")
+    if isinstance(latency, dict):
+        path = "constraints.max_latency_ms"
+        spec = r.mapping(latency, path, ("relative_to", "factor"))
+        if "relative_to" not in spec:
+            r.fail(path, "a relative limit needs relative_to (one of the paper's networks)")
+        relative = RelativeLimit(r.get(spec, path, "relative_to", _one_of(tuple(PRESETS)), None),
+                                 r.get(spec, path, "factor", _number(0, low_open=True), 1.0))
+        section = {k: v for k, v in section.items() if k != "max_latency_ms"}
+    limits = Limits(
         max_latency_ms=r.get(section, "constraints", "max_latency_ms", positive, None),
         max_params=r.get(section, "constraints", "max_params", positive, None),
         min_accuracy=r.get(section, "constraints", "min_accuracy", _optional(_number(0, 1, low_open=True)), None),
     )
+    return limits, relative
 
 
 def _data(r: _Reader, top: dict) -> DataSettings:
@@ -588,11 +610,12 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     enhancements |= r.params(top, "enhancements", _ENHANCEMENTS)
     augmentations = {name: Fixed(f"augmentations.{name}", name in base.augmentations) for name in AUGMENTATIONS}
     augmentations |= r.params(top, "augmentations", _AUGMENTATIONS)
+    constraints, relative_latency = _constraints(r, top)
     return SearchSpace(
         path=path,
         study=study,
         seed_presets=r.get(top, "", "seed_presets", _boolean, True),
-        constraints=_constraints(r, top),
+        constraints=constraints,
         sampler=_sampler(r, top),
         budget=_budget(r, top),
         data=_data(r, top),
@@ -603,6 +626,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         recipe=recipe,
         metric=metric,
         latency_runtime=_latency(r, top),
+        relative_latency=relative_latency,
     )
 
 

@@ -84,7 +84,8 @@ def test_measure_collects_everything():
     assert m.batch_size == 5 and m.threads == 1
     assert m.runtime == "torch" and m.eager_latency_ms == m.latency_ms
     assert set(m.to_dict()) == {"params", "macs", "latency_ms", "latency_iqr_ms", "batch_latency_ms",
-                                "batch_latency_iqr_ms", "batch_size", "threads", "runtime", "eager_latency_ms"}
+                                "batch_latency_iqr_ms", "batch_size", "threads", "runtime", "eager_latency_ms",
+                                "preempted"}
 
 
 def test_default_latency_is_the_exported_onnx_model_in_onnx_runtime():

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from search import runner, runs
 from search import study as studylib
 from search.data import DataConfig, load_dataset
+from search.screen import Screen
 from search.space import load_space
 
 TINY_SPACE = """
@@ -102,9 +103,12 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
 
 
 def _searcher(tmp_path, space, trials=5):
+    """A StudySearcher as run_search builds it, without Ray (quick latency timings)."""
     study = studylib.open_study("s", f"sqlite:///{tmp_path}/s.db", sampler=optuna.samplers.RandomSampler(seed=0))
     run = runs.RunRecord(run_id="r1", trials=trials, timeout_s=None)
-    return study, runner.StudySearcher(study, space, run, tmp_path, None, None, num_classes=9)
+    screen = Screen(study, space.latency_runtime, num_classes=9, quick=True)
+    limits = {size: space.constraints for size in space.image_sizes}
+    return study, runner.StudySearcher(study, space, run, tmp_path, None, None, screen, limits)
 
 
 def test_candidates_over_max_params_never_reach_a_worker(tiny, tmp_path):
@@ -136,7 +140,7 @@ def test_early_stopped_trial_is_pruned_never_complete(tiny, tmp_path):
     space = tiny[0]
     study, searcher = _searcher(tmp_path, space)
     config = searcher.suggest("a")
-    assert set(config) >= {"number", "candidate", "out_dir", "limits"}
+    assert set(config) >= {"number", "candidate", "out_dir", "measurement"}
     searcher.on_trial_result("a", {"epoch": 1, runner.VAL_SCORE: 0.4})
     searcher.on_trial_complete("a", {"epoch": 1, runner.VAL_SCORE: 0.4})  # ASHA stopped it: no final result
     t = study.trials[config["number"]]

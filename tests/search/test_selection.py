@@ -24,8 +24,9 @@ from search.cli import main
 from search.data import DataConfig, Dataset, load_dataset
 from search.measure import Measurement, count_macs, count_params
 from search.pipeline import run_candidate
-from search.record import METRICS, Limits, TrialRecord, majority_score
+from search.record import METRICS, TrialRecord, majority_score
 from search.runner import StudySearcher
+from search.screen import Screen
 from search.space import Candidate, SearchSpace, SpaceError, space_from_dict
 
 TRIALS = 6
@@ -74,7 +75,9 @@ def _searcher(tmp_path, name: str, space: SearchSpace) -> tuple[optuna.Study, St
     sampler = studylib.make_sampler(space.sampler.name, space.sampler.seed, space.sampler.population_size)
     study = studylib.open_study(name, f"sqlite:///{tmp_path}/{name}.db", sampler=sampler, metric=space.metric)
     run = runs.RunRecord(run_id=name, trials=TRIALS, timeout_s=None)
-    return study, StudySearcher(study, space, run, tmp_path / name, None, None, num_classes=9)
+    screen = Screen(study, space.latency_runtime, num_classes=9, quick=True)
+    limits = {size: space.constraints for size in space.image_sizes}
+    return study, StudySearcher(study, space, run, tmp_path / name, None, None, screen, limits)
 
 
 def _search(tmp_path, name: str, space: SearchSpace, data: Dataset) -> optuna.Study:
@@ -83,8 +86,8 @@ def _search(tmp_path, name: str, space: SearchSpace, data: Dataset) -> optuna.St
     for i in range(TRIALS):
         config = searcher.suggest(f"t{i}")
         cand = Candidate.from_dict(config["candidate"])
-        outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"],
-                                limits=Limits(**config["limits"]), metric=config["metric"])
+        outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
+                                measurement=Measurement(**config["measurement"]))
         assert outcome.objective == getattr(outcome.validation, config["metric"])
         searcher.on_trial_complete(f"t{i}", {"final": True, "outcome": json.dumps(outcome.provenance(data))})
     assert searcher.suggest("over") == "FINISHED"
@@ -135,7 +138,7 @@ def test_the_sampler_listens_to_the_told_values(tmp_path):
 
 
 def test_permuting_the_test_labels_changes_no_choice(tmp_path, data, monkeypatch, one_thread):
-    monkeypatch.setattr("search.pipeline.measure", _fake_measure)
+    monkeypatch.setattr("search.screen.measure", _fake_measure)
     space = space_from_dict(SPACE)
     original = _search(tmp_path, "original", space, data).trials
     permuted = _search(tmp_path, "permuted", space, _with_shuffled_test_labels(data)).trials

@@ -78,7 +78,8 @@ def test_paper_space_loads(space):
     assert (space.sampler.name, space.sampler.seed, space.sampler.population_size) == ("nsga2", 555, 12)
     assert (space.budget.trials, space.budget.timeout_s) == (40, 7200.0)
     assert space.constraints.max_params == 1_000_000
-    assert space.constraints.max_latency_ms == 10.0
+    assert space.constraints.max_latency_ms is None  # relative: resolved on the machine that runs it
+    assert (space.relative_latency.relative_to, space.relative_latency.factor) == ("custom-590k-dw", 1.0)
     assert (space.data.source, space.data.channels, space.data.split_seed) == ("synthetic", 3, 555)
     assert space.image_sizes == [32]
     assert space.max_epochs == 10

@@ -1,0 +1,147 @@
+"""What the driver checks before a candidate reaches a worker: its parameter count and its
+latency, against the space's limits.
+
+Parameters are exact from the spec. Latency is measured once per distinct network on the
+machine the driver runs on, in the space's runtime, with :func:`search.measure.measure`'s
+load-robust protocol (the driver is not a niced worker, and a timing that waited for the CPU
+falls back to CPU time), and cached in the study as a user attr ``latency:<key>``: the key
+is a hash of the network as built (spec, model surgery, input shape, classes), the runtime
+and the machine (CPU model, cores, torch and ONNX Runtime versions), so a repeated
+architecture is never timed twice and a study moved to another machine times afresh.
+A timing that was preempted, or that lands within :data:`BORDERLINE` of the limit, is
+taken again and the lower of the two kept: the verdict is the quieter timing's.
+
+A latency limit may be written relative to one of the paper's networks measured the same
+way (``max_latency_ms: {relative_to: custom-590k-dw, factor: 1.0}``), so a space file
+travels between machines; :func:`resolve_limits` turns it into milliseconds for this
+machine and records it in the study (``latency_limit:<image size>``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import optuna
+
+from castmodels import PRESETS, ArchSpec
+from search.measure import Measurement, count_params, library_versions, machine_fingerprint, measure
+from search.recipe import TrainRecipe
+from search.record import Limits, RelativeLimit
+
+log = logging.getLogger(__name__)
+
+CACHE_PREFIX = "latency:"
+LIMIT_PREFIX = "latency_limit:"
+BORDERLINE = 0.10  # a latency this close to the limit (relative) is timed twice
+RETRIES = 2  # extra timings at most for a preempted or borderline measurement
+
+
+@dataclass
+class Verdict:
+    """One candidate's screening: ``reason`` is None when it may be trained."""
+
+    params: int
+    measurement: Measurement | None  # None when the parameter count alone ruled it out
+    reason: str | None
+    cached: bool = False
+
+    @property
+    def feasible(self) -> bool:
+        return self.reason is None
+
+
+def _surgery(recipe: TrainRecipe) -> list[str]:
+    from search.train import SURGERY
+
+    return sorted(name for name in recipe.enhancements if name in SURGERY)
+
+
+def cache_key(arch: ArchSpec, recipe: TrainRecipe, num_classes: int, runtime: str) -> str:
+    """The latency cache key of ``arch`` built with ``recipe`` for ``num_classes`` classes."""
+    machine = machine_fingerprint()
+    versions = library_versions()
+    identity = {
+        "arch": {**arch.to_dict(), "name": None},
+        "surgery": _surgery(recipe),
+        "input": [recipe.channels, recipe.image_size, recipe.image_size],
+        "classes": num_classes,
+        "runtime": runtime,
+        "machine": [machine["cpu_model"], machine["logical_cores"], machine["machine"]],
+        "versions": [versions.get("torch"), versions.get("onnxruntime")],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Screen:
+    """Screens candidates for one study: ``quick`` uses the short timing protocol (tests)."""
+
+    def __init__(self, study: optuna.Study, runtime: str, num_classes: int, quick: bool = False):
+        self.study, self.runtime, self.num_classes, self.quick = study, runtime, num_classes, quick
+        self.timed = 0  # measurements taken (cache misses), for tests and the summary
+
+    def latency(self, arch: ArchSpec, recipe: TrainRecipe, limit: float | None = None) -> tuple[Measurement, bool]:
+        """(the measurement of ``arch`` built with ``recipe``, whether it came from the cache)."""
+        key = CACHE_PREFIX + cache_key(arch, recipe, self.num_classes, self.runtime)
+        cached = self.study.user_attrs.get(key)
+        if cached is not None:
+            return Measurement(**cached["measurement"]), True
+        from search.pipeline import build_candidate, input_shape
+
+        with warnings.catch_warnings():  # composer notes surgery that changed nothing; the worker says it
+            warnings.simplefilter("ignore")
+            model = build_candidate(arch, recipe, self.num_classes)
+        m = self._measure(model, input_shape(recipe))
+        for _ in range(RETRIES):
+            borderline = limit is not None and abs(m.latency_ms - limit) <= BORDERLINE * limit
+            if not (m.preempted or borderline):
+                break
+            again = self._measure(model, input_shape(recipe))
+            log.debug("%s timed again (%s): %.3f then %.3f ms", arch.code(),
+                      "preempted" if m.preempted else "borderline", m.latency_ms, again.latency_ms)
+            m = min(m, again, key=lambda x: x.latency_ms)
+        self.study.set_user_attr(key, {"measurement": m.to_dict(), "arch_code": arch.code(), "at": time.time()})
+        return m, False
+
+    def _measure(self, model, shape) -> Measurement:
+        self.timed += 1
+        return measure(model, shape, threads=1, quick=self.quick, runtime=self.runtime)
+
+    def check(self, arch: ArchSpec, recipe: TrainRecipe, limits: Limits) -> Verdict:
+        """Parameters first (exact, free), then latency (cached) when the space limits it."""
+        from search.pipeline import build_candidate
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            params = count_params(build_candidate(arch, recipe, self.num_classes))
+        if limits.max_params is not None and params > limits.max_params:
+            return Verdict(params, None, f"{params:,} parameters > max_params {limits.max_params:,.0f}")
+        m, cached = self.latency(arch, recipe, limits.max_latency_ms)
+        if not limits.architecture_met(m.latency_ms, params):
+            return Verdict(params, m, f"{m.latency_ms:.3f} ms > max_latency_ms {limits.max_latency_ms:.3f} "
+                                      f"({self.runtime})", cached)
+        return Verdict(params, m, None, cached)
+
+
+def resolve_limits(limits: Limits, relative: RelativeLimit | None, screen: Screen, image_size: int,
+                   channels: int) -> Limits:
+    """``limits`` with a relative latency limit turned into milliseconds on this machine at
+    ``image_size`` (recorded in the study as ``latency_limit:<image_size>``)."""
+    if relative is None:
+        return limits
+    recipe = TrainRecipe(image_size=image_size, channels=channels)
+    m, _ = screen.latency(PRESETS[relative.relative_to], recipe)
+    ms = relative.factor * m.latency_ms
+    if not math.isfinite(ms) or ms <= 0:
+        raise ValueError(f"{relative.relative_to} timed {m.latency_ms} ms; cannot derive max_latency_ms")
+    screen.study.set_user_attr(f"{LIMIT_PREFIX}{image_size}", {
+        "max_latency_ms": ms, "relative_to": relative.relative_to, "factor": relative.factor,
+        "reference_ms": m.latency_ms, "runtime": screen.runtime, "at": time.time()})
+    log.info("max_latency_ms = %s = %.3f ms at %d px (%s)", relative.describe(), ms, image_size, screen.runtime)
+    return dataclasses.replace(limits, max_latency_ms=ms)

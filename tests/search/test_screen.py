@@ -1,0 +1,184 @@
+"""Screening before dispatch: latency measured once per network on the driver, cached in the
+study, robust to CPU load; limits relative to a paper network."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from castmodels import PRESETS
+from search import runner, runs
+from search import study as studylib
+from search.measure import Measurement, count_macs, count_params, measure_ort, time_calls
+from search.recipe import TrainRecipe
+from search.record import Limits
+from search.screen import LIMIT_PREFIX, Screen, cache_key, resolve_limits
+from search.space import InvalidCandidate, SpaceError, space_from_dict, suggest
+
+ARCHITECTURE = {
+    "stages": {"low": 1, "high": 3},
+    "blocks_per_stage": {"low": 1, "high": 2},
+    "channels": {"low": 4, "high": 48, "log": True},
+    "conv": ["conv3x3", "dwsep"],
+    "last_block": ["plain", "stride2"],
+    "dropout": 0.0,
+    "pool": [True, False],
+    "head": ["gap"],
+}
+
+
+def _space(**extra) -> object:
+    doc = {"study": "screen", "seed_presets": False, "sampler": {"name": "random", "seed": 1},
+           "architecture": ARCHITECTURE, "training": {"epochs": 1, "image_size": [16]}} | extra
+    return space_from_dict(doc)
+
+
+def _study(tmp_path, name="s") -> optuna.Study:
+    return studylib.open_study(name, f"sqlite:///{tmp_path}/{name}.db", sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, runtime="onnxruntime") -> Measurement:
+    """Latency from the parameter count: deterministic, so a test can place a limit."""
+    params = count_params(model)
+    latency_ms = params / 1000
+    return Measurement(params=params, macs=count_macs(model, input_shape), latency_ms=latency_ms,
+                       latency_iqr_ms=0.0, batch_latency_ms=latency_ms * batch_size, batch_latency_iqr_ms=0.0,
+                       batch_size=batch_size, threads=threads, runtime=runtime, eager_latency_ms=latency_ms)
+
+
+def _searcher(tmp_path, space, limits: Limits, trials: int = 6):
+    study = _study(tmp_path)
+    run = runs.RunRecord(run_id="r1", trials=trials, timeout_s=None)
+    screen = Screen(study, space.latency_runtime, num_classes=5, quick=True)
+    return study, screen, runner.StudySearcher(study, space, run, tmp_path, None, None, screen,
+                                               {size: limits for size in space.image_sizes})
+
+
+def test_the_driver_never_dispatches_a_candidate_over_the_latency_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr("search.screen.measure", _fake_measure)
+    space = _space()
+    limits = Limits(max_latency_ms=2.0)  # 2,000 parameters under the fake timing
+    study, _, searcher = _searcher(tmp_path, space, limits)
+    configs = [searcher.suggest(f"t{i}") for i in range(6)]
+    for config in configs:
+        assert config["measurement"]["latency_ms"] <= 2.0  # the worker trains with the driver's measurement
+    screened = [t for t in study.trials if t.user_attrs.get("screened")]
+    assert screened, "this space draws networks over 2,000 parameters; some must have been screened"
+    for t in screened:
+        assert t.state == TrialState.COMPLETE and not studylib.is_feasible(t)
+        assert t.values[1] > 2.0 and t.constraints["max_latency_ms"] == pytest.approx(t.values[1] - 2.0)
+        assert "max_latency_ms" in t.user_attrs["screened"] and t.user_attrs["latency_runtime"] == "onnxruntime"
+        assert "weights_path" not in t.user_attrs
+    assert runs.finished_by(study.trials, "r1") == 0 and searcher.issued == 6
+
+
+def test_the_latency_cache_is_hit_for_a_repeated_architecture(tmp_path):
+    fixed = {key: (value["low"] if isinstance(value, dict) else value[0] if isinstance(value, list) else value)
+             for key, value in ARCHITECTURE.items()}
+    space = _space(architecture=fixed, training={"epochs": 1, "image_size": [16], "lr": [1.0e-3, 2.0e-3]})
+    study, screen, searcher = _searcher(tmp_path, space, Limits())
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    assert screen.timed == 1  # one network, timed once although the recipes differ
+    assert first["measurement"] == second["measurement"]
+    cached = [k for k in study.user_attrs if k.startswith("latency:")]
+    assert len(cached) == 1
+    # a later run (a new screen on the same study) reads the study's cache
+    again = Screen(study, space.latency_runtime, num_classes=5, quick=True)
+    cand = suggest(space, study.ask())
+    m, hit = again.latency(cand.arch, cand.recipe)
+    assert hit and again.timed == 0 and m.to_dict() == first["measurement"]
+
+
+def test_the_cache_key_separates_what_changes_the_shipped_network():
+    arch = PRESETS["custom-140k-3x3"]
+    base = TrainRecipe(image_size=32)
+    key = cache_key(arch, base, 6, "onnxruntime")
+    # neither the name nor the recipe's training knobs change the network
+    assert key == cache_key(dataclasses.replace(arch, name=None), TrainRecipe(image_size=32, lr=0.01), 6,
+                            "onnxruntime")
+    assert len({key, cache_key(arch, base, 6, "torch"), cache_key(arch, TrainRecipe(image_size=64), 6, "onnxruntime"),
+                cache_key(arch, TrainRecipe(image_size=32, enhancements=("blurpool",)), 6, "onnxruntime"),
+                cache_key(arch, base, 7, "onnxruntime"), cache_key(PRESETS["custom-140k-dw"], base, 6, "onnxruntime")
+                }) == 6
+
+
+def test_a_relative_latency_limit_is_resolved_on_this_machine(tmp_path):
+    space = _space(constraints={"max_latency_ms": {"relative_to": "custom-140k-3x3", "factor": 2.0}})
+    assert space.constraints.max_latency_ms is None
+    assert (space.relative_latency.relative_to, space.relative_latency.factor) == ("custom-140k-3x3", 2.0)
+    study = _study(tmp_path)
+    screen = Screen(study, "onnxruntime", num_classes=5, quick=True)
+    limits = resolve_limits(space.constraints, space.relative_latency, screen, 16, 3)
+    reference, _ = screen.latency(PRESETS["custom-140k-3x3"], TrainRecipe(image_size=16))
+    assert limits.max_latency_ms == pytest.approx(2.0 * reference.latency_ms)
+    recorded = study.user_attrs[f"{LIMIT_PREFIX}16"]
+    assert recorded["relative_to"] == "custom-140k-3x3" and recorded["max_latency_ms"] == limits.max_latency_ms
+    assert screen.timed == 1  # the reference came from the cache the second time
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"relative_to": "resnet-9000"}, "must be one of"),
+    ({"factor": 2.0}, "needs relative_to"),
+    ({"relative_to": "custom-590k-dw", "factor": 0}, "factor: must be a number > 0"),
+    ({"relative_to": "custom-590k-dw", "scale": 1.0}, "unknown key"),
+])
+def test_a_bad_relative_limit_names_the_key(bad, message):
+    with pytest.raises(SpaceError, match=message) as e:
+        _space(constraints={"max_latency_ms": bad})
+    assert "constraints.max_latency_ms" in str(e.value)
+
+
+def test_a_timing_that_waited_for_the_cpu_falls_back_to_cpu_time():
+    """A call that sleeps is 'preempted' by construction: wall time far above CPU time."""
+    r = time_calls(lambda: time.sleep(0.002), warmup=1, repeats=5, min_seconds=0.0)
+    assert r.preempted and r.median_ms >= 2.0
+    assert r.robust_ms == r.cpu_median_ms < 1.0
+    busy = time_calls(lambda: sum(range(20_000)), warmup=1, repeats=20, min_seconds=0.0)
+    assert busy.cpu_median_ms > 0 and busy.robust_ms in (busy.median_ms, busy.cpu_median_ms)
+
+
+def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
+    """Networks the space draws are timed with the screen's quick protocol on an idle machine
+    and again while two processes keep both cores busy; with the limit between two of the
+    idle latencies (in their widest gap), every verdict is the same. (Each network is
+    exported once; the protocol, not the export, is under test.)"""
+    import torch
+
+    from search.onnxrt import export_onnx, ort_session
+    from search.pipeline import build_candidate, input_shape
+
+    space = _space()
+    study = _study(tmp_path)
+    sessions = []
+    while len(sessions) < 10:
+        try:
+            cand = suggest(space, study.ask())
+        except InvalidCandidate:
+            continue
+        model = build_candidate(cand.arch, cand.recipe, 5)
+        sessions.append((ort_session(export_onnx(model, torch.rand(2, *input_shape(cand.recipe))), 1),
+                         input_shape(cand.recipe)))
+
+    def latencies() -> list[float]:
+        return [measure_ort(session, shape, quick=True)[0].robust_ms for session, shape in sessions]
+
+    idle = latencies()
+    ordered = sorted(idle)
+    gap, limit = max((b / a, math.sqrt(a * b)) for a, b in zip(ordered, ordered[1:], strict=False))
+    assert gap > 1.3, f"the drawn networks' latencies are too close to place a limit: {ordered}"
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.5)  # both busy before the timings start
+        loaded = latencies()
+    finally:
+        for p in hogs:
+            p.kill()
+            p.wait()
+    assert [x <= limit for x in idle] == [x <= limit for x in loaded], (idle, loaded, limit)
