@@ -100,6 +100,7 @@ class TrialRecord:
     recipe: dict | None = None  # TrainRecipe.to_dict()
     enhancements: str | None = None
     preset: str | None = None
+    preset_arch: dict | None = None  # a preset the space cannot express: trained as this fixed network
     baseline: str | None = None
     pretrained: bool | None = None
     pretrained_from: str | None = None

@@ -41,6 +41,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.schedulers.trial_scheduler import TrialScheduler
 from ray.tune.search import Searcher
 
+from castmodels import ArchSpec
 from search import study as studylib
 from search.measure import Measurement
 from search.record import Limits, TrialRecord
@@ -51,7 +52,7 @@ from search.space import Candidate, InvalidCandidate, SearchSpace, suggest
 log = logging.getLogger(__name__)
 
 FINAL = "final"
-MAX_SKIPPED = 1000  # candidates in a row that are invalid or screened out before the searcher gives up
+MAX_SKIPPED = 200  # candidates in a row that are invalid or screened out before the searcher gives up (each distinct one is timed)
 VAL_SCORE = "val_score"  # what Tune and ASHA see each epoch: the objective's metric on the validation split
 
 
@@ -105,8 +106,9 @@ class StudySearcher(Searcher):
         for _ in range(MAX_SKIPPED):
             ot = self.study.ask()
             TrialRecord(run_id=self.run.run_id).write(ot)
+            fixed = TrialRecord.of_attrs(ot.user_attrs).preset_arch
             try:
-                cand = suggest(self.space, ot)
+                cand = suggest(self.space, ot, ArchSpec.from_dict(fixed) if fixed else None)
             except InvalidCandidate as e:
                 TrialRecord(invalid=str(e)).write(ot)
                 self.study.tell(ot, state=TrialState.PRUNED)

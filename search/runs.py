@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import study as studylib
 from search.record import TrialRecord
-from search.space import SearchSpace, preset_params
+from search.space import SearchSpace, preset_trials
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +106,20 @@ def _recover(study: optuna.Study, now: float) -> RunRecord | None:
 
 
 def enqueue_presets(study: optuna.Study, space: SearchSpace, storage_url: str) -> int:
-    """Put the paper's presets first in the queue, once per study (also when several drivers
+    """Put the paper's presets first in the queue (points of the space or fixed-architecture
+    trials, see :func:`search.space.preset_trials`), once per study (also when several drivers
     start on a new study at the same moment: the check and the enqueue hold the study's lock)."""
     if not space.seed_presets:
         return 0
     with studylib.exclusive(storage_url, study.study_name, "presets"):
         if study.user_attrs.get(PRESETS_ENQUEUED):
             return 0
-        params = preset_params(space)
-        for name, p in params.items():
-            study.enqueue_trial(p, user_attrs=TrialRecord(preset=name).attrs())
-        study.set_user_attr(PRESETS_ENQUEUED, sorted(params))
-    return len(params)
+        presets = preset_trials(space)
+        for name, p in presets.items():
+            fixed = p.arch.to_dict() if p.arch is not None else None
+            study.enqueue_trial(p.params, user_attrs=TrialRecord(preset=name, preset_arch=fixed).attrs())
+        study.set_user_attr(PRESETS_ENQUEUED, sorted(presets))
+    return len(presets)
 
 
 def heartbeat(study: optuna.Study, run: RunRecord, stop: threading.Event) -> None:

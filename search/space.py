@@ -191,6 +191,23 @@ class ArchitectureSpace:
 
 
 @dataclass(frozen=True)
+class GrowingArchitecture:
+    """The architecture written as widths that never shrink and a downsampling plan that is
+    valid at the image size by construction (see spaces/paper.yaml)."""
+
+    stages: Param
+    blocks_per_stage: Param
+    width: Param  # channels of the first stage
+    growth: Param  # each later stage's channels: the previous stage's times this
+    conv: Param  # per stage
+    last_block: Param  # offered while the map is at least 4 px
+    dropout: Param
+    pool: Param  # offered while the map is at least 2 px
+    head: Param
+    max_channels: int = 256  # no stage wider than this
+
+
+@dataclass(frozen=True)
 class SamplerConfig:
     name: str = "nsga2"
     seed: int | None = None
@@ -239,7 +256,7 @@ class SearchSpace:
     sampler: SamplerConfig
     budget: Budget
     data: DataSettings
-    architecture: ArchitectureSpace
+    architecture: ArchitectureSpace | GrowingArchitecture
     training: dict[str, Param]
     enhancements: dict[str, Param]
     augmentations: dict[str, Param]
@@ -396,6 +413,18 @@ _ARCHITECTURE: dict[str, tuple[Check, bool]] = {
     "pool": (_boolean, False),
     "head": (_one_of(HEAD_TYPES), False),
 }
+_GROWING: dict[str, tuple[Check, bool]] = {
+    "stages": (_integer(1, MAX_STAGES), True),
+    "blocks_per_stage": (_integer(1, MAX_BLOCKS), True),
+    "width": (_integer(1), True),
+    "growth": (_number(1, 4), True),
+    "max_channels": (_integer(1), False),
+    "conv": (_one_of(CONV_TYPES), False),
+    "last_block": (_one_of(tuple(LAST_BLOCKS)), False),
+    "dropout": (_number(0, 1, high_open=True), True),
+    "pool": (_boolean, False),
+    "head": (_one_of(HEAD_TYPES), False),
+}
 _TRAINING: dict[str, tuple[Check, bool]] = {
     "epochs": (_integer(1), False),  # a list, not a range: the scheduler needs the maximum
     "batch_size": (_integer(1), True),
@@ -519,6 +548,28 @@ def _objectives(r: _Reader, top: dict) -> str:
     return metric
 
 
+def _architecture(r: _Reader, top: dict) -> ArchitectureSpace | GrowingArchitecture:
+    """The per-block form (``channels``: each block its own) or the growing form (``width``
+    and ``growth``: stage widths that never shrink); a section mixes neither."""
+    raw = top["architecture"]
+    growing = isinstance(raw, dict) and "width" in raw
+    table = _GROWING if growing else _ARCHITECTURE
+    params = r.params(top, "architecture", table)
+    optional = ("max_channels",)
+    for key in table:
+        if key not in params and key not in optional:
+            form = "growing form (width, growth)" if growing else "per-block form (channels)"
+            r.fail(f"architecture.{key}", f"required key is missing (the {form} needs every key of "
+                                          f"{', '.join(k for k in table if k not in optional)})")
+    if not growing:
+        return ArchitectureSpace(**params)
+    max_channels = params.pop("max_channels", None)
+    if max_channels is not None and not isinstance(max_channels, Fixed):
+        r.fail("architecture.max_channels", "must be one integer, not a choice")
+    extra = {"max_channels": max_channels.value} if max_channels is not None else {}
+    return GrowingArchitecture(**params, **extra)
+
+
 def _sampler(r: _Reader, top: dict) -> SamplerConfig:
     section = r.section(top, "sampler", ("name", "seed", "population_size"))
     name = r.get(section, "sampler", "name", _one_of(SAMPLERS), "nsga2")
@@ -592,10 +643,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     top = r.mapping(data, "", _TOP_KEYS)
     if "architecture" not in top:
         r.fail("architecture", "required section is missing (see spaces/paper.yaml)")
-    architecture = r.params(top, "architecture", _ARCHITECTURE)
-    for key in _ARCHITECTURE:
-        if key not in architecture:
-            r.fail(f"architecture.{key}", "required key is missing (every architecture key must be given)")
+    architecture = _architecture(r, top)
     study = r.get(top, "", "study", _text, Path(path).stem if path else "castsearch")
     if not _STUDY_NAME.fullmatch(study):
         origin = "" if "study" in top else " (taken from the file name; set study: to choose one)"
@@ -619,7 +667,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         sampler=_sampler(r, top),
         budget=_budget(r, top),
         data=_data(r, top),
-        architecture=ArchitectureSpace(**architecture),
+        architecture=architecture,
         training=training,
         enhancements=enhancements,
         augmentations=augmentations,
@@ -679,6 +727,29 @@ def load_space(path: str | Path, overrides: dict[tuple[str, ...], Any] | None = 
 Pick = Callable[[str, Param], Any]
 
 
+def _walk_growing(arch: GrowingArchitecture, pick: Pick, image_size: int) -> ArchSpec:
+    """Stage widths from ``width`` times each stage's ``growth`` (rounded to a multiple of 8,
+    at most ``max_channels``); a stage's last block may stride only while the map is at least
+    4 px and its pool exists only while the map is at least 2 px, so every point builds."""
+    layers: list[LayerSpec] = []
+    side = image_size
+    width = pick("width", arch.width)
+    for i in range(1, pick("stages", arch.stages) + 1):
+        if i > 1:
+            width = min(arch.max_channels, max(width, 8 * round(width * pick(f"s{i}_growth", arch.growth) / 8)))
+        conv = pick(f"s{i}_conv", arch.conv)
+        blocks = pick(f"s{i}_blocks", arch.blocks_per_stage)
+        last = pick(f"s{i}_last", arch.last_block) if side >= 4 else "plain"
+        stride, dilation = LAST_BLOCKS[last]
+        side = (side - 1) // stride + 1
+        dropout = pick(f"s{i}_dropout", arch.dropout)
+        pool = "max" if side >= 2 and pick(f"s{i}_pool", arch.pool) else None
+        side //= 2 if pool else 1
+        layers += [LayerSpec(conv, width) for _ in range(blocks - 1)]
+        layers.append(LayerSpec(conv, width, stride=stride, dilation=dilation, dropout=dropout, pool=pool))
+    return ArchSpec(tuple(layers), head=pick("head", arch.head))
+
+
 def _walk_arch(arch: ArchitectureSpace, pick: Pick) -> ArchSpec:
     layers: list[LayerSpec] = []
     for i in range(1, pick("stages", arch.stages) + 1):
@@ -711,8 +782,11 @@ def _walk_recipe(space: SearchSpace, pick: Pick) -> TrainRecipe:
     )
 
 
-def _walk(space: SearchSpace, pick: Pick) -> Candidate:
-    candidate = Candidate(_walk_arch(space.architecture, pick), _walk_recipe(space, pick))
+def _walk(space: SearchSpace, pick: Pick, arch: ArchSpec | None = None) -> Candidate:
+    if arch is None and isinstance(space.architecture, ArchitectureSpace):
+        arch = _walk_arch(space.architecture, pick)  # the image size is checked below
+    recipe = _walk_recipe(space, pick)  # the growing form's downsampling plan depends on its image size
+    candidate = Candidate(arch or _walk_growing(space.architecture, pick, recipe.image_size), recipe)
     size = candidate.recipe.image_size
     if feature_size(candidate.arch, size) < 1:
         raise InvalidCandidate(
@@ -726,12 +800,14 @@ def _outside(space: SearchSpace, param: Param) -> str:
     return f"{space.path or '<dict>'}: {param.key} is {param.describe()}"
 
 
-def suggest(space: SearchSpace, trial: optuna.Trial) -> Candidate:
-    """Sample a candidate (define-by-run); raises InvalidCandidate for a point that cannot be built."""
-    return _walk(space, lambda name, param: param.suggest(trial, name))
+def suggest(space: SearchSpace, trial: optuna.Trial, arch: ArchSpec | None = None) -> Candidate:
+    """Sample a candidate (define-by-run); raises InvalidCandidate for a point that cannot be
+    built. With ``arch`` (a fixed-architecture trial: a preset the space cannot express) only
+    the recipe is sampled."""
+    return _walk(space, lambda name, param: param.suggest(trial, name), arch)
 
 
-def decode(space: SearchSpace, params: dict) -> Candidate:
+def decode(space: SearchSpace, params: dict, arch: ArchSpec | None = None) -> Candidate:
     """The candidate that ``params`` (a trial's params) describe; the same walk as :func:`suggest`."""
 
     def pick(name: str, param: Param) -> Any:
@@ -743,7 +819,7 @@ def decode(space: SearchSpace, params: dict) -> Candidate:
             raise ValueError(f"param {name}={params[name]!r} is not in this space ({_outside(space, param)})")
         return params[name]
 
-    return _walk(space, pick)
+    return _walk(space, pick, arch)
 
 
 def _stages(arch: ArchSpec) -> list[list[LayerSpec]]:
@@ -790,6 +866,9 @@ def encode(space: SearchSpace, arch: ArchSpec, **recipe_values: Any) -> dict:
     parameters not given are left to the sampler. Raises ValueError saying why when
     ``arch`` or a value is not in this space."""
     label = arch.name or arch.code()
+    if isinstance(space.architecture, GrowingArchitecture):
+        raise ValueError(f"{label} is not in this space: the growing form (width, growth) has one width "
+                         f"and one conv type per stage")
     try:
         wanted = _arch_values(arch)
     except ValueError as e:
@@ -812,20 +891,50 @@ def encode(space: SearchSpace, arch: ArchSpec, **recipe_values: Any) -> dict:
     return params
 
 
-def preset_params(space: SearchSpace) -> dict[str, dict]:
-    """Params to enqueue for each castmodels preset this space can express, trained with the
-    space's named recipe (``training.recipe``) where the space allows it, so the presets are
-    trained as well as the recipe trains any candidate; presets the space cannot express are
-    skipped with a warning."""
+@dataclass(frozen=True)
+class PresetTrial:
+    """How a paper preset joins a study: as a point of the space (``arch`` None: ``params``
+    decode to it) or, where the space cannot express it, as a fixed-architecture trial
+    (``params`` hold only the recipe's searched values, ``arch`` is the network)."""
+
+    params: dict
+    arch: ArchSpec | None = None
+
+
+def _preset_recipe(space: SearchSpace) -> dict[str, Any]:
+    """The space's named recipe as parameter values, where the space admits them."""
     recipe_params = _recipe_params(space)
     base = TrainRecipe.named(space.recipe)
     values = {key: getattr(base, key) for key in _TRAINING if key != "epochs"} | _base_switches(base)
     values |= {f"aug_{name}": name in base.augmentations for name in AUGMENTATIONS}
-    recipe = {name: value for name, value in values.items() if recipe_params[name].admits(value)}
+    return {name: value for name, value in values.items() if recipe_params[name].admits(value)}
+
+
+def preset_trials(space: SearchSpace) -> dict[str, PresetTrial]:
+    """Every castmodels preset, trained with the space's named recipe (``training.recipe``)
+    where the space allows it, so the presets are trained as well as the recipe trains any
+    candidate: as a point of the space where it can express the preset, otherwise as a
+    fixed-architecture trial."""
+    recipe = _preset_recipe(space)
+    searched = {name: value for name, value in recipe.items() if not isinstance(_recipe_params(space)[name], Fixed)}
+    out = {}
+    for name, arch in PRESETS.items():
+        try:
+            out[name] = PresetTrial(encode(space, arch, **recipe))
+        except ValueError as e:
+            log.info("preset %s joins as a fixed-architecture trial: %s", name, e)
+            out[name] = PresetTrial(dict(searched), arch)
+    return out
+
+
+def preset_params(space: SearchSpace) -> dict[str, dict]:
+    """Params of each castmodels preset this space can express (see :func:`preset_trials`);
+    the others are left out with a warning."""
+    recipe = _preset_recipe(space)
     out = {}
     for name, arch in PRESETS.items():
         try:
             out[name] = encode(space, arch, **recipe)
         except ValueError as e:
-            log.warning("preset %s is not enqueued: %s", name, e)
+            log.warning("preset %s is not a point of this space: %s", name, e)
     return out

@@ -129,6 +129,7 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
     default.add_trial(create_trial(state=TrialState.PRUNED, values=None))
     default.set_user_attr(svr.WALL_ATTR, 600.0)
     default.set_user_attr(svr.BUDGET_ATTR, {"minutes": 10.0, "workers": 2, "epochs": 5})
+    default.set_user_attr("latency_limit:32", {"max_latency_ms": 10.0})  # paper.yaml's relative limit, resolved
     random = studylib.open_study("t-random", storage)
     random.add_trial(_trial([0.95, 5.0, 500_000]))  # dominates custom-590k-dw only
     args = argparse.Namespace(space=str(REPO / "spaces" / "paper.yaml"), storage=storage, prefix="t",

@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -20,7 +21,14 @@ from search.measure import Measurement, count_macs, count_params, measure_ort, t
 from search.recipe import TrainRecipe
 from search.record import Limits
 from search.screen import LIMIT_PREFIX, Screen, cache_key, resolve_limits
-from search.space import InvalidCandidate, SpaceError, space_from_dict, suggest
+from search.space import (
+    Candidate,
+    InvalidCandidate,
+    SpaceError,
+    load_space,
+    space_from_dict,
+    suggest,
+)
 
 ARCHITECTURE = {
     "stages": {"low": 1, "high": 3},
@@ -182,3 +190,39 @@ def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
             p.kill()
             p.wait()
     assert [x <= limit for x in idle] == [x <= limit for x in loaded], (idle, loaded, limit)
+
+
+PAPER = Path(__file__).resolve().parents[2] / "spaces" / "paper.yaml"
+
+
+def test_points_of_the_default_space_build_and_export_at_32px():
+    """spaces/paper.yaml at 32x32: random points build, run and export to ONNX."""
+    import torch
+
+    from search.onnxrt import export_onnx
+    from search.pipeline import build_candidate, input_shape
+
+    space = load_space(PAPER)
+    study = optuna.create_study(directions=space.directions, sampler=optuna.samplers.RandomSampler(seed=7))
+    for _ in range(8):
+        cand = suggest(space, study.ask())
+        model = build_candidate(cand.arch, cand.recipe, 6).eval()
+        x = torch.rand(2, *input_shape(cand.recipe))
+        assert model(x).shape == (2, 6)
+        assert export_onnx(model, x), cand.arch.code()
+
+
+def test_presets_a_space_cannot_express_are_trained_as_fixed_networks(tmp_path, monkeypatch):
+    monkeypatch.setattr("search.screen.measure", _fake_measure)
+    space = load_space(PAPER, overrides={("study",): "fixed"})
+    study, _, searcher = _searcher(tmp_path, space, Limits())
+    assert runs.enqueue_presets(study, space, f"sqlite:///{tmp_path}/s.db") == len(PRESETS)
+    configs = [searcher.suggest(f"t{i}") for i in range(len(PRESETS))]
+    got = {}
+    for config in configs:
+        t = study.trials[config["number"]]
+        arch = Candidate.from_dict(config["candidate"]).arch
+        got[t.user_attrs["preset"]] = arch
+        assert config["protect"]  # exempt from early stopping
+        assert not any(name.startswith("s1_") or name == "width" for name in t.params)  # no sampled network
+    assert got == PRESETS

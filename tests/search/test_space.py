@@ -17,6 +17,7 @@ from castmodels import PRESETS, ArchSpec
 from search.recipe import TrainRecipe
 from search.space import (
     Candidate,
+    GrowingArchitecture,
     InvalidCandidate,
     SpaceError,
     decode,
@@ -24,18 +25,36 @@ from search.space import (
     load_space,
     parse_duration,
     preset_params,
+    preset_trials,
     space_from_dict,
     suggest,
 )
 
 PAPER = Path(__file__).resolve().parents[2] / "spaces" / "paper.yaml"
-PAPER_DICT = yaml.safe_load(PAPER.read_text())
+# paper.yaml with its architecture in the per-block form, which expresses all six presets
+# (paper.yaml itself uses the growing form; see the tests of that form below)
+PER_BLOCK = {
+    "stages": {"low": 3, "high": 6},
+    "blocks_per_stage": {"low": 1, "high": 3},
+    "channels": {"low": 16, "high": 512, "log": True},
+    "conv": ["conv3x3", "dwsep"],
+    "last_block": ["plain", "stride2", "dilation2"],
+    "dropout": {"low": 0.0, "high": 0.1, "step": 0.01},
+    "pool": [True, False],
+    "head": ["gap", "flatten"],
+}
+PAPER_DICT = {**yaml.safe_load(PAPER.read_text()), "architecture": PER_BLOCK}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @pytest.fixture(scope="module")
 def space():
+    return space_from_dict(PAPER_DICT, "paper-per-block.yaml")
+
+
+@pytest.fixture(scope="module")
+def paper():
     return load_space(PAPER)
 
 
@@ -69,7 +88,8 @@ def random_study():
 # paper.yaml and the presets
 
 
-def test_paper_space_loads(space):
+def test_paper_space_loads(paper):
+    space = paper
     assert space.path == str(PAPER)
     assert space.study == "paper"
     assert space.seed_presets is True
@@ -465,3 +485,67 @@ def test_mutated_text_loads_or_raises_space_error(tmp_path, data):
         load_space(file)
     except SpaceError as e:
         assert str(e).startswith(f"{file}: ") and "\n" not in str(e)
+
+
+# ---------------------------------------------------------------------------
+# The growing form (paper.yaml)
+
+
+def test_paper_space_uses_the_growing_form(paper):
+    arch = paper.architecture
+    assert isinstance(arch, GrowingArchitecture) and arch.max_channels == 256
+    assert arch.width.values() == [16, 24, 32, 48] and arch.growth.values() == [1.0, 1.5, 2.0]
+
+
+@pytest.mark.parametrize("image_size", [8, 16, 32, 64])
+def test_every_point_of_the_growing_form_builds_and_widths_never_shrink(paper, image_size):
+    """Drawn at random, no point is invalid at any image size, and stage widths never shrink."""
+    from castmodels import feature_size
+
+    space = space_from_dict(with_paper_arch((("training", "image_size"), [image_size])))
+    study = random_study()
+    for _ in range(300):
+        candidate = suggest(space, study.ask())  # InvalidCandidate would fail the test
+        widths = [layer.out_channels for layer in candidate.arch.layers]
+        assert widths == sorted(widths) and max(widths) <= 256
+        assert feature_size(candidate.arch, image_size) >= 1
+
+
+def test_presets_join_a_growing_space_as_fixed_architecture_trials(paper):
+    trials = preset_trials(paper)
+    assert sorted(trials) == sorted(PRESETS)
+    for name, trial in trials.items():
+        assert trial.arch == PRESETS[name]
+        candidate = decode(paper, trial.params, trial.arch)  # the recipe params alone, and the fixed network
+        assert same_network(candidate.arch, PRESETS[name])
+        assert candidate.recipe.lr == TrainRecipe.named("default").lr  # trained with the space's recipe
+    # a per-block space expresses them: they are points of it
+    assert all(t.arch is None for t in preset_trials(space_from_dict(PAPER_DICT)).values())
+
+
+@pytest.mark.parametrize(("architecture", "fragment"), [
+    ({"channels": {"low": 16, "high": 64}}, r"architecture.channels: unknown key"),
+    ({"growth": DELETE}, r"architecture.growth: required key is missing \(the growing form"),
+    ({"growth": {"low": 0.5, "high": 2.0}}, r"architecture.growth.low: must be a number in \[1, 4\]"),
+    ({"max_channels": [128, 256]}, r"architecture.max_channels: must be one integer, not a choice"),
+])
+def test_growing_form_errors_name_the_key(architecture, fragment):
+    doc = yaml.safe_load(PAPER.read_text())
+    for key, value in architecture.items():
+        if value is DELETE:
+            del doc["architecture"][key]
+        else:
+            doc["architecture"][key] = value
+    with pytest.raises(SpaceError, match=fragment):
+        space_from_dict(doc)
+
+
+def with_paper_arch(*changes):
+    """with_changes, on paper.yaml as it is (the growing form)."""
+    doc = yaml.safe_load(PAPER.read_text())
+    for path, value in changes:
+        node = doc
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return doc
