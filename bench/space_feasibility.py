@@ -86,9 +86,8 @@ def main() -> None:
             screen_form("per-block (before)", {**paper, "architecture": PER_BLOCK}, args.points, args.seed,
                         args.classes)]
     print(header("Feasible points of the search space at 32x32"))
-    print(f"Command: `python bench/space_feasibility.py --points {args.points} --seed {args.seed} "
-          f"--classes {args.classes}`; {time.time() - t0:.0f} s.\n")
-    print(f"{args.points} random points per form. Limits as in spaces/paper.yaml: max_params 1M, "
+    print(f"{args.points} random points per form, seed {args.seed}, {args.classes} classes; "
+          f"{time.time() - t0:.0f} s. Limits as in spaces/paper.yaml: max_params 1M, "
           f"max_latency_ms = custom-590k-dw's ONNX Runtime latency (1 thread) on this machine. "
           f"Latency and params columns: medians over the feasible points.\n")
     print(table(["architecture form", "invalid", "over max_params", "over max_latency_ms", "feasible",

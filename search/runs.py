@@ -115,6 +115,10 @@ def enqueue_presets(study: optuna.Study, space: SearchSpace, storage_url: str) -
         if study.user_attrs.get(PRESETS_ENQUEUED):
             return 0
         presets = preset_trials(space)
+        outside = [name for name, p in presets.items() if p.arch is not None]
+        if outside:
+            log.info("%d of the paper presets are not points of this space; they join as fixed-architecture "
+                     "trials: %s", len(outside), ", ".join(outside))
         for name, p in presets.items():
             fixed = p.arch.to_dict() if p.arch is not None else None
             study.enqueue_trial(p.params, user_attrs=TrialRecord(preset=name, preset_arch=fixed).attrs())

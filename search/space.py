@@ -922,7 +922,7 @@ def preset_trials(space: SearchSpace) -> dict[str, PresetTrial]:
         try:
             out[name] = PresetTrial(encode(space, arch, **recipe))
         except ValueError as e:
-            log.info("preset %s joins as a fixed-architecture trial: %s", name, e)
+            log.debug("preset %s joins as a fixed-architecture trial: %s", name, e)
             out[name] = PresetTrial(dict(searched), arch)
     return out
 

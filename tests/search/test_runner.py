@@ -198,3 +198,10 @@ def test_a_killed_driver_on_this_host_is_dead_at_once(tmp_path):
     assert runs.RunRecord(run_id="x", trials=1, timeout_s=None, pid=int(gone.stdout)).is_dead(now)
     assert not runs.RunRecord(run_id="y", trials=1, timeout_s=None).is_dead(now)  # this process
     assert not runs.RunRecord(run_id="z", trials=1, timeout_s=None, host="elsewhere").is_dead(now)
+
+
+@pytest.mark.parametrize(("epochs", "grace"), [(1, 1), (2, 1), (3, 1), (4, 2), (10, 4), (30, 10)])
+def test_the_first_early_stopping_rung_is_past_the_warm_up(epochs, grace):
+    assert runner.grace_epochs(epochs) == grace
+    rungs = [milestone for milestone, _ in runner._scheduler(epochs)._brackets[0]._rungs]
+    assert min(rungs, default=epochs) >= grace
