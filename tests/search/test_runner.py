@@ -203,5 +203,33 @@ def test_a_killed_driver_on_this_host_is_dead_at_once(tmp_path):
 @pytest.mark.parametrize(("epochs", "grace"), [(1, 1), (2, 1), (3, 1), (4, 2), (10, 4), (30, 10)])
 def test_the_first_early_stopping_rung_is_past_the_warm_up(epochs, grace):
     assert runner.grace_epochs(epochs) == grace
-    rungs = [milestone for milestone, _ in runner._scheduler(epochs)._brackets[0]._rungs]
-    assert min(rungs, default=epochs) >= grace
+    scheduler = runner._scheduler(epochs)
+    assert min(scheduler.milestones, default=epochs) >= grace
+    assert all(m < epochs for m in scheduler.milestones)
+
+
+class _Trial:
+    def __init__(self, trial_id, latency_ms, params, protect=False):
+        self.trial_id = trial_id
+        self.config = {"measurement": {"latency_ms": latency_ms, "params": params}, "protect": protect}
+
+
+def test_pareto_rungs_stop_only_what_two_trials_dominate_at_the_same_rung():
+    """Small fast networks are not stopped for being less accurate than big slow ones."""
+    s = runner.ParetoRungs(max_t=10, grace=4)
+    assert s.milestones == [4]
+    score = runner.VAL_SCORE
+
+    def at_rung(trial, value, epoch=4):
+        return s.on_trial_result(None, trial, {"epoch": epoch, score: value})
+
+    presets = [_Trial(f"p{i}", 2.0, 600_000, protect=True) for i in range(2)]
+    assert at_rung(presets[0], 0.90) == at_rung(presets[1], 0.92) == "CONTINUE"
+    assert at_rung(_Trial("small", 0.2, 50_000), 0.60) == "CONTINUE"  # less accurate, but faster and smaller
+    assert at_rung(_Trial("slow", 3.0, 700_000), 0.80) == "STOP"  # both presets dominate it
+    assert at_rung(_Trial("slow-but-good", 3.0, 700_000), 0.95) == "CONTINUE"
+    assert at_rung(_Trial("p-weak", 3.0, 700_000, protect=True), 0.10) == "CONTINUE"  # presets run on
+    t = _Trial("once", 3.0, 900_000)
+    assert at_rung(t, 0.97, epoch=1) == "CONTINUE"  # before the rung
+    assert at_rung(t, 0.97) == "CONTINUE" and at_rung(t, 0.10, epoch=5) == "CONTINUE"  # judged once per rung
+    assert s.on_trial_result(None, t, {"epoch": 10, score: 0.1, runner.FINAL: True}) == "CONTINUE"
