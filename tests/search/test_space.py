@@ -43,7 +43,14 @@ PER_BLOCK = {
     "pool": [True, False],
     "head": ["gap", "flatten"],
 }
-PAPER_DICT = {**yaml.safe_load(PAPER.read_text()), "architecture": PER_BLOCK}
+# ... and every enhancement and augmentation searched (paper.yaml fixes most of them)
+EVERY_SWITCH = {
+    "enhancements": {"blurpool": [False, True], "squeeze_excite": [False, True], "swa": [False, True],
+                     "label_smoothing": [0.0, 0.1], "mixup": [0.0, 0.2], "cutout": [False, True]},
+    "augmentations": {name: [False, True] for name in ("hflip", "vflip", "rotate", "gaussian_blur",
+                                                       "shift_scale_rotate", "random_crop", "brightness_contrast")},
+}
+PAPER_DICT = {**yaml.safe_load(PAPER.read_text()), "architecture": PER_BLOCK, **EVERY_SWITCH}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
