@@ -20,6 +20,7 @@ machine and records it in the study (``latency_limit:<image size>``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -63,18 +64,25 @@ def _surgery(recipe: TrainRecipe) -> list[str]:
     return sorted(name for name in recipe.enhancements if name in SURGERY)
 
 
+@functools.cache
+def _machine() -> tuple[list, list]:
+    """What of the machine and the libraries changes a timing (read once per process)."""
+    machine, versions = machine_fingerprint(), library_versions()
+    return ([machine["cpu_model"], machine["logical_cores"], machine["machine"]],
+            [versions.get("torch"), versions.get("onnxruntime")])
+
+
 def cache_key(arch: ArchSpec, recipe: TrainRecipe, num_classes: int, runtime: str) -> str:
     """The latency cache key of ``arch`` built with ``recipe`` for ``num_classes`` classes."""
-    machine = machine_fingerprint()
-    versions = library_versions()
+    machine, versions = _machine()
     identity = {
         "arch": {**arch.to_dict(), "name": None},
         "surgery": _surgery(recipe),
         "input": [recipe.channels, recipe.image_size, recipe.image_size],
         "classes": num_classes,
         "runtime": runtime,
-        "machine": [machine["cpu_model"], machine["logical_cores"], machine["machine"]],
-        "versions": [versions.get("torch"), versions.get("onnxruntime")],
+        "machine": machine,
+        "versions": versions,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -86,17 +94,24 @@ class Screen:
         self.study, self.runtime, self.num_classes, self.quick = study, runtime, num_classes, quick
         self.timed = 0  # measurements taken (cache misses), for tests and the summary
 
-    def latency(self, arch: ArchSpec, recipe: TrainRecipe, limit: float | None = None) -> tuple[Measurement, bool]:
-        """(the measurement of ``arch`` built with ``recipe``, whether it came from the cache)."""
+    def _build(self, arch: ArchSpec, recipe: TrainRecipe):
+        from search.pipeline import build_candidate
+
+        with warnings.catch_warnings():  # composer notes surgery that changed nothing; the worker says it
+            warnings.simplefilter("ignore")
+            return build_candidate(arch, recipe, self.num_classes)
+
+    def latency(self, arch: ArchSpec, recipe: TrainRecipe, limit: float | None = None,
+                model=None) -> tuple[Measurement, bool]:
+        """(the measurement of ``arch`` built with ``recipe``, whether it came from the cache);
+        ``model``: the network already built, when the caller has it."""
         key = CACHE_PREFIX + cache_key(arch, recipe, self.num_classes, self.runtime)
         cached = self.study.user_attrs.get(key)
         if cached is not None:
             return Measurement(**cached["measurement"]), True
-        from search.pipeline import build_candidate, input_shape
+        from search.pipeline import input_shape
 
-        with warnings.catch_warnings():  # composer notes surgery that changed nothing; the worker says it
-            warnings.simplefilter("ignore")
-            model = build_candidate(arch, recipe, self.num_classes)
+        model = model if model is not None else self._build(arch, recipe)
         m = self._measure(model, input_shape(recipe))
         for _ in range(RETRIES):
             borderline = limit is not None and abs(m.latency_ms - limit) <= BORDERLINE * limit
@@ -114,15 +129,12 @@ class Screen:
         return measure(model, shape, threads=1, quick=self.quick, runtime=self.runtime)
 
     def check(self, arch: ArchSpec, recipe: TrainRecipe, limits: Limits) -> Verdict:
-        """Parameters first (exact, free), then latency (cached) when the space limits it."""
-        from search.pipeline import build_candidate
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            params = count_params(build_candidate(arch, recipe, self.num_classes))
+        """Parameters first (exact from the built network, no timing), then latency (cached)."""
+        model = self._build(arch, recipe)
+        params = count_params(model)
         if limits.max_params is not None and params > limits.max_params:
             return Verdict(params, None, f"{params:,} parameters > max_params {limits.max_params:,.0f}")
-        m, cached = self.latency(arch, recipe, limits.max_latency_ms)
+        m, cached = self.latency(arch, recipe, limits.max_latency_ms, model)
         if not limits.architecture_met(m.latency_ms, params):
             return Verdict(params, m, f"{m.latency_ms:.3f} ms > max_latency_ms {limits.max_latency_ms:.3f} "
                                       f"({self.runtime})", cached)
