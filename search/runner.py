@@ -11,8 +11,9 @@ died. Run records, recovery of a killed run, the presets and the front's re-timi
 
 Two test hooks are read from the workers' environment, by :func:`_test_hooks` alone:
 ``CASTSEARCH_TRIAL_PIDFILE_DIR=<dir>`` makes each trial write ``<dir>/trial-<number>.pid``
-with its worker's pid first thing, so a test can kill that worker mid-trial, and
-``CASTSEARCH_INJECT_FAULT=<n>[,<n>...]`` makes those trials raise. They stay in the
+with its worker's pid first thing, so a test can kill that worker mid-trial (and, while
+``<dir>/trial-<number>.hold`` exists, wait there, so the trial is surely still running when the
+test acts), and ``CASTSEARCH_INJECT_FAULT=<n>[,<n>...]`` makes those trials raise. They stay in the
 environment because the tests that need them drive the real ``castsearch run`` in a
 subprocess (which they kill, or whose workers they kill): the environment is the only
 channel that reaches Ray's worker processes from there, and a Python seam (a wrapped trial
@@ -221,6 +222,10 @@ def _test_hooks(number: int) -> None:
     pid_dir = os.environ.get("CASTSEARCH_TRIAL_PIDFILE_DIR")
     if pid_dir:
         Path(pid_dir, f"trial-{number}.pid").write_text(str(os.getpid()))
+        hold = Path(pid_dir, f"trial-{number}.hold")
+        deadline = time.monotonic() + 600
+        while hold.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     fault = os.environ.get("CASTSEARCH_INJECT_FAULT")
     if fault and str(number) in fault.split(","):
         raise RuntimeError(f"injected fault in trial {number} (CASTSEARCH_INJECT_FAULT)")

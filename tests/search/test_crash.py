@@ -44,6 +44,7 @@ def test_sigkilled_driver_then_the_same_command_resumes_to_the_budget(tmp_path):
     storage = f"sqlite:///{tmp_path}/crash.db"
     pids = tmp_path / "pids"
     pids.mkdir()
+    (pids / "trial-1.hold").touch()  # trial 1 waits on its worker until the driver is killed
     command = castsearch("run", str(space), "--storage", storage, "--workers", "1",
                          "--artifacts", str(tmp_path / "artifacts"))
     log = tmp_path / "first.log"
@@ -53,6 +54,7 @@ def test_sigkilled_driver_then_the_same_command_resumes_to_the_budget(tmp_path):
         assert first.poll() is None, log.read_text()[-4000:]
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)  # reaped, as a shell would: its pid is gone
+        (pids / "trial-1.hold").unlink()
         before = {t.number: t for t in _trials(storage, "crash")}
         assert before[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
         assert before[1].state == TrialState.RUNNING
