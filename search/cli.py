@@ -378,7 +378,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     name, storage = _study_and_storage(args)
     load_existing_study(name, storage)
-    server, url = dashboard_server(storage, name, args.host, args.port)
+    server, url = dashboard_server(storage, name, args.host, args.port, args.allow_writes)
     print(f"optuna-dashboard for study {name!r}: {url}  (Ctrl-C stops it)", flush=True)
     try:
         server.serve_forever()
@@ -524,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     _study_args(d)
     d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     d.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    d.add_argument("--allow-writes", action="store_true",
+                   help="let the dashboard edit notes and trials (default: read-only; it never deletes)")
     d.set_defaults(func=cmd_dashboard)
 
     rp = sub.add_parser("report", help="write an HTML report of a study, with plots")

@@ -6,7 +6,8 @@ as data URIs, so the one file can be mailed or archived) and the plots as PNG fi
 - ``front.png``: every feasible trained trial as accuracy against CPU latency, marker area
   growing with parameters; the front highlighted, the paper's presets and the pretrained
   baselines (the ``<study>-baselines`` study, when there is one) marked;
-- ``hypervolume.png``: the hypervolume of the feasible trials so far, over trial number;
+- ``hypervolume.png``: the hypervolume of the feasible trials so far, over trial number, from
+  0 on the y axis (with a note when it never changes);
 - ``recall-<n>.png`` and ``confusion-<n>.png`` for the front's most accurate and fastest nets;
 
 and a table of the front, the machine fingerprint(s) and library versions.
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from search import study as studylib
@@ -123,17 +125,28 @@ def hypervolume_curve(trials: list[FrozenTrial], n_trials: int) -> tuple[list[in
     return numbers, volumes
 
 
-def plot_hypervolume(study: optuna.Study, path: Path) -> Path:
+def hypervolume_figure(study: optuna.Study) -> Figure:
+    """The hypervolume curve as a step plot with a marker per trial, on a y axis from 0 to a
+    tenth above its largest value (a flat curve would otherwise sit on the axes' top edge)."""
     numbers, volumes = hypervolume_curve(_trained(study), len(study.get_trials(deepcopy=False)))
     fig = Figure(figsize=(8, 3.5))
     ax = fig.subplots()
-    ax.plot(numbers, volumes, drawstyle="steps-post", c="#2ca02c")
+    ax.plot(numbers, volumes, drawstyle="steps-post", c="#2ca02c", marker="o", markersize=3)
     ax.set_xlabel("trial number")
     ax.set_ylabel("hypervolume (fraction of box)")
     ax.set_title("hypervolume of the feasible trained trials so far")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max(1.1 * max(volumes), 1e-6))
+    ax.set_xlim(-0.5, max(numbers) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if min(volumes) == max(volumes):
+        ax.text(0.5, 0.5, f"constant at {volumes[0]:.4g} over all {len(volumes)} trials", transform=ax.transAxes,
+                ha="center", va="center", color="#555555")
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return fig
+
+
+def plot_hypervolume(study: optuna.Study, path: Path) -> Path:
+    return _save(hypervolume_figure(study), path)
 
 
 def plot_recall(trial: TrialRecord, path: Path) -> Path:

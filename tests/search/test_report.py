@@ -10,10 +10,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from search import study as studylib
 from search.cli import main
-from search.report import hypervolume_curve
+from search.record import DIRECTIONS
+from search.report import hypervolume_curve, hypervolume_figure, plot_hypervolume
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,3 +76,35 @@ def test_report_bad_input(tiny_study, tmp_path, capsys):
     assert main(["report", "--study", "empty", "--storage", url, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "castsearch: error: study 'empty' has no completed feasible trial: nothing to report"
+
+
+def _study(*values: list[float] | None) -> optuna.Study:
+    study = optuna.create_study(directions=list(DIRECTIONS))
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(values=v) if v else
+                        optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    return study
+
+
+@pytest.mark.parametrize("constant", [True, False])
+def test_hypervolume_plot_shows_the_curve(constant, tmp_path):
+    if constant:  # the first trial is never improved on: a dominated trial, a failed one
+        study = _study([0.9, 2.0, 1000.0], [0.8, 3.0, 2000.0], None)
+    else:
+        study = _study([0.5, 3.0, 2000.0], None, [0.9, 1.0, 1000.0])
+    numbers, volumes = hypervolume_curve([t for t in study.trials if t.values], 3)
+    assert (len(set(volumes)) == 1) == constant
+    fig = hypervolume_figure(study)
+    (ax,) = fig.axes
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == numbers == [0, 1, 2] and list(line.get_ydata()) == volumes
+    bottom, top = ax.get_ylim()
+    assert bottom == 0 and top >= 1.1 * max(volumes) and max(volumes) > 0
+    # every point is marked and lies inside the axes, well clear of the top edge
+    assert line.get_marker() == "o"
+    FigureCanvasAgg(fig).draw()
+    ys = ax.transData.transform(list(zip(numbers, volumes, strict=True)))[:, 1]
+    assert all(ax.bbox.y0 <= y < ax.bbox.y1 - 0.08 * ax.bbox.height for y in ys)
+    notes = [t.get_text() for t in ax.texts]
+    assert notes == ([f"constant at {volumes[0]:.4g} over all 3 trials"] if constant else [])
+    assert plot_hypervolume(study, tmp_path / "hv.png").stat().st_size > 0
