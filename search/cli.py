@@ -120,7 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"  latency         {m.latency_ms:.3f} ms (IQR {m.latency_iqr_ms:.3f}) per image, "
           f"{m.batch_latency_ms:.2f} ms per batch of {m.batch_size}, {m.threads} thread(s), {m.runtime}; "
           f"torch eager {m.eager_latency_ms:.3f} ms per image")
-    print(f"  training        {outcome.epochs_run} epochs, {outcome.train_seconds:.1f} s, "
+    print(f"  training        {outcome.epochs_run} epoch{'' if outcome.epochs_run == 1 else 's'}, "
+          f"{outcome.train_seconds:.1f} s, "
           f"{outcome.images_per_second:.0f} images/s")
     print(f"  written to      {out}")
     return 0
@@ -143,6 +144,30 @@ def _print_progress(p) -> None:
           f"front {p.front_size} · {_fmt_time(p.elapsed_s)} elapsed{left}", flush=True)
 
 
+def print_run_summary(summary) -> None:
+    """How the run ended: what became of its sampled networks, what the front holds, which
+    presets a searched network beat, and the time used against the budget."""
+    resumed = f" (resumed run {summary.resumed_from})" if summary.resumed_from else ""
+    budget = f" of {_fmt_time(summary.timeout_s)}" if summary.timeout_s else ""
+    print(f"run {summary.run_id}{resumed}: {summary.finished} trials finished in "
+          f"{_fmt_time(summary.elapsed_s)}{budget}")
+    o = summary.outcome
+    if o is None:
+        return
+    print(f"  sampled networks: {o.trained} trained · {o.infeasible} infeasible · {o.invalid} invalid · "
+          f"{o.pruned} stopped early · {o.failed} failed; presets trained {o.presets_trained}")
+    print(f"  front: {o.front} networks, {o.front_searched} of them found by the search")
+    if o.dominated:
+        beaten = (f"{name} (by trial{'s' if len(ts) > 1 else ''} {', '.join(map(str, ts))})"
+                  for name, ts in sorted(o.dominated.items()))
+        print(f"  presets dominated by a searched network: {'; '.join(beaten)}")
+    if o.front and not o.front_searched:
+        print("  warning: no searched network is on the front, only presets: give the search more time "
+              "or widen the limits", flush=True)
+    if summary.artifacts is not None:
+        print(f"  trial weights in {summary.artifacts}")
+
+
 def _study_and_storage(args: argparse.Namespace) -> tuple[str, str]:
     """--study/--storage, defaulting to the only study database under studies/."""
     from search.study import STUDIES_DIR, default_storage
@@ -155,6 +180,8 @@ def _study_and_storage(args: argparse.Namespace) -> tuple[str, str]:
     if len(dbs) != 1:
         found = ", ".join(d.stem for d in dbs) or "none"
         raise CLIError(f"say which study with --study NAME (study databases in {STUDIES_DIR}/: {found})")
+    print(f"study {dbs[0].stem!r}: the only study database in {STUDIES_DIR.resolve()}/ "
+          f"(--study and --storage choose another)", file=sys.stderr)
     return dbs[0].stem, default_storage(dbs[0].stem)
 
 
@@ -217,7 +244,7 @@ def _quiet_optuna() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from search.data import load_dataset
-    from search.runner import RunOptions, run_search
+    from search.runner import RunOptions, check_options, run_search
     from search.space import load_space
     from search.study import default_storage, front_rows, load_existing_study, redact_url
 
@@ -227,10 +254,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     space = load_space(args.space, overrides={k: v for k, v in overrides.items() if v is not None})
     _quiet_optuna()
-    workers = args.workers or os.cpu_count() or 1
+    workers = args.workers if args.workers is not None else os.cpu_count() or 1
     if space.budget.trials is None and space.budget.timeout_s is None:
         raise CLIError(f"{args.space}: the search needs a budget: budget.trials or budget.timeout (or --trials / --timeout)")
     storage = args.storage or default_storage(space.study)
+    opts = RunOptions(study_name=space.study, storage=storage, trials=space.budget.trials,
+                      timeout_s=space.budget.timeout_s, workers=workers, address=args.address,
+                      artifacts=Path(args.artifacts) if args.artifacts else None)
+    check_options(opts)  # before any data is read, study written or Ray started
     datasets = {size: load_dataset(space.data.config(size), cache_dir=space.data.cache_dir)
                 for size in space.image_sizes}
     first = next(iter(datasets.values()))
@@ -245,12 +276,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(skipped) > 10:
         print(f"  skipped {len(skipped) - 10} more unreadable files (listed in each trial's data attrs)")
     print(f"  budget {' or '.join(budget)}, {workers} worker(s), sampler {space.sampler.name}", flush=True)
-    opts = RunOptions(study_name=space.study, storage=storage, trials=space.budget.trials,
-                      timeout_s=space.budget.timeout_s, workers=workers, address=args.address,
-                      artifacts=Path(args.artifacts) if args.artifacts else None)
     summary = run_search(space, datasets, opts, on_progress=_print_progress)
-    resumed = f" (resumed run {summary.resumed_from})" if summary.resumed_from else ""
-    print(f"run {summary.run_id}{resumed}: {summary.finished} trials finished in {_fmt_time(summary.elapsed_s)}")
+    print_run_summary(summary)
     if args.confirm:
         confirm(space.study, storage, args.confirm, workers, space.data.cache_dir)
     print_front(front_rows(load_existing_study(space.study, storage)))
@@ -501,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="trials at once, one CPU each (default: one per CPU)")
     r.add_argument("--address", help="join an existing Ray cluster at this address instead of starting one")
     r.add_argument("--seed", type=int, help="sampler seed (overrides sampler.seed)")
-    r.add_argument("--artifacts", help="where trial weights go (default studies/STUDY/)")
+    r.add_argument("--artifacts", help="where trial weights go (default: beside a SQLite study database, "
+                   "<its folder>/STUDY/; studies/STUDY/ for PostgreSQL)")
     r.add_argument("--confirm", type=int, metavar="K", help="then retrain the front and the presets K times "
                                                             "with other seeds (castsearch confirm)")
     r.set_defaults(func=cmd_run)

@@ -46,7 +46,16 @@ from castmodels import ArchSpec
 from search import study as studylib
 from search.measure import Measurement
 from search.record import Limits, TrialRecord
-from search.runs import RunRecord, enqueue_presets, finished_by, heartbeat, recover, retime_front
+from search.runs import (
+    RunOutcome,
+    RunRecord,
+    begin,
+    enqueue_presets,
+    finished_by,
+    heartbeat,
+    retime_front,
+    run_outcome,
+)
 from search.screen import Screen, Verdict, resolve_limits
 from search.space import Candidate, InvalidCandidate, SearchSpace, suggest
 
@@ -98,6 +107,15 @@ class StudySearcher(Searcher):
     # Tune checkpoints searchers by pickling them; our state is the SQL study.
     def save_to_dir(self, *args, **kwargs) -> None:
         pass
+
+    def __getstate__(self) -> dict:
+        """What Tune pickles into ``tuner.pkl`` under the artifacts folder: never the study,
+        whose storage URL may hold a database password, nor the screen and callbacks that
+        hold it too. A run is resumed from the study, never from Tune's pickle."""
+        state = self.__dict__.copy()
+        for key in ("study", "screen", "on_progress", "live"):
+            state[key] = None
+        return state
 
     def suggest(self, trial_id: str):
         if self.run.trials is not None and self.issued >= self.run.trials:
@@ -349,31 +367,58 @@ class RunSummary:
     budget: int | None
     elapsed_s: float
     front: list
+    timeout_s: float | None = None
+    outcome: RunOutcome | None = None
+    artifacts: Path | None = None
+
+
+def default_artifacts(storage: str, study_name: str) -> Path:
+    """Where a run's trial weights go unless told: beside a SQLite database
+    (``<its folder>/<study>/``), so they travel with the study; ``studies/<study>/`` for a server
+    database."""
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(storage)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database).parent / study_name
+    return Path("studies") / study_name
+
+
+def check_options(opts: RunOptions) -> None:
+    """Refuse impossible flags before anything is written or started."""
+    if opts.workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {opts.workers}")
+    if opts.trials is not None and opts.trials < 1:
+        raise ValueError(f"--trials must be at least 1, not {opts.trials}")
+    if opts.timeout_s is not None and not opts.timeout_s > 0:
+        raise ValueError(f"the time budget must be positive, not {opts.timeout_s} s")
+    if not opts.cpus_per_trial > 0:
+        raise ValueError(f"CPUs per trial must be positive, not {opts.cpus_per_trial}")
 
 
 def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
                on_progress: Callable[[Progress], None] | None = None) -> RunSummary:
     """Run (or resume) a search until its budget is spent; return the study's front."""
+    check_options(opts)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
-    sampler = studylib.make_sampler(space.sampler.name, space.sampler.seed, space.sampler.population_size)
-    study = studylib.open_study(opts.study_name, opts.storage, sampler=sampler, metric=space.metric)
-    dead = recover(study, opts.storage)
-    trials, timeout_s, resumed_from = opts.trials, opts.timeout_s, None
-    if dead is not None and dead.trials is not None:
-        done = finished_by(study.get_trials(deepcopy=False), dead.run_id)
-        trials = max(0, dead.trials - done)
-        resumed_from = dead.run_id
+    study = studylib.open_study(opts.study_name, opts.storage, metric=space.metric)
+    run = RunRecord(run_id=uuid.uuid4().hex[:8], trials=opts.trials, timeout_s=opts.timeout_s)
+    dead = begin(study, opts.storage, run, space.sampler.seed)
+    trials, timeout_s, resumed_from = run.trials, run.timeout_s, run.resumed_from
+    if resumed_from is not None:
         log.info("resuming run %s that was interrupted: %d of %d trials finished, %d to go",
-                 dead.run_id, done, dead.trials, trials)
-    run = RunRecord(run_id=uuid.uuid4().hex[:8], trials=trials, timeout_s=timeout_s, resumed_from=resumed_from)
-    run.save(study)
+                 dead.run_id, dead.trials - trials, dead.trials, trials)
+    if run.seed != space.sampler.seed:
+        log.info("run %d of this study: its sampler seed is %s (from the space's %s)", run.index + 1,
+                 run.seed, space.sampler.seed)
+    study.sampler = studylib.make_sampler(space.sampler.name, run.seed, space.sampler.population_size)
     queued = enqueue_presets(study, space, opts.storage)
     if queued:
         log.info("enqueued %d paper presets as the first trials", queued)
 
-    artifacts = (opts.artifacts or Path("studies") / opts.study_name).resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
+    artifacts = (opts.artifacts or default_artifacts(opts.storage, opts.study_name)).resolve()
+    artifacts.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only where castsearch creates it
     deadline = time.time() + timeout_s if timeout_s else None
     num_classes = next(iter(datasets.values())).num_classes
     # Latency is timed here, on the driver, before Ray starts training: the first timings
@@ -384,6 +429,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     searcher = StudySearcher(study, space, run, artifacts, deadline, on_progress, screen, limits)
 
     started_ray = not ray.is_initialized()
+    logging.getLogger("ray").setLevel(logging.ERROR)  # before init: its token-auth banner is not for users
     if started_ray:
         if opts.address:
             ray.init(address=opts.address, log_to_driver=False, configure_logging=False)
@@ -391,7 +437,6 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
             # "local": a Ray of its own, even when `ray start` left a cluster address on this machine
             ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
-    logging.getLogger("ray").setLevel(logging.ERROR)
 
     stop = threading.Event()
     beat = threading.Thread(target=heartbeat, args=(study, run, stop), daemon=True)
@@ -416,10 +461,11 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
         if started_ray:
             ray.shutdown()
     if opts.quiet_retime:
-        retime_front(study)
+        retime_front(study, run.run_id)
     run.done = True
     run.heartbeat = time.time()
     run.save(study)
     return RunSummary(run_id=run.run_id, resumed_from=resumed_from,
                       finished=finished_by(study.get_trials(deepcopy=False), run.run_id),
-                      budget=trials, elapsed_s=time.time() - t0, front=studylib.pareto_front(study))
+                      budget=trials, elapsed_s=time.time() - t0, front=studylib.pareto_front(study),
+                      timeout_s=timeout_s, outcome=run_outcome(study, run.run_id), artifacts=artifacts)

@@ -2,14 +2,18 @@
 a run does to the study before and after its trials (queue the presets, re-time the front).
 
 Each invocation is a :class:`RunRecord` stored in the study's user attrs (``run:<id>``:
-budget, heartbeat, host, pid); its trials carry its id. A run whose driver died (a dead
-pid on this host, or a heartbeat older than :data:`STALE_AFTER_S`) has its RUNNING trials
-failed and its remaining budget resumed by the next invocation (:func:`recover`). Nothing
-here imports Ray.
+budget, heartbeat, host, pid, its index among the study's runs and its sampler seed); its
+trials carry its id. A run whose driver died (a dead pid on this host, or a heartbeat older
+than :data:`STALE_AFTER_S`) has its RUNNING trials failed and its remaining budget resumed by
+the next invocation (:func:`begin`); a run that died before it dispatched a trial has
+nothing to resume. Each run samples with its own seed (:func:`run_seed`), so two drivers on
+one study draw different points while a single driver stays reproducible. Nothing here
+imports Ray.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -29,7 +33,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 60.0
 RUN_PREFIX = "run:"
-PRESETS_ENQUEUED = "presets_enqueued"
 
 
 @dataclass
@@ -43,6 +46,8 @@ class RunRecord:
     resumed_from: str | None = None
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
+    index: int = 0              # 0 for a study's first run, 1 for the next, ...
+    seed: int | None = None     # the seed its sampler drew with (see run_seed)
 
     def is_dead(self, now: float) -> bool:
         """Unfinished, and its driver is gone: a dead process on this host, or a stale heartbeat."""
@@ -82,6 +87,39 @@ def finished_by(trials: list[FrozenTrial], run_id: str) -> int:
     return count
 
 
+def run_seed(seed: int | None, index: int) -> int | None:
+    """The sampler seed of a study's run number ``index``: the space's seed for the first run,
+    a seed derived from it and ``index`` for each later one. Runs of one study (one after the
+    other, or drivers started together) would otherwise draw the same points, and a random
+    sampler would train the same networks again."""
+    if seed is None or index == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def has_trials(study: optuna.Study, run_id: str) -> bool:
+    return any(TrialRecord.read(t).run_id == run_id for t in study.get_trials(deepcopy=False))
+
+
+def begin(study: optuna.Study, storage_url: str, run: RunRecord, seed: int | None,
+          now: float | None = None) -> RunRecord | None:
+    """Register ``run`` (its index and seed set here) after recovering the runs whose driver
+    died; return the dead run ``run`` resumes, if any.
+
+    Holds the study's lock, so drivers starting together resume a dead run once, not each,
+    and get distinct indices (so distinct seeds)."""
+    with studylib.exclusive(storage_url, study.study_name, "recover"):
+        dead = _recover(study, now or time.time())
+        run.index = len(runs(study))
+        run.seed = run_seed(seed, run.index)
+        if dead is not None and dead.trials is not None:
+            run.resumed_from = dead.run_id
+            run.trials = max(0, dead.trials - finished_by(study.get_trials(deepcopy=False), dead.run_id))
+        run.save(study)
+    return dead
+
+
 def recover(study: optuna.Study, storage_url: str, now: float | None = None) -> RunRecord | None:
     """Fail the RUNNING trials of runs whose driver died; return the dead run to resume, if any.
 
@@ -91,6 +129,8 @@ def recover(study: optuna.Study, storage_url: str, now: float | None = None) -> 
 
 
 def _recover(study: optuna.Study, now: float) -> RunRecord | None:
+    """Close the dead runs; the latest that dispatched a trial is the one to resume (a run that
+    died at start-up, before any trial, has no budget in progress)."""
     dead = [r for r in runs(study) if r.is_dead(now)]
     if not dead:
         return None
@@ -102,28 +142,49 @@ def _recover(study: optuna.Study, now: float) -> RunRecord | None:
     for r in dead:
         r.done = True
         r.save(study)
-    return max(dead, key=lambda r: r.started)
+    started = [r for r in dead if has_trials(study, r.run_id)]
+    return max(started, key=lambda r: r.started, default=None)
 
 
 def enqueue_presets(study: optuna.Study, space: SearchSpace, storage_url: str) -> int:
     """Put the paper's presets first in the queue (points of the space or fixed-architecture
-    trials, see :func:`search.space.preset_trials`), once per study (also when several drivers
-    start on a new study at the same moment: the check and the enqueue hold the study's lock)."""
+    trials, see :func:`search.space.preset_trials`); the number queued.
+
+    Each preset is queued when no trial of the study carries its name, so a driver killed
+    while queueing leaves the rest to the next run and nothing twice; and once more when its
+    only trial failed because its driver or worker died or the time budget cut it (see
+    :func:`retry_preset`), since the front promises the trained references. The check and the
+    enqueue hold the study's lock, so drivers starting together queue each preset once."""
     if not space.seed_presets:
         return 0
     with studylib.exclusive(storage_url, study.study_name, "presets"):
-        if study.user_attrs.get(PRESETS_ENQUEUED):
-            return 0
+        tried: dict[str, list[FrozenTrial]] = {}
+        for t in study.get_trials(deepcopy=False):
+            name = TrialRecord.read(t).preset
+            if name is not None:
+                tried.setdefault(name, []).append(t)
         presets = preset_trials(space)
-        outside = [name for name, p in presets.items() if p.arch is not None]
+        todo = {name: p for name, p in presets.items() if name not in tried or retry_preset(tried[name])}
+        outside = [name for name, p in todo.items() if p.arch is not None]
         if outside:
             log.info("%d of the paper presets are not points of this space; they join as fixed-architecture "
                      "trials: %s", len(outside), ", ".join(outside))
-        for name, p in presets.items():
+        for name, p in todo.items():
             fixed = p.arch.to_dict() if p.arch is not None else None
             study.enqueue_trial(p.params, user_attrs=TrialRecord(preset=name, preset_arch=fixed).attrs())
-        study.set_user_attr(PRESETS_ENQUEUED, sorted(presets))
-    return len(presets)
+    return len(todo)
+
+
+RETRIED_FAILURES = ("driver died", "worker raised or died", "stopped before it finished")
+
+
+def retry_preset(trials: list[FrozenTrial]) -> bool:
+    """A preset's trials call for one more: its only trial failed for a reason outside its
+    training (its driver or worker died, or the run's time ran out), not because it raised."""
+    if len(trials) != 1 or trials[0].state != TrialState.FAIL:
+        return False
+    error = TrialRecord.read(trials[0]).error or ""
+    return any(reason in error for reason in RETRIED_FAILURES)
 
 
 def heartbeat(study: optuna.Study, run: RunRecord, stop: threading.Event) -> None:
@@ -136,15 +197,27 @@ def heartbeat(study: optuna.Study, run: RunRecord, stop: threading.Event) -> Non
             log.warning("heartbeat not saved: %s", e)
 
 
-def retime_front(study: optuna.Study) -> int:
-    """Re-time the front's latencies with nothing else running.
+def others_live(study: optuna.Study, run_id: str, now: float | None = None) -> list[RunRecord]:
+    """The study's runs other than ``run_id`` whose drivers are still at work."""
+    now = now or time.time()
+    return [r for r in runs(study) if r.run_id != run_id and not r.done and not r.is_dead(now)]
 
-    A finished Optuna trial cannot be changed, so the quiet timings are stored as study
-    user attrs ``retimed:<trial number>`` (see :func:`search.study.retimed`)."""
+
+def retime_front(study: optuna.Study, run_id: str | None = None) -> int:
+    """Re-time the front's latencies with nothing else running; the number re-timed.
+
+    Not while another run of the study is live (its workers would be training beside the
+    timing): the last run to finish re-times. A finished Optuna trial cannot be changed, so
+    the quiet timings are stored as study user attrs ``retimed:<trial number>`` (see
+    :func:`search.study.retimed`)."""
     import torch
 
     from search.measure import measure
 
+    if run_id is not None and (busy := others_live(study, run_id)):
+        log.info("front not re-timed: run %s of this study is still training; it re-times when it ends",
+                 busy[0].run_id)
+        return 0
     front = studylib.pareto_front(study)
     threads = torch.get_num_threads()
     for t in front:
@@ -156,3 +229,51 @@ def retime_front(study: optuna.Study) -> int:
             "eager_latency_ms": m.eager_latency_ms, "at": time.time()})
     torch.set_num_threads(threads)
     return len(front)
+
+
+@dataclass
+class RunOutcome:
+    """What one run did with its sampled (not preset) networks, and what the front holds."""
+    trained: int = 0
+    infeasible: int = 0       # screened out before dispatch, or over a limit once trained
+    invalid: int = 0          # could not be built
+    pruned: int = 0           # stopped early
+    failed: int = 0
+    presets_trained: int = 0
+    front: int = 0
+    front_searched: int = 0   # sampled networks on the front (of any run)
+    dominated: dict[str, list[int]] = field(default_factory=dict)  # preset -> sampled trials dominating it
+
+
+def run_outcome(study: optuna.Study, run_id: str) -> RunOutcome:
+    """Count this run's sampled networks by outcome, and say which presets the front's sampled
+    networks dominate (feasible COMPLETE trials, by the study's three objectives)."""
+    out = RunOutcome()
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        r = TrialRecord.read(t)
+        if r.run_id != run_id:
+            continue
+        if r.preset is not None:
+            out.presets_trained += t.state == TrialState.COMPLETE
+        elif r.invalid:
+            out.invalid += 1
+        elif t.state == TrialState.COMPLETE:
+            if studylib.is_feasible(t):
+                out.trained += 1
+            else:
+                out.infeasible += 1
+        elif t.state == TrialState.PRUNED:
+            out.pruned += 1
+        elif t.state == TrialState.FAIL:
+            out.failed += 1
+    front = studylib.pareto_front(study)
+    searched = [t for t in front if TrialRecord.read(t).preset is None]
+    out.front, out.front_searched = len(front), len(searched)
+    presets = [t for t in trials if t.state == TrialState.COMPLETE and studylib.is_feasible(t)
+               and TrialRecord.read(t).preset is not None]
+    for p in presets:
+        beaten = [t.number for t in searched if studylib.dominates(t.values, p.values)]
+        if beaten:
+            out.dominated[TrialRecord.read(p).preset] = beaten
+    return out

@@ -289,9 +289,34 @@ class _EpochEnd:
     swa: Any
     on_epoch: Callable[[int, float], bool | None] | None
     metric: str = "accuracy"
+    epochs: int = 0
+    images_per_epoch: int = 0
     val_scores: list[float] = dataclasses.field(default_factory=list)
     stopped_early: bool = False
     eval_seconds: float = 0.0
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    loss_sum: float = 0.0
+    loss_batches: int = 0
+
+    def batch_end(self, state: Any) -> None:
+        """Adds the batch's training loss to the epoch's mean."""
+        loss = state.loss
+        if isinstance(loss, dict):
+            loss = sum(loss.values())
+        self.loss_sum += float(loss)
+        self.loss_batches += 1
+
+    def progress(self, score: float) -> None:
+        """One line per epoch: the mean training loss, the validation score, the training
+        speed (evaluation excluded) and the time left at this epoch's pace."""
+        epoch = len(self.val_scores)
+        elapsed = time.perf_counter() - self.started
+        rate = epoch * self.images_per_epoch / max(elapsed - self.eval_seconds, 1e-9)
+        left = elapsed / epoch * (self.epochs - epoch)
+        loss = self.loss_sum / max(self.loss_batches, 1)
+        log.info("epoch %d/%d: train loss %.4f · val %s %.4f · %.0f images/s · %.0f s left", epoch,
+                 self.epochs, loss, self.metric.replace("_", " "), score, rate, left)
+        self.loss_sum, self.loss_batches = 0.0, 0
 
     def __call__(self, state: Any) -> None:
         start = time.perf_counter()
@@ -302,16 +327,19 @@ class _EpochEnd:
         score = getattr(result, self.metric)
         self.eval_seconds += time.perf_counter() - start
         self.val_scores.append(score)
-        log.debug("epoch %d: val %s %.4f", len(self.val_scores), self.metric, score)
+        self.progress(score)
         if self.on_epoch is not None and self.on_epoch(len(self.val_scores), score):
             self.stopped_early = True
             state.stop_training()
 
 
-def _callback(fn: Callable[[Any], None]) -> Any:
+def _callback(fn: _EpochEnd) -> Any:
     from composer import Callback
 
     class EpochEndCallback(Callback):
+        def batch_end(self, state: Any, logger: Any) -> None:
+            fn.batch_end(state)
+
         def epoch_end(self, state: Any, logger: Any) -> None:
             fn(state)
 
@@ -350,7 +378,8 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
                              torch.Generator().manual_seed(recipe.seed), recipe.augmentations,
                              balanced=recipe.class_balance == "sampler")
     bn_batches = _batches(data.train_x, data.train_y, 256, None)
-    epoch_end = _EpochEnd(model, data, bn_batches, algorithms.get("swa"), on_epoch, metric)
+    epoch_end = _EpochEnd(model, data, bn_batches, algorithms.get("swa"), on_epoch, metric,
+                          epochs=recipe.epochs, images_per_epoch=len(data.train_y))
     # Empty metric collections: no per-batch torchmetrics work during training. torch's
     # cross-entropy takes class indices and the class probabilities LabelSmoothing/MixUp make.
     loss_fn = F.cross_entropy
@@ -389,8 +418,8 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
 
     model = model.cpu().eval()
     train_seconds = time.perf_counter() - start
-    log.info("trained %d epochs in %.1f s (%d images, fit %.1f s)", len(epoch_end.val_scores),
-             train_seconds, images, fit_seconds)
+    log.info("trained %d epoch%s in %.1f s (%d images, fit %.1f s)", len(epoch_end.val_scores),
+             "" if len(epoch_end.val_scores) == 1 else "s", train_seconds, images, fit_seconds)
     return TrainResult(
         model=model,
         val_scores=epoch_end.val_scores,

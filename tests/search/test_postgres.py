@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import optuna
 import pytest
@@ -132,3 +133,32 @@ def test_search_in_postgres_then_two_drivers_on_one_study_at_once(pg, tmp_path):
     assert {t.user_attrs["run_id"] for t in trials} == set(runs)
     assert [t for t in trials if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)] == []
     assert sum(1 for t in trials if not t.user_attrs.get("invalid")) == 5
+
+
+def test_no_file_a_postgresql_backed_run_writes_holds_the_password(pg, tmp_path):
+    """The storage URL's password reaches neither castsearch's files nor Ray's (its session
+    folder: logs, job records), and the artifacts folder castsearch creates is owner-only."""
+    import shutil
+    import stat
+    import tempfile
+
+    secret = "SECRETPW7731"
+    url = pg.create_database("secret").replace("postgres@", f"postgres:{secret}@")
+    data = make_image_folder(tmp_path / "images")
+    space = write_space(tmp_path, study="pw", data=data, trials=1)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths must fit
+    artifacts = tmp_path / "art"
+    try:
+        run = subprocess.run(castsearch("run", str(space), "--storage", url, "--workers", "1",
+                                        "--artifacts", str(artifacts)),
+                             env=env(RAY_TMPDIR=str(ray_tmp)), cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+        assert secret not in run.stdout + run.stderr
+        assert list(artifacts.rglob("tuner.pkl")), "Tune wrote no experiment state: nothing was checked"
+        holding = [str(p) for root in (tmp_path, ray_tmp) for p in root.rglob("*")
+                   if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()]
+        assert holding == []
+        assert stat.S_IMODE(artifacts.stat().st_mode) == 0o700
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

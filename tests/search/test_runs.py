@@ -1,0 +1,208 @@
+"""Run bookkeeping without Ray: seeds of a study's runs, what a dead run leaves to resume, the
+presets queued once (and once more when a crash lost one), the quiet re-timing deferred while
+another run trains, the run's closing summary, and a Tune pickle without the database URL."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from castmodels import PRESETS
+from search import runner, runs
+from search import study as studylib
+from search.cli import main
+from search.record import TrialRecord
+from search.screen import Screen
+from search.space import load_space
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _study(tmp_path, name="s"):
+    url = f"sqlite:///{tmp_path}/{name}.db"
+    return studylib.open_study(name, url), url
+
+
+def _dead(run_id: str, trials: int | None = 5) -> runs.RunRecord:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return runs.RunRecord(run_id=run_id, trials=trials, timeout_s=None, pid=int(gone.stdout))
+
+
+def test_each_run_of_a_study_samples_with_its_own_seed(tmp_path):
+    study, url = _study(tmp_path)
+    first = runs.RunRecord(run_id="a", trials=2, timeout_s=None)
+    second = runs.RunRecord(run_id="b", trials=2, timeout_s=None)
+    runs.begin(study, url, first, seed=555)
+    runs.begin(study, url, second, seed=555)
+    assert (first.index, first.seed) == (0, 555)  # a single driver stays reproducible
+    assert second.index == 1 and second.seed not in (None, 555)
+    assert runs.run_seed(555, 1) == second.seed  # derived, not random: the same on every machine
+    assert runs.run_seed(None, 3) is None
+    stored = {r.run_id: (r.index, r.seed) for r in runs.runs(study)}
+    assert stored == {"a": (0, 555), "b": (1, second.seed)}
+
+    # two samplers seeded this way draw different points
+    points = []
+    for run in (first, second):
+        s = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=run.seed))
+        points.append([s.ask().suggest_int("stages", 2, 5) for _ in range(8)])
+    assert points[0] != points[1]
+
+
+def test_a_run_that_died_before_any_trial_is_not_resumed(tmp_path):
+    study, url = _study(tmp_path)
+    _dead("never-started").save(study)
+    new = runs.RunRecord(run_id="new", trials=3, timeout_s=None)
+    assert runs.begin(study, url, new, seed=1) is None
+    assert new.resumed_from is None and new.trials == 3  # nothing to resume ...
+    assert all(r.done for r in runs.runs(study) if r.run_id == "never-started")  # ... and it is closed
+
+
+def test_a_run_killed_mid_budget_is_resumed_by_the_next(tmp_path):
+    study, url = _study(tmp_path)
+    dead = _dead("killed", trials=5)
+    dead.save(study)
+    for state in (TrialState.COMPLETE, TrialState.RUNNING):
+        t = study.ask()
+        TrialRecord(run_id="killed").write(t)
+        if state == TrialState.COMPLETE:
+            study.tell(t, values=[0.5, 1.0, 100.0])
+    new = runs.RunRecord(run_id="new", trials=9, timeout_s=None)
+    runs.begin(study, url, new, seed=1)
+    assert (new.resumed_from, new.trials) == ("killed", 4)
+
+
+def test_run_refuses_impossible_flags_before_writing_anything(tmp_path, capsys):
+    storage = tmp_path / "flags.db"
+    start = time.perf_counter()
+    code = main(["run", str(REPO / "spaces" / "paper.yaml"), "--data", "synthetic", "--trials", "1",
+                 "--workers", "-1", "--storage", f"sqlite:///{storage}", "--artifacts", str(tmp_path / "art")])
+    assert code != 0
+    assert "--workers must be at least 1, not -1" in capsys.readouterr().err
+    assert time.perf_counter() - start < 10  # refused before data, study or Ray
+    assert not storage.exists() and not (tmp_path / "art").exists()
+    with pytest.raises(ValueError, match="--trials"):
+        runner.check_options(runner.RunOptions("s", "sqlite://", trials=0, timeout_s=None))
+    with pytest.raises(ValueError, match="time budget"):
+        runner.check_options(runner.RunOptions("s", "sqlite://", trials=None, timeout_s=-5))
+
+
+def _presets(study) -> list[str]:
+    return sorted(TrialRecord.read(t).preset for t in study.trials if TrialRecord.read(t).preset)
+
+
+def test_presets_are_queued_once_even_after_a_driver_died_while_queueing(tmp_path):
+    study, url = _study(tmp_path)
+    space = load_space(REPO / "spaces" / "paper.yaml")
+    everything = runs.preset_trials(space)
+    # a driver queued two presets and was killed before the rest
+    for name in list(everything)[:2]:
+        p = everything[name]
+        study.enqueue_trial(p.params, user_attrs=TrialRecord(
+            preset=name, preset_arch=p.arch.to_dict() if p.arch else None).attrs())
+    assert runs.enqueue_presets(study, space, url) == len(PRESETS) - 2
+    assert _presets(study) == sorted(PRESETS)  # each once
+    assert runs.enqueue_presets(study, space, url) == 0
+    assert _presets(study) == sorted(PRESETS)
+
+
+def test_a_preset_lost_with_its_driver_is_queued_once_more(tmp_path):
+    study, url = _study(tmp_path)
+    space = load_space(REPO / "spaces" / "paper.yaml")
+    runs.enqueue_presets(study, space, url)
+    started = {t.user_attrs["preset"]: t for t in (study.ask() for _ in PRESETS)}  # the queue, running
+    # one preset's driver died; another preset's training raised; the rest finished
+    errors = {"custom-140k-3x3": "its run's driver died while it was running",
+              "custom-590k-dw": "ValueError: bad input\nTraceback ..."}
+    for name, trial in started.items():
+        if name in errors:
+            trial.set_user_attr("error", errors[name])
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, values=[0.8, 1.0, 1000.0])
+    assert runs.enqueue_presets(study, space, url) == 1
+    again = [t for t in study.trials if t.user_attrs.get("preset") == "custom-140k-3x3"]
+    assert [t.state for t in again] == [TrialState.FAIL, TrialState.WAITING]
+    # lost a second time: not queued a third
+    retry = study.ask()
+    retry.set_user_attr("error", "its run's driver died while it was running")
+    study.tell(retry, state=TrialState.FAIL)
+    assert runs.enqueue_presets(study, space, url) == 0
+
+
+def _complete(study, values, **attrs):
+    t = study.ask()
+    TrialRecord(**attrs).write(t)
+    study.tell(t, values=values)
+    return t
+
+
+def test_front_is_not_retimed_while_another_run_of_the_study_trains(tmp_path, monkeypatch):
+    study, _ = _study(tmp_path)
+    timed = []
+    monkeypatch.setattr(studylib, "pareto_front", lambda s: timed.append(1) or [])
+    other = runs.RunRecord(run_id="other", trials=5, timeout_s=None)  # this process: alive
+    other.save(study)
+    assert runs.retime_front(study, "mine") == 0 and timed == []
+    other.done = True
+    other.save(study)
+    runs.retime_front(study, "mine")
+    assert timed == [1]
+
+
+def test_run_outcome_counts_sampled_networks_and_dominated_presets(tmp_path):
+    study, _ = _study(tmp_path)
+    _complete(study, [0.90, 1.0, 500_000], run_id="r", preset="custom-590k-dw")
+    _complete(study, [0.80, 0.5, 150_000], run_id="r", preset="custom-140k-3x3")
+    best = _complete(study, [0.91, 0.4, 90_000], run_id="r")  # dominates both presets
+    _complete(study, [0.50, 2.0, 10_000], run_id="r")  # trained, on the front (smallest)
+    _complete(study, [0.0, 9.0, 10_000], run_id="r", infeasible=True, screened="latency over the limit")
+    _complete(study, [0.30, 5.0, 5_000], run_id="other")  # another run's: on the front, not counted
+    invalid = study.ask()
+    TrialRecord(run_id="r", invalid="no pixels left").write(invalid)
+    study.tell(invalid, state=TrialState.PRUNED)
+    pruned = study.ask()
+    TrialRecord(run_id="r").write(pruned)
+    study.tell(pruned, state=TrialState.PRUNED)
+    o = runs.run_outcome(study, "r")
+    assert (o.trained, o.infeasible, o.invalid, o.pruned, o.failed, o.presets_trained) == (2, 1, 1, 1, 0, 2)
+    assert (o.front, o.front_searched) == (3, 3)
+    assert o.dominated == {"custom-590k-dw": [best.number], "custom-140k-3x3": [best.number]}
+
+
+def test_the_summary_warns_when_the_front_holds_only_presets(capsys):
+    from search.cli import print_run_summary
+
+    outcome = runs.RunOutcome(trained=0, infeasible=12, presets_trained=6, front=2, front_searched=0)
+    summary = runner.RunSummary(run_id="abc", resumed_from=None, finished=6, budget=None, elapsed_s=500,
+                                front=[], timeout_s=1500, outcome=outcome, artifacts=Path("/tmp/x"))
+    print_run_summary(summary)
+    out = capsys.readouterr().out
+    assert "6 trials finished in 8m20s of 25m00s" in out
+    assert "0 trained · 12 infeasible" in out
+    assert "2 networks, 0 of them found by the search" in out
+    assert "warning: no searched network is on the front" in out
+
+
+def test_artifacts_default_beside_a_sqlite_database(tmp_path):
+    assert runner.default_artifacts(f"sqlite:///{tmp_path}/db/mt.db", "mt") == tmp_path / "db" / "mt"
+    assert runner.default_artifacts("postgresql+psycopg2://u:pw@host/x", "mt") == Path("studies") / "mt"
+
+
+def test_tunes_pickle_of_the_searcher_holds_no_database_url(tmp_path):
+    space = load_space(REPO / "spaces" / "paper.yaml")
+    url = f"sqlite:///{tmp_path}/SECRETPW.db"
+    study = studylib.open_study("s", url)
+    run = runs.RunRecord(run_id="r", trials=1, timeout_s=None)
+    screen = Screen(study, space.latency_runtime, num_classes=3, quick=True)
+    searcher = runner.StudySearcher(study, space, run, tmp_path, None, print, screen, {})
+    blob = pickle.dumps(searcher)
+    assert b"SECRETPW" not in blob
+    assert searcher.study is study  # the live searcher keeps its study
