@@ -451,17 +451,34 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from search.predict import Predictor, image_files  # onnxruntime, Pillow, numpy: no torch
+    """Exit statuses: see :mod:`search.predict`."""
+    from search import predict  # onnxruntime, Pillow, numpy: no torch
 
-    predictor = Predictor(args.model_dir)
-    predictions = predictor.predict(image_files(args.images))
-    if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-        return 0
-    width = max(len(p.image) for p in predictions)
-    for p in predictions:
-        print(f"{p.image:<{width}}  {p.label}  {p.probability:.3f}")
-    return 0
+    predictor = predict.Predictor(args.model_dir)
+    unreadable: list = []
+    predictions = predictor.predict(predict.image_files(args.images), unreadable=unreadable)
+    for e in unreadable:
+        print(f"castsearch: skipped {e}", file=sys.stderr)
+    width = max((len(p.image) for p in predictions), default=0)
+    try:
+        if args.json:
+            print(json.dumps([p.to_dict() for p in predictions], indent=2))
+        else:
+            for p in predictions:
+                print(f"{p.image:<{width}}  {p.label}  {p.probability:.3f}")
+        sys.stdout.flush()  # a reader that went away shows here rather than at exit
+    except BrokenPipeError:
+        return stdout_closed()
+    return predict.UNREADABLE_STATUS if unreadable else 0
+
+
+def stdout_closed() -> int:
+    """The reader of stdout went away (``castsearch ... | head``): stop quietly, as Unix tools
+    do, with the status a shell gives a process SIGPIPE ended (128 + 13). stdout is pointed at
+    /dev/null, as Python's documentation advises, so that the flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 STORAGE_HELP = "SQLAlchemy URL (default sqlite:///studies/STUDY.db)"
@@ -569,7 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quantize", choices=("int8",), help="also write an int8 ONNX model, with its test accuracy and latency")
     e.set_defaults(func=cmd_export)
 
-    pr = sub.add_parser("predict", help="classify images with an exported model (onnxruntime only)")
+    pr = sub.add_parser("predict", help="classify images with an exported model (onnxruntime only)",
+                        epilog="exit status: 0 every image classified; 1 some files could not be read (each "
+                               "named on stderr, the others classified); 2 bad input; 141 the output's "
+                               "reader went away (| head)")
     pr.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by castsearch export")
     pr.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     pr.add_argument("--json", action="store_true", help="print a JSON list, one object per image")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from search.recipe import TrainRecipe
 
 __all__ = ["CONSTRAINT_NAMES", "DEFAULT_METRIC", "DEFAULT_RUNTIME", "DIRECTIONS", "METRICS", "OBJECTIVES",
-           "RUNTIMES", "Limits", "TrialRecord", "majority_score"]
+           "RUNTIMES", "Limits", "TrialRecord", "majority_score", "read_weights"]
 
 OBJECTIVES = ("accuracy", "latency_ms", "params")
 DIRECTIONS = ("maximize", "minimize", "minimize")
@@ -276,17 +276,37 @@ class TrialRecord:
 
     def load_network(self) -> nn.Module:
         """The trained network in eval mode: :meth:`build_network` with the stored weights.
-        A weights file that does not fit the spec is a ValueError naming it."""
-        import torch
-
+        A weights file that cannot be read or does not fit the spec is a ValueError naming it."""
         model = self.build_network()
-        state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
+        state = read_weights(self.weights_path)
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
             raise ValueError(f"{self.weights_path} does not fit trial {self.number}'s spec: "
                              f"{str(e).splitlines()[0]}") from None
         return model.eval()
+
+
+def read_weights(path: str) -> dict:
+    """The state dict a trial saved as ``model.pt``, read the safe way (``weights_only``). A
+    file that is truncated, not a state dict, or a pickle of anything else is a ValueError
+    naming it: such a file is damaged or not castsearch's, and loading it unsafely is no fix."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below covers it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise ValueError(f"cannot read trained weights {path}: {e.strerror}") from None
+    except Exception:  # zip, pickle and torch errors alike, or EINVAL for some truncations;
+        # not torch's text, which suggests loading the file unsafely
+        state = None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"cannot read trained weights {path}: file is truncated or not a castsearch checkpoint")
+    return state
 
 
 def majority_score(class_counts: list[int], metric: str) -> float:

@@ -44,16 +44,26 @@ def default_storage(study_name: str, root: str | Path = STUDIES_DIR) -> str:
 
 
 def make_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage; SQLite waits for locks instead of failing when several writers share it."""
+    """An RDB storage; SQLite waits for locks instead of failing when several writers share it.
+
+    A SQLite file is checked (``PRAGMA quick_check``, one read of the file) before it is used:
+    a damaged one is a one-line ValueError (:func:`damaged_database`) rather than whatever
+    query first reads the damaged page."""
     kwargs: dict = {"pool_pre_ping": True}
+    db = None
     if url.startswith("sqlite:"):
         db = url.split("///", 1)[-1]
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            db = None
         kwargs = {"connect_args": {"timeout": 60}}
     for attempt in range(_SCHEMA_RACE_RETRIES + 1):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            if db is not None:
+                _check_sqlite(storage, db)
+            return storage
         except Exception as e:  # SQLAlchemy raises many kinds; the user needs the URL and the reason
             if attempt < _SCHEMA_RACE_RETRIES and _is_schema_race(e):
                 # Another driver is creating Optuna's tables in this empty database right now:
@@ -61,12 +71,53 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
                 log.debug("study storage tables created concurrently (%s); retrying", type(e).__name__)
                 time.sleep(0.2 + random.random())
                 continue
+            damage = _damage(e) if db is not None else None
+            if damage is not None:
+                raise damaged_database(db, damage) from None
             raise ValueError(f"cannot open study storage {redact_url(url)!r}: "
-                             f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+                             f"{type(e).__name__}: {_first_line(e)}") from None
     raise AssertionError("unreachable")
 
 
 _SCHEMA_RACE_RETRIES = 5
+# How SQLite says a file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB); "database is locked" and
+# the like are sqlite3.DatabaseErrors too, and not damage.
+_DAMAGE_MARKERS = ("malformed", "file is not a database")
+
+
+class DamagedDatabase(Exception):
+    """SQLite's integrity check failed on a study database (the first problem it found)."""
+
+
+def damaged_database(db: str, reason: str) -> ValueError:
+    """The one-line error for a damaged SQLite study database, with what to do about it."""
+    return ValueError(f"the study database {db} is damaged ({reason}): restore it from a backup, or "
+                      f"salvage what is left with: sqlite3 {db} .recover | sqlite3 recovered.db")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+def _damage(e: BaseException | None) -> str | None:
+    """SQLite's words if ``e``, or an exception it was raised from, says a file is damaged (the
+    innermost such: sqlite3's own message, not SQLAlchemy's wrapping of it)."""
+    found, seen = None, set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DamagedDatabase) or any(marker in str(e) for marker in _DAMAGE_MARKERS):
+            found = _first_line(e)
+        e = e.__cause__ or e.__context__
+    return found
+
+
+def _check_sqlite(storage: optuna.storages.RDBStorage, db: str) -> None:
+    """Raise :class:`DamagedDatabase` unless SQLite's quick integrity check passes on ``db``."""
+    with storage.engine.connect() as conn:
+        rows = conn.exec_driver_sql("PRAGMA quick_check(1)").scalars().all()
+    if rows != ["ok"]:
+        problems = [line for row in rows for line in str(row).splitlines() if not line.startswith("***")]
+        raise DamagedDatabase(f"integrity check: {(problems or rows)[0]}")
 
 
 def _is_schema_race(e: Exception) -> bool:

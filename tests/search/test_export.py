@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import pickle
 import shutil
 
 import numpy as np
@@ -85,18 +87,41 @@ def test_missing_study_and_database(tiny_study, tmp_path, cli_error):
     assert "does not exist" in line and not (tmp_path / "x.db").exists()
 
 
-def test_weights_file_gone(tiny_study, tmp_path, cli_error):
+def _study_with_weights(tiny_study, tmp_path, weights) -> list[str]:
+    """A study "w" whose trial 0 is tiny's trial 0 with its weights at ``weights`` (a copy of
+    the trained file): the CLI arguments that export it."""
     source = tiny_study.load().trials[0]
-    weights = tmp_path / "gone" / "model.pt"
-    weights.parent.mkdir()
+    weights.parent.mkdir(exist_ok=True)
     shutil.copy(source.user_attrs["weights_path"], weights)
     url = f"sqlite:///{tmp_path}/w.db"
     study = studylib.open_study("w", url)
     study.add_trial(optuna.trial.create_trial(values=source.values,
                                               user_attrs={**source.user_attrs, "weights_path": str(weights)}))
+    return ["export", "--trial", "0", "--study", "w", "--storage", url, "--out", str(tmp_path / "o")]
+
+
+def test_weights_file_gone(tiny_study, tmp_path, cli_error):
+    weights = tmp_path / "gone" / "model.pt"
+    argv = _study_with_weights(tiny_study, tmp_path, weights)
     weights.unlink()
-    line = cli_error(["export", "--trial", "0", "--study", "w", "--storage", url, "--out", str(tmp_path / "o")])
+    line = cli_error(argv)
     assert f"trial 0's weights file is gone: {weights}" in line
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickle"])
+def test_unreadable_weights_file(tiny_study, tmp_path, damage, cli_error):
+    """A truncated model.pt, or a pickle of some object (which loading it safely refuses): one
+    line naming the file, and no advice to load it unsafely."""
+    weights = tmp_path / "trial" / "model.pt"
+    argv = _study_with_weights(tiny_study, tmp_path, weights)
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    else:
+        weights.write_bytes(pickle.dumps(argparse.Namespace(note="not a state dict")))
+    line = cli_error(argv)
+    assert line == (f"castsearch: error: cannot read trained weights {weights}: "
+                    f"file is truncated or not a castsearch checkpoint")
+    assert "weights_only" not in line
 
 
 def test_a_failed_parity_check_is_an_error(tiny_study, tmp_path, monkeypatch, cli_error):

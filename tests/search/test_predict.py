@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from PIL import Image
 
 from search.cli import main
 from search.data import DataConfig, load_dataset
-from search.predict import Predictor
+from search.predict import UNREADABLE_STATUS, Predictor, UnreadableImage
+from tests.search.infra_helpers import castsearch, env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,13 +97,67 @@ def test_bad_model_dirs(exported, images, tmp_path, cli_error):
 
 def test_bad_images(exported, images, tmp_path, cli_error):
     out, _ = exported
-    fake = tmp_path / "fake.png"
-    fake.write_text("this is text, not a picture")
-    line = cli_error(["predict", str(out), str(images[0]), str(fake)])
-    assert f"{fake}: not an image" in line
     line = cli_error(["predict", str(out), str(tmp_path / "missing.jpg")])
     assert "missing.jpg: no such file or folder" in line
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     line = cli_error(["predict", str(out), str(tmp_path / "empty")])
     assert "no image files in folder" in line
+
+
+@pytest.fixture
+def mixed(images, tmp_path) -> tuple[Path, list[Path], list[Path]]:
+    """A folder of the five good images, a text file named .png and a zero-byte .jpg:
+    (the folder, the good files, the bad files), each sorted."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = [Path(shutil.copy(p, folder / p.name)) for p in images]
+    fake, empty = folder / "fake.png", folder / "empty.jpg"
+    fake.write_text("this is text, not a picture")
+    empty.write_bytes(b"")
+    return folder, good, [empty, fake]
+
+
+def test_unreadable_files_do_not_stop_the_others(exported, mixed, capsys):
+    out, _ = exported
+    folder, good, (empty, fake) = mixed
+    assert main(["predict", str(out), str(folder)]) == UNREADABLE_STATUS == 1
+    captured = capsys.readouterr()
+    assert [line.split()[0] for line in captured.out.splitlines()] == [str(p) for p in good]
+    assert captured.err.splitlines() == [
+        f"castsearch: skipped {empty}: empty file",
+        f"castsearch: skipped {fake}: not an image Pillow can read (UnidentifiedImageError)",
+    ]
+
+    assert main(["predict", str(out), str(folder), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert [r["image"] for r in json.loads(captured.out)] == [str(p) for p in good]
+    assert len(captured.err.splitlines()) == 2
+
+    assert main(["predict", str(out), str(fake)]) == 1  # nothing readable: nothing printed
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [
+        f"castsearch: skipped {fake}: not an image Pillow can read (UnidentifiedImageError)"]
+
+
+def test_the_library_still_raises_on_an_unreadable_file(exported, mixed):
+    folder, good, (empty, _) = mixed
+    with pytest.raises(UnreadableImage, match=f"{empty}: empty file"):
+        Predictor(exported[0]).predict([*good, empty])
+
+
+@pytest.mark.parametrize("args", [["--json"], []])
+def test_a_closed_output_pipe_ends_quietly(exported, images, args):
+    """castsearch predict ... | head -1: more output than a pipe holds, a reader that closes
+    after the first line; predict stops with status 141 and nothing on stderr."""
+    out, _ = exported
+    paths = [str(images[0])] * 1500  # text: about 100 KB; JSON: about 500 KB
+    with subprocess.Popen(castsearch("predict", str(out), *paths, *args), cwd=REPO, env=env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        first = run.stdout.readline()
+        run.stdout.close()
+        err = run.stderr.read()
+        rc = run.wait(timeout=120)
+    assert first == "[\n" if args else first.startswith(f"{images[0]}  ")
+    assert "Traceback" not in err and err == ""
+    assert rc == 141
