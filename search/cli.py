@@ -82,7 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     arch = _resolve_arch(args.arch)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_dataset(DataConfig(source=args.data, image_size=args.image_size, channels=args.channels))
+    data = load_dataset(DataConfig(source=args.data, image_size=args.image_size, channels=args.channels,
+                                   resize=args.resize))
     flags = {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
              "weight_decay": args.weight_decay, "schedule": args.schedule, "warmup": args.warmup,
              "class_balance": args.class_balance,
@@ -94,6 +95,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("studies") / "train" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     log.info("training %s on %s (%d train / %d val / %d test images, %d classes)", name,
              data.identity["source"], len(data.train_y), len(data.val_y), len(data.test_y), data.num_classes)
+    for line in data.notices():  # layout, what decoding changed, classes too small to measure
+        print(f"  {line}", file=sys.stderr if args.json else sys.stdout, flush=True)
     outcome = run_candidate(arch, recipe, data, out_dir=out)
     ev, val, m = outcome.evaluation, outcome.validation, outcome.measurement
     result = {
@@ -275,6 +278,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  skipped {s['path']}: {s['reason']}")
     if len(skipped) > 10:
         print(f"  skipped {len(skipped) - 10} more unreadable files (listed in each trial's data attrs)")
+    for line in first.notices():  # layout, what decoding changed (at the first size), classes too small to measure
+        print(f"  {line}")
     print(f"  budget {' or '.join(budget)}, {workers} worker(s), sampler {space.sampler.name}", flush=True)
     summary = run_search(space, datasets, opts, on_progress=_print_progress)
     print_run_summary(summary)
@@ -515,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="synthetic", help="image folder, GC10-DET folder, or 'synthetic' (default)")
     t.add_argument("--image-size", type=int, default=32)
     t.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    t.add_argument("--resize", choices=("squash", "pad", "center-crop"), default="squash",
+                   help="how images are made square: squash (default), pad with black, or center-crop")
     t.add_argument("--recipe", default="default", choices=tuple(RECIPES),
                    help="named recipe the other training flags override (default: default; paper: "
                         "Adam at a constant 1e-3, nothing else)")

@@ -13,14 +13,25 @@ Sources:
   names, ordered by folder number;
 - the Kaggle copy of GC10-DET: ``<root>/images/images/<class>/`` (or
   ``<root>/images/<class>/`` when ``images/`` holds only class folders);
+- split folders, as most public defect sets ship: ``<root>/train/<class>/``,
+  ``<root>/test/<class>/`` and optionally ``<root>/val/<class>/`` (or ``valid``,
+  ``validation``; any case), each with the same class folders and nothing but these
+  folders under ``<root>``. The test split is the supplied one; so is the validation
+  split when there is one, else it is split off ``train/`` as below;
 - ``"synthetic"``: grey steel-strip textures with drawn defects, generated
   with numpy (:func:`search.synthetic.generate_synthetic`), no files shipped.
 
-The split is stratified and seeded (default: 10% test, then 10% of the rest
+The split is stratified and seeded (default: 10% test, then 20% of the rest
 for validation, seed 555) and computed on sorted file lists, so it does not
-depend on filesystem order. Decoded tensors are cached under ``cache_dir``
-keyed by the source, a fingerprint of its files, the image size, channels and
-split; the per-split file lists are written beside the cache as JSON.
+depend on filesystem order. Images are made square by ``resize``
+(:mod:`search.imageio`: squash, pad or center-crop). Decoded tensors are cached
+under ``cache_dir`` keyed by the source, its layout, a fingerprint of its files,
+the image size, channels, resize and split; the per-split file lists are written
+beside the cache as JSON.
+
+What decoding changed (images upscaled, squashed, grey copied to three channels or
+colour made grey) is counted in ``identity["input"]``; :meth:`Dataset.notices` says it,
+the layout and the classes too small to measure, in one line each.
 """
 
 from __future__ import annotations
@@ -42,7 +53,8 @@ import torch.nn.functional as F
 
 from search.datarules import MIN_IMAGE_SIZE, DataError
 from search.imageio import DECODE_ERRORS as _DECODE_ERRORS
-from search.imageio import decode_image as _decode_image  # one decoder for training and predict
+from search.imageio import RESIZES, Decoded
+from search.imageio import decode as _decode  # one decoder for training and predict
 from search.synthetic import SYNTHETIC_VERSION, generate_synthetic
 
 log = logging.getLogger(__name__)
@@ -50,7 +62,7 @@ log = logging.getLogger(__name__)
 SYNTHETIC_NATIVE_SIZE = 64
 NORMALISATION = "x/255"
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: float and 32-bit TIFFs scaled, resize, split folders, input counts
 GC10_CLASSES = {
     1: "punching_hole",
     2: "welding_line",
@@ -64,6 +76,12 @@ GC10_CLASSES = {
     10: "waist_folding",
 }
 GC10_LABEL_FOLDERS = ("lable", "label")
+SPLIT_FOLDERS = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
+ASPECT_TOLERANCE = 0.05  # an aspect ratio changed by more than this counts as squashed
+MIN_MEASURABLE = 5  # fewer val or test images of a class than this: its accuracy is noise
+RESHAPED = {"squash": "squashed", "pad": "padded", "center-crop": "cropped"}
+LAYOUT_NAMES = {"folders": "class folders", "gc10": "GC10-DET numbered folders",
+                "kaggle": "GC10-DET Kaggle folders", "synthetic": "synthetic images"}
 _DECODE_THREADS = 4
 
 
@@ -79,6 +97,7 @@ class DataConfig:
     split_seed: int = 555
     synthetic_count: int = 2000  # only for source == "synthetic"
     synthetic_seed: int = 0  # only for source == "synthetic"
+    resize: str = "squash"  # how images are made square: squash | pad | center-crop
 
     @classmethod
     def from_identity(cls, identity: dict) -> DataConfig:
@@ -86,7 +105,7 @@ class DataConfig:
         synthetic = {k: identity[k] for k in ("synthetic_count", "synthetic_seed") if k in identity}
         return cls(source=identity["source"], image_size=identity["image_size"], channels=identity["channels"],
                    test_fraction=identity["test_fraction"], val_fraction=identity["val_fraction"],
-                   split_seed=identity["split_seed"], **synthetic)
+                   split_seed=identity["split_seed"], resize=identity.get("resize", "squash"), **synthetic)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
@@ -105,6 +124,10 @@ class DataConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
                 raise DataError(f"{name} must be in (0, 1), got {value!r} (DataConfig.{name})")
+        if self.resize not in RESIZES:
+            raise DataError(
+                f"resize must be one of {', '.join(RESIZES)}, got {self.resize!r} (DataConfig.resize)"
+            )
         if not isinstance(self.synthetic_count, int) or self.synthetic_count < 1:
             raise DataError(
                 f"synthetic_count must be an integer >= 1, got {self.synthetic_count!r} (DataConfig.synthetic_count)"
@@ -132,6 +155,17 @@ class Dataset:
     def in_channels(self) -> int:
         return int(self.train_x.shape[1])
 
+    @property
+    def layout(self) -> str:
+        """How the source was laid out: folders, gc10, kaggle, synthetic, train/test or train/val/test."""
+        return self.identity["layout"]
+
+    def notices(self) -> list[str]:
+        """One line each, for a command's header: how the data was split, what decoding
+        changed, and the classes with too few val or test images to measure."""
+        lines = [_describe_layout(self.identity), _describe_input(self.identity), _describe_small(self.identity)]
+        return [line for line in lines if line]
+
 
 def default_cache_dir() -> Path:
     """``$CASTSEARCH_CACHE`` if set, else ``~/.cache/castsearch``."""
@@ -153,9 +187,10 @@ def load_dataset(cfg: DataConfig, cache_dir: str | Path | None = None) -> Datase
 
 @dataclass(frozen=True)
 class _Layout:
-    name: str  # "folders" | "gc10" | "kaggle"
+    name: str  # "folders" | "gc10" | "kaggle" (each split folder is "folders")
     class_dirs: list[Path]
     class_names: list[str]
+    split: str | None = None  # the split a split folder supplies ("train", "val", "test")
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -176,12 +211,44 @@ def _without_labels(dirs: list[Path]) -> list[Path]:
     return [d for d in dirs if d.name.lower() not in GC10_LABEL_FOLDERS]
 
 
-def _detect_layout(source: Path) -> _Layout:
-    """Find the class folders under ``source`` and which distribution layout they follow."""
+def _detect_layouts(source: Path) -> list[_Layout]:
+    """The class folders under ``source``: one layout, or one per split folder."""
     if not source.exists():
         raise DataError(f"data folder does not exist: {source}")
     if not source.is_dir():
         raise DataError(f"data source must be a folder of class sub-folders, got a file: {source}")
+    split_dirs = _split_folders(source)
+    if split_dirs is None:
+        return [_detect_layout(source)]
+    layouts = [
+        _Layout("folders", found.class_dirs, found.class_names, split)
+        for split, found in ((s, _class_folders("folders", d)) for s, d in split_dirs.items())
+    ]
+    every = set().union(*(layout.class_names for layout in layouts))
+    lacking = [
+        f"{d} has no {', '.join(sorted(every - set(layout.class_names)))}"
+        for d, layout in zip(split_dirs.values(), layouts, strict=True)
+        if set(layout.class_names) != every
+    ]
+    if lacking:
+        raise DataError(f"the split folders of {source} must hold the same class folders: {'; '.join(lacking)}")
+    return layouts
+
+
+def _split_folders(source: Path) -> dict[str, Path] | None:
+    """``{"train": ..., ["val": ...,] "test": ...}`` when ``source`` holds split folders and no other folder."""
+    dirs = _subdirs(source)
+    splits = [SPLIT_FOLDERS.get(d.name.lower()) for d in dirs]
+    if None in splits or "train" not in splits or "test" not in splits:
+        return None
+    if len(set(splits)) < len(splits):
+        raise DataError(f"two folders for the same split in {source}: {', '.join(d.name for d in dirs)}")
+    by_split = dict(zip(splits, dirs, strict=True))
+    return {s: by_split[s] for s in SPLITS if s in by_split}
+
+
+def _detect_layout(source: Path) -> _Layout:
+    """Find the class folders under ``source`` and which distribution layout they follow."""
     images = source / "images"
     if (images / "images").is_dir():  # Kaggle: <root>/images/images/<class>/
         return _class_folders("kaggle", images / "images")
@@ -216,27 +283,31 @@ def _checked(layout: _Layout, root: Path) -> _Layout:
         raise DataError(
             f"need at least 2 class sub-folders, found {len(layout.class_dirs)} ({found}) in {root}"
         )
+    hint = ""
+    if any(d.name.lower() in SPLIT_FOLDERS for d in layout.class_dirs):
+        hint = (" (split folders are read as train/test only when the folder holds nothing but "
+                "train, test and optionally val, valid or validation)")
     for d in layout.class_dirs:
         if not _files(d):
-            raise DataError(f"class folder has no image files: {d}")
+            raise DataError(f"class folder has no image files: {d}{hint}")
     return layout
 
 
-def _try_decode(path: Path, image_size: int, channels: int) -> np.ndarray | str:
+def _try_decode(path: Path, cfg: DataConfig) -> Decoded | str:
     """The decoded image, or the reason it could not be decoded."""
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
-        return _decode_image(path, image_size, channels)
+        return _decode(path, cfg.image_size, cfg.channels, cfg.resize)
     except _DECODE_ERRORS as e:
         return f"not a readable image ({type(e).__name__}: {e})"
 
 
-def _decode_all(files: list[Path], image_size: int, channels: int) -> list[np.ndarray | str]:
+def _decode_all(files: list[Path], cfg: DataConfig) -> list[Decoded | str]:
     """:func:`_try_decode` over ``files`` on a few threads (Pillow releases the GIL while decoding)."""
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=min(_DECODE_THREADS, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda f: _try_decode(f, image_size, channels), files))
+        results = list(pool.map(lambda f: _try_decode(f, cfg), files))
     log.info("decoded %d files in %.2f s", len(files), time.perf_counter() - start)
     return results
 
@@ -252,15 +323,24 @@ def _fingerprint(root: Path, files: list[Path]) -> str:
 
 def _load_folder(cfg: DataConfig, cache_dir: Path) -> Dataset:
     source = Path(cfg.source).expanduser().resolve()
-    layout = _detect_layout(source)
-    files_per_class = [_files(d) for d in layout.class_dirs]
-    files = [f for fs in files_per_class for f in fs]
+    layouts = _detect_layouts(source)
+    class_names = layouts[0].class_names
+    split_folders = None
+    if layouts[0].split:  # one layout per split folder, classes in the same order
+        split_folders = {lay.split: lay.class_dirs[0].parent.name for lay in layouts}
+    name = layouts[0].name if split_folders is None else "/".join(split_folders)  # e.g. "train/val/test"
+    # one group of files per (split folder, class), in order
+    groups = [(lay, c, d) for lay in layouts for c, d in enumerate(lay.class_dirs)]
+    files_per_group = [_files(d) for _, _, d in groups]
+    files = [f for fs in files_per_group for f in fs]
     key = _cache_key(
         source=str(source),
-        layout=layout.name,
+        layout=name,
+        split_folders=split_folders,
         files=_fingerprint(source, files),
         image_size=cfg.image_size,
         channels=cfg.channels,
+        resize=cfg.resize,
         split=_split_params(cfg),
     )
     cache_file = _cache_file(cache_dir, source.name, cfg, key)
@@ -268,8 +348,10 @@ def _load_folder(cfg: DataConfig, cache_dir: Path) -> Dataset:
     if cached is not None:
         return cached
 
-    results = _decode_all(files, cfg.image_size, cfg.channels)
-    labels = np.repeat(np.arange(len(files_per_class)), [len(fs) for fs in files_per_class])
+    results = _decode_all(files, cfg)
+    sizes = [len(fs) for fs in files_per_group]
+    labels = np.repeat([c for _, c, _ in groups], sizes).astype(np.int64)
+    supplied = np.repeat([lay.split or "" for lay, _, _ in groups], sizes)
     skipped = [
         {"path": str(f), "reason": r}
         for f, r in zip(files, results, strict=True)
@@ -278,19 +360,26 @@ def _load_folder(cfg: DataConfig, cache_dir: Path) -> Dataset:
     for s in skipped:
         log.warning("skipping %s: %s", s["path"], s["reason"])
     keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
-    labels = labels[keep]
+    labels, supplied = labels[keep], supplied[keep]
     names = [files[i].relative_to(source).as_posix() for i in keep]
-    for c, d in enumerate(layout.class_dirs):
-        if not np.any(labels == c):
-            raise DataError(f"class {layout.class_names[c]!r} has no readable images ({d})")
-    images = np.stack([results[i] for i in keep])
+    for lay, c, d in groups:
+        if not np.any((labels == c) & (supplied == (lay.split or ""))):
+            raise DataError(f"class {class_names[c]!r} has no readable images ({d})")
+    decoded = [results[i] for i in keep]
+    images = np.stack([d.pixels for d in decoded])
 
-    splits = _split(labels, cfg, [str(d) for d in layout.class_dirs], layout.class_names)
+    if split_folders is None:
+        splits = _split(labels, cfg, [str(d) for d in layouts[0].class_dirs], class_names)
+    else:
+        train_dirs = [str(d) for d in layouts[0].class_dirs]
+        splits = _split_supplied(labels, supplied, cfg, train_dirs, class_names)
     split_lists = {s: [names[i] for i in idx] for s, idx in splits.items()}
     identity = {
         "source": str(source),
-        "layout": layout.name,
-        **_common_identity(cfg, layout.class_names, labels, splits),
+        "layout": name,
+        "split_folders": split_folders,
+        **_common_identity(cfg, class_names, labels, splits),
+        "input": _input_counts([(d.width, d.height, d.grey) for d in decoded], cfg),
         "split_hash": _sha256_json(split_lists),
         "skipped": skipped,
     }
@@ -310,6 +399,7 @@ def _load_synthetic(cfg: DataConfig, cache_dir: Path) -> Dataset:
         native_size=SYNTHETIC_NATIVE_SIZE,
         image_size=cfg.image_size,
         channels=cfg.channels,
+        resize=cfg.resize,  # square images: every resize gives the same pixels
         split=_split_params(cfg),
     )
     cache_file = _cache_file(cache_dir, "synthetic", cfg, key)
@@ -340,7 +430,9 @@ def _load_synthetic(cfg: DataConfig, cache_dir: Path) -> Dataset:
     identity = {
         "source": "synthetic",
         "layout": "synthetic",
+        "split_folders": None,
         **_common_identity(cfg, class_names, labels, splits),
+        "input": _input_counts([(SYNTHETIC_NATIVE_SIZE, SYNTHETIC_NATIVE_SIZE, True)] * len(labels), cfg),
         "synthetic_count": cfg.synthetic_count,
         "synthetic_seed": cfg.synthetic_seed,
         "split_hash": _sha256_json({"synthetic_seed": cfg.synthetic_seed, **split_lists}),
@@ -395,6 +487,44 @@ def _split(
     return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
 
 
+def _split_supplied(
+    labels: np.ndarray, supplied: np.ndarray, cfg: DataConfig, train_dirs: list[str], class_names: list[str]
+) -> dict[str, np.ndarray]:
+    """The split the split folders give; without a val folder, validation is split off each
+    train class (``val_fraction`` of it, rounded half up, at least one; seeded like :func:`_split`)."""
+    splits = {s: np.flatnonzero(supplied == s) for s in SPLITS}
+    if len(splits["val"]):
+        return splits
+    train, val = [], []
+    for c, name in enumerate(class_names):
+        members = np.flatnonzero((labels == c) & (supplied == "train"))
+        n_val = max(1, int(len(members) * cfg.val_fraction + 0.5))
+        if n_val >= len(members):
+            raise DataError(
+                f"class {name!r} has {len(members)} usable train images, splitting validation off "
+                f"needs at least 2 (one each in train and val): {train_dirs[c]}"
+            )
+        shuffled = members[np.random.default_rng([cfg.split_seed, c]).permutation(len(members))]
+        train.append(shuffled[: len(members) - n_val])
+        val.append(shuffled[len(members) - n_val :])
+    return {"train": np.sort(np.concatenate(train)), "val": np.sort(np.concatenate(val)), "test": splits["test"]}
+
+
+def _input_counts(files: list[tuple[int, int, bool | None]], cfg: DataConfig) -> dict[str, int]:
+    """How many images decoding changed in ways a user may not expect, from each file's
+    (width, height, grey): upscaled (made larger in either direction), squashed / padded /
+    cropped (aspect ratio off square by more than ASPECT_TOLERANCE), grey copied to three
+    channels, colour made grey (:class:`search.imageio.Decoded`)."""
+    counts = {"images": len(files), "upscaled": 0, RESHAPED[cfg.resize]: 0, "grey_to_rgb": 0, "colour_to_grey": 0}
+    for width, height, grey in files:
+        short, long = sorted((width, height))
+        counts["upscaled"] += (long if cfg.resize == "pad" else short) < cfg.image_size
+        counts[RESHAPED[cfg.resize]] += long > short * (1 + ASPECT_TOLERANCE)
+        counts["grey_to_rgb"] += grey is True and cfg.channels == 3
+        counts["colour_to_grey"] += grey is False and cfg.channels == 1
+    return counts
+
+
 def _common_identity(
     cfg: DataConfig, class_names: list[str], labels: np.ndarray, splits: dict[str, np.ndarray]
 ) -> dict:
@@ -402,6 +532,7 @@ def _common_identity(
         "class_names": list(class_names),
         "image_size": cfg.image_size,
         "channels": cfg.channels,
+        "resize": cfg.resize,
         "normalisation": NORMALISATION,
         "split_seed": cfg.split_seed,
         "test_fraction": cfg.test_fraction,
@@ -412,6 +543,60 @@ def _common_identity(
             for s, idx in splits.items()
         },
     }
+
+
+# ---------------------------------------------------------------------------
+# Notices (Dataset.notices)
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def _describe_layout(identity: dict) -> str:
+    seed = identity["split_seed"]
+    folders = identity.get("split_folders")
+    if not folders:
+        name = LAYOUT_NAMES.get(identity["layout"], identity["layout"])
+        return (f"layout: {name}; split here: {_percent(identity['test_fraction'])} test, then "
+                f"{_percent(identity['val_fraction'])} of the rest val (seed {seed})")
+    if "val" in folders:
+        val = f"val = {folders['val']}/ as supplied"
+    else:
+        val = f"val = {_percent(identity['val_fraction'])} of {folders['train']}/ (seed {seed})"
+    return f"layout: {identity['layout']} folders; test = {folders['test']}/ as supplied, {val}"
+
+
+def _describe_input(identity: dict) -> str | None:
+    counts = identity.get("input")
+    if not counts:
+        return None
+    done = {
+        "upscaled": f"upscaled to {identity['image_size']} px",
+        "squashed": f"squashed to square (aspect ratio off by more than {_percent(ASPECT_TOLERANCE)})",
+        "padded": "padded to square",
+        "cropped": "center-cropped to square",
+        "grey_to_rgb": "grey copied to 3 channels",
+        "colour_to_grey": "colour made grey",
+    }
+    parts = [f"{counts[k]} {text}" for k, text in done.items() if counts.get(k)]
+    if not parts:
+        return None
+    return f"input: of {counts['images']} images, {', '.join(parts)} (resize {identity['resize']})"
+
+
+def _describe_small(identity: dict) -> str | None:
+    names = identity["class_names"]
+    small = []
+    for split in ("val", "test"):
+        few = [f"{name} {n}" for name, n in zip(names, identity["class_counts"][split], strict=True)
+               if n < MIN_MEASURABLE]
+        if few:
+            small.append(f"{split} {', '.join(few)}")
+    if not small:
+        return None
+    return (f"warning: too few images to measure these classes (fewer than {MIN_MEASURABLE}): "
+            f"{'; '.join(small)}")
 
 
 # ---------------------------------------------------------------------------

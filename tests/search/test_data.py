@@ -19,6 +19,7 @@ from search.data import (
     default_cache_dir,
     load_dataset,
 )
+from search.imageio import decode_image
 from search.synthetic import generate_synthetic
 
 NEU_CLS = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "neu-cls"
@@ -70,6 +71,7 @@ def cache(tmp_path: Path) -> Path:
         ("val_fraction", 1.0, "val_fraction must be in (0, 1), got 1.0"),
         ("synthetic_count", 0, "synthetic_count must be an integer >= 1, got 0"),
         ("source", "", "source must be 'synthetic' or a folder path"),
+        ("resize", "stretch", "resize must be one of squash, pad, center-crop, got 'stretch'"),
     ],
 )
 def test_bad_config_values_raise(field: str, value: object, rule: str) -> None:
@@ -183,6 +185,112 @@ def test_unreadable_files_are_skipped_and_reported(
     for path in bad:
         assert str(path.resolve()) in caplog.text
     assert sum(ds.identity["counts"].values()) == 10
+
+
+# ---------------------------------------------------------------------------
+# Pixel depths, resizing and what decoding changed
+
+
+def save_array(values: np.ndarray, path: Path) -> Path:
+    Image.fromarray(values).save(path)
+    return path
+
+
+def test_float_and_16_bit_tiffs_are_scaled(tmp_path: Path) -> None:
+    for name, values, expected in [
+        ("unit", np.full((12, 20), 0.5, np.float32), 128),  # float in [0, 1]: times 255
+        ("bytes", np.full((12, 20), 60.0, np.float32), 60),  # float in [0, 255]: as is
+        ("sixteen", np.full((12, 20), 128 * 257, np.uint16), 128),  # 16-bit: the 16-bit range scaled
+    ]:
+        path = save_array(values, tmp_path / f"{name}.tiff")
+        assert (decode_image(path, 16, 1) == expected).all(), name
+        assert (decode_image(path, 16, 3) == expected).all(), name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_values_outside_the_known_ranges_are_stretched_not_clipped(tmp_path: Path, dtype: type) -> None:
+    values = np.tile(np.linspace(-1000, 1_000_000, 16), (16, 1)).astype(dtype)
+    pixels = decode_image(save_array(values, tmp_path / "wide.tiff"), 16, 1)[0]
+    assert pixels.min() == 0 and pixels.max() == 255
+    assert (np.diff(pixels[8].astype(int)) > 0).all()  # every column of its own, in order
+
+
+def test_float_tiffs_train_and_a_blank_one_is_refused_by_name(tmp_path: Path, cache: Path) -> None:
+    root = make_folder(tmp_path / "d", {"png": 200})
+    (root / "float").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        save_array((0.25 + rng.uniform(0, 0.01, (20, 20))).astype(np.float32), root / "float" / f"{i}.tif")
+    blank = save_array(np.full((20, 20), np.nan, np.float32), root / "float" / "nan.tif")
+    ds = load_dataset(DataConfig(source=str(root), image_size=16, channels=1), cache)
+    x, y = all_x(ds), all_y(ds)
+    assert (x[y == ds.class_names.index("float")].int() - 65).abs().max() <= 2  # 0.25..0.26 of 255
+    ((path, reason),) = [(s["path"], s["reason"]) for s in ds.identity["skipped"]]
+    assert path == str(blank.resolve()) and "without a finite pixel value" in reason
+
+
+def test_what_decoding_changed_is_counted_and_said(tmp_path: Path, cache: Path) -> None:
+    root = tmp_path / "d"
+    for name in ("small", "square", "wide"):
+        (root / name).mkdir(parents=True)
+    tint = np.array([200, 100, 50], np.uint8)
+    for i in range(5):
+        grey_image(50, (10, 10), seed=i).save(root / "small" / f"{i}.png")  # upscaled to 16
+        # 21x20: within 5% of square; grey pixels in an RGB JPEG, as NEU-CLS ships them
+        grey_image(120, (20 + (i == 0), 20), seed=i).convert("RGB").save(root / "square" / f"{i}.jpg")
+        save_array(np.tile(tint, (20, 40, 1)) + np.uint8(i), root / "wide" / f"{i}.png")  # squashed, colour
+    ds = load_dataset(DataConfig(source=str(root), image_size=16), cache)
+    assert ds.identity["input"] == {"images": 15, "upscaled": 5, "squashed": 5, "grey_to_rgb": 10,
+                                    "colour_to_grey": 0}
+    assert ("input: of 15 images, 5 upscaled to 16 px, 5 squashed to square (aspect ratio off by more "
+            "than 5%), 10 grey copied to 3 channels (resize squash)") in ds.notices()
+    grey = load_dataset(DataConfig(source=str(root), image_size=16, channels=1), cache)
+    assert grey.identity["input"]["colour_to_grey"] == 5 and grey.identity["input"]["grey_to_rgb"] == 0
+    padded = load_dataset(DataConfig(source=str(root), image_size=16, resize="pad"), cache)
+    assert padded.identity["input"] == {"images": 15, "upscaled": 5, "padded": 5, "grey_to_rgb": 10,
+                                        "colour_to_grey": 0}
+    assert "5 padded to square" in padded.notices()[1]
+    cropped = load_dataset(DataConfig(source=str(root), image_size=20, resize="center-crop"), cache)
+    assert cropped.identity["input"]["upscaled"] == 5 and cropped.identity["input"]["cropped"] == 5
+    assert DataConfig.from_identity(cropped.identity).resize == "center-crop"
+    # 32 px: everything is upscaled
+    assert load_dataset(DataConfig(source=str(root), image_size=32), cache).identity["input"]["upscaled"] == 15
+
+
+def test_pad_and_center_crop_keep_the_aspect_ratio(tmp_path: Path, cache: Path) -> None:
+    root = tmp_path / "d"
+    band = np.zeros((20, 40), np.uint8)
+    band[:, 10:30] = 200  # a bright 20x20 square in the middle of a black 40x20 image
+    for name, level in (("a", 200), ("b", 100)):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            save_array((band * (level / 200)).astype(np.uint8), root / name / f"{i}.png")
+    x = all_x(load_dataset(DataConfig(source=str(root), image_size=16, resize="pad"), cache))
+    assert x.shape == (10, 3, 16, 16)
+    assert (x[:, :, :4] == 0).all() and (x[:, :, 12:] == 0).all()  # black above and below
+    assert (x[:, :, 4:12, 5:11] > 0).all()  # the image in the middle rows, 8 px high
+    x = all_x(load_dataset(DataConfig(source=str(root), image_size=16, resize="center-crop"), cache))
+    assert x.shape == (10, 3, 16, 16)
+    assert (x[:, :, :, 1:15] >= 100).all()  # only the bright centre is left
+    x = all_x(load_dataset(DataConfig(source=str(root), image_size=16, channels=1), cache))
+    assert x.shape == (10, 1, 16, 16) and (x[:, :, :, 0] == 0).all()  # squash keeps the black sides
+
+
+def test_too_small_val_or_test_classes_are_warned_about(tmp_path: Path, cache: Path) -> None:
+    root = make_folder(tmp_path / "d", {"common": 50}, per_class=60)
+    make_folder(root, {"rare": 150}, per_class=6)
+    ds = load_dataset(DataConfig(source=str(root), image_size=16), cache)
+    assert ds.identity["class_counts"]["test"] == [6, 1]
+    assert ds.notices()[-1] == ("warning: too few images to measure these classes (fewer than 5): "
+                                "val rare 1; test rare 1")
+    enough = load_dataset(DataConfig(source=str(root), image_size=16, test_fraction=0.5, val_fraction=0.5), cache)
+    assert enough.identity["class_counts"]["test"] == [30, 3]
+    assert enough.notices()[-1].endswith("val rare 2; test rare 3")
+    make_folder(root, {"more": 250}, per_class=60)
+    (root / "rare").rename(root / ".rare")  # hidden: left out
+    fine = load_dataset(DataConfig(source=str(root), image_size=16), cache)
+    assert fine.class_names == ["common", "more"]
+    assert not [line for line in fine.notices() if line.startswith("warning")]
 
 
 # ---------------------------------------------------------------------------
@@ -312,7 +420,7 @@ def test_second_load_reads_the_cache_without_decoding(
     def no_decode(*args: object) -> np.ndarray:
         raise AssertionError("decoded although the cache is valid")
 
-    monkeypatch.setattr(data, "_decode_image", no_decode)
+    monkeypatch.setattr(data, "_decode", no_decode)
     second = load_dataset(cfg, cache)
     assert second.identity == first.identity
     assert torch.equal(second.train_x, first.train_x) and torch.equal(second.test_y, first.test_y)
@@ -324,6 +432,7 @@ def test_second_load_reads_the_cache_without_decoding(
         cfg,
         DataConfig(source=str(root), image_size=20),
         DataConfig(source=str(root), split_seed=7),
+        DataConfig(source=str(root), image_size=16, resize="pad"),
     ):
         with pytest.raises(AssertionError, match="decoded although"):
             load_dataset(other, cache)
@@ -375,6 +484,7 @@ def test_load_synthetic(cache: Path) -> None:
     assert sum(ds.identity["counts"].values()) == 300
     assert ds.identity["layout"] == "synthetic" and ds.identity["source"] == "synthetic"
     assert ds.identity["normalisation"] == "x/255"
+    assert ds.identity["input"]["grey_to_rgb"] == 300 and ds.identity["input"]["upscaled"] == 0
     assert all(min(c) >= 1 for c in ds.identity["class_counts"].values())
     assert load_dataset(cfg, cache).identity["split_hash"] == ds.identity["split_hash"]
     other = load_dataset(DataConfig(image_size=16, synthetic_count=300, synthetic_seed=2), cache)
