@@ -308,7 +308,9 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
             "image_size": ident["image_size"],
             "channels": ident["channels"],
             "colour": "grey" if ident["channels"] == 1 else "RGB",
-            "resize": "Pillow bilinear, antialiased, to image_size x image_size (search.imageio.decode_image)",
+            "square": ident.get("resize", "squash"),  # squash, pad or center-crop: search.imageio.decode
+            "resize": f"made square by {ident.get('resize', 'squash')}, then Pillow bilinear, antialiased, to "
+                      f"image_size x image_size (search.imageio.decode_image)",
             "normalisation": ident["normalisation"],
             "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32"},
             "output": {"name": OUTPUT_NAME, "meaning": "logits; softmax gives class probabilities"},

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from search.imageio import DECODE_ERRORS, decode_image
+from search.imageio import DECODE_ERRORS, RESIZES, decode_image
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "card.json"
@@ -98,6 +98,7 @@ class Predictor:
             prep = self.card["preprocessing"]
             self.classes: list[str] = list(self.card["classes"])
             self.image_size, self.channels = int(prep["image_size"]), int(prep["channels"])
+            self.square = prep.get("square", "squash")  # cards from before the choice: squash
             normalisation = prep["normalisation"]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise PredictError(f"{card}: not a castsearch model card ({type(e).__name__}: {e})") from None
@@ -105,6 +106,8 @@ class Predictor:
             raise PredictError(f"{card}: unknown normalisation {normalisation!r}; known: "
                                f"{', '.join(NORMALISATIONS)}")
         self.normalise = NORMALISATIONS[normalisation]
+        if self.square not in RESIZES:
+            raise PredictError(f"{card}: unknown preprocessing.square {self.square!r}; known: {', '.join(RESIZES)}")
         try:
             self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for unreadable models
@@ -115,7 +118,7 @@ class Predictor:
         """uint8 ``[C, H, W]`` exactly as the training data was decoded; a file that cannot be
         is an :class:`UnreadableImage`."""
         try:
-            return decode_image(path, self.image_size, self.channels)
+            return decode_image(path, self.image_size, self.channels, self.square)
         except DECODE_ERRORS as e:
             raise UnreadableImage(path, _why(path, e)) from None
 

@@ -133,6 +133,11 @@ def test_search_in_postgres_then_two_drivers_on_one_study_at_once(pg, tmp_path):
     assert {t.user_attrs["run_id"] for t in trials} == set(runs)
     assert [t for t in trials if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)] == []
     assert sum(1 for t in trials if not t.user_attrs.get("invalid")) == 5
+    # each driver sampled with its own seed, so they did not draw the same networks
+    assert sorted((r["index"], r["seed"]) for r in runs.values())[0] == (0, 0)  # the space's seed: 0
+    assert len({r["seed"] for r in runs.values()}) == 2
+    drawn = [[t.params for t in trials if t.user_attrs["run_id"] == run_id] for run_id in runs]
+    assert drawn[0][:2] != drawn[1][:2]
 
 
 def test_no_file_a_postgresql_backed_run_writes_holds_the_password(pg, tmp_path):

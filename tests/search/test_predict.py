@@ -161,3 +161,28 @@ def test_a_closed_output_pipe_ends_quietly(exported, images, args):
     assert first == "[\n" if args else first.startswith(f"{images[0]}  ")
     assert "Traceback" not in err and err == ""
     assert rc == 141
+
+
+@pytest.mark.parametrize("square", ["pad", "center-crop"])
+def test_predict_makes_images_square_as_the_training_data_was(exported, tmp_path, square):
+    """A model trained on padded or centre-cropped images is fed padded or centre-cropped
+    images: the card says which, and predict's pixels equal the loader's."""
+    out, _ = exported
+    model = tmp_path / "model"
+    shutil.copytree(out, model)
+    card = json.loads((model / "card.json").read_text())
+    card["preprocessing"]["square"] = square
+    (model / "card.json").write_text(json.dumps(card))
+    rng = np.random.default_rng(1)
+    for cls in ("a", "b"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (40, 90, 3), dtype=np.uint8)).save(tmp_path / "d" / cls / f"{i}.png")
+    data = load_dataset(DataConfig(source=str(tmp_path / "d"), image_size=card["preprocessing"]["image_size"],
+                                   channels=card["preprocessing"]["channels"], resize=square),
+                        cache_dir=tmp_path / "cache")
+    split = json.loads(next((tmp_path / "cache").glob("*.split.json")).read_text())
+    files = [tmp_path / "d" / name for name in split["test"]]
+    assert np.array_equal(Predictor(model).preprocess(files), data.test_x.numpy())
+    squashed = Predictor(out).preprocess(files)
+    assert not np.array_equal(squashed, data.test_x.numpy())  # the choice matters for these images

@@ -100,6 +100,11 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/tiny.db")
     runs = [v for k, v in study.user_attrs.items() if k.startswith("run:")]
     assert len(runs) == 2 and all(r["done"] for r in runs)
+    assert sorted(r["index"] for r in runs) == [0, 1] and len({r["seed"] for r in runs}) == 2
+    o = second.outcome  # every trial of the second run is counted once in its summary
+    mine = [t for t in study.trials if t.user_attrs.get("run_id") == second.run_id]
+    assert o.trained + o.infeasible + o.invalid + o.pruned + o.failed + o.presets_trained == len(mine)
+    assert second.artifacts == (root / "artifacts").resolve()
 
 
 def _searcher(tmp_path, space, trials=5):
