@@ -159,7 +159,7 @@ def print_run_summary(summary) -> None:
         return
     print(f"  sampled networks: {o.trained} trained · {o.infeasible} infeasible · {o.invalid} invalid · "
           f"{o.pruned} stopped early · {o.failed} failed; presets trained {o.presets_trained}")
-    print(f"  front: {o.front} networks, {o.front_searched} of them found by the search")
+    print(f"  front: {o.front} network{'' if o.front == 1 else 's'}, {o.front_searched} of them found by the search")
     if o.dominated:
         beaten = (f"{name} (by trial{'s' if len(ts) > 1 else ''} {', '.join(map(str, ts))})"
                   for name, ts in sorted(o.dominated.items()))
