@@ -27,6 +27,12 @@ paper's six networks first in a study.
 
 Every candidate trains with seed ``sampler.seed`` (0 when unset): all trials see the
 same initialisation and batch order, so their differences come from the point.
+
+A bad file fails here, before a study exists, with one line that names the file and the key
+path: the reader (:class:`_SpaceLoader`, a ``yaml.SafeLoader``) refuses files over 1 MiB,
+nesting deeper than 32 levels, a key written twice; the checks bound every number a file
+gives (``MAX_*``), refuse NaN and inf, stepped ranges of more than a million points and a
+per-block space whose least downsampling point leaves no feature map.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import os
 import re
 import reprlib
 from collections.abc import Callable
@@ -49,6 +56,7 @@ from search.recipe import (
     AUGMENTATIONS,
     CLASS_BALANCES,
     ENHANCEMENTS,
+    OPTIMIZERS,
     RECIPES,
     SCHEDULES,
     TrainRecipe,
@@ -79,7 +87,23 @@ DEFAULT_RECIPE = "default"  # the named recipe a space starts from when training
 DEFAULT_TRIALS = 20  # when the file has no budget section
 DEFAULT_POPULATION = 12  # NSGA-II population when sampler.population_size is not given
 MAX_STAGES = MAX_BLOCKS = 16  # more is a typo, not a small CNN
+# Upper bounds on the numbers a file gives: beyond them a value is a typo, and some (a seed
+# numpy cannot take, a grid Optuna cannot step) would only fail once a run is under way.
+MAX_CHANNELS = 4096  # architecture.channels, width and max_channels
+MAX_IMAGE_SIZE = 1024
+MAX_BATCH_SIZE = 4096
+MAX_EPOCHS = 10_000
+MAX_LR = 10.0
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_POPULATION = 10_000
+MAX_TIMEOUT_S = 365 * 86400.0
+MAX_GRID_POINTS = 1_000_000  # points of a stepped range
+# ... and on the file itself, checked while it is read, before anything else
+MAX_FILE_BYTES = 1 << 20  # paper.yaml, comments and all, is about 11 KB
+MAX_DEPTH = 32  # levels of nesting (paper.yaml has 4), counting what aliases bring in
+MAX_NODES = 10_000  # values, keys and list items (paper.yaml has about 200)
 _STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)d)?(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s)?")
 _DURATION_UNITS = (86400.0, 3600.0, 60.0, 1.0)
 
@@ -317,6 +341,13 @@ def _got(value: Any) -> str:
     return f"got {reprlib.repr(value)}"
 
 
+def _key_text(key: Any) -> str:
+    """A key as an error's key path shows it: as written when it is a plain name, otherwise
+    quoted and shortened (a key may be long, or hold a line break)."""
+    text = str(key)
+    return text if _PLAIN_KEY.fullmatch(text) else reprlib.repr(key)
+
+
 def _integer(minimum: int, maximum: int | None = None) -> Check:
     rule = f"must be an integer >= {minimum}" if maximum is None else f"must be an integer in [{minimum}, {maximum}]"
 
@@ -336,14 +367,24 @@ def _number(low: float, high: float = math.inf, *, low_open: bool = False, high_
         rule = f"must be a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
     def check(value: Any) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if ok:
-            ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        number = _as_float(value)
+        ok = math.isfinite(number) and (number > low if low_open else number >= low) and (
+            number < high if high_open else number <= high)
         if not ok:
             raise ValueError(f"{rule}, {_got(value)}{_number_text_hint(value)}")
-        return float(value)
+        return number
 
     return check
+
+
+def _as_float(value: Any) -> float:
+    """``value`` as a float: NaN when it is not a number, inf when it is an int too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _number_text_hint(value: Any) -> str:
@@ -378,7 +419,8 @@ def _text(value: Any) -> str:
 
 
 def _optimizer(value: Any) -> str:
-    TrainRecipe(optimizer=_text(value))  # TrainRecipe knows the optimizers and names them
+    if _text(value) not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {reprlib.repr(value)}; known: {', '.join(OPTIMIZERS)}")
     return value
 
 
@@ -390,7 +432,7 @@ def parse_duration(text: str | int | float) -> float:
     """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"`` or ``"1d"``; must be > 0."""
     seconds = math.nan
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
+        seconds = _as_float(text)
     elif isinstance(text, str):
         s = text.strip().lower()
         if re.fullmatch(r"\d+(?:\.\d*)?", s):
@@ -402,11 +444,18 @@ def parse_duration(text: str | int | float) -> float:
     return seconds
 
 
+def _duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds > MAX_TIMEOUT_S:
+        raise ValueError(f"a duration must be at most 365d ({MAX_TIMEOUT_S:g} s), {_got(value)}")
+    return seconds
+
+
 # (check, whether a {low, high} range is allowed) per key
 _ARCHITECTURE: dict[str, tuple[Check, bool]] = {
     "stages": (_integer(1, MAX_STAGES), True),
     "blocks_per_stage": (_integer(1, MAX_BLOCKS), True),
-    "channels": (_integer(1), True),
+    "channels": (_integer(1, MAX_CHANNELS), True),
     "conv": (_one_of(CONV_TYPES), False),
     "last_block": (_one_of(tuple(LAST_BLOCKS)), False),
     "dropout": (_number(0, 1, high_open=True), True),
@@ -416,9 +465,9 @@ _ARCHITECTURE: dict[str, tuple[Check, bool]] = {
 _GROWING: dict[str, tuple[Check, bool]] = {
     "stages": (_integer(1, MAX_STAGES), True),
     "blocks_per_stage": (_integer(1, MAX_BLOCKS), True),
-    "width": (_integer(1), True),
+    "width": (_integer(1, MAX_CHANNELS), True),
     "growth": (_number(1, 4), True),
-    "max_channels": (_integer(1), False),
+    "max_channels": (_integer(1, MAX_CHANNELS), False),
     "conv": (_one_of(CONV_TYPES), False),
     "last_block": (_one_of(tuple(LAST_BLOCKS)), False),
     "dropout": (_number(0, 1, high_open=True), True),
@@ -426,15 +475,15 @@ _GROWING: dict[str, tuple[Check, bool]] = {
     "head": (_one_of(HEAD_TYPES), False),
 }
 _TRAINING: dict[str, tuple[Check, bool]] = {
-    "epochs": (_integer(1), False),  # a list, not a range: the scheduler needs the maximum
-    "batch_size": (_integer(1), True),
+    "epochs": (_integer(1, MAX_EPOCHS), False),  # a list, not a range: the scheduler needs the maximum
+    "batch_size": (_integer(1, MAX_BATCH_SIZE), True),
     "optimizer": (_optimizer, False),
-    "lr": (_number(0, low_open=True), True),
-    "weight_decay": (_number(0), True),
+    "lr": (_number(0, MAX_LR, low_open=True), True),
+    "weight_decay": (_number(0, 1), True),
     "schedule": (_one_of(SCHEDULES), False),
     "warmup": (_number(0, 1, high_open=True), True),
     "class_balance": (_one_of(CLASS_BALANCES), False),
-    "image_size": (_integer(MIN_IMAGE_SIZE), False),  # a list: the runner loads the data at each size
+    "image_size": (_integer(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), False),  # a list: the runner loads the data at each size
 }
 _ENHANCEMENTS: dict[str, tuple[Check, bool]] = {
     name: (_boolean, False) for name in ENHANCEMENTS
@@ -459,7 +508,8 @@ class _Reader:
 
     @staticmethod
     def join(path: str, key: Any) -> str:
-        return f"{path}.{key}" if path else str(key)
+        key = _key_text(key)
+        return f"{path}.{key}" if path else key
 
     def check(self, value: Any, path: str, check: Check) -> Any:
         try:
@@ -518,6 +568,9 @@ class _Reader:
             self.fail(path, f"a log range needs low > 0, got low={low!r}")
         if log and step is not None:
             self.fail(path, f"log and step cannot be used together, got log=true, step={step!r}")
+        if step is not None and (high - low) / step > MAX_GRID_POINTS:
+            self.fail(path, f"step is too fine: (high - low) / step must be at most {MAX_GRID_POINTS} points, "
+                            f"got low={low!r}, high={high!r}, step={step!r}")
         if step is not None and not _on_grid(high, low, step):
             self.fail(path, f"high - low must be a multiple of step, got low={low!r}, high={high!r}, step={step!r}")
         return Range(path, low, high, log, step)
@@ -567,7 +620,42 @@ def _architecture(r: _Reader, top: dict) -> ArchitectureSpace | GrowingArchitect
     if max_channels is not None and not isinstance(max_channels, Fixed):
         r.fail("architecture.max_channels", "must be one integer, not a choice")
     extra = {"max_channels": max_channels.value} if max_channels is not None else {}
-    return GrowingArchitecture(**params, **extra)
+    arch = GrowingArchitecture(**params, **extra)
+    if _largest(arch.width) > arch.max_channels:
+        r.fail("architecture.width", f"no stage may be wider than max_channels ({arch.max_channels}), but the "
+                                     f"first stage's width can be {_largest(arch.width)}")
+    return arch
+
+
+def _smallest(param: Param) -> Any:
+    return param.low if isinstance(param, Range) else min(param.values())
+
+
+def _largest(param: Param) -> Any:
+    return param.high if isinstance(param, Range) else max(param.values())
+
+
+def _some_point_builds(r: _Reader, arch: ArchitectureSpace | GrowingArchitecture, image_size: int) -> None:
+    """Refuse a space in which no point keeps a feature map, which a run would otherwise
+    learn only by sampling invalid points until it gives up. The point that keeps the most
+    pixels is exact to find: the fewest stages, each ending in a plain or dilated block and
+    without a pool where the space allows, at ``image_size`` (the largest). (The growing form never
+    downsamples a map away, by construction.)"""
+    if isinstance(arch, GrowingArchitecture):
+        return
+    stride = min(LAST_BLOCKS[kind][0] for kind in arch.last_block.values())
+    pools = False not in arch.pool.values()
+    side = image_size
+    stages = _smallest(arch.stages)
+    for _ in range(stages):
+        side = (side - 1) // stride + 1
+        side //= 2 if pools else 1
+    if side < 1:
+        strided = "a stride-2 last block and " if stride == 2 else ""
+        r.fail("architecture", f"no point of this space can be built: the one that downsamples least, {stages} "
+                               f"stage(s) each with {strided}the 2x2 max-pool that pool: true requires, leaves "
+                               f"no feature map at image_size {image_size}; allow pool: false, fewer stages or a "
+                               f"larger image size")
 
 
 def _sampler(r: _Reader, top: dict) -> SamplerConfig:
@@ -577,8 +665,8 @@ def _sampler(r: _Reader, top: dict) -> SamplerConfig:
         r.fail("sampler.population_size", f"only the nsga2 sampler has a population, got sampler {name!r}")
     return SamplerConfig(
         name=name,
-        seed=r.get(section, "sampler", "seed", _optional(_integer(0)), None),
-        population_size=r.get(section, "sampler", "population_size", _integer(2),
+        seed=r.get(section, "sampler", "seed", _optional(_integer(0, MAX_SEED)), None),
+        population_size=r.get(section, "sampler", "population_size", _integer(2, MAX_POPULATION),
                               DEFAULT_POPULATION if name == "nsga2" else None),
     )
 
@@ -593,7 +681,7 @@ def _budget(r: _Reader, top: dict) -> Budget:
         return Budget()
     section = r.section(top, "budget", ("trials", "timeout"))
     budget = Budget(trials=r.get(section, "budget", "trials", _optional(_integer(1)), None),
-                    timeout_s=r.get(section, "budget", "timeout", _optional(parse_duration), None))
+                    timeout_s=r.get(section, "budget", "timeout", _optional(_duration), None))
     if budget.trials is None and budget.timeout_s is None:
         r.fail("budget", "needs trials, timeout or both, got neither")
     return budget
@@ -628,7 +716,7 @@ def _data(r: _Reader, top: dict) -> DataSettings:
         "channels": _one_of((1, 3)),
         "test_fraction": _number(0, 1, low_open=True, high_open=True),
         "val_fraction": _number(0, 1, low_open=True, high_open=True),
-        "split_seed": _integer(0),
+        "split_seed": _integer(0, MAX_SEED),
         "cache_dir": _optional(_text),
     }
     section = r.section(top, "data", checks)
@@ -647,7 +735,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     study = r.get(top, "", "study", _text, Path(path).stem if path else "castsearch")
     if not _STUDY_NAME.fullmatch(study):
         origin = "" if "study" in top else " (taken from the file name; set study: to choose one)"
-        r.fail("study", f"a study name must match [A-Za-z0-9_.-]+, got {study!r}{origin}")
+        r.fail("study", f"a study name must match [A-Za-z0-9_.-]+, {_got(study)}{origin}")
     metric = _objectives(r, top)
     section = r.section(top, "training", (*_TRAINING, "recipe"))
     recipe = r.get(section, "training", "recipe", _one_of(tuple(RECIPES)), DEFAULT_RECIPE)
@@ -658,6 +746,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     enhancements |= r.params(top, "enhancements", _ENHANCEMENTS)
     augmentations = {name: Fixed(f"augmentations.{name}", name in base.augmentations) for name in AUGMENTATIONS}
     augmentations |= r.params(top, "augmentations", _AUGMENTATIONS)
+    _some_point_builds(r, architecture, _largest(training["image_size"]))
     constraints, relative_latency = _constraints(r, top)
     return SearchSpace(
         path=path,
@@ -685,6 +774,145 @@ def _base_switches(recipe: TrainRecipe) -> dict[str, Any]:
             if name in ALPHA_FIELDS else name in recipe.enhancements for name in ENHANCEMENTS}
 
 
+# ---------------------------------------------------------------------------
+# Reading the file
+
+
+class _Refused(Exception):
+    """What :class:`_SpaceLoader` refuses, at ``path`` (key path, "" for the document)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.path, self.reason = path, reason
+
+
+class _SpaceLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader (no python tags, so no code runs) that also refuses what
+    safe_load lets through: nesting deeper than MAX_DEPTH (which would end in a RecursionError),
+    counted through aliases, and an alias inside the node it names (an endless value); more
+    than MAX_NODES nodes (slow to read, and no search space); a key written twice in one
+    mapping (safe_load keeps the last silently); a scalar Python cannot make (a date like
+    2024-13-45, an integer of thousands of digits). It knows the key path of the node it
+    composes, so these errors name it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.labels: list[int | str | None] = []  # the key path of the node being composed, a label a level
+        self.heights: dict[yaml.Node, int] = {}  # levels of nesting of each composed node
+        self.nodes = 0
+
+    def path(self) -> str:
+        path = ""
+        for label in self.labels:  # None: the document, or a key (its mapping's path names it)
+            if isinstance(label, int):
+                path += f"[{label}]"
+            elif label is not None:
+                path = _Reader.join(path, label)
+        return path
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        label = index.value if isinstance(index, yaml.ScalarNode) else index  # a list item's index or a value's key
+        self.labels.append(label if isinstance(label, (int, str)) else None)
+        try:
+            return self._compose(parent, index)
+        finally:
+            self.labels.pop()
+
+    def _compose(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        at = _at(self.peek_event().start_mark)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _Refused(self.path(), f"more than {MAX_NODES} nodes (keys, values and list items; at {at}); "
+                                        f"a search space has a few hundred")
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            self._check_alias(node, at)
+            return node
+        if len(self.labels) > MAX_DEPTH:
+            raise _Refused(self.path(), f"nested deeper than {MAX_DEPTH} levels (at {at})")
+        node = super().compose_node(parent, index)
+        self.heights[node] = 1 + max((self.heights[child] for child in _children(node)), default=0)
+        if isinstance(node, yaml.MappingNode):
+            self._refuse_duplicate_keys(node)
+        return node
+
+    def _check_alias(self, node: yaml.Node, at: str) -> None:
+        """An alias brings in a node composed before, with all its levels of nesting."""
+        if node not in self.heights:  # still being composed: the alias is inside it
+            raise _Refused(self.path(), f"the alias at {at} is inside the node it names, which makes an "
+                                        f"endless value")
+        if len(self.labels) - 1 + self.heights[node] > MAX_DEPTH:
+            raise _Refused(self.path(), f"nested deeper than {MAX_DEPTH} levels through the alias at {at}")
+
+    def _refuse_duplicate_keys(self, node: yaml.MappingNode) -> None:
+        first: dict[Any, str] = {}  # where each key was first written
+        for key_node, _ in node.value:
+            if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag.startswith("tag:yaml.org,2002:")
+                    and key_node.tag not in _SPECIAL_KEYS):
+                continue  # a merge (<<: *defaults) may restate keys; other keys the constructor checks
+            key = self.construct_object(key_node)  # 1, 0x1 and 1.0 are one key
+            if key in first:
+                raise _Refused(_Reader.join(self.path(), key_node.value),
+                               f"the key is written twice, at {first[key]} and at {_at(key_node.start_mark)}; "
+                               f"write it once")
+            first[key] = _at(key_node.start_mark)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as e:  # e.g. the date 2024-13-45, an int of 5000 digits
+            reason = str(e).split("; ")[0]  # not Python's advice on sys.set_int_max_str_digits
+            raise _Refused("", f"cannot read the value at {_at(node.start_mark)} ({reprlib.repr(node.value)}): "
+                               f"{reason}") from None
+
+
+_SPECIAL_KEYS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")  # << and =
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else []
+
+
+def _read_text(path: str | Path, source: str) -> str:
+    """The file's text; a file over MAX_FILE_BYTES is refused before it is parsed."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # no more: a larger file is refused unread
+            size = max(len(raw), os.fstat(f.fileno()).st_size)
+        text = raw.decode("utf-8") if size <= MAX_FILE_BYTES else None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise SpaceError(f"{source}: cannot read the search-space file: {reason}") from None
+    if text is None:
+        raise SpaceError(f"{source}: the file is {size} bytes; a search-space file may have at most "
+                         f"{MAX_FILE_BYTES} (1 MiB)")
+    return text
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    """The document in ``text``, read with :class:`_SpaceLoader`; every error is a SpaceError."""
+    loader = None
+    try:
+        loader = _SpaceLoader(text)  # reading starts here: it may refuse a character
+        return loader.get_single_data()
+    except _Refused as e:
+        _Reader(source).fail(e.path, e.reason)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpaceError(f"{source}: YAML syntax error{where}: {problem}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 def space_from_dict(data: dict, source: str = "<dict>") -> SearchSpace:
     """Validate an already-parsed document; errors name ``source``."""
     return _parse(data, source, None)
@@ -698,18 +926,7 @@ def load_space(path: str | Path, overrides: dict[tuple[str, ...], Any] | None = 
     bad override is reported like a bad value in the file.
     """
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise SpaceError(f"{source}: cannot read the search-space file: {reason}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpaceError(f"{source}: YAML syntax error{where}: {problem}") from None
+    data = _read_yaml(_read_text(path, source), source)
     for keys, value in (overrides or {}).items():
         node = data
         for key in keys[:-1]:
