@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from search.datarules import RESIZES
+
 # What Pillow raises for a file that is not a readable image.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-RESIZES = ("squash", "pad", "center-crop")
 _GREY_BANDS = ("1", "L", "I", "F")  # first band of a grey mode: 1, L, LA, I, I;16..., F
 GREY_TOLERANCE = 2  # red, green and blue this close everywhere: a grey image (JPEG rounding)
 

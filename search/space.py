@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 
 from castmodels import CONV_TYPES, HEAD_TYPES, PRESETS, ArchSpec, LayerSpec, feature_size
-from search.datarules import MIN_IMAGE_SIZE
+from search.datarules import MIN_IMAGE_SIZE, RESIZES
 from search.recipe import (
     AUGMENTATIONS,
     CLASS_BALANCES,
@@ -256,6 +256,7 @@ class DataSettings:
     val_fraction: float = 0.2
     split_seed: int = 555
     cache_dir: str | None = None
+    resize: str = "squash"  # how images are made square: squash, pad or center-crop (search.imageio)
 
     def config(self, image_size: int) -> DataConfig:
         """How to load these images at ``image_size`` px (what every command that reads a
@@ -264,7 +265,7 @@ class DataSettings:
 
         return DataConfig(source=self.source, image_size=image_size, channels=self.channels,
                           test_fraction=self.test_fraction, val_fraction=self.val_fraction,
-                          split_seed=self.split_seed)
+                          split_seed=self.split_seed, resize=self.resize)
 
 
 @dataclass(frozen=True)
@@ -718,6 +719,7 @@ def _data(r: _Reader, top: dict) -> DataSettings:
         "val_fraction": _number(0, 1, low_open=True, high_open=True),
         "split_seed": _integer(0, MAX_SEED),
         "cache_dir": _optional(_text),
+        "resize": _one_of(RESIZES),
     }
     section = r.section(top, "data", checks)
     return DataSettings(**{key: r.check(section[key], f"data.{key}", check)

@@ -771,3 +771,13 @@ def with_paper_arch(*changes):
             node = node.setdefault(key, {})
         node[path[-1]] = value
     return doc
+
+
+def test_data_resize_reaches_the_loader_and_is_checked(tmp_path):
+    path = tmp_path / "s.yaml"
+    text = PAPER.read_text().replace("resize: squash", "resize: pad")
+    path.write_text(text)
+    assert load_space(path).data.config(32).resize == "pad"
+    path.write_text(text.replace("resize: pad", "resize: stretch"))
+    with pytest.raises(SpaceError, match="data.resize"):
+        load_space(path)
