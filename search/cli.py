@@ -6,6 +6,7 @@ Heavy imports (torch, composer, ray) happen inside the subcommands, so ``--help`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,45 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("castsearch")
+
+
+class _LiveLine(logging.Handler):
+    """Writes the trainer's per-epoch lines over one another on a terminal (carriage return,
+    clear to the end of the line); any other record ends that line first."""
+
+    def __init__(self, stream) -> None:
+        super().__init__()
+        self.stream, self.open = stream, False
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.getMessage().startswith("epoch "):
+            self.stream.write("\r\x1b[K" + text)
+            self.open = True
+        else:
+            self.stream.write(("\n" if self.open else "") + text + "\n")
+            self.open = False
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def live_epoch_line(stream):
+    """On a terminal, training progress is one live line; in a log file or pipe, one line per
+    epoch (the records pass to the usual handlers unchanged)."""
+    if not stream.isatty():
+        yield
+        return
+    logger, handler = logging.getLogger("search.train"), _LiveLine(stream)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        if handler.open:
+            stream.write("\n")
 
 
 class CLIError(Exception):
@@ -97,7 +137,8 @@ def cmd_train(args: argparse.Namespace) -> int:
              data.identity["source"], len(data.train_y), len(data.val_y), len(data.test_y), data.num_classes)
     for line in data.notices():  # layout, what decoding changed, classes too small to measure
         print(f"  {line}", file=sys.stderr if args.json else sys.stdout, flush=True)
-    outcome = run_candidate(arch, recipe, data, out_dir=out)
+    with live_epoch_line(sys.stderr):
+        outcome = run_candidate(arch, recipe, data, out_dir=out)
     ev, val, m = outcome.evaluation, outcome.validation, outcome.measurement
     result = {
         "arch": name, "code": arch.code(), "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,

@@ -86,3 +86,31 @@ def test_bad_space_value_names_file_and_key(capsys, tmp_path):
     space.write_text("architecture:\n  stages: {low: 4, high: 2}\n")
     code, _, err = run(capsys, "run", str(space))
     assert code == 2 and "bad.yaml" in err and "architecture" in err
+
+
+def test_training_progress_is_one_live_line_on_a_terminal_and_lines_in_a_log():
+    import io
+    import logging
+
+    from search.cli import live_epoch_line
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = logging.getLogger("search.train")
+    log.setLevel(logging.INFO)
+    screen = Terminal()
+    with live_epoch_line(screen):
+        log.info("epoch 1/2: train loss 1.0000")
+        log.info("epoch 2/2: train loss 0.5000")
+        log.info("trained 2 epochs in 1.0 s")
+    out = screen.getvalue()
+    assert out.count("\r\x1b[K") == 2 and out.count("\n") == 2  # the live line, then the summary line
+    assert out.endswith("search.train: trained 2 epochs in 1.0 s\n")
+    assert log.propagate and not [h for h in log.handlers if type(h).__name__ == "_LiveLine"]
+
+    piped = io.StringIO()
+    with live_epoch_line(piped):
+        pass
+    assert piped.getvalue() == ""  # not a terminal: the usual handlers print one line per epoch
