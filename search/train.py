@@ -295,7 +295,7 @@ class _EpochEnd:
     stopped_early: bool = False
     eval_seconds: float = 0.0
     started: float = dataclasses.field(default_factory=time.perf_counter)
-    loss_sum: float = 0.0
+    loss_sum: Any = 0.0  # a tensor once a batch has ended: read once per epoch, no sync per batch
     loss_batches: int = 0
 
     def batch_end(self, state: Any) -> None:
@@ -303,7 +303,7 @@ class _EpochEnd:
         loss = state.loss
         if isinstance(loss, dict):
             loss = sum(loss.values())
-        self.loss_sum += float(loss)
+        self.loss_sum = self.loss_sum + loss.detach()
         self.loss_batches += 1
 
     def progress(self, score: float) -> None:
@@ -313,7 +313,7 @@ class _EpochEnd:
         elapsed = time.perf_counter() - self.started
         rate = epoch * self.images_per_epoch / max(elapsed - self.eval_seconds, 1e-9)
         left = elapsed / epoch * (self.epochs - epoch)
-        loss = self.loss_sum / max(self.loss_batches, 1)
+        loss = float(self.loss_sum) / max(self.loss_batches, 1)
         log.info("epoch %d/%d: train loss %.4f · val %s %.4f · %.0f images/s · %.0f s left", epoch,
                  self.epochs, loss, self.metric.replace("_", " "), score, rate, left)
         self.loss_sum, self.loss_batches = 0.0, 0

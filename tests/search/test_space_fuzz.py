@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search.space import InvalidCandidate, SpaceError, load_space, suggest
+from tests.search.test_space import _paths
 
 PAPER = Path(__file__).resolve().parents[2] / "spaces" / "paper.yaml"
 PAPER_DICT = yaml.safe_load(PAPER.read_text())
@@ -46,16 +47,6 @@ _snippets = st.one_of(
 )
 _keys = st.sampled_from(["low", "high", "step", "log", "stages", "budget", "", "a\nb", "x" * 300, 1, True, None])
 _KEY_LINE = re.compile(r"^ *[A-Za-z_][\w-]*:( |$)")
-
-
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, prefix + (key,))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _paths(value, prefix + (i,))
 
 
 def _mutated_text(data) -> str:
