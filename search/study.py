@@ -181,9 +181,15 @@ def exclusive(storage_url: str, study_name: str, name: str) -> Iterator[None]:
 
 
 def make_sampler(name: str = "nsga2", seed: int | None = None, population_size: int = 12) -> optuna.samplers.BaseSampler:
+    """The study's sampler. Each reads the limits (max_latency_ms, max_params, min_accuracy)
+    from the constraint values every told trial carries (``Trial.set_constraint``), so a
+    screened-out network steers it away from its region. TPE is multivariate and grouped
+    (the stage parameters exist only for stages a network has); the Gaussian process
+    samples the parameters every network has and draws the rest at random."""
     samplers = {
         "nsga2": lambda: optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed),
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
     }
     if name not in samplers:

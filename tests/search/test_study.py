@@ -52,8 +52,27 @@ def test_missing_study_lists_known_ones(tmp_path):
 
 
 def test_unknown_sampler_lists_known():
-    with pytest.raises(ValueError, match="nsga2, tpe, random"):
+    with pytest.raises(ValueError, match="nsga2, tpe, gp, random"):
         studylib.make_sampler("cmaes")
+
+
+@pytest.mark.parametrize("name", ["nsga2", "tpe", "gp", "random"])
+def test_each_sampler_searches_a_conditional_space_under_constraints(tmp_path, name):
+    """Past its start-up trials each sampler models the study (the GP fits with scipy) on a
+    space whose stage parameters exist only for some points, and reads the limits from the
+    constraint values of told trials."""
+    study = studylib.open_study("s", f"sqlite:///{tmp_path}/s.db", sampler=studylib.make_sampler(name, seed=0, population_size=4))
+    for _ in range(14):
+        t = study.ask()
+        stages = t.suggest_int("stages", 1, 3)
+        width = t.suggest_categorical("width", [16, 32, 48])
+        for s in range(stages):
+            t.suggest_categorical(f"s{s}_conv", ["conv3x3", "dwsep"])
+        params = width * 1000 * stages
+        t.set_constraint("max_params", params - 60_000)
+        study.tell(t, values=[0.5 + 0.1 * stages, 0.1 * stages, float(params)])
+    assert len(study.get_trials(states=[TrialState.COMPLETE])) == 14
+    assert len(studylib.pareto_front(study)) >= 1
 
 
 def test_front_excludes_pruned_failed_and_infeasible(tmp_path):
