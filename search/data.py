@@ -29,9 +29,23 @@ under ``cache_dir`` keyed by the source, its layout, a fingerprint of its files,
 the image size, channels, resize and split; the per-split file lists are written
 beside the cache as JSON.
 
+``channels`` is 1 (grey), 3 (RGB) or ``auto`` (the default): decided once per dataset
+when it is loaded, 1 when every image is grey, otherwise 3. An image is grey when its
+file holds a grey mode (1, L, LA, I, I;16, F: read from the header alone) or when its
+red, green and blue are equal (within 2 levels, after resizing: :attr:`Decoded.grey`, which
+decoding at 3 channels works out anyway), as in grey images saved as RGB JPEGs. Only
+when some file holds a colour mode are the images decoded to decide; when they all turn
+out grey they are decoded once more, as one channel. The decision is kept beside the cache
+(keyed by the files' fingerprint, the size and resize), and the resolved count keys the
+tensor cache and the identity exactly as the explicit value would, so ``auto`` that
+resolved to 1 shares the ``channels: 1`` cache and never reads a 3-channel one. For the
+synthetic set ``auto`` means 3, what it always gave (its textures are grey: write 1 to
+train on one channel).
+
 What decoding changed (images upscaled, squashed, grey copied to three channels or
-colour made grey) is counted in ``identity["input"]``; :meth:`Dataset.notices` says it,
-the layout and the classes too small to measure, in one line each.
+colour made grey) is counted in ``identity["input"]``; what ``auto`` chose, and why, is
+``identity["channels_auto"]``. :meth:`Dataset.notices` says these, the layout and the
+classes too small to measure, in one line each.
 """
 
 from __future__ import annotations
@@ -44,16 +58,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from search.datarules import MIN_IMAGE_SIZE, DataError
+from search.datarules import AUTO, MIN_IMAGE_SIZE, SYNTHETIC_CHANNELS, DataError, valid_channels
 from search.imageio import DECODE_ERRORS as _DECODE_ERRORS
-from search.imageio import RESIZES, Decoded
+from search.imageio import RESIZES, Decoded, grey_mode
 from search.imageio import decode as _decode  # one decoder for training and predict
 from search.synthetic import SYNTHETIC_VERSION, generate_synthetic
 
@@ -91,7 +105,7 @@ class DataConfig:
 
     source: str = "synthetic"  # "synthetic" or a folder path
     image_size: int = 32  # images resized to image_size x image_size
-    channels: int = 3  # 1 (grey) or 3 (RGB)
+    channels: int | str = AUTO  # 1 (grey), 3 (RGB) or "auto": 1 when every image is grey (module docstring)
     test_fraction: float = 0.1
     val_fraction: float = 0.2  # fraction of the non-test part; it ranks candidates (see spaces/paper.yaml)
     split_seed: int = 555
@@ -116,9 +130,9 @@ class DataConfig:
             raise DataError(
                 f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {self.image_size!r} (DataConfig.image_size)"
             )
-        if self.channels not in (1, 3):
+        if not valid_channels(self.channels):
             raise DataError(
-                f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r} (DataConfig.channels)"
+                f"channels must be auto, 1 (grey) or 3 (RGB), got {self.channels!r} (DataConfig.channels)"
             )
         for name in ("test_fraction", "val_fraction"):
             value = getattr(self, name)
@@ -161,9 +175,11 @@ class Dataset:
         return self.identity["layout"]
 
     def notices(self) -> list[str]:
-        """One line each, for a command's header: how the data was split, what decoding
-        changed, and the classes with too few val or test images to measure."""
-        lines = [_describe_layout(self.identity), _describe_input(self.identity), _describe_small(self.identity)]
+        """One line each, for a command's header: how the data was split, what ``channels:
+        auto`` chose, what decoding changed, and the classes with too few val or test images
+        to measure."""
+        lines = [_describe_layout(self.identity), _describe_channels(self.identity), _describe_input(self.identity),
+                 _describe_small(self.identity)]
         return [line for line in lines if line]
 
 
@@ -333,11 +349,13 @@ def _load_folder(cfg: DataConfig, cache_dir: Path) -> Dataset:
     groups = [(lay, c, d) for lay in layouts for c, d in enumerate(lay.class_dirs)]
     files_per_group = [_files(d) for _, _, d in groups]
     files = [f for fs in files_per_group for f in fs]
+    fingerprint = _fingerprint(source, files)
+    cfg, choice, decoded_rgb = _choose_channels(cfg, source, files, fingerprint, cache_dir)
     key = _cache_key(
         source=str(source),
         layout=name,
         split_folders=split_folders,
-        files=_fingerprint(source, files),
+        files=fingerprint,
         image_size=cfg.image_size,
         channels=cfg.channels,
         resize=cfg.resize,
@@ -346,9 +364,9 @@ def _load_folder(cfg: DataConfig, cache_dir: Path) -> Dataset:
     cache_file = _cache_file(cache_dir, source.name, cfg, key)
     cached = _read_cache(cache_file)
     if cached is not None:
-        return cached
+        return _with_choice(cached, choice)
 
-    results = _decode_all(files, cfg)
+    results = _decode_all(files, cfg) if decoded_rgb is None else decoded_rgb
     sizes = [len(fs) for fs in files_per_group]
     labels = np.repeat([c for _, c, _ in groups], sizes).astype(np.int64)
     supplied = np.repeat([lay.split or "" for lay, _, _ in groups], sizes)
@@ -383,7 +401,81 @@ def _load_folder(cfg: DataConfig, cache_dir: Path) -> Dataset:
         "split_hash": _sha256_json(split_lists),
         "skipped": skipped,
     }
-    return _finish(images, labels, splits, identity, split_lists, cache_file)
+    return _with_choice(_finish(images, labels, splits, identity, split_lists, cache_file), choice)
+
+
+# ---------------------------------------------------------------------------
+# channels: auto
+
+
+def _choose_channels(
+    cfg: DataConfig, source: Path, files: list[Path], fingerprint: str, cache_dir: Path
+) -> tuple[DataConfig, str | None, list[Decoded | str] | None]:
+    """``cfg`` with ``channels: auto`` decided (module docstring), why (None when the count
+    was given), and the files decoded at 3 channels when deciding took that and the answer
+    is 3 (decoding them again would give the same). The decision is kept in a small file
+    beside the cache, so a cached dataset is not decoded again just to decide."""
+    if cfg.channels != AUTO:
+        return cfg, None, None
+    key = _cache_key(choice="channels", source=str(source), files=fingerprint, image_size=cfg.image_size,
+                     resize=cfg.resize)
+    kept = _choice_file(cache_dir, source.name, cfg, key)
+    known = _read_choice(kept)
+    if known is not None:
+        return replace(cfg, channels=known[0]), known[1], None
+    channels, why, decoded = _decide_channels(files, cfg)
+    _atomic_write(kept, lambda p: p.write_text(json.dumps({"channels": channels, "why": why})))
+    return replace(cfg, channels=channels), why, decoded
+
+
+def _decide_channels(files: list[Path], cfg: DataConfig) -> tuple[int, str, list[Decoded | str] | None]:
+    """(channels, why, the images decoded at 3 channels when the answer is 3 and they were).
+    File headers answer when no file holds a colour mode; otherwise every image is decoded
+    at 3 channels, which says whether its red, green and blue are equal."""
+    headers = [_header_grey(f) for f in files]
+    saved_in_colour = headers.count(False)
+    if not saved_in_colour:
+        return 1, f"all {headers.count(True):,} images are grey", None
+    decoded = _decode_all(files, replace(cfg, channels=3))
+    grey = [d.grey for d in decoded if not isinstance(d, str)]
+    colour = sum(g is not True for g in grey)
+    if colour:
+        return 3, f"{colour:,} of {len(grey):,} images {'is' if colour == 1 else 'are'} colour", decoded
+    saved = "saved" if saved_in_colour == len(grey) else f"{saved_in_colour:,} of them saved"
+    return 1, f"all {len(grey):,} images are grey, {saved} in colour with equal red, green and blue", None
+
+
+def _header_grey(path: Path) -> bool | None:
+    """Whether the file holds a grey mode; None when its header cannot be read (the file
+    is then skipped when decoded, and says nothing about the dataset's colour)."""
+    try:
+        return grey_mode(path)
+    except _DECODE_ERRORS:
+        return None
+
+
+def _choice_file(cache_dir: Path, name: str, cfg: DataConfig, key: str) -> Path:
+    """``<cache_dir>/<name>-<size>px-auto-<key>.json``: what ``auto`` decided for these files."""
+    return cache_dir / f"{_slug(name)}-{cfg.image_size}px-auto-{key[:16]}.json"
+
+
+def _read_choice(path: Path) -> tuple[int, str] | None:
+    """(channels, why) kept by :func:`_choose_channels`, or None when there is none or it is unreadable."""
+    try:
+        kept = json.loads(path.read_text())
+        channels, why = kept["channels"], kept["why"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (channels, why) if channels in (1, 3) and isinstance(why, str) else None
+
+
+def _with_choice(dataset: Dataset, why: str | None) -> Dataset:
+    """``dataset`` with what ``auto`` chose said in its identity (``channels_auto``), or
+    nothing said when the count was given. Set on every load, never cached: ``auto`` and
+    the explicit count it resolved to share one cached tensor."""
+    identity = {k: v for k, v in dataset.identity.items() if k != "channels_auto"}
+    dataset.identity = identity if why is None else {**identity, "channels_auto": why}
+    return dataset
 
 
 # ---------------------------------------------------------------------------
@@ -391,6 +483,10 @@ def _load_folder(cfg: DataConfig, cache_dir: Path) -> Dataset:
 
 
 def _load_synthetic(cfg: DataConfig, cache_dir: Path) -> Dataset:
+    choice = None
+    if cfg.channels == AUTO:  # the grey textures keep the channels they always had
+        cfg = replace(cfg, channels=SYNTHETIC_CHANNELS)
+        choice = f"synthetic data: auto keeps the {SYNTHETIC_CHANNELS} channels it always had; write 1 for grey input"
     key = _cache_key(
         source="synthetic",
         generator=SYNTHETIC_VERSION,
@@ -405,7 +501,7 @@ def _load_synthetic(cfg: DataConfig, cache_dir: Path) -> Dataset:
     cache_file = _cache_file(cache_dir, "synthetic", cfg, key)
     cached = _read_cache(cache_file)
     if cached is not None:
-        return cached
+        return _with_choice(cached, choice)
 
     grey, labels, class_names = generate_synthetic(
         cfg.synthetic_count, SYNTHETIC_NATIVE_SIZE, cfg.synthetic_seed
@@ -438,7 +534,7 @@ def _load_synthetic(cfg: DataConfig, cache_dir: Path) -> Dataset:
         "split_hash": _sha256_json({"synthetic_seed": cfg.synthetic_seed, **split_lists}),
         "skipped": [],
     }
-    return _finish(images, labels, splits, identity, split_lists, cache_file)
+    return _with_choice(_finish(images, labels, splits, identity, split_lists, cache_file), choice)
 
 
 # ---------------------------------------------------------------------------
@@ -567,6 +663,12 @@ def _describe_layout(identity: dict) -> str:
     return f"layout: {identity['layout']} folders; test = {folders['test']}/ as supplied, {val}"
 
 
+def _describe_channels(identity: dict) -> str | None:
+    """E.g. ``channels: auto -> 1 (all 1,800 images are grey)``; None when the count was given."""
+    why = identity.get("channels_auto")
+    return f"channels: auto -> {identity['channels']} ({why})" if why else None
+
+
 def _describe_input(identity: dict) -> str | None:
     counts = identity.get("input")
     if not counts:
@@ -611,10 +713,13 @@ def _cache_key(**parts: object) -> str:
     return _sha256_json({"cache_version": CACHE_VERSION, **parts})
 
 
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "data"
+
+
 def _cache_file(cache_dir: Path, name: str, cfg: DataConfig, key: str) -> Path:
     """``<cache_dir>/<name>-<size>px-c<channels>-<key>.pt``: readable, unique per key."""
-    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "data"
-    return cache_dir / f"{slug}-{cfg.image_size}px-c{cfg.channels}-{key[:16]}.pt"
+    return cache_dir / f"{_slug(name)}-{cfg.image_size}px-c{cfg.channels}-{key[:16]}.pt"
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:

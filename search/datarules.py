@@ -1,5 +1,5 @@
 """What every data input must satisfy, importable without torch: the smallest image side,
-the ways an image is made square, and the error that bad input raises.
+the ways an image is made square, the channel counts, and the error that bad input raises.
 
 Shared by the dataset loader (:mod:`search.data`), the synthetic generator
 (:mod:`search.synthetic`) and the search-space file check (:mod:`search.space`), which
@@ -10,6 +10,14 @@ from __future__ import annotations
 
 MIN_IMAGE_SIZE = 8
 RESIZES = ("squash", "pad", "center-crop")  # how an image is made square (search.imageio)
+AUTO = "auto"  # channels decided from the images when they are loaded (search.data)
+CHANNELS = (AUTO, 1, 3)  # what data.channels may be: auto, grey or RGB
+SYNTHETIC_CHANNELS = 3  # what auto means for the synthetic set: 3, as before auto existed
+
+
+def valid_channels(value: object) -> bool:
+    """Whether ``value`` is one of CHANNELS (``True`` is not 1 here: a YAML typo must not pass)."""
+    return value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value in (1, 3))
 
 
 class DataError(ValueError):

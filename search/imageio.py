@@ -71,6 +71,13 @@ def decode(path: str | Path, image_size: int, channels: int, resize: str = "squa
     return Decoded(pixels, width, height, grey)
 
 
+def grey_mode(path: str | Path) -> bool:
+    """Whether the file holds a grey mode (1, L, LA, I, I;16, F...), read from its header
+    alone: cheap enough to ask of every file before any is decoded."""
+    with Image.open(path) as im:
+        return im.getbands()[0] in _GREY_BANDS
+
+
 def decode_image(path: str | Path, image_size: int, channels: int, resize: str = "squash") -> np.ndarray:
     """Only the pixels of :func:`decode`."""
     return decode(path, image_size, channels, resize).pixels

@@ -66,7 +66,7 @@ def cache(tmp_path: Path) -> Path:
     ("field", "value", "rule"),
     [
         ("image_size", 4, "image_size must be an integer >= 8, got 4"),
-        ("channels", 2, "channels must be 1 (grey) or 3 (RGB), got 2"),
+        ("channels", 2, "channels must be auto, 1 (grey) or 3 (RGB), got 2"),
         ("test_fraction", 0.0, "test_fraction must be in (0, 1), got 0.0"),
         ("val_fraction", 1.0, "val_fraction must be in (0, 1), got 1.0"),
         ("synthetic_count", 0, "synthetic_count must be an integer >= 1, got 0"),
@@ -239,22 +239,22 @@ def test_what_decoding_changed_is_counted_and_said(tmp_path: Path, cache: Path) 
         # 21x20: within 5% of square; grey pixels in an RGB JPEG, as NEU-CLS ships them
         grey_image(120, (20 + (i == 0), 20), seed=i).convert("RGB").save(root / "square" / f"{i}.jpg")
         save_array(np.tile(tint, (20, 40, 1)) + np.uint8(i), root / "wide" / f"{i}.png")  # squashed, colour
-    ds = load_dataset(DataConfig(source=str(root), image_size=16), cache)
+    ds = load_dataset(DataConfig(source=str(root), image_size=16, channels=3), cache)
     assert ds.identity["input"] == {"images": 15, "upscaled": 5, "squashed": 5, "grey_to_rgb": 10,
                                     "colour_to_grey": 0}
     assert ("input: of 15 images, 5 upscaled to 16 px, 5 squashed to square (aspect ratio off by more "
             "than 5%), 10 grey copied to 3 channels (resize squash)") in ds.notices()
     grey = load_dataset(DataConfig(source=str(root), image_size=16, channels=1), cache)
     assert grey.identity["input"]["colour_to_grey"] == 5 and grey.identity["input"]["grey_to_rgb"] == 0
-    padded = load_dataset(DataConfig(source=str(root), image_size=16, resize="pad"), cache)
+    padded = load_dataset(DataConfig(source=str(root), image_size=16, channels=3, resize="pad"), cache)
     assert padded.identity["input"] == {"images": 15, "upscaled": 5, "padded": 5, "grey_to_rgb": 10,
                                         "colour_to_grey": 0}
     assert "5 padded to square" in padded.notices()[1]
-    cropped = load_dataset(DataConfig(source=str(root), image_size=20, resize="center-crop"), cache)
+    cropped = load_dataset(DataConfig(source=str(root), image_size=20, channels=3, resize="center-crop"), cache)
     assert cropped.identity["input"]["upscaled"] == 5 and cropped.identity["input"]["cropped"] == 5
     assert DataConfig.from_identity(cropped.identity).resize == "center-crop"
     # 32 px: everything is upscaled
-    assert load_dataset(DataConfig(source=str(root), image_size=32), cache).identity["input"]["upscaled"] == 15
+    assert load_dataset(DataConfig(source=str(root), image_size=32, channels=3), cache).identity["input"]["upscaled"] == 15
 
 
 def test_pad_and_center_crop_keep_the_aspect_ratio(tmp_path: Path, cache: Path) -> None:
@@ -265,11 +265,11 @@ def test_pad_and_center_crop_keep_the_aspect_ratio(tmp_path: Path, cache: Path) 
         (root / name).mkdir(parents=True)
         for i in range(5):
             save_array((band * (level / 200)).astype(np.uint8), root / name / f"{i}.png")
-    x = all_x(load_dataset(DataConfig(source=str(root), image_size=16, resize="pad"), cache))
+    x = all_x(load_dataset(DataConfig(source=str(root), image_size=16, channels=3, resize="pad"), cache))
     assert x.shape == (10, 3, 16, 16)
     assert (x[:, :, :4] == 0).all() and (x[:, :, 12:] == 0).all()  # black above and below
     assert (x[:, :, 4:12, 5:11] > 0).all()  # the image in the middle rows, 8 px high
-    x = all_x(load_dataset(DataConfig(source=str(root), image_size=16, resize="center-crop"), cache))
+    x = all_x(load_dataset(DataConfig(source=str(root), image_size=16, channels=3, resize="center-crop"), cache))
     assert x.shape == (10, 3, 16, 16)
     assert (x[:, :, :, 1:15] >= 100).all()  # only the bright centre is left
     x = all_x(load_dataset(DataConfig(source=str(root), image_size=16, channels=1), cache))
@@ -450,7 +450,9 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(
         second = load_dataset(cfg, cache)
     assert "ignoring unreadable cache" in caplog.text and str(cache_file) in caplog.text
     assert torch.equal(second.train_x, first.train_x)
-    assert torch.load(cache_file, weights_only=True)["identity"] == first.identity
+    said_on_each_load = {"channels_auto"}  # what channels: auto chose is not cached
+    assert torch.load(cache_file, weights_only=True)["identity"] == {
+        k: v for k, v in first.identity.items() if k not in said_on_each_load}
     assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
 
 

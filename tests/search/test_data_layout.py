@@ -141,10 +141,10 @@ def test_train_header_says_the_layout_the_input_changes_and_small_splits(
     make_split(root / "train", {"crack": 40, "pit": 200}, per_class=6)
     make_split(root / "test", {"crack": 40, "pit": 200}, per_class=2)
     code = main(["train", "C4 P A", "--data", str(root), "--image-size", "16", "--epochs", "1",
-                 "--resize", "pad", "--out", str(tmp_path / "out")])
+                 "--resize", "pad", "--channels", "3", "--out", str(tmp_path / "out")])
     out, err = capsys.readouterr()
     assert code == 0, err
-    header = out.split("\ncustom: ")[0].splitlines()
+    header = out.split("\ncustom: ")[0].splitlines()  # grey images, 3 channels asked for: copied
     assert header == [
         "  layout: train/test folders; test = test/ as supplied, val = 20% of train/ (seed 555)",
         "  input: of 16 images, 16 padded to square, 16 grey copied to 3 channels (resize pad)",
