@@ -129,8 +129,8 @@ def cmd_train(args: argparse.Namespace) -> int:
              "class_balance": args.class_balance,
              "enhancements": _csv(args.enhance) if args.enhance is not None else None,
              "augmentations": _csv(args.augment) if args.augment is not None else None}
-    recipe = TrainRecipe.named(args.recipe, epochs=args.epochs, image_size=args.image_size, channels=args.channels,
-                               seed=args.seed, **{k: v for k, v in flags.items() if v is not None})
+    recipe = TrainRecipe.named(args.recipe, epochs=args.epochs, image_size=args.image_size,
+                               channels=data.in_channels, seed=args.seed, **{k: v for k, v in flags.items() if v is not None})
     name = arch.name or "custom"
     out = Path(args.out) if args.out else Path("studies") / "train" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     log.info("training %s on %s (%d train / %d val / %d test images, %d classes)", name,
@@ -286,8 +286,19 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.DEBUG if log.isEnabledFor(logging.DEBUG) else optuna.logging.WARNING)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def load_sizes(space) -> dict:
+    """The space's data at each of its image sizes. ``channels: auto`` is decided at the first
+    size and the others load with what it decided, so every network of a study takes one input."""
     from search.data import load_dataset
+
+    first, *rest = space.image_sizes
+    datasets = {first: load_dataset(space.data.config(first), cache_dir=space.data.cache_dir)}
+    decided = space.with_channels(datasets[first].in_channels).data
+    datasets.update({size: load_dataset(decided.config(size), cache_dir=decided.cache_dir) for size in rest})
+    return datasets
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from search.runner import RunOptions, check_options, run_search
     from search.space import load_space
     from search.study import default_storage, front_rows, load_existing_study, redact_url
@@ -306,8 +317,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       timeout_s=space.budget.timeout_s, workers=workers, address=args.address,
                       artifacts=Path(args.artifacts) if args.artifacts else None)
     check_options(opts)  # before any data is read, study written or Ray started
-    datasets = {size: load_dataset(space.data.config(size), cache_dir=space.data.cache_dir)
-                for size in space.image_sizes}
+    datasets = load_sizes(space)
     first = next(iter(datasets.values()))
     budget = [f"{space.budget.trials} trials"] if space.budget.trials else []
     budget += [_fmt_time(space.budget.timeout_s)] if space.budget.timeout_s else []
@@ -396,15 +406,19 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     overrides = {("data", "source"): args.data, ("study",): args.study}
     space = load_space(args.space, overrides={k: v for k, v in overrides.items() if v is not None})
     _quiet_optuna()
-    recipe = baseline_recipe(space, epochs=args.epochs, image_size=args.image_size)
-    names, left_out = select_baselines(_csv(args.only), recipe.image_size)
+    image_size = args.image_size or space.image_sizes[0]
+    names, left_out = select_baselines(_csv(args.only), image_size)
     storage = args.storage or default_storage(space.study)
     study_name = baselines_study_name(space.study)
-    data = load_dataset(space.data.config(recipe.image_size), cache_dir=space.data.cache_dir)
+    data = load_dataset(space.data.config(image_size), cache_dir=space.data.cache_dir)
+    space = space.with_channels(data.in_channels)  # what channels: auto decided
+    recipe = baseline_recipe(space, epochs=args.epochs, image_size=image_size)
     print(f"castsearch baselines: study {study_name!r} in {redact_url(storage)}")
     print(f"  data {data.identity['source']}: {data.num_classes} classes, {len(data.train_y)} train / "
           f"{len(data.val_y)} val / {len(data.test_y)} test images at {recipe.image_size} px, "
           f"{recipe.channels} channel(s)")
+    for line in data.notices():  # layout, the channels auto chose, what decoding changed, small classes
+        print(f"  {line}")
     print(f"  {recipe.epochs} epoch(s), batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr:g}; "
           f"weights {args.weights}", flush=True)
     for name in left_out:
@@ -544,7 +558,13 @@ def _space_args(p: argparse.ArgumentParser, space_help: str, study_help: str) ->
     p.add_argument("--storage", help=STORAGE_HELP)
 
 
+def _channels(text: str) -> int | str:
+    """``--channels``: a count as an int, anything else as written (argparse then names the choices)."""
+    return int(text) if text.isdigit() else text
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from search.datarules import AUTO, CHANNELS  # torch-free
     from search.recipe import CLASS_BALANCES, OPTIMIZERS, RECIPES, SCHEDULES  # torch-free
 
     p = argparse.ArgumentParser(prog="castsearch", description=(
@@ -560,7 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("arch", metavar="PRESET_OR_SPEC_JSON", help="a preset name, a spec .json file, or a layer code")
     t.add_argument("--data", default="synthetic", help="image folder, GC10-DET folder, or 'synthetic' (default)")
     t.add_argument("--image-size", type=int, default=32)
-    t.add_argument("--channels", type=int, choices=(1, 3), default=3)
+    t.add_argument("--channels", type=_channels, choices=CHANNELS, default=AUTO,
+                   help="auto (default: 1 when every image is grey, else 3), 1 (grey) or 3 (RGB)")
     t.add_argument("--resize", choices=("squash", "pad", "center-crop"), default="squash",
                    help="how images are made square: squash (default), pad with black, or center-crop")
     t.add_argument("--recipe", default="default", choices=tuple(RECIPES),

@@ -44,6 +44,7 @@ from ray.tune.search import Searcher
 
 from castmodels import ArchSpec
 from search import study as studylib
+from search.datarules import AUTO
 from search.measure import Measurement
 from search.record import Limits, TrialRecord
 from search.runs import (
@@ -396,10 +397,25 @@ def check_options(opts: RunOptions) -> None:
         raise ValueError(f"CPUs per trial must be positive, not {opts.cpus_per_trial}")
 
 
+def loaded_channels(space: SearchSpace, datasets: dict) -> SearchSpace:
+    """``space`` with ``data.channels`` what the loaded images have (``auto`` resolved), so
+    limits and candidates are worked out for the networks that will train on them. The
+    datasets of all image sizes must agree, and agree with a count the space gives."""
+    counts = sorted({data.in_channels for data in datasets.values()})
+    if len(counts) > 1:
+        raise ValueError(f"the data was loaded with {' and '.join(map(str, counts))} channels at different image "
+                         f"sizes; load every size with one count (the one channels: auto chose at the first)")
+    if space.data.channels not in (AUTO, counts[0]):
+        raise ValueError(f"the data was loaded with {counts[0]} channel(s), but the space's data.channels is "
+                         f"{space.data.channels}")
+    return space.with_channels(counts[0])
+
+
 def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
                on_progress: Callable[[Progress], None] | None = None) -> RunSummary:
     """Run (or resume) a search until its budget is spent; return the study's front."""
     check_options(opts)
+    space = loaded_channels(space, datasets)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
     study = studylib.open_study(opts.study_name, opts.storage, metric=space.metric)

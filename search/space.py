@@ -44,14 +44,14 @@ import os
 import re
 import reprlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
 from castmodels import CONV_TYPES, HEAD_TYPES, PRESETS, ArchSpec, LayerSpec, feature_size
-from search.datarules import MIN_IMAGE_SIZE, RESIZES
+from search.datarules import AUTO, MIN_IMAGE_SIZE, RESIZES, SYNTHETIC_CHANNELS, valid_channels
 from search.recipe import (
     AUGMENTATIONS,
     CLASS_BALANCES,
@@ -251,7 +251,7 @@ class DataSettings:
     """Where the images come from; the image size is ``training.image_size``."""
 
     source: str = "synthetic"  # "synthetic" or a folder path
-    channels: int = 3
+    channels: int | str = AUTO  # 1, 3, or auto: decided from the images when they are loaded (search.data)
     test_fraction: float = 0.1
     val_fraction: float = 0.2
     split_seed: int = 555
@@ -306,6 +306,23 @@ class SearchSpace:
     @property
     def max_epochs(self) -> int:
         return max(self.training["epochs"].values())
+
+    @property
+    def input_channels(self) -> int:
+        """The channels every candidate's network takes: ``data.channels``; for ``auto``, 3 on
+        the synthetic set (search.data) and otherwise unknown until the images are loaded
+        and :meth:`with_channels` says what they decided (a ValueError before that)."""
+        if self.data.channels != AUTO:
+            return self.data.channels
+        if self.data.source == "synthetic":
+            return SYNTHETIC_CHANNELS
+        raise ValueError(f"{self.path or '<dict>'}: data.channels is auto, which the images decide: load them "
+                         f"and pass their channel count to SearchSpace.with_channels first")
+
+    def with_channels(self, channels: int) -> SearchSpace:
+        """This space with ``data.channels`` set to what the loaded images have (what ``auto``
+        resolved to), so candidates are built for them and the other image sizes load alike."""
+        return replace(self, data=replace(self.data, channels=channels))
 
 
 @dataclass(frozen=True)
@@ -416,6 +433,12 @@ def _boolean(value: Any) -> bool:
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a non-empty string, {_got(value)}")
+    return value
+
+
+def _channels(value: Any) -> int | str:
+    if not valid_channels(value):  # 1.0 and true are typos, not 1
+        raise ValueError(f"must be auto, 1 (grey) or 3 (RGB), {_got(value)}")
     return value
 
 
@@ -714,7 +737,7 @@ def _constraints(r: _Reader, top: dict) -> tuple[Limits, RelativeLimit | None]:
 def _data(r: _Reader, top: dict) -> DataSettings:
     checks = {
         "source": _text,
-        "channels": _one_of((1, 3)),
+        "channels": _channels,
         "test_fraction": _number(0, 1, low_open=True, high_open=True),
         "val_fraction": _number(0, 1, low_open=True, high_open=True),
         "split_seed": _integer(0, MAX_SEED),
@@ -993,7 +1016,7 @@ def _walk_recipe(space: SearchSpace, pick: Pick) -> TrainRecipe:
     v = {name: pick(name, param) for name, param in _recipe_params(space).items()}
     return TrainRecipe(
         **{key: v[key] for key in space.training},
-        channels=space.data.channels,
+        channels=space.input_channels,
         enhancements=tuple(name for name in ENHANCEMENTS if v[name]),
         augmentations=tuple(name for name in AUGMENTATIONS if v[f"aug_{name}"]),
         seed=0 if space.sampler.seed is None else space.sampler.seed,

@@ -107,7 +107,8 @@ def test_paper_space_loads(paper):
     assert space.constraints.max_params == 1_000_000
     assert space.constraints.max_latency_ms is None  # relative: resolved on the machine that runs it
     assert (space.relative_latency.relative_to, space.relative_latency.factor) == ("custom-590k-dw", 1.0)
-    assert (space.data.source, space.data.channels, space.data.split_seed) == ("synthetic", 3, 555)
+    assert (space.data.source, space.data.channels, space.data.split_seed) == ("synthetic", "auto", 555)
+    assert space.input_channels == 3  # auto on the synthetic set
     assert space.image_sizes == [32]
     assert space.max_epochs == 10
     assert space.recipe == "default"
@@ -333,7 +334,7 @@ def test_candidate_json_round_trip(space):
     ([(("architecture",), [1, 2])], "architecture", "must be a mapping"),
     ([(("constraints", "min_accuracy"), 1.5)], "constraints.min_accuracy", "(0, 1]"),
     ([(("constraints", "max_params"), -5)], "constraints.max_params", "> 0"),
-    ([(("data", "channels"), 2)], "data.channels", "one of 1, 3"),
+    ([(("data", "channels"), 2)], "data.channels", "must be auto, 1 (grey) or 3 (RGB), got 2"),
     ([(("data", "test_fraction"), 1.0)], "data.test_fraction", "(0, 1)"),
     ([(("data", "image_size"), 32)], "data.image_size", "unknown key"),
     ([(("training", "image_size"), [32, 4])], "training.image_size[1]", "integer in [8, 1024]"),
