@@ -283,6 +283,12 @@ def export_trial(study: optuna.Study, number: int, out_dir: str | Path, formats:
 # The model card
 
 
+def _channels_chosen(ident: dict) -> str:
+    """Who chose the channel count: the data's ``channels: auto`` (and why) or the user."""
+    why = ident.get("channels_auto")
+    return f"chosen by channels: auto: {why}" if why else "as configured"
+
+
 def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -> dict:
     """Everything a user of the exported model needs, as JSON (``castsearch predict`` reads it)."""
     ident = record.data
@@ -308,6 +314,7 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
             "image_size": ident["image_size"],
             "channels": ident["channels"],
             "colour": "grey" if ident["channels"] == 1 else "RGB",
+            "channels_chosen": _channels_chosen(ident),
             "square": ident.get("resize", "squash"),  # squash, pad or center-crop: search.imageio.decode
             "resize": f"made square by {ident.get('resize', 'squash')}, then Pillow bilinear, antialiased, to "
                       f"image_size x image_size (search.imageio.decode_image)",
@@ -385,7 +392,8 @@ def card_markdown(card: dict) -> str:
     lines += [f"{i}. {name}" for i, name in enumerate(card["classes"])]
     lines += [
         "", "## Preprocessing", "",
-        f"- Image size: {p['image_size']} x {p['image_size']}, channels: {p['channels']} ({p['colour']})",
+        f"- Image size: {p['image_size']} x {p['image_size']}, channels: {p['channels']} ({p['colour']}; "
+        f"{p['channels_chosen']})",
         f"- Resize: {p['resize']}",
         f"- Normalisation: `{p['normalisation']}` (uint8 pixels divided by 255, nothing else)",
         f"- Input `{p['input']['name']}`: {p['input']['dtype']} {p['input']['layout']}; "
