@@ -316,7 +316,7 @@ def test_candidate_json_round_trip(space):
     ([(("enhancements", "blur_pool"), True)], "enhancements.blur_pool", "did you mean 'blurpool'"),
     ([(("enhancements", "mixup"), [False, True])], "enhancements.mixup[0]", "must be a number >= 0"),
     ([(("augmentations", "flip"), True)], "augmentations.flip", "known keys: hflip"),
-    ([(("sampler", "name"), "cmaes")], "sampler.name", "must be one of nsga2, tpe, random, got 'cmaes'"),
+    ([(("sampler", "name"), "cmaes")], "sampler.name", "must be one of nsga2, tpe, gp, random, got 'cmaes'"),
     ([(("sampler", "name"), "tpe")], "sampler.population_size", "only the nsga2 sampler"),
     ([(("architecture", "conv"), ["conv3x3", "conv5x5"])], "architecture.conv[1]",
      "must be one of conv3x3, dwsep, got 'conv5x5'"),
