@@ -58,13 +58,15 @@ from search.runner import RunOptions, run_search  # noqa: E402
 from search.screen import LIMIT_PREFIX  # noqa: E402
 from search.space import load_space  # noqa: E402
 
-STUDIES = {  # changes to the space file's sampler section; nsga2's population is --population
+SAMPLER_STUDIES = {  # changes to the space file's sampler section; nsga2's population is --population
     "default": {},
     "nsga2": {"sampler": "nsga2"},
     "tpe": {"sampler": "tpe"},
     "gp": {"sampler": "gp"},
     "random": {"sampler": "random"},
 }
+# each of them again with budget.early_stopping: none, e.g. tpe-nostop
+STUDIES = {**SAMPLER_STUDIES, **{f"{k}-nostop": {**v, "early_stopping": "none"} for k, v in SAMPLER_STUDIES.items()}}
 
 
 WALL_ATTR = "bench_wall_s"  # the run's wall seconds, kept for reports without a run
@@ -82,12 +84,14 @@ def space_file(path: str, changes: dict, folder: Path, population: int | None = 
     if not changes:
         return Path(path)
     data = yaml.safe_load(Path(path).read_text())
-    sampler = {"name": changes["sampler"], "seed": data["sampler"].get("seed")}
-    if changes["sampler"] == "nsga2":
-        sampler["population_size"] = population or data["sampler"].get("population_size")
-    data["sampler"] = {k: v for k, v in sampler.items() if v is not None}
-    data["seed_presets"] = changes.get("seed_presets", data.get("seed_presets", True))
-    out = folder / f"{Path(path).stem}-{changes['sampler']}.yaml"
+    if "sampler" in changes:
+        sampler = {"name": changes["sampler"], "seed": data["sampler"].get("seed")}
+        if changes["sampler"] == "nsga2":
+            sampler["population_size"] = population or data["sampler"].get("population_size")
+        data["sampler"] = {k: v for k, v in sampler.items() if v is not None}
+    if "early_stopping" in changes:
+        data.setdefault("budget", {})["early_stopping"] = changes["early_stopping"]
+    out = folder / f"{Path(path).stem}-{'-'.join(str(v) for v in changes.values())}.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
 
@@ -97,7 +101,8 @@ def run(args, changes: dict, name: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         space = load_space(space_file(args.space, changes, Path(tmp), args.population),
                            overrides={("data", "source"): args.data, ("training", "epochs"): args.epochs,
-                                      ("study",): name})
+                                      ("study",): name,
+                                      **({("data", "channels"): args.channels} if args.channels else {})})
     datasets = {s: load_dataset(DataConfig(source=args.data, image_size=s, channels=space.data.channels,
                                            test_fraction=space.data.test_fraction,
                                            val_fraction=space.data.val_fraction, split_seed=space.data.split_seed))
@@ -114,7 +119,8 @@ def run(args, changes: dict, name: str) -> float:
     study = studylib.load_existing_study(name, args.storage)
     study.set_user_attr(WALL_ATTR, wall)
     study.set_user_attr(BUDGET_ATTR, {"minutes": args.minutes, "workers": args.workers, "epochs": args.epochs})
-    study.set_user_attr(SAMPLER_ATTR, {"name": space.sampler.name, "population_size": space.sampler.population_size})
+    study.set_user_attr(SAMPLER_ATTR, {"name": space.sampler.name, "population_size": space.sampler.population_size,
+                                       "early_stopping": space.budget.early_stopping})
     return wall
 
 
@@ -135,7 +141,8 @@ def describe(kind: str, s: optuna.Study) -> str:
     if not sampler:
         return kind
     pop = f", population {sampler['population_size']}" if sampler.get("population_size") else ""
-    return f"{kind} ({sampler['name']}{pop})"
+    stop = ", no early stopping" if sampler.get("early_stopping") == "none" else ""
+    return f"{kind} ({sampler['name']}{pop}{stop})"
 
 
 def report(args) -> str:
@@ -166,6 +173,14 @@ def report(args) -> str:
     def hv(trials) -> float:
         return studylib.hypervolume([point(t) for t in trials], reference) / box if trials else 0.0
 
+    def trained_epochs(s: optuna.Study) -> str:
+        """Epochs the workers trained, and how many of them went to trials stopped early."""
+        done = sum(int(t.user_attrs.get("epochs_run") or 0) for t in s.get_trials(deepcopy=False)
+                   if t.state == optuna.trial.TrialState.COMPLETE)
+        stopped = sum(int(t.user_attrs.get("pruned_at_epoch") or 0) for t in s.get_trials(deepcopy=False)
+                      if t.state == optuna.trial.TrialState.PRUNED)
+        return f"{done + stopped} ({stopped})"
+
     hv_own = {k: hv(ts) for k, ts in own.items()}
     rows = []
     for kind, s in studies.items():
@@ -173,10 +188,10 @@ def report(args) -> str:
         best = max((t.values[0] for t in own[kind]), default=float("nan"))
         ratio = f"{hv_own[kind] / hv_own['random']:.2f}" if hv_own.get("random") else ""
         rows.append([describe(kind, s), f"{s.user_attrs.get(WALL_ATTR, float('nan')) / 60:.1f}", c["complete"],
-                     c["pruned"], c["infeasible"], c["invalid"], c["failed"], len(studylib.pareto_front(s)),
+                     c["pruned"], trained_epochs(s), c["infeasible"], c["invalid"], c["failed"], len(studylib.pareto_front(s)),
                      f"{100 * best:.1f}", f"{hv_own[kind]:.4f}", ratio, f"{hv(feasible[kind]):.4f}"])
     preset_pts = list(presets.values())
-    rows.append([f"the six presets (from {first})", "", len(presets), "", "", "", "", "",
+    rows.append([f"the six presets (from {first})", "", len(presets), "", "", "", "", "", "",
                  f"{100 * max((t.values[0] for t in preset_pts), default=float('nan')):.1f}", "", "",
                  f"{hv(preset_pts):.4f}"])
 
@@ -206,7 +221,8 @@ def report(args) -> str:
                f"'with presets' adds the six presets trained in the same study. Best accuracy: of the "
                f"search's own trials. Wall minutes include Ray's start and the quiet re-timing of each "
                f"front.\n")
-    out.append(table(["search", "wall min", "finished (feasible)", "pruned", "infeasible", "invalid", "failed",
+    out.append(table(["search", "wall min", "finished (feasible)", "stopped early", "epochs trained (in stopped trials)",
+                      "infeasible", "invalid", "failed",
                       "front size", "best own accuracy %", "hypervolume, own", "own / random",
                       "hypervolume, with presets"], rows))
     out.append(f"\nIs each paper preset dominated (at least as accurate, as fast and as small, better in one) "
@@ -225,11 +241,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--storage", default=f"sqlite:///{REPO / 'studies' / 'search-vs-random.db'}")
     p.add_argument("--prefix", default="svr", help="study names: <prefix>-<search>, e.g. svr-default")
+    p.add_argument("--channels", choices=["auto", "1", "3"], default=None,
+                   help="override the space's data.channels (to compare with searches stored before auto)")
     p.add_argument("--population", type=int, default=None,
                    help="the nsga2 search's population (default: the space file's)")
     p.add_argument("--searches", nargs="*", choices=list(STUDIES), default=["default", "random"],
                    help="which searches to run (the report shows all stored ones); none: only report")
     args = p.parse_args()
+    if args.channels in ("1", "3"):
+        args.channels = int(args.channels)
     if not Path(args.data).is_dir():
         p.error(f"--data: no folder {args.data}")
     for kind in args.searches:

@@ -339,7 +339,10 @@ class ParetoRungs(FIFOScheduler):
         self.passed.pop(trial.trial_id, None)
 
 
-def _scheduler(max_epochs: int) -> ParetoRungs:
+def _scheduler(max_epochs: int, early_stopping: str = "pareto") -> FIFOScheduler:
+    """Pareto rungs, or (``early_stopping: none``) Tune's FIFO scheduler, which stops nothing."""
+    if early_stopping == "none":
+        return FIFOScheduler()
     return ParetoRungs(max_t=max(1, max_epochs), grace=grace_epochs(max_epochs), metric=VAL_SCORE)
 
 
@@ -463,7 +466,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
             tuner = tune.Tuner(
                 tune.with_resources(tune.with_parameters(_trial, datasets=datasets), {"cpu": opts.cpus_per_trial}),
                 tune_config=tune.TuneConfig(
-                    search_alg=searcher, scheduler=_scheduler(space.max_epochs),
+                    search_alg=searcher, scheduler=_scheduler(space.max_epochs, space.budget.early_stopping),
                     num_samples=-1, max_concurrent_trials=opts.workers, reuse_actors=True,
                     time_budget_s=timeout_s,
                 ),

@@ -81,6 +81,9 @@ log = logging.getLogger(__name__)
 
 OBJECTIVES = dict(zip(OBJECTIVE_NAMES, DIRECTIONS, strict=True))  # the file's objectives section
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
+# pareto: Pareto rungs (search.runner.ParetoRungs) stop a trial that others dominate at a
+# rung; none: every trial trains every epoch of its schedule
+EARLY_STOPPING = ("pareto", "none")
 LAST_BLOCKS = {"plain": (1, 1), "stride2": (2, 1), "dilation2": (1, 2)}  # (stride, dilation)
 ALPHA_FIELDS = {"label_smoothing": "label_smoothing", "mixup": "mixup_alpha"}  # number, 0 = off
 DEFAULT_RECIPE = "default"  # the named recipe a space starts from when training.recipe is absent
@@ -244,6 +247,7 @@ class Budget:
 
     trials: int | None = DEFAULT_TRIALS
     timeout_s: float | None = None
+    early_stopping: str = "pareto"  # one of EARLY_STOPPING
 
 
 @dataclass(frozen=True)
@@ -703,9 +707,10 @@ def _latency(r: _Reader, top: dict) -> str:
 def _budget(r: _Reader, top: dict) -> Budget:
     if "budget" not in top:
         return Budget()
-    section = r.section(top, "budget", ("trials", "timeout"))
+    section = r.section(top, "budget", ("trials", "timeout", "early_stopping"))
     budget = Budget(trials=r.get(section, "budget", "trials", _optional(_integer(1)), None),
-                    timeout_s=r.get(section, "budget", "timeout", _optional(_duration), None))
+                    timeout_s=r.get(section, "budget", "timeout", _optional(_duration), None),
+                    early_stopping=r.get(section, "budget", "early_stopping", _one_of(EARLY_STOPPING), "pareto"))
     if budget.trials is None and budget.timeout_s is None:
         r.fail("budget", "needs trials, timeout or both, got neither")
     return budget

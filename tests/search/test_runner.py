@@ -238,3 +238,25 @@ def test_pareto_rungs_stop_only_what_two_trials_dominate_at_the_same_rung():
     assert at_rung(t, 0.97, epoch=1) == "CONTINUE"  # before the rung
     assert at_rung(t, 0.97) == "CONTINUE" and at_rung(t, 0.10, epoch=5) == "CONTINUE"  # judged once per rung
     assert s.on_trial_result(None, t, {"epoch": 10, score: 0.1, runner.FINAL: True}) == "CONTINUE"
+
+
+def test_early_stopping_none_lets_a_dominated_trial_train_on(tmp_path):
+    """budget.early_stopping: none trains every trial to its last epoch (the comparison that
+    shows what Pareto rungs save); pareto stops the same dominated trial at its rung."""
+    import yaml
+
+    from search.space import load_space
+
+    paper = Path(__file__).resolve().parents[2] / "spaces" / "paper.yaml"
+    data = yaml.safe_load(paper.read_text())
+    data["budget"]["early_stopping"] = "none"
+    file = tmp_path / "nostop.yaml"
+    file.write_text(yaml.safe_dump(data))
+    space = load_space(file)
+    assert space.budget.early_stopping == "none"
+    assert load_space(paper).budget.early_stopping == "pareto"
+    for kind, verdict in (("pareto", "STOP"), ("none", "CONTINUE")):
+        s = runner._scheduler(10, kind)
+        for i, value in enumerate((0.9, 0.92)):
+            s.on_trial_result(None, _Trial(f"p{i}", 2.0, 600_000, protect=True), {"epoch": 4, runner.VAL_SCORE: value})
+        assert s.on_trial_result(None, _Trial("slow", 3.0, 700_000), {"epoch": 4, runner.VAL_SCORE: 0.8}) == verdict
