@@ -236,9 +236,9 @@ class GrowingArchitecture:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    name: str = "nsga2"
+    name: str = "tpe"
     seed: int | None = None
-    population_size: int | None = DEFAULT_POPULATION  # nsga2 only; None for the others
+    population_size: int | None = None  # nsga2 only (DEFAULT_POPULATION when not given)
 
 
 @dataclass(frozen=True)
@@ -688,7 +688,7 @@ def _some_point_builds(r: _Reader, arch: ArchitectureSpace | GrowingArchitecture
 
 def _sampler(r: _Reader, top: dict) -> SamplerConfig:
     section = r.section(top, "sampler", ("name", "seed", "population_size"))
-    name = r.get(section, "sampler", "name", _one_of(SAMPLERS), "nsga2")
+    name = r.get(section, "sampler", "name", _one_of(SAMPLERS), "tpe")
     if name != "nsga2" and "population_size" in section:
         r.fail("sampler.population_size", f"only the nsga2 sampler has a population, got sampler {name!r}")
     return SamplerConfig(

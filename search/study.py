@@ -194,7 +194,9 @@ def make_sampler(name: str = "nsga2", seed: int | None = None, population_size: 
     }
     if name not in samplers:
         raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(samplers)}")
-    return samplers[name]()
+    with warnings.catch_warnings():  # TPE's group is experimental in Optuna; the run need not say so
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return samplers[name]()
 
 
 def metric_names(metric: str) -> list[str]:

@@ -137,20 +137,28 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
     text = svr.report(args)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in text.splitlines() if line.startswith("| ")}
-    # wall min, finished (feasible), pruned, infeasible, invalid, failed, front size, best %, hypervolume
-    assert rows["default"][:8] == ["10.0", "3", "1", "1", "0", "0", "2", "90.0"]
-    assert rows["random"][1:8] == ["1", "0", "0", "0", "0", "1", "95.0"]
+    # wall min, finished (feasible), stopped early, epochs trained (in stopped), infeasible, invalid,
+    # failed, front size, best own %, hypervolume own, own / random, with presets, then above the floor
+    assert rows["default"][:9] == ["10.0", "3", "1", "0 (0)", "1", "0", "0", "2", "85.0"]
+    assert rows["random"][1:9] == ["1", "0", "0 (0)", "0", "0", "0", "1", "95.0"]
     box = 10.0 * 1_000_000
-    expected = studylib.hypervolume([[0.80, 2.0, 200_000], [0.90, 6.0, 600_000], [0.85, 1.0, 100_000]],
-                                    [0.0, 10.0, 1_000_000]) / box
-    assert float(rows["default"][8]) == pytest.approx(expected, abs=1e-4)
-    assert float(rows["random"][8]) == pytest.approx(0.95 * 5.0 * 500_000 / box, abs=1e-4)
-    assert rows["custom-140k-3x3"][3].startswith("yes, by 1 trial; e.g. #2: 85.0%")
+    own = studylib.hypervolume([[0.85, 1.0, 100_000]], [0.0, 10.0, 1_000_000]) / box
+    everything = studylib.hypervolume([[0.80, 2.0, 200_000], [0.90, 6.0, 600_000], [0.85, 1.0, 100_000]],
+                                      [0.0, 10.0, 1_000_000]) / box
+    random_own = 0.95 * 5.0 * 500_000 / box
+    assert float(rows["default"][9]) == pytest.approx(own, abs=1e-4)
+    assert float(rows["default"][10]) == pytest.approx(own / random_own, abs=1e-2)
+    assert float(rows["default"][11]) == pytest.approx(everything, abs=1e-4)
+    assert float(rows["random"][9]) == pytest.approx(random_own, abs=1e-4)
+    # above the least accurate preset (0.80): only what beats it counts, in a box of 0.2 accuracy
+    assert float(rows["default"][12]) == pytest.approx(0.05 * 9.0 * 900_000 / (0.2 * box), abs=1e-4)
+    assert float(rows["random"][12]) == pytest.approx(0.15 * 5.0 * 500_000 / (0.2 * box), abs=1e-4)
+    assert rows["custom-140k-3x3"][3].startswith("yes, by 1; e.g. #2: 85.0%")
     assert rows["custom-140k-3x3"][4] == "no"
     assert rows["custom-590k-dw"][3] == "no"
-    assert rows["custom-590k-dw"][4].startswith("yes, by 1 trial; e.g. #0: 95.0%")
+    assert rows["custom-590k-dw"][4].startswith("yes, by 1; e.g. #0: 95.0%")
     assert "**20.0 CPU-minutes**" in text
-    assert "The default search dominated 1 of 2 presets, random sampling 1." in text
+    assert "Presets dominated: default 1 of 2, random 1 of 2." in text
     random.set_user_attr(svr.BUDGET_ATTR, {"minutes": 5.0, "workers": 2, "epochs": 5})
     with pytest.raises(SystemExit, match="different budgets"):
         svr.report(args)

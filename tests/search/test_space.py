@@ -102,7 +102,7 @@ def test_paper_space_loads(paper):
     assert space.seed_presets is True
     assert space.objective_names == ["accuracy", "latency_ms", "params"]
     assert space.directions == ["maximize", "minimize", "minimize"]
-    assert (space.sampler.name, space.sampler.seed, space.sampler.population_size) == ("nsga2", 555, 12)
+    assert (space.sampler.name, space.sampler.seed, space.sampler.population_size) == ("tpe", 555, None)
     assert (space.budget.trials, space.budget.timeout_s) == (40, 7200.0)
     assert space.constraints.max_params == 1_000_000
     assert space.constraints.max_latency_ms is None  # relative: resolved on the machine that runs it
@@ -317,7 +317,7 @@ def test_candidate_json_round_trip(space):
     ([(("enhancements", "mixup"), [False, True])], "enhancements.mixup[0]", "must be a number >= 0"),
     ([(("augmentations", "flip"), True)], "augmentations.flip", "known keys: hflip"),
     ([(("sampler", "name"), "cmaes")], "sampler.name", "must be one of nsga2, tpe, gp, random, got 'cmaes'"),
-    ([(("sampler", "name"), "tpe")], "sampler.population_size", "only the nsga2 sampler"),
+    ([(("sampler", "population_size"), 12)], "sampler.population_size", "only the nsga2 sampler"),
     ([(("architecture", "conv"), ["conv3x3", "conv5x5"])], "architecture.conv[1]",
      "must be one of conv3x3, dwsep, got 'conv5x5'"),
     ([(("architecture", "head"), ["gap", "dense"])], "architecture.head[1]", "gap, flatten"),
@@ -378,7 +378,7 @@ def test_defaults_for_a_minimal_space(tmp_path):
     space = load_space(file)
     assert space.study == "tiny-space"
     assert (space.budget.trials, space.budget.timeout_s) == (20, None)
-    assert (space.sampler.name, space.sampler.seed, space.sampler.population_size) == ("nsga2", None, 12)
+    assert (space.sampler.name, space.sampler.seed, space.sampler.population_size) == ("tpe", None, None)
     assert space.data.source == "synthetic" and space.data.cache_dir is None
     assert space.image_sizes == [32] and space.max_epochs == TrainRecipe().epochs
     candidate = decode(space, preset_params(space)["custom-140k-3x3"])
@@ -541,7 +541,7 @@ def test_seeds_must_be_32_bit_integers(tmp_path, seed):
     ("lr: {low: 1.0e-3, high: 5.0e-3, log: true}", "lr: {low: 1.0e-3, high: 1.0e+300, log: true}",
      "training.lr.high: must be a number in (0, 10], got 1e+300"),
     ("weight_decay: 5.0e-4", "weight_decay: 5.0", "training.weight_decay: must be a number in [0, 1], got 5.0"),
-    ("population_size: 12", "population_size: 100000000",
+    ("name: tpe ", "population_size: 100000000\n  name: nsga2 ",
      "sampler.population_size: must be an integer in [2, 10000], got 100000000"),
     ("timeout: 2h", "timeout: 100000d", "budget.timeout: a duration must be at most 365d (3.1536e+07 s), got '100000d'"),
 ])
@@ -587,8 +587,8 @@ def test_a_document_of_too_many_nodes_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("value", "fragment"), [
-    ("2024-13-45", "cannot read the value at line 64, column 11 ('2024-13-45'): month must be in 1..12"),
-    ("9" * 5000, "cannot read the value at line 64, column 11 ('999999999999...9999999999999'): Exceeds the "
+    ("2024-13-45", "cannot read the value at line 68, column 11 ('2024-13-45'): month must be in 1..12"),
+    ("9" * 5000, "cannot read the value at line 68, column 11 ('999999999999...9999999999999'): Exceeds the "
                  "limit (4300 digits) for integer string conversion: value has 5000 digits"),
 ])
 def test_a_value_python_cannot_make_is_refused(tmp_path, value, fragment):
