@@ -173,3 +173,19 @@ def test_one_paper_table_run_on_real_images(tmp_path):
     assert stored["test_images"] == 135 and len(stored["val_accuracy"]) == 2
     assert 0 <= stored["val"]["accuracy"] <= 1 and stored["val_images"] > 0
     assert set(stored["per_class_recall"]) == {p.name for p in (DATASETS / "x-sdd").iterdir() if p.is_dir()}
+
+
+def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
+    """Every search bench/search_vs_random.py can run changes only the sampler (and, for the
+    -nostop ones, early stopping) of the shipped space."""
+    from search.space import load_space
+
+    shipped = load_space(REPO / "spaces" / "paper.yaml")
+    for kind, changes in svr.STUDIES.items():
+        space = load_space(svr.space_file(str(REPO / "spaces" / "paper.yaml"), changes, tmp_path, population=8))
+        sampler = changes.get("sampler", shipped.sampler.name)
+        assert space.sampler.name == sampler and space.sampler.seed == shipped.sampler.seed, kind
+        assert space.sampler.population_size == (8 if sampler == "nsga2" and changes else
+                                                 shipped.sampler.population_size), kind
+        assert space.budget.early_stopping == ("none" if kind.endswith("-nostop") else "pareto"), kind
+        assert space.architecture == shipped.architecture and space.constraints == shipped.constraints, kind
