@@ -52,7 +52,7 @@ import yaml  # noqa: E402
 
 from bench.common import DATASETS, REPO, header, table  # noqa: E402
 from search import study as studylib  # noqa: E402
-from search.data import DataConfig, load_dataset  # noqa: E402
+from search.cli import load_sizes  # noqa: E402
 from search.record import TrialRecord  # noqa: E402
 from search.runner import RunOptions, run_search  # noqa: E402
 from search.screen import LIMIT_PREFIX  # noqa: E402
@@ -103,10 +103,7 @@ def run(args, changes: dict, name: str) -> float:
                            overrides={("data", "source"): args.data, ("training", "epochs"): args.epochs,
                                       ("study",): name,
                                       **({("data", "channels"): args.channels} if args.channels else {})})
-    datasets = {s: load_dataset(DataConfig(source=args.data, image_size=s, channels=space.data.channels,
-                                           test_fraction=space.data.test_fraction,
-                                           val_fraction=space.data.val_fraction, split_seed=space.data.split_seed))
-                for s in space.image_sizes}
+    datasets = load_sizes(space)  # as castsearch run loads them (resize, cache, channels: auto)
     try:
         optuna.delete_study(study_name=name, storage=args.storage)
     except KeyError:

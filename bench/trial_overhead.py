@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from optuna.trial import TrialState  # noqa: E402
 
 from bench.common import DATASETS, REPO, header, median_iqr, table  # noqa: E402
-from search.data import DataConfig, load_dataset  # noqa: E402
+from search.cli import load_sizes  # noqa: E402
 from search.record import TrialRecord  # noqa: E402
 from search.runner import RunOptions, run_search  # noqa: E402
 from search.space import load_space  # noqa: E402
@@ -40,8 +40,7 @@ def main() -> None:
 
     space = load_space(args.space, overrides={("data", "source"): args.data, ("training", "epochs"): args.epochs,
                                               ("study",): "overhead"})
-    datasets = {s: load_dataset(DataConfig(source=args.data, image_size=s, channels=space.data.channels,
-                                           split_seed=space.data.split_seed)) for s in space.image_sizes}
+    datasets = load_sizes(space)  # as castsearch run loads them (resize, cache, channels: auto)
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/overhead.db"
         t0 = time.perf_counter()

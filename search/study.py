@@ -180,7 +180,7 @@ def exclusive(storage_url: str, study_name: str, name: str) -> Iterator[None]:
         yield
 
 
-def make_sampler(name: str = "nsga2", seed: int | None = None, population_size: int = 12) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str = "tpe", seed: int | None = None, population_size: int = 12) -> optuna.samplers.BaseSampler:
     """The study's sampler. Each reads the limits (max_latency_ms, max_params, min_accuracy)
     from the constraint values every told trial carries (``Trial.set_constraint``), so a
     screened-out network steers it away from its region. TPE is multivariate and grouped
