@@ -99,6 +99,8 @@ def test_a_mutated_space_file_loads_or_is_refused_in_one_line(tmp_path, data):
     except SpaceError as e:
         _assert_one_line_space_error(e, file)
         return
+    if space.data.channels == "auto" and space.data.source != "synthetic":
+        space = space.with_channels(3)  # what the runner does once the images decided
     study = optuna.create_study(directions=space.directions, sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(2):  # what loads also samples: no error waits for the run
         try:
