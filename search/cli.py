@@ -248,6 +248,10 @@ def print_front(rows: list[dict]) -> None:
         print(f"{r['trial']:>5} {flag + format(r['accuracy'], '.4f'):>22} {test:>8} {worst:>24} "
               f"{mark + format(r['latency_ms'], '.3f'):>16} {_fmt_int(r['params']):>9}  {name}{r['arch']}  "
               f"[{r['enhancements']}]")
+    averaged = {len(r["seed_runs"]) for r in rows if r.get("seed_runs")}
+    if averaged:
+        print(f"{objective}: the mean over {'/'.join(map(str, sorted(averaged)))} trainings with different "
+              f"seeds (objectives.accuracy.seeds); test figures: the first seed's network, the one saved")
     if split == "validation":
         print(f"ranked by {objective} only; the test figures were computed after training and chose nothing")
     else:
@@ -272,11 +276,12 @@ def print_confirmed(rows: list[dict], objective: str) -> None:
     if not done:
         return
     print("\nconfirmed with other seeds (castsearch confirm): mean ± sd [95% interval]")
-    print(f"{'trial':>5} {objective + ' (objective)':>48} {'test accuracy':>36}  seeds")
+    print(f"{'trial':>5} {objective + ' (objective)':>48} {'test accuracy':>36} {'worst test recall':>17}  seeds")
     for r in done:
+        worst = r.get("test_worst_class_recall_mean")
         print(f"{r['trial']:>5} {_mean_sd(r['accuracy_mean'], r['accuracy_std'], r['accuracy_ci95']):>48} "
-              f"{_mean_sd(r['test_accuracy_mean'], r['test_accuracy_std'], r['test_accuracy_ci95']):>36}  "
-              f"{','.join(map(str, r['seeds']))}")
+              f"{_mean_sd(r['test_accuracy_mean'], r['test_accuracy_std'], r['test_accuracy_ci95']):>36} "
+              f"{'-' if worst is None else format(worst, '.3f'):>17}  {','.join(map(str, r['seeds']))}")
 
 
 def _quiet_optuna() -> None:
@@ -432,8 +437,8 @@ def _print_confirmed_trial(record, summary: dict) -> None:
     o, t = summary["objective"], summary["test_accuracy"]
     name = f" ({record.preset})" if record.preset else ""
     print(f"  trial {record.number}{name}: {summary['split']} {summary['metric']} {_mean_sd(o['mean'], o['std'], o['ci95'])}"
-          f" (search run {record.accuracy:.4f}); test accuracy {_mean_sd(t['mean'], t['std'])}; "
-          f"seeds {','.join(map(str, summary['seeds']))}", flush=True)
+          f" (search run {record.accuracy:.4f}); test accuracy {_mean_sd(t['mean'], t['std'])}, worst-class "
+          f"recall {summary['test_worst_class_recall']['mean']:.3f} (mean); seeds {','.join(map(str, summary['seeds']))}", flush=True)
 
 
 def confirm(study_name: str, storage: str, seeds: int, workers: int | None, cache_dir: str | None) -> None:

@@ -2,10 +2,12 @@
 
 One training run is one draw: with a few hundred validation and test images, two seeds of
 the same network differ by several points. :func:`confirm_study` retrains every front trial
-and every paper preset of a study ``seeds`` times, each with a seed of its own (the trial's
-recipe seed + 1, + 2, ...; same architecture, recipe and split), and stores per trial the
-validation objective and the test accuracy of each run with their mean, standard deviation
-and 95% interval (Student's t), as the study user attr ``confirmed:<trial number>``
+and every paper preset of a study ``seeds`` times, each with a seed of its own (after the
+seeds the search already averaged, ``objectives.accuracy.seeds``: the trial's recipe seed + 1,
++ 2, ... for a trial trained once; same architecture, recipe and split), and stores per trial
+the validation objective, the test accuracy and the test split's worst-class recall of each
+run with their mean, standard deviation and 95% interval (Student's t), as the study user
+attr ``confirmed:<trial number>``
 (:func:`search.study.confirmed`). ``front``, the report and the model card show these
 figures, and dominance claims use their means. Runs go to a pool of worker processes, one
 torch thread each.
@@ -64,28 +66,28 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _retrain(run: _Run, cache_dir: str | None) -> tuple[int, int, float, float]:
-    """Train trial ``run.number``'s network again with ``run.seed``: (number, seed,
-    validation objective, test accuracy)."""
-    import torch
-
+def _retrain(run: _Run, cache_dir: str | None) -> tuple[int, dict]:
+    """Train trial ``run.number``'s network again with ``run.seed``: (number,
+    :func:`search.pipeline.seed_run`)."""
     from search.data import load_dataset
-    from search.pipeline import build_candidate, evaluate_splits
-    from search.train import train
+    from search.pipeline import build_candidate, seed_run, train_seed
 
     record = TrialRecord.of_attrs(run.record)
     data = load_dataset(record.data_config(), cache_dir=cache_dir)
     if data.identity["split_hash"] != record.data["split_hash"]:
         raise ValueError(f"the data at {record.data['source']} is not what trial {run.number} was trained on "
                          f"(split hash {data.identity['split_hash'][:12]}, expected {record.data['split_hash'][:12]})")
-    recipe = record.train_recipe()
-    recipe = type(recipe).from_dict({**recipe.to_dict(), "seed": run.seed})
-    torch.manual_seed(run.seed)
-    metric = record.objective[0]
-    result = train(build_candidate(record.arch_spec(), recipe, len(record.class_names)), data, recipe,
-                   device="cpu", metric=metric)
-    val, test = evaluate_splits(result.model, data)
-    return run.number, run.seed, getattr(val, metric), test.accuracy
+    metric, arch, classes = record.objective[0], record.arch_spec(), len(record.class_names)
+    val, test = train_seed(lambda recipe: build_candidate(arch, recipe, classes), record.train_recipe(),
+                           run.seed, data, metric, device="cpu")
+    return run.number, seed_run(run.seed, val, test, metric)
+
+
+def new_seeds(record: TrialRecord, seeds: int) -> list[int]:
+    """``seeds`` training seeds that ``record``'s trial has not used: those after its recipe's
+    seed and the further seeds its objective already averaged."""
+    first = record.train_recipe().seed + len(record.seed_runs or [None])
+    return list(range(first, first + seeds))
 
 
 def trials_to_confirm(study: optuna.Study) -> list[TrialRecord]:
@@ -108,20 +110,22 @@ def confirm_study(study: optuna.Study, seeds: int = 3, workers: int = 1, cache_d
     records = {r.number: r for r in trials_to_confirm(study)}
     if not records:
         raise ValueError(f"study {study.study_name!r} has no trained feasible trial on its front to confirm")
-    runs = [_Run(n, r.train_recipe().seed + i, r.attrs()) for n, r in records.items() for i in range(1, seeds + 1)]
-    results: dict[int, list[tuple[int, float, float]]] = {n: [] for n in records}
+    runs = [_Run(n, seed, r.attrs()) for n, r in records.items() for seed in new_seeds(r, seeds)]
+    results: dict[int, list[dict]] = {n: [] for n in records}
     summaries = {}
     with ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        for number, seed, val, test in pool.map(_retrain, runs, [cache_dir] * len(runs)):
-            results[number].append((seed, val, test))
+        for number, run in pool.map(_retrain, runs, [cache_dir] * len(runs)):
+            results[number].append(run)
             if len(results[number]) < seeds:
                 continue
             record = records[number]
-            done = sorted(results[number])
+            done = sorted(results[number], key=lambda r: r["seed"])
             summary = {"metric": record.objective[0], "split": record.objective[1],
-                       "seeds": [s for s, _, _ in done],
-                       "objective": summarise([v for _, v, _ in done]),
-                       "test_accuracy": summarise([t for _, _, t in done]), "at": time.time()}
+                       "seeds": [r["seed"] for r in done],
+                       "objective": summarise([r["validation"] for r in done]),
+                       "test_accuracy": summarise([r["test_accuracy"] for r in done]),
+                       "test_worst_class_recall": summarise([r["test_worst_class_recall"] for r in done]),
+                       "at": time.time()}
             study.set_user_attr(f"{studylib.CONFIRMED}{number}", summary)
             summaries[number] = summary
             if on_trial is not None:

@@ -5,16 +5,20 @@ trained by hand and one trained inside a search are built, timed and judged the 
 
 The trained network is evaluated on both held-out splits. Its objective (what the search
 ranks by) is the validation value of ``metric``; the test split is evaluated after training
-and only reported: nothing that chooses reads it.
+and only reported: nothing that chooses reads it. With ``seeds`` above 1 a candidate that
+trained all its epochs is trained again from scratch with the next seeds, and its objective
+is the mean over all of them: one training is one noisy draw, and a search that ranks single
+draws picks lucky ones. The first seed's network is the one saved.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -46,19 +50,26 @@ class TrialOutcome:
     train_seconds: float = 0.0
     images_per_second: float = 0.0
     weights_path: str | None = None
-    seconds: dict[str, float] = field(default_factory=dict)  # measure / train / evaluate / save
+    seconds: dict[str, float] = field(default_factory=dict)  # measure / train / evaluate / save / seeds
+    seed_runs: list[dict] = field(default_factory=list)  # with seeds > 1: :func:`seed_run` of each seed
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["evaluation"] = self.evaluation.to_dict() if self.evaluation else None
         d["validation"] = self.validation.to_dict() if self.validation else None
         d["measurement"] = self.measurement.to_dict()
+        d["objective"] = self.objective
         return d
 
     @property
     def objective(self) -> float | None:
-        """The validation value of :attr:`metric`: what the search ranks the candidate by."""
-        return getattr(self.validation, self.metric) if self.validation else None
+        """What the search ranks the candidate by: the validation value of :attr:`metric`, its
+        mean over the seeds when it was trained with several."""
+        if self.validation is None:
+            return None
+        if self.seed_runs:
+            return statistics.fmean(run["validation"] for run in self.seed_runs)
+        return getattr(self.validation, self.metric)
 
     def provenance(self, data) -> dict:
         """:meth:`to_dict` with where it ran: the data's identity, the machine and the library
@@ -83,7 +94,25 @@ def run_candidate(arch: ArchSpec, recipe: TrainRecipe, data, **options) -> Trial
     recipe and metrics there. ``options`` are :func:`run_model`'s keyword arguments."""
     torch.manual_seed(recipe.seed)
     model = build_candidate(arch, recipe, data.num_classes)
-    return run_model(model, arch.name or arch.code(), arch.to_dict(), recipe, data, **options)
+    return run_model(model, arch.name or arch.code(), arch.to_dict(), recipe, data,
+                     rebuild=lambda r: build_candidate(arch, r, data.num_classes), **options)
+
+
+def seed_run(seed: int, validation: EvalResult, test: EvalResult, metric: str) -> dict:
+    """One training's figures: its seed, validation ``metric`` (what is averaged), test accuracy
+    and the test split's worst-class recall (reported only)."""
+    return {"seed": seed, "validation": getattr(validation, metric), "test_accuracy": test.accuracy,
+            "test_worst_class_recall": min(test.per_class_recall.values(), default=None)}
+
+
+def train_seed(build: Callable[[TrainRecipe], torch.nn.Module], recipe: TrainRecipe, seed: int, data,
+               metric: str, device: str | None = None) -> tuple[EvalResult, EvalResult]:
+    """Train the network ``build`` makes from scratch with ``recipe`` at ``seed`` (weights,
+    batch order, augmentation); its (validation, test) figures."""
+    recipe = replace(recipe, seed=seed)
+    torch.manual_seed(seed)
+    result = train(build(recipe), data, recipe, device=device, metric=metric)
+    return evaluate_splits(result.model, data)
 
 
 def run_model(
@@ -100,13 +129,19 @@ def run_model(
     metric: str = DEFAULT_METRIC,
     runtime: str = DEFAULT_RUNTIME,
     measurement: Measurement | None = None,
+    seeds: int = 1,
+    rebuild: Callable[[TrainRecipe], torch.nn.Module] | None = None,
 ) -> TrialOutcome:
     """:func:`run_candidate` for an already-built network ``name`` (a baseline, say): measure
     ``model``; if it meets ``limits`` train it (``on_epoch`` sees the validation ``metric``),
     evaluate it on the validation and the test split and (with ``out_dir``) save it with
     ``spec``, the JSON description written as spec.json. Latency is measured in ``runtime``
     (:data:`search.measure.RUNTIMES`), unless ``measurement`` brings it already (a search's
-    driver measured the network before dispatch, see :mod:`search.screen`)."""
+    driver measured the network before dispatch, see :mod:`search.screen`). With ``seeds``
+    above 1 and all epochs trained, ``rebuild`` makes the network afresh for each further seed
+    (module docstring)."""
+    if seeds > 1 and rebuild is None:
+        raise ValueError(f"training {name} with {seeds} seeds needs a way to build it again")
     clock = time.perf_counter()
 
     def lap(phase: str) -> None:
@@ -130,6 +165,11 @@ def run_model(
     outcome.stopped_early = result.stopped_early
     outcome.train_seconds = result.train_seconds
     outcome.images_per_second = result.images_per_second
+    if seeds > 1 and not result.stopped_early:
+        outcome.seed_runs = [seed_run(recipe.seed, outcome.validation, outcome.evaluation, metric)]
+        for seed in range(recipe.seed + 1, recipe.seed + seeds):
+            outcome.seed_runs.append(seed_run(seed, *train_seed(rebuild, recipe, seed, data, metric), metric))
+        lap("seeds")
     if out_dir is not None:
         outcome.weights_path = str(save_artifacts(Path(out_dir), spec, recipe, data, result.model, outcome))
         lap("save")

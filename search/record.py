@@ -126,6 +126,9 @@ class TrialRecord:
     per_class_recall: dict[str, float] | None = None  # test split
     confusion: list[list[int]] | None = None  # test split
     val_accuracy: list[float] | None = None  # the objective's validation value after each epoch
+    # objectives.accuracy.seeds > 1: each training's seed, validation value of the metric, test
+    # accuracy and test worst-class recall (search.pipeline.seed_run); the objective is their mean
+    seed_runs: list[dict] | None = None
     epochs_run: int | None = None
     train_seconds: float | None = None
     weights_path: str | None = None
@@ -190,6 +193,7 @@ class TrialRecord:
         self.macro_f1, self.per_class_recall, self.confusion = ev["macro_f1"], ev["per_class_recall"], ev["confusion"]
         self.val_accuracy, self.epochs_run = outcome["val_scores"], outcome["epochs_run"]
         self.train_seconds, self.weights_path = outcome["train_seconds"], outcome["weights_path"]
+        self.seed_runs = outcome.get("seed_runs") or None
 
     def add_measurement(self, m: dict) -> None:
         """Fill the measured fields from :meth:`search.measure.Measurement.to_dict`."""

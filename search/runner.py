@@ -154,6 +154,7 @@ class StudySearcher(Searcher):
             "measurement": verdict.measurement.to_dict(),
             "out_dir": str(self.artifacts / f"trial-{ot.number:05d}"),
             "metric": self.space.metric,
+            "seeds": self.space.seeds,
             "protect": TrialRecord.of_attrs(ot.user_attrs).preset is not None,  # enqueued presets
         }
 
@@ -268,7 +269,8 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
     try:
         _test_hooks(config["number"])
         outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
-                                measurement=Measurement(**config["measurement"]), on_epoch=on_epoch)
+                                measurement=Measurement(**config["measurement"]), on_epoch=on_epoch,
+                                seeds=config.get("seeds", 1))
     except Exception as e:
         tune.report({"epoch": 0, VAL_SCORE: 0.0, "node_id": node_id, FINAL: True,
                      "error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"})

@@ -256,7 +256,8 @@ def tell_outcome(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, 
     record.add_outcome(outcome)
     record.write(trial)
     m, val = outcome["measurement"], outcome["validation"]
-    accuracy = val[outcome["metric"]] if val is not None else None  # validation only: test never chooses
+    # validation only (the mean over the seeds where it trained with several): test never chooses
+    accuracy = None if val is None else outcome.get("objective", val[outcome["metric"]])
     for name, value in limits.constraint_values(accuracy, m["latency_ms"], m["params"]).items():
         trial.set_constraint(name, value)
     # An untrained (infeasible) trial's accuracy is recorded as 0.0: it has none, and its
@@ -394,6 +395,7 @@ def front_rows(study: optuna.Study) -> list[dict]:
             "enhancements": r.enhancements,
             "preset": r.preset,
             "weights_path": r.weights_path,
+            "seed_runs": r.seed_runs,  # objectives.accuracy.seeds > 1: the accuracy is their mean
         })
         again = confirmed(study, r.number)
         if again is not None:
@@ -402,6 +404,8 @@ def front_rows(study: optuna.Study) -> list[dict]:
                             test_accuracy_mean=again["test_accuracy"]["mean"],
                             test_accuracy_std=again["test_accuracy"]["std"],
                             test_accuracy_ci95=again["test_accuracy"]["ci95"])
+            if "test_worst_class_recall" in again:  # confirmed before castsearch stored it: absent
+                rows[-1]["test_worst_class_recall_mean"] = again["test_worst_class_recall"]["mean"]
     return rows
 
 

@@ -44,11 +44,15 @@ def test_confirm_retrains_front_and_presets_and_front_shows_it(tiny_study, tmp_p
         runs = summary["objective"]["runs"]
         assert summary["seeds"] == [1, 2] and len(runs) == 2  # the trials trained with seed 0
         assert summary["objective"]["mean"] == pytest.approx(statistics.fmean(runs))
-        assert all(0.0 <= v <= 1.0 for v in runs + summary["test_accuracy"]["runs"])
+        assert all(0.0 <= v <= 1.0 for v in runs + summary["test_accuracy"]["runs"]
+                   + summary["test_worst_class_recall"]["runs"])
+        assert all(w <= t for w, t in zip(summary["test_worst_class_recall"]["runs"],
+                                          summary["test_accuracy"]["runs"], strict=True))
 
     assert main(["front", "--json", *args]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows and all({"accuracy_mean", "accuracy_std", "test_accuracy_mean", "seeds"} <= set(r) for r in rows)
+    assert rows and all({"accuracy_mean", "accuracy_std", "test_accuracy_mean", "test_worst_class_recall_mean",
+                         "seeds"} <= set(r) for r in rows)
 
 
 def test_confirm_needs_two_seeds(tiny_study, cli_error):

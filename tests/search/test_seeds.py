@@ -1,0 +1,110 @@
+"""objectives.accuracy.seeds: a trial trained to its last epoch is trained again with the next
+seeds and ranked by the mean; ``confirm`` then draws seeds the search did not use."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+
+import optuna
+import pytest
+import torch
+
+from castmodels import ArchSpec
+from search import runs
+from search import study as studylib
+from search.confirm import new_seeds
+from search.data import DataConfig, load_dataset
+from search.pipeline import run_candidate
+from search.recipe import TrainRecipe
+from search.record import Limits, TrialRecord
+from search.runner import StudySearcher
+from search.screen import Screen
+from search.space import SpaceError, space_from_dict
+
+ARCH = ArchSpec.from_code("C8 C16s2 A")
+SPACE = {
+    "study": "seeds",
+    "seed_presets": False,
+    "architecture": {"stages": {"low": 1, "high": 2}, "blocks_per_stage": 1, "channels": {"low": 4, "high": 8},
+                     "conv": ["conv3x3"], "last_block": ["plain"], "dropout": 0.0, "pool": [True],
+                     "head": ["gap"]},
+    "training": {"epochs": 1, "image_size": [16]},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("seeds-cache")
+    return load_dataset(DataConfig(source="synthetic", image_size=16, synthetic_count=120), cache_dir=cache)
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _recipe(**changes) -> TrainRecipe:
+    return dataclasses.replace(TrainRecipe(epochs=1, batch_size=16, image_size=16, channels=3, seed=5), **changes)
+
+
+def test_the_space_reads_seeds_and_refuses_what_is_out_of_range():
+    assert space_from_dict(SPACE).seeds == 1
+    with_seeds = {**SPACE, "objectives": {"accuracy": {"metric": "accuracy", "seeds": 3},
+                                          "latency_ms": "minimize", "params": "minimize"}}
+    assert space_from_dict(with_seeds).seeds == 3
+    for bad in (0, 11, "two", 1.5):
+        with_seeds["objectives"]["accuracy"]["seeds"] = bad
+        with pytest.raises(SpaceError, match=r"objectives\.accuracy\.seeds"):
+            space_from_dict(with_seeds)
+
+
+def test_a_fully_trained_candidate_is_ranked_by_the_mean_of_its_seeds(data, one_thread, tmp_path):
+    outcome = run_candidate(ARCH, _recipe(), data, quick_measure=True, seeds=3, metric="accuracy")
+    runs_ = outcome.seed_runs
+    assert [r["seed"] for r in runs_] == [5, 6, 7]
+    assert runs_[0]["validation"] == outcome.validation.accuracy  # the first seed's network is the one kept
+    assert runs_[0]["test_accuracy"] == outcome.evaluation.accuracy
+    assert runs_[0]["test_worst_class_recall"] == min(outcome.evaluation.per_class_recall.values())
+    assert outcome.objective == pytest.approx(statistics.fmean(r["validation"] for r in runs_))
+    # each further seed is a training from scratch, the same as a trial run with that seed
+    again = run_candidate(ARCH, _recipe(seed=6), data, quick_measure=True, metric="accuracy")
+    assert again.objective == pytest.approx(runs_[1]["validation"])
+    assert again.evaluation.accuracy == pytest.approx(runs_[1]["test_accuracy"])
+
+    # the study is told the mean, and the trial keeps every seed's figures
+    study = studylib.open_study("seeds", f"sqlite:///{tmp_path}/seeds.db")
+    trial = study.ask()
+    studylib.tell_outcome(study, trial, TrialRecord(arch=ARCH.to_dict(), recipe=_recipe().to_dict()),
+                          json.loads(json.dumps(outcome.provenance(data))), Limits())
+    stored = study.trials[0]
+    assert stored.values[0] == pytest.approx(outcome.objective)
+    assert TrialRecord.read(stored).seed_runs == json.loads(json.dumps(runs_))
+    assert new_seeds(TrialRecord.read(stored), 2) == [8, 9]  # confirm draws seeds the search did not use
+
+
+def test_a_trial_stopped_early_is_not_trained_again(data, one_thread):
+    outcome = run_candidate(ARCH, _recipe(epochs=2), data, quick_measure=True, seeds=3,
+                            on_epoch=lambda epoch, score: True)
+    assert outcome.stopped_early and outcome.seed_runs == []
+    assert outcome.objective == outcome.validation.balanced_accuracy
+
+
+def test_one_seed_keeps_the_single_training(data, one_thread):
+    outcome = run_candidate(ARCH, _recipe(), data, quick_measure=True)
+    assert outcome.seed_runs == [] and TrialRecord(recipe=_recipe().to_dict()).seed_runs is None
+    assert new_seeds(TrialRecord(recipe=_recipe().to_dict()), 2) == [6, 7]
+
+
+def test_the_driver_hands_the_seeds_to_every_trial(tmp_path):
+    space = space_from_dict({**SPACE, "objectives": {"accuracy": {"seeds": 2}, "latency_ms": "minimize",
+                                                     "params": "minimize"}})
+    study = studylib.open_study("seeds", f"sqlite:///{tmp_path}/drive.db", sampler=optuna.samplers.RandomSampler(0))
+    searcher = StudySearcher(study, space, runs.RunRecord(run_id="r", trials=2, timeout_s=None), tmp_path, None,
+                             None, Screen(study, space.latency_runtime, num_classes=3, quick=True),
+                             {16: space.constraints})
+    assert searcher.suggest("t0")["seeds"] == 2
