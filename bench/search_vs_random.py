@@ -2,7 +2,7 @@
 against the paper's six presets.
 
     python bench/search_vs_random.py [--data ../shared/datasets/x-sdd] [--minutes 11] [--workers 2] [--epochs 5]
-        [--searches default random] [--population 8]
+        [--searches default random] [--population 8] [--confirm 2]
 
 Searches of ``spaces/paper.yaml`` run one after the other on the same data, each for
 ``--minutes`` of wall time with ``--workers`` Ray workers of one CPU and one torch thread.
@@ -14,6 +14,10 @@ Each changes only the space's sampler (same space, budget, recipe and seed):
 - **tpe**: Optuna's multivariate, grouped TPE;
 - **gp**: Optuna's GPSampler (Gaussian process, log expected hypervolume improvement);
 - **random**: Optuna's RandomSampler.
+
+Each also comes as ``<name>-nostop`` (``budget.early_stopping: none``) and
+``<name>-seeds2`` (``objectives.accuracy.seeds: 2``: a fully trained trial is ranked by
+the mean of two trainings).
 
 Every sampler reads the space's limits from the constraint values of told trials. The
 paper's six presets are trained inside every study, as the space says.
@@ -29,7 +33,10 @@ limits; a relative latency limit as the first search resolved it), normalised by
 reference box, and the first against random sampling's. Latency values are the ones the
 searches' drivers measured before dispatch (search.screen: load-robust, so the training
 workers do not inflate them). Then for each preset: is it dominated by a non-preset trial
-of each search?
+of each search? With ``--confirm K`` each search's front and presets are retrained K times
+with new seeds when it ends (``castsearch confirm``), and a second table asks the same
+question on the confirmed means: a search's single-seed figures flatter the trials it
+picked, confirmed ones do not.
 
 The studies stay in ``--storage`` (default ``studies/search-vs-random.db``), so
 ``bench/latency.py`` can time the networks on their fronts; ``--searches`` with no name
@@ -53,6 +60,7 @@ import yaml  # noqa: E402
 from bench.common import DATASETS, REPO, header, table  # noqa: E402
 from search import study as studylib  # noqa: E402
 from search.cli import load_sizes  # noqa: E402
+from search.confirm import confirm_study  # noqa: E402
 from search.record import TrialRecord  # noqa: E402
 from search.runner import RunOptions, run_search  # noqa: E402
 from search.screen import LIMIT_PREFIX  # noqa: E402
@@ -65,8 +73,10 @@ SAMPLER_STUDIES = {  # changes to the space file's sampler section; nsga2's popu
     "gp": {"sampler": "gp"},
     "random": {"sampler": "random"},
 }
-# each of them again with budget.early_stopping: none, e.g. tpe-nostop
-STUDIES = {**SAMPLER_STUDIES, **{f"{k}-nostop": {**v, "early_stopping": "none"} for k, v in SAMPLER_STUDIES.items()}}
+# each of them again with budget.early_stopping: none (tpe-nostop), and ranked by the mean of
+# two trainings per finished trial (tpe-seeds2)
+STUDIES = {**SAMPLER_STUDIES, **{f"{k}-nostop": {**v, "early_stopping": "none"} for k, v in SAMPLER_STUDIES.items()},
+           **{f"{k}-seeds2": {**v, "seeds": 2} for k, v in SAMPLER_STUDIES.items()}}
 
 
 WALL_ATTR = "bench_wall_s"  # the run's wall seconds, kept for reports without a run
@@ -91,6 +101,8 @@ def space_file(path: str, changes: dict, folder: Path, population: int | None = 
         data["sampler"] = {k: v for k, v in sampler.items() if v is not None}
     if "early_stopping" in changes:
         data.setdefault("budget", {})["early_stopping"] = changes["early_stopping"]
+    if "seeds" in changes:
+        data["objectives"]["accuracy"]["seeds"] = changes["seeds"]
     out = folder / f"{Path(path).stem}-{'-'.join(str(v) for v in changes.values())}.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
@@ -117,7 +129,10 @@ def run(args, changes: dict, name: str) -> float:
     study.set_user_attr(WALL_ATTR, wall)
     study.set_user_attr(BUDGET_ATTR, {"minutes": args.minutes, "workers": args.workers, "epochs": args.epochs})
     study.set_user_attr(SAMPLER_ATTR, {"name": space.sampler.name, "population_size": space.sampler.population_size,
-                                       "early_stopping": space.budget.early_stopping})
+                                       "early_stopping": space.budget.early_stopping, "seeds": space.seeds})
+    if args.confirm:
+        confirm_study(study, seeds=args.confirm, workers=args.workers, cache_dir=space.data.cache_dir,
+                      top=args.confirm_top)
     return wall
 
 
@@ -139,7 +154,47 @@ def describe(kind: str, s: optuna.Study) -> str:
         return kind
     pop = f", population {sampler['population_size']}" if sampler.get("population_size") else ""
     stop = ", no early stopping" if sampler.get("early_stopping") == "none" else ""
-    return f"{kind} ({sampler['name']}{pop}{stop})"
+    seeds = f", mean of {sampler['seeds']} seeds" if (sampler.get("seeds") or 1) > 1 else ""
+    return f"{kind} ({sampler['name']}{pop}{stop}{seeds})"
+
+
+def confirmed_point(s: optuna.Study, t: optuna.trial.FrozenTrial) -> list[float] | None:
+    """``t``'s point with its confirmed mean accuracy (castsearch confirm), or None."""
+    summary = studylib.confirmed(s, t.number)
+    return None if summary is None else [summary["objective"]["mean"], t.values[1], t.values[2]]
+
+
+def confirmed_dominance(studies: dict[str, optuna.Study], own: dict, presets: dict, first: str) -> list[str]:
+    """The preset table again on confirmed means: each preset's (from the first search) against
+    the confirmed trials of each search; empty when nothing was confirmed."""
+    firsts = {name: confirmed_point(studies[first], t) for name, t in presets.items()}
+    if not any(firsts.values()):
+        return []
+    rows = []
+    for name in sorted(presets):
+        base = firsts[name]
+        if base is None:
+            continue
+        cells = [name, f"{100 * base[0]:.1f}", f"{base[1]:.2f}", f"{int(base[2]):,}"]
+        for kind, s in studies.items():
+            confirmed = [(t, confirmed_point(s, t)) for t in own[kind]]
+            beaters = [(t, p) for t, p in confirmed if p is not None and studylib.dominates(p, base)]
+            if beaters:
+                t, p = max(beaters, key=lambda b: b[1][0])
+                cells.append(f"yes, by {len(beaters)}; e.g. #{t.number}: {100 * p[0]:.1f}%, "
+                             f"{p[1]:.2f} ms, {int(p[2]):,} params")
+            else:
+                cells.append("no" if any(p for _, p in confirmed) else "not confirmed")
+        rows.append(cells)
+    seeds = {len(c["seeds"]) for s in studies.values() for k, c in s.user_attrs.items()
+             if k.startswith(studylib.CONFIRMED)}
+    dominated = {k: sum(1 for r in rows if r[4 + i].startswith("yes")) for i, k in enumerate(studies)}
+    return [f"\nThe same on confirmed means ({'/'.join(map(str, sorted(seeds)))} new seeds per trial, castsearch "
+            f"confirm; the search's own seeds left out): the presets' as confirmed in the {first} study, "
+            f"each search's front trials as confirmed in its own.\n",
+            table(["preset", "confirmed accuracy %", "latency ms", "params", *[f"by {k}" for k in studies]], rows),
+            "\nPresets dominated on confirmed means: "
+            + ", ".join(f"{k} {dominated[k]} of {len(rows)}" for k in studies) + ".\n"]
 
 
 def report(args) -> str:
@@ -244,6 +299,7 @@ def report(args) -> str:
                f"by a trial the search found itself? Preset values as measured in the {first} search.\n")
     out.append(table(["preset", "accuracy %", "latency ms", "params", *[f"by {k}" for k in studies]], prow))
     out.append("\nPresets dominated: " + ", ".join(f"{k} {dominated[k]} of {len(presets)}" for k in studies) + ".\n")
+    out.extend(confirmed_dominance(studies, own, presets, first))
     return "\n".join(out)
 
 
@@ -260,6 +316,10 @@ def main() -> None:
                    help="override the space's data.channels (to compare with searches stored before auto)")
     p.add_argument("--population", type=int, default=None,
                    help="the nsga2 search's population (default: the space file's)")
+    p.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="retrain each search's front and presets K times with new seeds when it ends")
+    p.add_argument("--confirm-top", type=int, default=None, metavar="N",
+                   help="confirm only the N most accurate searched trials of each front (and the presets)")
     p.add_argument("--searches", nargs="*", choices=list(STUDIES), default=["default", "random"],
                    help="which searches to run (the report shows all stored ones); none: only report")
     args = p.parse_args()

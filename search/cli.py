@@ -441,16 +441,21 @@ def _print_confirmed_trial(record, summary: dict) -> None:
           f"recall {summary['test_worst_class_recall']['mean']:.3f} (mean); seeds {','.join(map(str, summary['seeds']))}", flush=True)
 
 
-def confirm(study_name: str, storage: str, seeds: int, workers: int | None, cache_dir: str | None) -> None:
+def confirm(study_name: str, storage: str, seeds: int, workers: int | None, cache_dir: str | None,
+            top: int | None = None) -> None:
     from search.confirm import confirm_study, trials_to_confirm
     from search.study import load_existing_study
 
+    if top is not None and top < 1:
+        raise CLIError(f"--top must be at least 1, got {top}")
     study = load_existing_study(study_name, storage)
-    todo = trials_to_confirm(study)
+    todo = trials_to_confirm(study, top)
     workers = workers or os.cpu_count() or 1
-    print(f"confirming {len(todo)} trial(s) of study {study_name!r} (the front and the paper's presets): "
+    which = "the front" if top is None else f"the {top} most accurate searched trials of the front"
+    print(f"confirming {len(todo)} trial(s) of study {study_name!r} ({which} and the paper's presets): "
           f"{seeds} more seeds each, {workers} worker(s)", flush=True)
-    confirm_study(study, seeds=seeds, workers=workers, cache_dir=cache_dir, on_trial=_print_confirmed_trial)
+    confirm_study(study, seeds=seeds, workers=workers, cache_dir=cache_dir, on_trial=_print_confirmed_trial,
+                  top=top)
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -458,7 +463,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
     _quiet_optuna()
     name, storage = _study_and_storage(args)
-    confirm(name, storage, args.seeds, args.workers, None)
+    confirm(name, storage, args.seeds, args.workers, None, args.top)
     print()
     print_front(front_rows(load_existing_study(name, storage)))
     return 0
@@ -637,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     _study_args(c)
     c.add_argument("--seeds", type=int, default=3, help="runs per trial, each with a seed of its own (default 3)")
     c.add_argument("--workers", type=int, help="runs at once, one CPU each (default: one per CPU)")
+    c.add_argument("--top", type=int, metavar="N",
+                   help="only the N most accurate searched trials of the front (and the presets)")
     c.set_defaults(func=cmd_confirm)
 
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on a study's database")

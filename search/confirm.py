@@ -90,24 +90,33 @@ def new_seeds(record: TrialRecord, seeds: int) -> list[int]:
     return list(range(first, first + seeds))
 
 
-def trials_to_confirm(study: optuna.Study) -> list[TrialRecord]:
-    """The front's trials and the study's paper presets (trained and feasible), by number."""
-    front = {t.number for t in studylib.pareto_front(study)}
+def trials_to_confirm(study: optuna.Study, top: int | None = None) -> list[TrialRecord]:
+    """The front's trials (with ``top``, only the ``top`` most accurate that are not presets) and
+    the study's paper presets (trained and feasible), by number."""
+    front = [t.number for t in studylib.pareto_front(study)]  # most accurate first
     chosen = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         record = TrialRecord.read(t)
         if record.trained and studylib.is_feasible(t) and (t.number in front or record.preset):
             chosen.append(record)
+    if top is not None:
+        searched = sorted((r for r in chosen if not r.preset), key=lambda r: front.index(r.number))[:top]
+        kept = {r.number for r in searched}
+        chosen = [r for r in chosen if r.preset or r.number in kept]
     return chosen
 
 
 def confirm_study(study: optuna.Study, seeds: int = 3, workers: int = 1, cache_dir: str | None = None,
-                  on_trial: Callable[[TrialRecord, dict], None] | None = None) -> dict[int, dict]:
-    """Retrain the front and the presets of ``study`` ``seeds`` times each (module docstring);
-    store and return the summaries by trial number. ``on_trial`` sees each as it is stored."""
+                  on_trial: Callable[[TrialRecord, dict], None] | None = None,
+                  top: int | None = None) -> dict[int, dict]:
+    """Retrain the front (or its ``top`` most accurate searched trials) and the presets of
+    ``study`` ``seeds`` times each (module docstring); store and return the summaries by trial
+    number. ``on_trial`` sees each as it is stored."""
     if seeds < 2:
         raise ValueError(f"--seeds must be at least 2 to measure a spread, got {seeds}")
-    records = {r.number: r for r in trials_to_confirm(study)}
+    if top is not None and top < 1:
+        raise ValueError(f"--top must be at least 1, got {top}")
+    records = {r.number: r for r in trials_to_confirm(study, top)}
     if not records:
         raise ValueError(f"study {study.study_name!r} has no trained feasible trial on its front to confirm")
     runs = [_Run(n, seed, r.attrs()) for n, r in records.items() for seed in new_seeds(r, seeds)]

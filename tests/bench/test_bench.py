@@ -159,6 +159,27 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
     assert rows["custom-590k-dw"][4].startswith("yes, by 1; e.g. #0: 95.0%")
     assert "**20.0 CPU-minutes**" in text
     assert "Presets dominated: default 1 of 2, random 1 of 2." in text
+    assert "on confirmed means" not in text  # nothing confirmed yet
+
+    # confirmed: trial 2 falls to 0.78 over new seeds and no longer dominates custom-140k-3x3
+    # (confirmed at 0.79); random's trial beats custom-590k-dw's confirmed 0.91 with 0.93
+    def confirm(study, number, mean):
+        study.set_user_attr(f"{studylib.CONFIRMED}{number}", {"seeds": [1, 2], "objective": {"mean": mean}})
+
+    confirm(default, 0, 0.79)
+    confirm(default, 1, 0.91)
+    confirm(default, 2, 0.78)
+    text = svr.report(args)
+    confirmed = text.split("on confirmed means", 1)[1]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in confirmed.splitlines() if line.startswith("| ")}
+    assert rows["custom-140k-3x3"][0] == "79.0" and rows["custom-140k-3x3"][3:] == ["no", "not confirmed"]
+    confirm(random, 0, 0.93)
+    confirmed = svr.report(args).split("on confirmed means", 1)[1]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in confirmed.splitlines() if line.startswith("| ")}
+    assert rows["custom-590k-dw"][3] == "no" and rows["custom-590k-dw"][4].startswith("yes, by 1; e.g. #0: 93.0%")
+    assert "Presets dominated on confirmed means: default 0 of 2, random 1 of 2." in confirmed
     random.set_user_attr(svr.BUDGET_ATTR, {"minutes": 5.0, "workers": 2, "epochs": 5})
     with pytest.raises(SystemExit, match="different budgets"):
         svr.report(args)
@@ -188,4 +209,5 @@ def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
         assert space.sampler.population_size == (8 if sampler == "nsga2" and changes else
                                                  shipped.sampler.population_size), kind
         assert space.budget.early_stopping == ("none" if kind.endswith("-nostop") else "pareto"), kind
+        assert space.seeds == (2 if kind.endswith("-seeds2") else 1), kind
         assert space.architecture == shipped.architecture and space.constraints == shipped.constraints, kind

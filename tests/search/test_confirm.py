@@ -57,3 +57,16 @@ def test_confirm_retrains_front_and_presets_and_front_shows_it(tiny_study, tmp_p
 
 def test_confirm_needs_two_seeds(tiny_study, cli_error):
     assert "at least 2" in cli_error(["confirm", *tiny_study.args(), "--seeds", "1"])
+
+
+def test_top_keeps_the_most_accurate_searched_front_trials_and_every_preset(tiny_study, cli_error):
+    study = tiny_study.load()
+    front = [t.number for t in studylib.pareto_front(study)]
+    everything = trials_to_confirm(study)
+    searched = [r.number for r in everything if not r.preset]
+    assert len(searched) >= 1
+    top = trials_to_confirm(study, top=1)
+    assert [r.number for r in top if not r.preset] == [min(searched, key=front.index)]
+    assert {r.number for r in top if r.preset} == {r.number for r in everything if r.preset} == {0}
+    assert {r.number for r in trials_to_confirm(study, top=99)} == {r.number for r in everything}
+    assert "--top must be at least 1, got 0" in cli_error(["confirm", *tiny_study.args(), "--top", "0"])
