@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import sys
 import tempfile
 import time
@@ -164,18 +165,30 @@ def confirmed_point(s: optuna.Study, t: optuna.trial.FrozenTrial) -> list[float]
     return None if summary is None else [summary["objective"]["mean"], t.values[1], t.values[2]]
 
 
-def confirmed_dominance(studies: dict[str, optuna.Study], own: dict, presets: dict, first: str) -> list[str]:
-    """The preset table again on confirmed means: each preset's (from the first search) against
-    the confirmed trials of each search; empty when nothing was confirmed."""
-    firsts = {name: confirmed_point(studies[first], t) for name, t in presets.items()}
-    if not any(firsts.values()):
+def pooled_presets(studies: dict[str, optuna.Study]) -> dict[str, dict[int, float]]:
+    """Each preset's confirmed runs, by seed, pooled over every study that confirmed it: the
+    presets are the same networks with the same recipe in every study, so a seed confirmed in
+    two studies is one run, and more seeds pin the presets' means down better."""
+    pooled: dict[str, dict[int, float]] = {}
+    for s in studies.values():
+        for t in s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            preset, summary = TrialRecord.read(t).preset, studylib.confirmed(s, t.number)
+            if preset and summary:
+                pooled.setdefault(preset, {}).update(zip(summary["seeds"], summary["objective"]["runs"], strict=True))
+    return pooled
+
+
+def confirmed_dominance(studies: dict[str, optuna.Study], own: dict, presets: dict) -> list[str]:
+    """The preset table again on confirmed means (:func:`pooled_presets` for the presets,
+    each search's trials as confirmed in its own study); empty when no preset was confirmed."""
+    pooled = pooled_presets(studies)
+    if not pooled:
         return []
     rows = []
-    for name in sorted(presets):
-        base = firsts[name]
-        if base is None:
-            continue
-        cells = [name, f"{100 * base[0]:.1f}", f"{base[1]:.2f}", f"{int(base[2]):,}"]
+    for name in sorted(set(presets) & set(pooled)):
+        runs = pooled[name]
+        base = [statistics.fmean(runs.values()), presets[name].values[1], presets[name].values[2]]
+        cells = [name, f"{100 * base[0]:.1f}", str(len(runs)), f"{base[1]:.2f}", f"{int(base[2]):,}"]
         for kind, s in studies.items():
             confirmed = [(t, confirmed_point(s, t)) for t in own[kind]]
             beaters = [(t, p) for t, p in confirmed if p is not None and studylib.dominates(p, base)]
@@ -186,13 +199,12 @@ def confirmed_dominance(studies: dict[str, optuna.Study], own: dict, presets: di
             else:
                 cells.append("no" if any(p for _, p in confirmed) else "not confirmed")
         rows.append(cells)
-    seeds = {len(c["seeds"]) for s in studies.values() for k, c in s.user_attrs.items()
-             if k.startswith(studylib.CONFIRMED)}
-    dominated = {k: sum(1 for r in rows if r[4 + i].startswith("yes")) for i, k in enumerate(studies)}
-    return [f"\nThe same on confirmed means ({'/'.join(map(str, sorted(seeds)))} new seeds per trial, castsearch "
-            f"confirm; the search's own seeds left out): the presets' as confirmed in the {first} study, "
-            f"each search's front trials as confirmed in its own.\n",
-            table(["preset", "confirmed accuracy %", "latency ms", "params", *[f"by {k}" for k in studies]], rows),
+    dominated = {k: sum(1 for r in rows if r[5 + i].startswith("yes")) for i, k in enumerate(studies)}
+    return ["\nThe same on confirmed means (castsearch confirm: new seeds only, the search's own left "
+            "out): each preset's over every seed any of these studies confirmed it with, each search's "
+            "trials as confirmed in its own study.\n",
+            table(["preset", "confirmed accuracy %", "seeds", "latency ms", "params", *[f"by {k}" for k in studies]],
+                  rows),
             "\nPresets dominated on confirmed means: "
             + ", ".join(f"{k} {dominated[k]} of {len(rows)}" for k in studies) + ".\n"]
 
@@ -299,7 +311,7 @@ def report(args) -> str:
                f"by a trial the search found itself? Preset values as measured in the {first} search.\n")
     out.append(table(["preset", "accuracy %", "latency ms", "params", *[f"by {k}" for k in studies]], prow))
     out.append("\nPresets dominated: " + ", ".join(f"{k} {dominated[k]} of {len(presets)}" for k in studies) + ".\n")
-    out.extend(confirmed_dominance(studies, own, presets, first))
+    out.extend(confirmed_dominance(studies, own, presets))
     return "\n".join(out)
 
 

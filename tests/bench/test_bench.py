@@ -163,23 +163,32 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
 
     # confirmed: trial 2 falls to 0.78 over new seeds and no longer dominates custom-140k-3x3
     # (confirmed at 0.79); random's trial beats custom-590k-dw's confirmed 0.91 with 0.93
-    def confirm(study, number, mean):
-        study.set_user_attr(f"{studylib.CONFIRMED}{number}", {"seeds": [1, 2], "objective": {"mean": mean}})
+    def confirm(study, number, runs, seeds=(1, 2)):
+        study.set_user_attr(f"{studylib.CONFIRMED}{number}", {"seeds": list(seeds), "objective": {
+            "mean": sum(runs) / len(runs), "runs": list(runs)}})
 
-    confirm(default, 0, 0.79)
-    confirm(default, 1, 0.91)
-    confirm(default, 2, 0.78)
-    text = svr.report(args)
-    confirmed = text.split("on confirmed means", 1)[1]
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in confirmed.splitlines() if line.startswith("| ")}
-    assert rows["custom-140k-3x3"][0] == "79.0" and rows["custom-140k-3x3"][3:] == ["no", "not confirmed"]
-    confirm(random, 0, 0.93)
-    confirmed = svr.report(args).split("on confirmed means", 1)[1]
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in confirmed.splitlines() if line.startswith("| ")}
-    assert rows["custom-590k-dw"][3] == "no" and rows["custom-590k-dw"][4].startswith("yes, by 1; e.g. #0: 93.0%")
-    assert "Presets dominated on confirmed means: default 0 of 2, random 1 of 2." in confirmed
+    def confirmed_rows():
+        text = svr.report(args).split("on confirmed means", 1)[1]
+        rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+                for line in text.splitlines() if line.startswith("| ")}
+        return text, rows
+
+    confirm(default, 0, [0.78, 0.80])
+    confirm(default, 1, [0.90, 0.92])
+    confirm(default, 2, [0.77, 0.79])
+    _, rows = confirmed_rows()
+    # confirmed accuracy, seeds, latency, params, by default, by random
+    assert rows["custom-140k-3x3"][:2] == ["79.0", "2"] and rows["custom-140k-3x3"][4:] == ["no", "not confirmed"]
+    confirm(random, 0, [0.93, 0.93])
+    text, rows = confirmed_rows()
+    assert rows["custom-590k-dw"][4] == "no" and rows["custom-590k-dw"][5].startswith("yes, by 1; e.g. #0: 93.0%")
+    assert "Presets dominated on confirmed means: default 0 of 2, random 1 of 2." in text
+    # a preset confirmed in another study too: seeds pooled, a seed seen twice counted once
+    random.add_trial(_trial([0.90, 6.0, 600_000], preset="custom-590k-dw"))
+    confirm(random, 1, [0.92, 1.0], seeds=(2, 3))
+    _, rows = confirmed_rows()
+    assert rows["custom-590k-dw"][:2] == ["94.0", "3"]  # seeds 1, 2, 3: 0.90, 0.92, 1.0
+    assert rows["custom-590k-dw"][5] == "no"
     random.set_user_attr(svr.BUDGET_ATTR, {"minutes": 5.0, "workers": 2, "epochs": 5})
     with pytest.raises(SystemExit, match="different budgets"):
         svr.report(args)
