@@ -31,6 +31,7 @@ round-robin on one thread, and the tables and verdicts are printed as markdown.
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import math
@@ -423,9 +424,17 @@ def verdicts(acc, lat, datasets: list[str]) -> list[str]:
     return lines
 
 
-def side_by_side(by_recipe: dict[str, dict[Job, dict]], datasets: list[str]) -> str:
+def side_by_side(by_recipe: dict[str, dict[Job, dict]], datasets: list[str],
+                 trained_now: dict[str, int] | None = None) -> str:
     """Every row under each recipe: validation and test accuracy (mean ± sd over seeds) and
-    the median training seconds per epoch, all from the same run of this script."""
+    the median training seconds per epoch. ``trained_now``: how many of each recipe's runs
+    this invocation trained (the rest were stored by an earlier one, under other load)."""
+    trained_now = trained_now or {}
+    earlier = [f"`{r}` {len(records) - trained_now.get(r, 0)} of {len(records)}"
+               for r, records in by_recipe.items() if trained_now.get(r, 0) < len(records)]
+    when = ("both recipes trained in this run with the same parallelism, interleaved job by job" if not earlier else
+            f"runs trained by an earlier invocation ({', '.join(earlier)}) met other machine load, so epoch "
+            f"times compare side by side only between runs trained together")
     rows = []
     keys = sorted({(j.dataset, j.group, j.row) for records in by_recipe.values() for j in records},
                   key=lambda k: (datasets.index(k[0]), GROUPS.index(k[1]), k[2]))
@@ -440,7 +449,7 @@ def side_by_side(by_recipe: dict[str, dict[Job, dict]], datasets: list[str]) -> 
     out = ["### Recipes side by side\n",
            "Validation accuracy chose the default recipe (bench/recipe_choice.py); the test columns are "
            "reported, never used to choose. s/epoch: median wall seconds per training epoch, validation "
-           "included, both recipes trained in this run with the same parallelism.\n",
+           f"included; {when}.\n",
            table(["dataset", "row", "recipe", "val %", "test accuracy %", "test balanced %",
                   "worst-class recall %", "s / epoch"], rows)]
     recipes = list(by_recipe)
@@ -517,7 +526,8 @@ def main() -> None:
     for recipe, records in by_recipe.items():
         print(render(records, lat, args.datasets, args.epochs, args.seeds, recipe, args.val_fraction))
     if len(by_recipe) > 1:
-        print(side_by_side(by_recipe, args.datasets))
+        trained_now = collections.Counter(next(r for r, (o, _) in plan.items() if o == out) for _, out in todo)
+        print(side_by_side(by_recipe, args.datasets, dict(trained_now)))
 
 
 if __name__ == "__main__":

@@ -220,3 +220,17 @@ def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
         assert space.budget.early_stopping == ("none" if kind.endswith("-nostop") else "pareto"), kind
         assert space.seeds == (2 if kind.endswith("-seeds2") else 1), kind
         assert space.architecture == shipped.architecture and space.constraints == shipped.constraints, kind
+
+
+def test_side_by_side_says_when_epoch_times_were_not_measured_together():
+    def record(seconds: float) -> dict:
+        return {"val": {"accuracy": 0.9}, "accuracy": 0.9, "balanced_accuracy": 0.9, "train_seconds": seconds,
+                "recipe": {"epochs": 10}, "per_class_recall": {"a": 0.8, "b": 1.0}}
+
+    by_recipe = {r: {pt.Job("x-sdd", "preset", "custom-140k-3x3", s, r): record(20.0 if r == "paper" else 30.0)
+                     for s in range(2)} for r in ("paper", "default")}
+    together = pt.side_by_side(by_recipe, ["x-sdd"], {"paper": 2, "default": 2})
+    assert "both recipes trained in this run" in together and "median ratio 1.50 over 1 rows" in together
+    apart = pt.side_by_side(by_recipe, ["x-sdd"], {"paper": 2})
+    assert "both recipes trained in this run" not in apart
+    assert "an earlier invocation (`default` 2 of 2)" in apart
