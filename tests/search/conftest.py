@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from castmodels import ArchSpec
@@ -127,3 +128,12 @@ def cli_error(capsys):
         return lines[0]
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """Train on one torch thread, as a search's Ray workers do: deterministic, and quick on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,7 +9,6 @@ import statistics
 
 import optuna
 import pytest
-import torch
 
 from castmodels import ArchSpec
 from search import runs
@@ -39,13 +38,6 @@ def data(tmp_path_factory):
     cache = tmp_path_factory.mktemp("seeds-cache")
     return load_dataset(DataConfig(source="synthetic", image_size=16, synthetic_count=120), cache_dir=cache)
 
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _recipe(**changes) -> TrainRecipe:

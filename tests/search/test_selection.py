@@ -101,14 +101,6 @@ def _with_shuffled_test_labels(data: Dataset, seed: int = 0) -> Dataset:
     return dataclasses.replace(data, test_y=shuffled)
 
 
-@pytest.fixture
-def one_thread():
-    """Train on one torch thread, as a search's Ray workers do: deterministic, and quick on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Dataset:
