@@ -92,6 +92,47 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    import datetime
+
+    from search import tensorcache  # torch-free
+
+    folder = Path(args.dir).expanduser() if args.dir else tensorcache.default_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cache folder is a file: {folder}")
+    if args.clear:
+        removed, freed, left = tensorcache.clear(folder)
+        print(f"removed {removed} file(s), {tensorcache.human_bytes(freed)}, from {folder}")
+        if left:
+            print(f"  left {len(left)} file(s) castsearch did not write: "
+                  + ", ".join(p.name for p in left[:5]) + (" ..." if len(left) > 5 else ""))
+        return 0
+    contents = tensorcache.scan(folder)
+    if args.json:
+        print(json.dumps({"folder": str(folder), "bytes": contents.nbytes, "datasets": [
+            {"file": str(e.path), "name": e.name, "source": e.source, "image_size": e.image_size,
+             "channels": e.channels, "bytes": e.nbytes,
+             "modified": datetime.datetime.fromtimestamp(e.modified, datetime.UTC).isoformat()}
+            for e in contents.entries], "other_files": [str(p) for p in contents.other],
+            "foreign_files": [str(p) for p in contents.foreign]}, indent=2))
+        return 0
+    if not contents.entries and not contents.other:
+        print(f"cache {folder}: empty")
+        return 0
+    print(f"cache {folder}: {len(contents.entries)} decoded dataset(s), {tensorcache.human_bytes(contents.nbytes)}; "
+          "`castsearch cache --clear` removes them (a later run decodes its images again)")
+    for e in contents.entries:
+        when = datetime.datetime.fromtimestamp(e.modified).strftime("%Y-%m-%d %H:%M")
+        print(f"  {tensorcache.human_bytes(e.nbytes):>9}  {e.image_size:>4} px  {e.channels} ch  {when}  "
+              f"{e.source or e.name}  ({e.path.name})")
+    choices = sum(1 for p in contents.other if tensorcache.CHANNEL_CHOICE.match(p.name))
+    if choices:
+        print(f"  and {choices} small file(s) recording what channels: auto chose")
+    if len(contents.other) > choices:
+        print(f"  and {len(contents.other) - choices} file(s) left by interrupted writes or removed datasets")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from castmodels import PRESETS, build_model
     from search.measure import count_macs, count_params
@@ -586,6 +627,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(func=cmd_models)
 
+    ca = sub.add_parser("cache", help="list or clear the decoded images castsearch keeps between runs")
+    ca.add_argument("--dir", help="the cache folder (default: $CASTSEARCH_CACHE, else ~/.cache/castsearch; "
+                                  "a space file's data.cache_dir when it sets one)")
+    ca.add_argument("--clear", action="store_true", help="remove every file castsearch wrote there")
+    ca.add_argument("--json", action="store_true", help="print the listing as JSON")
+    ca.set_defaults(func=cmd_cache)
+
     t = sub.add_parser("train", help="train and measure one network")
     t.add_argument("arch", metavar="PRESET_OR_SPEC_JSON", help="a preset name, a spec .json file, or a layer code")
     t.add_argument("--data", default="synthetic", help="image folder, GC10-DET folder, or 'synthetic' (default)")
@@ -698,7 +746,11 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("composer", "optuna", "ray", "torch", "onnxscript", "onnx_ir", "onnxruntime"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a reader that went away (``| head``) shows here, not at exit
+        return status
+    except BrokenPipeError:
+        return stdout_closed()
     except KeyboardInterrupt:
         print("castsearch: interrupted", file=sys.stderr)
         return 130

@@ -27,7 +27,8 @@ depend on filesystem order. Images are made square by ``resize``
 (:mod:`search.imageio`: squash, pad or center-crop). Decoded tensors are cached
 under ``cache_dir`` keyed by the source, its layout, a fingerprint of its files,
 the image size, channels, resize and split; the per-split file lists are written
-beside the cache as JSON.
+beside the cache as JSON (file names, listing and clearing: :mod:`search.tensorcache`,
+``castsearch cache``). The load that writes a cache file says where in its notices.
 
 ``channels`` is 1 (grey), 3 (RGB) or ``auto`` (the default): decided once per dataset
 when it is loaded, 1 when every image is grey, otherwise 3. An image is grey when its
@@ -70,6 +71,7 @@ from search.imageio import DECODE_ERRORS as _DECODE_ERRORS
 from search.imageio import RESIZES, Decoded, grey_mode
 from search.imageio import decode as _decode  # one decoder for training and predict
 from search.synthetic import SYNTHETIC_VERSION, generate_synthetic
+from search.tensorcache import choice_file, default_cache_dir, human_bytes, tensors_file
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,7 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
     identity: dict
+    cache_written: Path | None = None  # the tensor file this load wrote; None when it read one or wrote none
 
     @property
     def num_classes(self) -> int:
@@ -176,17 +179,22 @@ class Dataset:
 
     def notices(self) -> list[str]:
         """One line each, for a command's header: how the data was split, what ``channels:
-        auto`` chose, what decoding changed, and the classes with too few val or test images
-        to measure."""
+        auto`` chose, what decoding changed, where the decoded tensors were cached (by the load
+        that wrote them), and the classes with too few val or test images to measure."""
         lines = [_describe_layout(self.identity), _describe_channels(self.identity), _describe_input(self.identity),
-                 _describe_small(self.identity)]
+                 self._describe_cache(), _describe_small(self.identity)]
         return [line for line in lines if line]
 
-
-def default_cache_dir() -> Path:
-    """``$CASTSEARCH_CACHE`` if set, else ``~/.cache/castsearch``."""
-    env = os.environ.get("CASTSEARCH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "castsearch"
+    def _describe_cache(self) -> str | None:
+        """Said once, by the load that wrote the decoded tensors: where they went and how to remove them."""
+        if self.cache_written is None:
+            return None
+        try:
+            size = human_bytes(self.cache_written.stat().st_size)
+        except OSError:
+            size = "size unknown"
+        return (f"cache: decoded images saved for later runs in {self.cache_written} ({size}); "
+                f"`castsearch cache` lists the cache, `castsearch cache --clear` empties it")
 
 
 def load_dataset(cfg: DataConfig, cache_dir: str | Path | None = None) -> Dataset:
@@ -455,8 +463,8 @@ def _header_grey(path: Path) -> bool | None:
 
 
 def _choice_file(cache_dir: Path, name: str, cfg: DataConfig, key: str) -> Path:
-    """``<cache_dir>/<name>-<size>px-auto-<key>.json``: what ``auto`` decided for these files."""
-    return cache_dir / f"{_slug(name)}-{cfg.image_size}px-auto-{key[:16]}.json"
+    """What ``auto`` decided for these files (:func:`search.tensorcache.choice_file`)."""
+    return choice_file(cache_dir, name, cfg.image_size, key)
 
 
 def _read_choice(path: Path) -> tuple[int, str] | None:
@@ -713,13 +721,9 @@ def _cache_key(**parts: object) -> str:
     return _sha256_json({"cache_version": CACHE_VERSION, **parts})
 
 
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "data"
-
-
 def _cache_file(cache_dir: Path, name: str, cfg: DataConfig, key: str) -> Path:
-    """``<cache_dir>/<name>-<size>px-c<channels>-<key>.pt``: readable, unique per key."""
-    return cache_dir / f"{_slug(name)}-{cfg.image_size}px-c{cfg.channels}-{key[:16]}.pt"
+    """The decoded tensors' file (:func:`search.tensorcache.tensors_file`)."""
+    return tensors_file(cache_dir, name, cfg.image_size, cfg.channels, key)
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -760,7 +764,8 @@ def _finish(
         cache_file,
         lambda p: torch.save({"cache_version": CACHE_VERSION, "identity": identity, **tensors}, p),
     )
-    log.info("cached %s (split lists: %s)", cache_file, split_file)
+    log.debug("cached %s (split lists: %s)", cache_file, split_file)
+    dataset.cache_written = cache_file
     return dataset
 
 

@@ -145,6 +145,8 @@ def test_train_header_says_the_layout_the_input_changes_and_small_splits(
     out, err = capsys.readouterr()
     assert code == 0, err
     header = out.split("\ncustom: ")[0].splitlines()  # grey images, 3 channels asked for: copied
+    cache_line = header.pop(2)  # the first load decodes and says where the tensors went
+    assert cache_line.startswith(f"  cache: decoded images saved for later runs in {tmp_path / 'cache'}/defects-16px-")
     assert header == [
         "  layout: train/test folders; test = test/ as supplied, val = 20% of train/ (seed 555)",
         "  input: of 16 images, 16 padded to square, 16 grey copied to 3 channels (resize pad)",
