@@ -8,7 +8,8 @@ Searches of ``spaces/paper.yaml`` run one after the other on the same data, each
 ``--minutes`` of wall time with ``--workers`` Ray workers of one CPU and one torch thread.
 Each changes only the space's sampler (same space, budget, recipe and seed):
 
-- **default**: the space as shipped (NSGA-II, population 12);
+- **default**: the space as shipped (its sampler: multivariate TPE since it won the
+  sampler comparison);
 - **nsga2**: NSGA-II with ``--population`` per generation (size it to the budget: a few
   generations of the trials that finish);
 - **tpe**: Optuna's multivariate, grouped TPE;
