@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ SPLIT_LISTS = re.compile(rf"^[A-Za-z0-9_-]+-\d+px-c\d+-{_KEY}\.split\.json$")
 CHANNEL_CHOICE = re.compile(rf"^[A-Za-z0-9_-]+-\d+px-auto-{_KEY}\.json$")
 # what an interrupted atomic write leaves: ".<final name>.<random>.tmp"
 PARTIAL = re.compile(r"^\.(?P<final>.+)\.[^.]+\.tmp$")
+ACTIVE_WRITE_S = 600  # clear leaves partial files younger than this: a run may be writing them
 
 
 def default_cache_dir() -> Path:
@@ -83,6 +85,13 @@ class Contents:
         return sum(e.nbytes for e in self.entries) + sum(_size(p) for p in self.other)
 
 
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -127,10 +136,14 @@ def scan(folder: Path) -> Contents:
 
 
 def clear(folder: Path) -> tuple[int, int, list[Path]]:
-    """Remove every castsearch file from ``folder``: (files removed, bytes freed, files left
-    because castsearch did not write them). The folder itself stays."""
+    """Remove every castsearch file from ``folder``, except partial writes younger than
+    ``ACTIVE_WRITE_S`` (another run may be writing them): (files removed, bytes freed, files
+    left because castsearch did not write them). The folder itself stays. A run that loads a
+    dataset after this decodes its images again."""
     contents = scan(folder)
-    doomed = [p for e in contents.entries for p in (e.path, e.path.with_suffix(".split.json"))] + contents.other
+    writing = time.time() - ACTIVE_WRITE_S  # a partial file this fresh may be another process's write
+    doomed = [p for e in contents.entries for p in (e.path, e.path.with_suffix(".split.json"))] + [
+        p for p in contents.other if not (PARTIAL.match(p.name) and _modified(p) > writing)]
     removed = freed = 0
     for path in doomed:
         size = _size(path)

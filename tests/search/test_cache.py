@@ -4,6 +4,8 @@ it and ``--clear`` empties it, touching nothing castsearch did not write."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -58,13 +60,18 @@ def test_cache_lists_what_is_there(images: Path, tmp_path: Path, capsys: pytest.
     assert listing["bytes"] == sum(p.stat().st_size for p in cache.iterdir())
 
 
-def test_clear_removes_only_castsearch_files(images: Path, tmp_path: Path,
+def test_clear_removes_only_castsearch_files_and_no_write_in_progress(images: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     cache = tmp_path / "cache"
     _load(images, cache)
     written = {p.name for p in cache.iterdir()}
     assert {Path(n).suffix for n in written} >= {".pt", ".json"}
-    (cache / ".line-camera-16px-c1-0123456789abcdef.pt.x1y2.tmp").write_bytes(b"half")  # an interrupted write
+    interrupted = cache / ".line-camera-16px-c1-0123456789abcdef.pt.x1y2.tmp"
+    interrupted.write_bytes(b"half")
+    an_hour_ago = time.time() - 3600
+    os.utime(interrupted, (an_hour_ago, an_hour_ago))
+    writing = cache / ".line-camera-24px-c1-0123456789abcdef.pt.k2j3.tmp"  # another run's write, in progress
+    writing.write_bytes(b"half")
     (cache / "notes.txt").write_text("mine")
     (cache / "model.pt").write_bytes(b"not castsearch's")
 
@@ -72,7 +79,7 @@ def test_clear_removes_only_castsearch_files(images: Path, tmp_path: Path,
     out = capsys.readouterr().out
     assert f"removed {len(written) + 1} file(s)" in out and str(cache) in out
     assert "left 2 file(s) castsearch did not write" in out
-    assert sorted(p.name for p in cache.iterdir()) == ["model.pt", "notes.txt"]
+    assert sorted(p.name for p in cache.iterdir()) == sorted(["model.pt", "notes.txt", writing.name])
 
     assert _load(images, cache).cache_written is not None  # decoded again, and said again
 
