@@ -114,3 +114,21 @@ def test_training_progress_is_one_live_line_on_a_terminal_and_lines_in_a_log():
     with live_epoch_line(piped):
         pass
     assert piped.getvalue() == ""  # not a terminal: the usual handlers print one line per epoch
+
+
+def test_a_guessed_study_is_named_and_several_are_an_error(tmp_path, monkeypatch, capsys, cli_error):
+    """Without --study a command takes the only database under studies/ and says so; with
+    several it refuses and lists them rather than open one of them."""
+    from search import study as studylib
+
+    monkeypatch.chdir(tmp_path)
+    studylib.open_study("line3", studylib.default_storage("line3"))
+    assert main(["front"]) == 0
+    out, err = capsys.readouterr()
+    assert f"study 'line3': the only study database in {tmp_path / 'studies'}/" in err
+    assert "the front is empty" in out
+
+    studylib.open_study("demo", studylib.default_storage("demo"))
+    for argv in (["front"], ["export", "--trial", "0"], ["report"]):
+        line = cli_error(argv)
+        assert "say which study with --study NAME" in line and "demo, line3" in line

@@ -55,11 +55,13 @@ def _opts(root: Path, trials: int, workers: int = 2) -> runner.RunOptions:
                              timeout_s=None, workers=workers, artifacts=root / "artifacts")
 
 
-def test_tiny_search_end_to_end_with_two_workers_then_again(tiny):
+def test_tiny_search_end_to_end_with_two_workers_then_again(tiny, capfd):
     space, datasets, root = tiny
     seen = []
     first = runner.run_search(space, datasets, _opts(root, trials=6), on_progress=seen.append)
     assert first.finished == 6
+    err = capfd.readouterr().err  # Ray's start-up banner (token authentication) is not for the user
+    assert "Token authentication" not in err and "ray-security" not in err
     assert seen and seen[-1].run_finished == 6
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/tiny.db")
