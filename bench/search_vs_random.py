@@ -16,9 +16,10 @@ Each changes only the space's sampler (same space, budget, recipe and seed):
 - **gp**: Optuna's GPSampler (Gaussian process, log expected hypervolume improvement);
 - **random**: Optuna's RandomSampler.
 
-Each also comes as ``<name>-nostop`` (``budget.early_stopping: none``) and
+Each also comes as ``<name>-nostop`` (``budget.early_stopping: none``),
 ``<name>-seeds2`` (``objectives.accuracy.seeds: 2``: a fully trained trial is ranked by
-the mean of two trainings).
+the mean of two trainings) and ``<name>-front2`` (the same with ``seeds_for: front``: only a
+trial whose first training joins the front as it stands is trained a second time).
 
 Every sampler reads the space's limits from the constraint values of told trials. The
 paper's six presets are trained inside every study, as the space says.
@@ -75,10 +76,12 @@ SAMPLER_STUDIES = {  # changes to the space file's sampler section; nsga2's popu
     "gp": {"sampler": "gp"},
     "random": {"sampler": "random"},
 }
-# each of them again with budget.early_stopping: none (tpe-nostop), and ranked by the mean of
-# two trainings per finished trial (tpe-seeds2)
+# each of them again with budget.early_stopping: none (tpe-nostop), ranked by the mean of
+# two trainings per finished trial (tpe-seeds2), and that only for a trial whose first
+# training joins the front (tpe-front2)
 STUDIES = {**SAMPLER_STUDIES, **{f"{k}-nostop": {**v, "early_stopping": "none"} for k, v in SAMPLER_STUDIES.items()},
-           **{f"{k}-seeds2": {**v, "seeds": 2} for k, v in SAMPLER_STUDIES.items()}}
+           **{f"{k}-seeds2": {**v, "seeds": 2} for k, v in SAMPLER_STUDIES.items()},
+           **{f"{k}-front2": {**v, "seeds": 2, "seeds_for": "front"} for k, v in SAMPLER_STUDIES.items()}}
 
 
 WALL_ATTR = "bench_wall_s"  # the run's wall seconds, kept for reports without a run
@@ -105,6 +108,8 @@ def space_file(path: str, changes: dict, folder: Path, population: int | None = 
         data.setdefault("budget", {})["early_stopping"] = changes["early_stopping"]
     if "seeds" in changes:
         data["objectives"]["accuracy"]["seeds"] = changes["seeds"]
+    if "seeds_for" in changes:
+        data["objectives"]["accuracy"]["seeds_for"] = changes["seeds_for"]
     out = folder / f"{Path(path).stem}-{'-'.join(str(v) for v in changes.values())}.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
@@ -131,7 +136,8 @@ def run(args, changes: dict, name: str) -> float:
     study.set_user_attr(WALL_ATTR, wall)
     study.set_user_attr(BUDGET_ATTR, {"minutes": args.minutes, "workers": args.workers, "epochs": args.epochs})
     study.set_user_attr(SAMPLER_ATTR, {"name": space.sampler.name, "population_size": space.sampler.population_size,
-                                       "early_stopping": space.budget.early_stopping, "seeds": space.seeds})
+                                       "early_stopping": space.budget.early_stopping, "seeds": space.seeds,
+                                       "seeds_for": space.seeds_for})
     if args.confirm:
         confirm_study(study, seeds=args.confirm, workers=args.workers, cache_dir=space.data.cache_dir,
                       top=args.confirm_top)
@@ -157,6 +163,8 @@ def describe(kind: str, s: optuna.Study) -> str:
     pop = f", population {sampler['population_size']}" if sampler.get("population_size") else ""
     stop = ", no early stopping" if sampler.get("early_stopping") == "none" else ""
     seeds = f", mean of {sampler['seeds']} seeds" if (sampler.get("seeds") or 1) > 1 else ""
+    if seeds and sampler.get("seeds_for") == "front":
+        seeds += " for trials that join the front"
     return f"{kind} ({sampler['name']}{pop}{stop}{seeds})"
 
 

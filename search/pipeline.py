@@ -8,7 +8,9 @@ ranks by) is the validation value of ``metric``; the test split is evaluated aft
 and only reported: nothing that chooses reads it. With ``seeds`` above 1 a candidate that
 trained all its epochs is trained again from scratch with the next seeds, and its objective
 is the mean over all of them: one training is one noisy draw, and a search that ranks single
-draws picks lucky ones. The first seed's network is the one saved.
+draws picks lucky ones. The first seed's network is the one saved. A search can ask for the
+further seeds only where they decide something (``repeat_if``: the first training would join
+its front), so the draws that look best are checked and the rest cost one training.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def run_model(
     measurement: Measurement | None = None,
     seeds: int = 1,
     rebuild: Callable[[TrainRecipe], torch.nn.Module] | None = None,
+    repeat_if: Callable[[TrialOutcome], bool] | None = None,
 ) -> TrialOutcome:
     """:func:`run_candidate` for an already-built network ``name`` (a baseline, say): measure
     ``model``; if it meets ``limits`` train it (``on_epoch`` sees the validation ``metric``),
@@ -139,7 +142,8 @@ def run_model(
     (:data:`search.measure.RUNTIMES`), unless ``measurement`` brings it already (a search's
     driver measured the network before dispatch, see :mod:`search.screen`). With ``seeds``
     above 1 and all epochs trained, ``rebuild`` makes the network afresh for each further seed
-    (module docstring)."""
+    (module docstring), unless ``repeat_if`` says the first training's outcome is not worth
+    it (a search retraining only what would join its front)."""
     if seeds > 1 and rebuild is None:
         raise ValueError(f"training {name} with {seeds} seeds needs a way to build it again")
     clock = time.perf_counter()
@@ -165,7 +169,7 @@ def run_model(
     outcome.stopped_early = result.stopped_early
     outcome.train_seconds = result.train_seconds
     outcome.images_per_second = result.images_per_second
-    if seeds > 1 and not result.stopped_early:
+    if seeds > 1 and not result.stopped_early and (repeat_if is None or repeat_if(outcome)):
         outcome.seed_runs = [seed_run(recipe.seed, outcome.validation, outcome.evaluation, metric)]
         for seed in range(recipe.seed + 1, recipe.seed + seeds):
             outcome.seed_runs.append(seed_run(seed, *train_seed(rebuild, recipe, seed, data, metric), metric))

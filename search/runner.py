@@ -155,6 +155,9 @@ class StudySearcher(Searcher):
             "out_dir": str(self.artifacts / f"trial-{ot.number:05d}"),
             "metric": self.space.metric,
             "seeds": self.space.seeds,
+            # seeds_for: front: the front as it stands, which the first training must join to be retrained
+            "front": ([list(t.values) for t in studylib.pareto_front(self.study)]
+                      if self.space.seeds > 1 and self.space.seeds_for == "front" else None),
             "protect": TrialRecord.of_attrs(ot.user_attrs).preset is not None,  # enqueued presets
         }
 
@@ -268,9 +271,11 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
 
     try:
         _test_hooks(config["number"])
+        front = config.get("front")
         outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
                                 measurement=Measurement(**config["measurement"]), on_epoch=on_epoch,
-                                seeds=config.get("seeds", 1))
+                                seeds=config.get("seeds", 1),
+                                repeat_if=None if front is None else lambda o: joins_front(o, front))
     except Exception as e:
         tune.report({"epoch": 0, VAL_SCORE: 0.0, "node_id": node_id, FINAL: True,
                      "error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"})
@@ -278,6 +283,14 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
     val = outcome.objective if outcome.objective is not None else 0.0
     tune.report({"epoch": max(outcome.epochs_run, 1), VAL_SCORE: val, "node_id": node_id,
                  FINAL: True, "outcome": json.dumps(outcome.provenance(data))})
+
+
+def joins_front(outcome, front: list[list[float]]) -> bool:
+    """Whether a trained outcome's (objective, latency, params) is dominated by no point of
+    ``front`` (the study's front when the trial was dispatched): only such a trial is trained
+    with the further seeds under ``objectives.accuracy.seeds_for: front``."""
+    point = [outcome.objective, outcome.measurement.latency_ms, float(outcome.measurement.params)]
+    return not any(studylib.dominates(q, point) for q in front)
 
 
 REDUCTION = 3  # rungs at grace, grace x 3, grace x 9, ... epochs

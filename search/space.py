@@ -85,6 +85,7 @@ SAMPLERS = ("nsga2", "tpe", "gp", "random")
 # rung; none: every trial trains every epoch of its schedule
 EARLY_STOPPING = ("pareto", "none")
 MAX_SEEDS = 10  # objectives.accuracy.seeds: each one is a full training of every finished trial
+SEEDS_FOR = ("finished", "front")  # objectives.accuracy.seeds_for: which finished trials the extra seeds retrain
 LAST_BLOCKS = {"plain": (1, 1), "stride2": (2, 1), "dilation2": (1, 2)}  # (stride, dilation)
 ALPHA_FIELDS = {"label_smoothing": "label_smoothing", "mixup": "mixup_alpha"}  # number, 0 = off
 DEFAULT_RECIPE = "default"  # the named recipe a space starts from when training.recipe is absent
@@ -293,6 +294,7 @@ class SearchSpace:
     recipe: str = DEFAULT_RECIPE  # the named recipe that gives what the file does not set
     metric: str = DEFAULT_METRIC  # what the accuracy objective measures, on the validation split
     seeds: int = 1  # trainings, each with its own seed, that the accuracy of a fully trained trial averages
+    seeds_for: str = "finished"  # every fully trained trial, or only one whose first training joins the front
     latency_runtime: str = DEFAULT_RUNTIME  # what the latency objective is timed in (search.record.RUNTIMES)
     relative_latency: RelativeLimit | None = None  # max_latency_ms relative to a paper network, when so written
 
@@ -611,25 +613,29 @@ class _Reader:
                 for key, (check, ranges) in table.items() if key in section}
 
 
-def _objectives(r: _Reader, top: dict) -> tuple[str, int]:
-    """Check the objectives section; return the accuracy objective's metric and seeds."""
+def _objectives(r: _Reader, top: dict) -> tuple[str, int, str]:
+    """Check the objectives section; return the accuracy objective's metric, seeds and seeds_for."""
     section = r.section(top, "objectives", OBJECTIVES)
     if not section:
-        return DEFAULT_METRIC, 1
-    metric, seeds = DEFAULT_METRIC, 1
+        return DEFAULT_METRIC, 1, SEEDS_FOR[0]
+    metric, seeds, seeds_for = DEFAULT_METRIC, 1, SEEDS_FOR[0]
     for name, direction in OBJECTIVES.items():
         if name not in section:
             r.fail("objectives", f"must list all of {', '.join(OBJECTIVES)}, missing {name}")
         value = section[name]
         if name == "accuracy" and isinstance(value, dict):
-            spec = r.mapping(value, "objectives.accuracy", ("metric", "direction", "seeds"))
+            spec = r.mapping(value, "objectives.accuracy", ("metric", "direction", "seeds", "seeds_for"))
             metric = r.get(spec, "objectives.accuracy", "metric", _one_of(METRICS), DEFAULT_METRIC)
             seeds = r.get(spec, "objectives.accuracy", "seeds", _integer(1, MAX_SEEDS), 1)
+            seeds_for = r.get(spec, "objectives.accuracy", "seeds_for", _one_of(SEEDS_FOR), SEEDS_FOR[0])
+            if seeds_for != SEEDS_FOR[0] and seeds == 1:
+                r.fail("objectives.accuracy.seeds_for", f"{seeds_for!r} retrains with the extra seeds, so it "
+                       f"needs seeds of 2 or more (seeds is 1)")
             value = spec.get("direction", direction)
             name = "accuracy.direction" if "direction" in spec else name
         if value != direction:
             r.fail(f"objectives.{name}", f"must be {direction!r}, {_got(value)}")
-    return metric, seeds
+    return metric, seeds, seeds_for
 
 
 def _architecture(r: _Reader, top: dict) -> ArchitectureSpace | GrowingArchitecture:
@@ -769,7 +775,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     if not _STUDY_NAME.fullmatch(study):
         origin = "" if "study" in top else " (taken from the file name; set study: to choose one)"
         r.fail("study", f"a study name must match [A-Za-z0-9_.-]+, {_got(study)}{origin}")
-    metric, seeds = _objectives(r, top)
+    metric, seeds, seeds_for = _objectives(r, top)
     section = r.section(top, "training", (*_TRAINING, "recipe"))
     recipe = r.get(section, "training", "recipe", _one_of(tuple(RECIPES)), DEFAULT_RECIPE)
     base = TrainRecipe.named(recipe)
@@ -796,6 +802,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         recipe=recipe,
         metric=metric,
         seeds=seeds,
+        seeds_for=seeds_for,
         latency_runtime=_latency(r, top),
         relative_latency=relative_latency,
     )

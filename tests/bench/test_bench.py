@@ -218,7 +218,8 @@ def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
         assert space.sampler.population_size == (8 if sampler == "nsga2" and changes else
                                                  shipped.sampler.population_size), kind
         assert space.budget.early_stopping == ("none" if kind.endswith("-nostop") else "pareto"), kind
-        assert space.seeds == (2 if kind.endswith("-seeds2") else 1), kind
+        assert space.seeds == (2 if kind.endswith(("-seeds2", "-front2")) else 1), kind
+        assert space.seeds_for == ("front" if kind.endswith("-front2") else "finished"), kind
         assert space.architecture == shipped.architecture and space.constraints == shipped.constraints, kind
 
 

@@ -100,3 +100,64 @@ def test_the_driver_hands_the_seeds_to_every_trial(tmp_path):
                              None, Screen(study, space.latency_runtime, num_classes=3, quick=True),
                              {16: space.constraints})
     assert searcher.suggest("t0")["seeds"] == 2
+
+
+def test_seeds_for_is_read_and_front_needs_extra_seeds():
+    objectives = {"accuracy": {"seeds": 2}, "latency_ms": "minimize", "params": "minimize"}
+    assert space_from_dict({**SPACE, "objectives": objectives}).seeds_for == "finished"
+    objectives["accuracy"]["seeds_for"] = "front"
+    assert space_from_dict({**SPACE, "objectives": objectives}).seeds_for == "front"
+    objectives["accuracy"]["seeds_for"] = "best"
+    with pytest.raises(SpaceError, match=r"objectives\.accuracy\.seeds_for"):
+        space_from_dict({**SPACE, "objectives": objectives})
+    objectives["accuracy"] = {"seeds": 1, "seeds_for": "front"}
+    with pytest.raises(SpaceError, match=r"objectives\.accuracy\.seeds_for: 'front' .* needs seeds of 2"):
+        space_from_dict({**SPACE, "objectives": objectives})
+
+
+def test_repeat_if_decides_whether_the_further_seeds_are_trained(data, one_thread):
+    seen = []
+    kept = run_candidate(ARCH, _recipe(), data, quick_measure=True, seeds=3,
+                         repeat_if=lambda o: seen.append(o.objective) or False)
+    assert kept.seed_runs == [] and seen == [kept.validation.balanced_accuracy]
+    assert kept.objective == kept.validation.balanced_accuracy  # one training, its own figure
+    retrained = run_candidate(ARCH, _recipe(), data, quick_measure=True, seeds=3, repeat_if=lambda o: True)
+    assert [r["seed"] for r in retrained.seed_runs] == [5, 6, 7]
+
+
+def test_only_a_first_training_that_joins_the_front_is_retrained():
+    from search.measure import Measurement
+    from search.pipeline import TrialOutcome
+    from search.runner import joins_front
+    from search.train import EvalResult
+
+    def outcome(accuracy: float, latency: float, params: int) -> TrialOutcome:
+        m = Measurement(params=params, macs=0, latency_ms=latency, latency_iqr_ms=0.0,
+                        batch_latency_ms=latency * 50, batch_latency_iqr_ms=0.0, batch_size=50, threads=1)
+        v = EvalResult(accuracy=accuracy, balanced_accuracy=accuracy, macro_f1=accuracy, per_class_recall={},
+                       confusion=[])
+        return TrialOutcome(measurement=m, feasible=True, validation=v)
+
+    front = [[0.90, 0.5, 500_000.0], [0.80, 0.1, 50_000.0]]
+    assert joins_front(outcome(0.92, 0.6, 600_000), front)  # more accurate than all
+    assert joins_front(outcome(0.85, 0.2, 40_000), front)  # smaller than the small one
+    assert not joins_front(outcome(0.85, 0.6, 600_000), front)  # behind 0.90 everywhere
+    assert not joins_front(outcome(0.79, 0.1, 50_000), front)  # behind the small one by a hair
+    assert joins_front(outcome(0.80, 0.1, 50_000), front)  # a tie is not dominated: it joins the front
+    assert joins_front(outcome(0.10, 9.0, 10**6), [])  # and the first trial always does
+
+
+def test_the_driver_hands_the_front_only_when_seeds_are_for_the_front(tmp_path):
+    def searcher(seeds_for: str, name: str) -> StudySearcher:
+        space = space_from_dict({**SPACE, "objectives": {"accuracy": {"seeds": 2, "seeds_for": seeds_for},
+                                                         "latency_ms": "minimize", "params": "minimize"}})
+        study = studylib.open_study(name, f"sqlite:///{tmp_path}/{name}.db",
+                                    sampler=optuna.samplers.RandomSampler(0))
+        for values in ([0.9, 0.5, 5000.0], [0.8, 0.1, 900.0], [0.7, 0.6, 6000.0]):  # the last is dominated
+            study.add_trial(optuna.trial.create_trial(values=values, constraints={"params": -1.0}))
+        return StudySearcher(study, space, runs.RunRecord(run_id="r", trials=2, timeout_s=None), tmp_path, None,
+                             None, Screen(study, space.latency_runtime, num_classes=3, quick=True),
+                             {16: space.constraints})
+
+    assert searcher("finished", "all").suggest("t0")["front"] is None
+    assert searcher("front", "front").suggest("t0")["front"] == [[0.9, 0.5, 5000.0], [0.8, 0.1, 900.0]]
