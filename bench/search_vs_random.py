@@ -209,13 +209,14 @@ def confirmed_dominance(studies: dict[str, optuna.Study], own: dict, presets: di
                 cells.append("no" if any(p for _, p in confirmed) else "not confirmed")
         rows.append(cells)
     dominated = {k: sum(1 for r in rows if r[5 + i].startswith("yes")) for i, k in enumerate(studies)}
+    confirmed_any = {k: any(r[5 + i] != "not confirmed" for r in rows) for i, k in enumerate(studies)}
+    counts = [f"{k} {dominated[k]} of {len(rows)}" if confirmed_any[k] else f"{k} not confirmed" for k in studies]
     return ["\nThe same on confirmed means (castsearch confirm: new seeds only, the search's own left "
             "out): each preset's over every seed any of these studies confirmed it with, each search's "
             "trials as confirmed in its own study.\n",
             table(["preset", "confirmed accuracy %", "seeds", "latency ms", "params", *[f"by {k}" for k in studies]],
                   rows),
-            "\nPresets dominated on confirmed means: "
-            + ", ".join(f"{k} {dominated[k]} of {len(rows)}" for k in studies) + ".\n"]
+            "\nPresets dominated on confirmed means: " + ", ".join(counts) + ".\n"]
 
 
 def report(args) -> str:

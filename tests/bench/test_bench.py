@@ -176,9 +176,10 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
     confirm(default, 0, [0.78, 0.80])
     confirm(default, 1, [0.90, 0.92])
     confirm(default, 2, [0.77, 0.79])
-    _, rows = confirmed_rows()
+    text, rows = confirmed_rows()
     # confirmed accuracy, seeds, latency, params, by default, by random
     assert rows["custom-140k-3x3"][:2] == ["79.0", "2"] and rows["custom-140k-3x3"][4:] == ["no", "not confirmed"]
+    assert "Presets dominated on confirmed means: default 0 of 2, random not confirmed." in text
     confirm(random, 0, [0.93, 0.93])
     text, rows = confirmed_rows()
     assert rows["custom-590k-dw"][4] == "no" and rows["custom-590k-dw"][5].startswith("yes, by 1; e.g. #0: 93.0%")
