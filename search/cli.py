@@ -377,6 +377,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  skipped {len(skipped) - 10} more unreadable files (listed in each trial's data attrs)")
     for line in first.notices():  # layout, what decoding changed (at the first size), classes too small to measure
         print(f"  {line}")
+    for other in list(datasets.values())[1:]:  # each size is cached on its own: say where each new one went
+        for line in other.notices():
+            if line.startswith("cache:"):
+                print(f"  {line}")
     print(f"  budget {' or '.join(budget)}, {workers} worker(s), sampler {space.sampler.name}", flush=True)
     summary = run_search(space, datasets, opts, on_progress=_print_progress)
     print_run_summary(summary)

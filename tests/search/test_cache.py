@@ -111,3 +111,43 @@ def test_a_cache_folder_that_is_a_file_is_a_clear_error(tmp_path: Path, capsys: 
 ])
 def test_cache_file_names(name: str, ours: bool) -> None:
     assert tensorcache.is_cache_file(name) is ours
+
+
+class _HeaderPrinted(Exception):
+    pass
+
+
+def test_run_says_where_each_image_size_was_cached(images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A search at two image sizes decodes and caches each; its header names both files, once."""
+    from search import runner
+
+    def stop(*args, **kwargs):
+        raise _HeaderPrinted
+
+    monkeypatch.setattr(runner, "run_search", stop)  # the header is printed before the search starts
+    monkeypatch.setenv("CASTSEARCH_CACHE", str(tmp_path / "cache"))
+    space = tmp_path / "two.yaml"
+    space.write_text(f"""study: two
+seed_presets: false
+budget: {{trials: 1}}
+data: {{source: {images}}}
+architecture:
+  stages: {{low: 1, high: 1}}
+  blocks_per_stage: 1
+  channels: {{low: 4, high: 8}}
+  conv: [conv3x3]
+  last_block: [plain]
+  dropout: 0.0
+  pool: [true]
+  head: [gap]
+training: {{epochs: 1, image_size: [16, 24]}}
+""")
+    argv = ["run", str(space), "--storage", f"sqlite:///{tmp_path}/two.db"]
+    with pytest.raises(_HeaderPrinted):
+        main(argv)
+    cached = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  cache:")]
+    assert len(cached) == 2 and "-16px-" in cached[0] and "-24px-" in cached[1]
+    with pytest.raises(_HeaderPrinted):
+        main(argv)  # both read from the cache now: nothing to say
+    assert "cache:" not in capsys.readouterr().out
