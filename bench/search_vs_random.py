@@ -341,7 +341,8 @@ def main() -> None:
     p.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="retrain each search's front and presets K times with new seeds when it ends")
     p.add_argument("--confirm-top", type=int, default=None, metavar="N",
-                   help="confirm only the N most accurate searched trials of each front (and the presets)")
+                   help="confirm only the N most accurate searched trials of each front, each preset's "
+                        "challenger and the presets (castsearch confirm --top)")
     p.add_argument("--searches", nargs="*", choices=list(STUDIES), default=["default", "random"],
                    help="which searches to run (the report shows all stored ones); none: only report")
     args = p.parse_args()

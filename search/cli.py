@@ -488,7 +488,7 @@ def _print_confirmed_trial(record, summary: dict) -> None:
 
 def confirm(study_name: str, storage: str, seeds: int, workers: int | None, cache_dir: str | None,
             top: int | None = None) -> None:
-    from search.confirm import confirm_study, trials_to_confirm
+    from search.confirm import already_confirmed, confirm_study, trials_to_confirm
     from search.study import load_existing_study
 
     if top is not None and top < 1:
@@ -496,9 +496,12 @@ def confirm(study_name: str, storage: str, seeds: int, workers: int | None, cach
     study = load_existing_study(study_name, storage)
     todo = trials_to_confirm(study, top)
     workers = workers or os.cpu_count() or 1
-    which = "the front" if top is None else f"the {top} most accurate searched trials of the front"
+    which = "the front" if top is None else (f"the {top} most accurate searched trials of the front, each "
+                                             "preset's challenger")
+    done = [r.number for r in todo if already_confirmed(study, r, seeds)]
+    again = f"; trial(s) {', '.join(map(str, done))} already confirmed with these seeds" if done else ""
     print(f"confirming {len(todo)} trial(s) of study {study_name!r} ({which} and the paper's presets): "
-          f"{seeds} more seeds each, {workers} worker(s)", flush=True)
+          f"{seeds} more seeds each, {workers} worker(s){again}", flush=True)
     confirm_study(study, seeds=seeds, workers=workers, cache_dir=cache_dir, on_trial=_print_confirmed_trial,
                   top=top)
 
@@ -695,7 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, default=3, help="runs per trial, each with a seed of its own (default 3)")
     c.add_argument("--workers", type=int, help="runs at once, one CPU each (default: one per CPU)")
     c.add_argument("--top", type=int, metavar="N",
-                   help="only the N most accurate searched trials of the front (and the presets)")
+                   help="of the front's searched trials only the N most accurate and each preset's "
+                        "challenger: the most accurate one that dominates it (and the presets)")
     c.set_defaults(func=cmd_confirm)
 
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on a study's database")

@@ -91,8 +91,15 @@ def new_seeds(record: TrialRecord, seeds: int) -> list[int]:
 
 
 def trials_to_confirm(study: optuna.Study, top: int | None = None) -> list[TrialRecord]:
-    """The front's trials (with ``top``, only the ``top`` most accurate that are not presets) and
-    the study's paper presets (trained and feasible), by number."""
+    """The front's trials and the study's paper presets (trained and feasible), by number.
+
+    With ``top``, of the front's searched trials only the ``top`` most accurate and each
+    preset's challenger: the most accurate searched front trial that dominates the preset on
+    the study's figures (none when nothing does). The challengers are picked before any
+    retraining, one per preset, so "does the search beat this preset?" is asked of one network
+    chosen in advance, not of the luckiest of many retrained ones. No dominating trial is left
+    out by looking at the front only: whatever dominates a preset, a front trial at least as
+    accurate does too."""
     front = [t.number for t in studylib.pareto_front(study)]  # most accurate first
     chosen = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -100,18 +107,44 @@ def trials_to_confirm(study: optuna.Study, top: int | None = None) -> list[Trial
         if record.trained and studylib.is_feasible(t) and (t.number in front or record.preset):
             chosen.append(record)
     if top is not None:
-        searched = sorted((r for r in chosen if not r.preset), key=lambda r: front.index(r.number))[:top]
-        kept = {r.number for r in searched}
+        searched = sorted((r for r in chosen if not r.preset), key=lambda r: front.index(r.number))
+        kept = {r.number for r in searched[:top]} | {c.number for c in challengers(chosen).values()}
         chosen = [r for r in chosen if r.preset or r.number in kept]
     return chosen
+
+
+def challengers(records: list[TrialRecord]) -> dict[str, TrialRecord]:
+    """For each preset among ``records``, the most accurate searched record that dominates it
+    (ties: the first in ``records``); presets nothing dominates are left out."""
+    searched = [r for r in records if not r.preset]
+    found = {}
+    for preset in (r for r in records if r.preset):
+        beaters = [r for r in searched if studylib.dominates(_point(r), _point(preset))]
+        if beaters:
+            found[preset.preset] = max(beaters, key=lambda r: r.accuracy)
+    return found
+
+
+def _point(record: TrialRecord) -> list[float]:
+    return [record.accuracy, record.latency_ms, record.params]
+
+
+def already_confirmed(study: optuna.Study, record: TrialRecord, seeds: int) -> dict | None:
+    """The summary stored for ``record``'s trial when it was confirmed with exactly the seeds
+    ``seeds`` new runs would use, on its objective's metric; else None."""
+    stored = studylib.confirmed(study, record.number)
+    if stored and stored["seeds"] == new_seeds(record, seeds) and stored["metric"] == record.objective[0]:
+        return stored
+    return None
 
 
 def confirm_study(study: optuna.Study, seeds: int = 3, workers: int = 1, cache_dir: str | None = None,
                   on_trial: Callable[[TrialRecord, dict], None] | None = None,
                   top: int | None = None) -> dict[int, dict]:
-    """Retrain the front (or its ``top`` most accurate searched trials) and the presets of
+    """Retrain the front (or :func:`trials_to_confirm`'s ``top`` choice) and the presets of
     ``study`` ``seeds`` times each (module docstring); store and return the summaries by trial
-    number. ``on_trial`` sees each as it is stored."""
+    number. ``on_trial`` sees each as it is stored. A trial already confirmed with exactly
+    these seeds is not trained again (a killed or narrower confirm picks up where it was)."""
     if seeds < 2:
         raise ValueError(f"--seeds must be at least 2 to measure a spread, got {seeds}")
     if top is not None and top < 1:
@@ -119,9 +152,10 @@ def confirm_study(study: optuna.Study, seeds: int = 3, workers: int = 1, cache_d
     records = {r.number: r for r in trials_to_confirm(study, top)}
     if not records:
         raise ValueError(f"study {study.study_name!r} has no trained feasible trial on its front to confirm")
+    summaries = {n: stored for n, r in records.items() if (stored := already_confirmed(study, r, seeds))}
+    records = {n: r for n, r in records.items() if n not in summaries}
     runs = [_Run(n, seed, r.attrs()) for n, r in records.items() for seed in new_seeds(r, seeds)]
     results: dict[int, list[dict]] = {n: [] for n in records}
-    summaries = {}
     with ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=_init_worker) as pool:
         for number, run in pool.map(_retrain, runs, [cache_dir] * len(runs)):
             results[number].append(run)

@@ -70,3 +70,59 @@ def test_top_keeps_the_most_accurate_searched_front_trials_and_every_preset(tiny
     assert {r.number for r in top if r.preset} == {r.number for r in everything if r.preset} == {0}
     assert {r.number for r in trials_to_confirm(study, top=99)} == {r.number for r in everything}
     assert "--top must be at least 1, got 0" in cli_error(["confirm", *tiny_study.args(), "--top", "0"])
+
+
+def _stored(values, preset=None, seed=7):
+    """A trained, feasible COMPLETE trial as a study stores it (no weights on disk: nothing
+    here loads them)."""
+    from optuna.trial import TrialState, create_trial
+
+    from search.recipe import TrainRecipe
+    from search.record import CONSTRAINT_NAMES
+
+    attrs = {"weights_path": "unused.pt", "recipe": TrainRecipe(seed=seed).to_dict(),
+             "objective_metric": "balanced_accuracy", "objective_split": "validation"}
+    if preset:
+        attrs["preset"] = preset
+    return create_trial(state=TrialState.COMPLETE, values=values, user_attrs=attrs,
+                        constraints={name: 0.0 for name in CONSTRAINT_NAMES})
+
+
+@pytest.fixture
+def contested(tmp_path):
+    """Two presets and four searched trials: #2 is the most accurate; #3 alone dominates the
+    small preset #0, and #4 dominates it too but is less accurate; nothing dominates #1."""
+    study = studylib.open_study("contested", f"sqlite:///{tmp_path}/c.db")
+    for values, preset in [([0.80, 0.20, 140_000], "custom-140k-3x3"), ([0.95, 1.30, 590_000], "custom-590k-dw"),
+                           ([0.93, 0.90, 300_000], None), ([0.85, 0.10, 60_000], None),
+                           ([0.82, 0.05, 30_000], None), ([0.90, 0.50, 200_000], None)]:
+        study.add_trial(_stored(values, preset))
+    return study
+
+
+def test_top_adds_each_presets_challenger_chosen_before_retraining(contested):
+    from search.confirm import challengers
+
+    chosen = trials_to_confirm(contested, top=1)
+    assert sorted(r.number for r in chosen) == [0, 1, 2, 3]  # presets, the most accurate, #0's challenger
+    beat = challengers(trials_to_confirm(contested))
+    assert {name: r.number for name, r in beat.items()} == {"custom-140k-3x3": 3}
+    assert sorted(r.number for r in trials_to_confirm(contested)) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_trial_confirmed_with_the_same_seeds_is_not_trained_again(contested, tmp_path, capsys):
+    from search.confirm import already_confirmed, new_seeds
+
+    chosen = trials_to_confirm(contested, top=1)
+    for r in chosen:
+        contested.set_user_attr(f"{studylib.CONFIRMED}{r.number}", {
+            "metric": "balanced_accuracy", "split": "validation", "seeds": new_seeds(r, 2),
+            "objective": summarise([0.5, 0.6]), "test_accuracy": summarise([0.5, 0.6]),
+            "test_worst_class_recall": summarise([0.4, 0.5])})
+    assert new_seeds(chosen[0], 2) == [8, 9]
+    assert already_confirmed(contested, chosen[0], 2) and already_confirmed(contested, chosen[0], 3) is None
+    # a run would fail (no data, no weights on disk), so this passes only if nothing is trained
+    assert main(["confirm", "--study", "contested", "--storage", f"sqlite:///{tmp_path}/c.db",
+                 "--seeds", "2", "--top", "1", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "confirming 4 trial(s)" in out and "trial(s) 0, 1, 2, 3 already confirmed with these seeds" in out
