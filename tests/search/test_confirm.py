@@ -59,16 +59,14 @@ def test_confirm_needs_two_seeds(tiny_study, cli_error):
     assert "at least 2" in cli_error(["confirm", *tiny_study.args(), "--seeds", "1"])
 
 
-def test_top_keeps_the_most_accurate_searched_front_trials_and_every_preset(tiny_study, cli_error):
-    study = tiny_study.load()
-    front = [t.number for t in studylib.pareto_front(study)]
-    everything = trials_to_confirm(study)
-    searched = [r.number for r in everything if not r.preset]
-    assert len(searched) >= 1
-    top = trials_to_confirm(study, top=1)
-    assert [r.number for r in top if not r.preset] == [min(searched, key=front.index)]
-    assert {r.number for r in top if r.preset} == {r.number for r in everything if r.preset} == {0}
-    assert {r.number for r in trials_to_confirm(study, top=99)} == {r.number for r in everything}
+def test_top_keeps_the_most_accurate_searched_front_trials_and_every_preset(contested, tiny_study, cli_error):
+    # contested: presets #0 and #1; searched front #2 (most accurate), #5, #3, #4; #3 is #0's challenger
+    everything = trials_to_confirm(contested)
+    assert sorted(r.number for r in everything) == [0, 1, 2, 3, 4, 5]
+    top = trials_to_confirm(contested, top=2)
+    assert sorted(r.number for r in top if not r.preset) == [2, 3, 5]  # the two most accurate and #0's challenger
+    assert {r.number for r in top if r.preset} == {0, 1}
+    assert {r.number for r in trials_to_confirm(contested, top=99)} == {r.number for r in everything}
     assert "--top must be at least 1, got 0" in cli_error(["confirm", *tiny_study.args(), "--top", "0"])
 
 
