@@ -111,22 +111,23 @@ def test_verdicts_say_which_claims_hold_and_which_do_not():
     assert "BlurPool" not in presets_only and "Augmentations lower" not in presets_only  # no rows, no verdict
 
 
-def _trial(values, preset=None, feasible=True):
+def _trial(values, preset=None, feasible=True, **attrs):
     constraints = {name: 0.0 for name in CONSTRAINT_NAMES}
     if not feasible:
         constraints["max_params"] = 5.0
     return create_trial(state=TrialState.COMPLETE, values=values, constraints=constraints,
-                        user_attrs={"preset": preset} if preset else {})
+                        user_attrs={**({"preset": preset} if preset else {}), **attrs})
 
 
 def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_path):
     storage = f"sqlite:///{tmp_path}/svr.db"
     default = studylib.open_study("t-default", storage)
-    default.add_trial(_trial([0.80, 2.0, 200_000], preset="custom-140k-3x3"))
+    default.add_trial(_trial([0.80, 2.0, 200_000], preset="custom-140k-3x3", epochs_run=5))
     default.add_trial(_trial([0.90, 6.0, 600_000], preset="custom-590k-dw"))
-    default.add_trial(_trial([0.85, 1.0, 100_000]))  # dominates custom-140k-3x3 only
+    default.add_trial(_trial([0.85, 1.0, 100_000], epochs_run=5,  # dominates custom-140k-3x3 only;
+                             seed_runs=[{"seed": 1}, {"seed": 2}]))  # trained twice: 10 epochs
     default.add_trial(_trial([0.99, 0.5, 50_000], feasible=False))  # infeasible: counts for nothing
-    default.add_trial(create_trial(state=TrialState.PRUNED, values=None))
+    default.add_trial(create_trial(state=TrialState.PRUNED, values=None, user_attrs={"pruned_at_epoch": 2}))
     default.set_user_attr(svr.WALL_ATTR, 600.0)
     default.set_user_attr(svr.BUDGET_ATTR, {"minutes": 10.0, "workers": 2, "epochs": 5})
     default.set_user_attr("latency_limit:32", {"max_latency_ms": 10.0})  # paper.yaml's relative limit, resolved
@@ -139,7 +140,7 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
             for line in text.splitlines() if line.startswith("| ")}
     # wall min, finished (feasible), stopped early, epochs trained (in stopped), infeasible, invalid,
     # failed, front size, best own %, hypervolume own, own / random, with presets, then above the floor
-    assert rows["default"][:9] == ["10.0", "3", "1", "0 (0)", "1", "0", "0", "2", "85.0"]
+    assert rows["default"][:9] == ["10.0", "3", "1", "17 (2)", "1", "0", "0", "2", "85.0"]
     assert rows["random"][1:9] == ["1", "0", "0 (0)", "0", "0", "0", "1", "95.0"]
     box = 10.0 * 1_000_000
     own = studylib.hypervolume([[0.85, 1.0, 100_000]], [0.0, 10.0, 1_000_000]) / box
@@ -208,7 +209,8 @@ def test_one_paper_table_run_on_real_images(tmp_path):
 
 def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
     """Every search bench/search_vs_random.py can run changes only the sampler (and, for the
-    -nostop ones, early stopping) of the shipped space."""
+    -nostop ones, early stopping; for -single, -seeds2 and -front2, the accuracy's seeds) of
+    the shipped space."""
     from search.space import load_space
 
     shipped = load_space(REPO / "spaces" / "paper.yaml")
@@ -219,8 +221,9 @@ def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
         assert space.sampler.population_size == (8 if sampler == "nsga2" and changes else
                                                  shipped.sampler.population_size), kind
         assert space.budget.early_stopping == ("none" if kind.endswith("-nostop") else "pareto"), kind
-        assert space.seeds == (2 if kind.endswith(("-seeds2", "-front2")) else 1), kind
-        assert space.seeds_for == ("front" if kind.endswith("-front2") else "finished"), kind
+        seeds = {"single": (1, "finished"), "seeds2": (2, "finished"), "front2": (2, "front")}.get(
+            kind.rsplit("-", 1)[-1], (shipped.seeds, shipped.seeds_for))
+        assert (space.seeds, space.seeds_for) == seeds, kind
         assert space.architecture == shipped.architecture and space.constraints == shipped.constraints, kind
 
 
