@@ -167,7 +167,7 @@ def describe(kind: str, s: optuna.Study) -> str:
     pop = f", population {sampler['population_size']}" if sampler.get("population_size") else ""
     stop = ", no early stopping" if sampler.get("early_stopping") == "none" else ""
     seeds = f", mean of {sampler['seeds']} seeds" if (sampler.get("seeds") or 1) > 1 else ", one seed"
-    if seeds and sampler.get("seeds_for") == "front":
+    if sampler.get("seeds_for") == "front":  # needs seeds > 1 (search.space)
         seeds += " for trials that join the front"
     return f"{kind} ({sampler['name']}{pop}{stop}{seeds})"
 
