@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 # measure(): timing settings for a full measurement and for a quick one (tests, smoke runs)
 TIMING: dict[str, dict] = {
-    "full": {"warmup": 10, "repeats": 50, "min_seconds": 0.5},
-    "quick": {"warmup": 2, "repeats": 5, "min_seconds": 0.0},
+    "full": {"warmup": 10, "warmup_seconds": 0.25, "repeats": 50, "min_seconds": 0.5},
+    "quick": {"warmup": 2, "warmup_seconds": 0.0, "repeats": 5, "min_seconds": 0.0},
 }
 
 # library_versions(): distribution names as pip knows them (composer is "mosaicml")
@@ -118,11 +118,22 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
+def busy_wait(seconds: float) -> None:
+    """Wait with the core busy: a core that slept runs slower for about 0.2 s after it wakes,
+    which a timing that follows would pay."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def time_calls(call: Callable[[], object], batch_size: int = 1, threads: int = 1, warmup: int = 10,
-               repeats: int = 50, min_seconds: float = 0.5, max_seconds: float = 5.0) -> LatencyResult:
+               repeats: int = 50, min_seconds: float = 0.5, max_seconds: float = 5.0,
+               warmup_seconds: float = 0.25) -> LatencyResult:
     """castsearch's latency protocol, for any runtime: time ``call`` (one inference).
 
-    Runs ``warmup`` untimed calls (at most ``max_seconds / 5`` of them, at least one), then
+    Runs untimed calls until there were ``warmup`` of them and ``warmup_seconds`` have passed
+    (a core that was idle runs slower for about 0.2 s after it wakes; at most
+    ``max_seconds / 5`` of warm-up, at least one call), then
     timed calls until there are at least ``repeats`` and at least ``min_seconds`` have passed;
     a slow model stops after ``max_seconds`` once it has 5 timings, so one huge candidate
     cannot stall a search. ``batch_size`` and ``threads`` are recorded, not applied. Each
@@ -133,16 +144,19 @@ def time_calls(call: Callable[[], object], batch_size: int = 1, threads: int = 1
         (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
         (threads >= 1, f"threads must be >= 1, got {threads}"),
         (warmup >= 0, f"warmup must be >= 0, got {warmup}"),
+        (warmup_seconds >= 0, f"warmup_seconds must be >= 0, got {warmup_seconds}"),
         (repeats >= 2, f"repeats must be >= 2 (quartiles need two timings), got {repeats}"),
     ]
     for ok, message in rules:
         if not ok:
             raise ValueError(message)
     start = time.perf_counter()
-    for i in range(max(1, warmup)):
-        if i and time.perf_counter() - start > max_seconds / 5:
+    calls = 0
+    while calls < max(1, warmup) or time.perf_counter() - start < warmup_seconds:
+        if calls and time.perf_counter() - start > max_seconds / 5:
             break
         call()
+        calls += 1
     timings_ms: list[float] = []
     cpu_ms: list[float] = []
     start = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from search.measure import (
     machine_fingerprint,
     measure,
     measure_latency,
+    time_calls,
 )
 from search.onnxrt import UnexportableNetwork
 
@@ -71,10 +73,22 @@ def test_measure_latency_statistics_and_thread_restore():
     ({"threads": 0}, "threads must be >= 1, got 0"),
     ({"repeats": 1}, "repeats must be >= 2"),
     ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ({"warmup_seconds": -1}, "warmup_seconds must be >= 0, got -1"),
 ])
 def test_measure_latency_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         measure_latency(_net(), (3, 8, 8), **kwargs)
+
+
+def test_the_warm_up_lasts_its_seconds_before_the_timed_calls():
+    """A core that slept runs slow for a while after it wakes: the warm-up calls until
+    ``warmup_seconds`` have passed, however few calls ``warmup`` asks for."""
+    stamps: list[float] = []
+    start = time.perf_counter()
+    result = time_calls(lambda: stamps.append(time.perf_counter()), warmup=1, warmup_seconds=0.05, repeats=3,
+                        min_seconds=0)
+    assert result.runs == 3 and len(stamps) > 4  # warm-up calls beyond the one asked for
+    assert stamps[-result.runs] - start >= 0.05  # the first timed call came after the warm-up's seconds
 
 
 def test_measure_collects_everything():
