@@ -9,9 +9,9 @@ is a hash of the network as built (spec, model surgery, input shape, classes), t
 and the machine (CPU model, cores, torch and ONNX Runtime versions), so a repeated
 architecture is never timed twice and a study moved to another machine times afresh.
 Noise on a shared machine only ever slows a timing down, and not only by the preemption a
-timing can see: on a virtual machine the host's own load slows every call by 1.2-2x for
-stretches of 0.1-2 s while the guest is idle. So the lowest timing is the truest, and
-:func:`settle` takes again, seconds apart, a timing that was preempted or that would rule
+timing can see: on a virtual machine the host's own load slows every call by 10% to 2x
+for stretches of up to 2 s while the guest is idle (bench/timing_noise.py). So the lowest
+timing is the truest, and :func:`settle` takes again, seconds apart, a timing that was preempted or that would rule
 the network out by less than :data:`RECHECK` times the limit, keeping the lowest: a verdict
 of "too slow" stands only when timings in separate stretches all say so.
 
@@ -57,15 +57,16 @@ RETRY_AFTER_S = (1.0, 3.0)  # the wait before each extra timing: longer than a s
 
 
 def settle(measure_once: Callable[[], Measurement], limit: float | None,
-           waits: tuple[float, ...] = RETRY_AFTER_S) -> Measurement:
+           waits: tuple[float, ...] = RETRY_AFTER_S, every: bool = False) -> Measurement:
     """The measurement a latency verdict rests on: ``measure_once()``, taken again after each of
     ``waits`` (seconds) while the lowest so far was preempted or is over ``limit`` by less than
-    :data:`RECHECK` times; the lowest is kept. A timing under the limit is not taken again:
-    noise can only slow it, so it cannot have made the network feasible."""
+    :data:`RECHECK` times, or every time with ``every`` (a reference the limit is derived
+    from); the lowest is kept. A timing under the limit is not taken again: noise can only
+    slow it, so it cannot have made the network feasible."""
     m = measure_once()
     for wait in waits:
         suspect = limit is not None and limit < m.latency_ms < RECHECK * limit
-        if not (m.preempted or suspect):
+        if not (every or m.preempted or suspect):
             break
         busy_wait(wait)
         again = measure_once()
@@ -133,9 +134,11 @@ class Screen:
             return build_candidate(arch, recipe, self.num_classes)
 
     def latency(self, arch: ArchSpec, recipe: TrainRecipe, limit: float | None = None,
-                model=None) -> tuple[Measurement, bool]:
+                model=None, reference: bool = False) -> tuple[Measurement, bool]:
         """(the measurement of ``arch`` built with ``recipe``, whether it came from the cache);
-        ``model``: the network already built, when the caller has it."""
+        ``model``: the network already built, when the caller has it; ``reference``: a limit
+        is derived from it, so it is the lowest of all :func:`settle`'s timings (a slow stretch
+        would loosen the limit for the whole run)."""
         key = CACHE_PREFIX + cache_key(arch, recipe, self.num_classes, self.runtime)
         cached = self.study.user_attrs.get(key)
         if cached is not None:
@@ -143,7 +146,7 @@ class Screen:
         from search.pipeline import input_shape
 
         model = model if model is not None else self._build(arch, recipe)
-        m = settle(lambda: self._measure(model, input_shape(recipe)), limit)
+        m = settle(lambda: self._measure(model, input_shape(recipe)), limit, every=reference)
         self.study.set_user_attr(key, {"measurement": m.to_dict(), "arch_code": arch.code(), "at": time.time()})
         return m, False
 
@@ -171,7 +174,7 @@ def resolve_limits(limits: Limits, relative: RelativeLimit | None, screen: Scree
     if relative is None:
         return limits
     recipe = TrainRecipe(image_size=image_size, channels=channels)
-    m, _ = screen.latency(PRESETS[relative.relative_to], recipe)
+    m, _ = screen.latency(PRESETS[relative.relative_to], recipe, reference=True)
     ms = relative.factor * m.latency_ms
     if not math.isfinite(ms) or ms <= 0:
         raise ValueError(f"{relative.relative_to} timed {m.latency_ms} ms; cannot derive max_latency_ms")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 from optuna.trial import TrialState, create_trial
@@ -205,6 +208,18 @@ def test_one_paper_table_run_on_real_images(tmp_path):
     assert stored["test_images"] == 135 and len(stored["val_accuracy"]) == 2
     assert 0 <= stored["val"]["accuracy"] <= 1 and stored["val_images"] > 0
     assert set(stored["per_class_recall"]) == {p.name for p in (DATASETS / "x-sdd").iterdir() if p.is_dir()}
+
+
+def test_timing_noise_bench_prints_its_three_measurements():
+    """bench/timing_noise.py at its smallest: it runs, and each part reports (the figures
+    themselves are the machine's; BENCHMARKS.md holds a full run)."""
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "timing_noise.py"), "--seconds", "0.5",
+                          "--wakeups", "1", "--verdicts", "2"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"\d+ windows of 100 ms", out) and "| > 1.2x |" in out
+    assert "After a 0.5 s sleep (1 times)" in out and "| 0-50 |" in out
+    assert re.search(r"\| one full timing \| [0-2] of 2 \|", out) and re.search(r"\| the screen's settle\(\) \| [0-2] of 2 \|", out)
 
 
 def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):

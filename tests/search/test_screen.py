@@ -128,7 +128,9 @@ def test_a_relative_latency_limit_is_resolved_on_this_machine(tmp_path):
     assert limits.max_latency_ms == pytest.approx(2.0 * reference.latency_ms)
     recorded = study.user_attrs[f"{LIMIT_PREFIX}16"]
     assert recorded["relative_to"] == "custom-140k-3x3" and recorded["max_latency_ms"] == limits.max_latency_ms
-    assert screen.timed == 1  # the reference came from the cache the second time
+    # the reference, which the whole run's limit rests on, is the lowest of three timings
+    # seconds apart (a slow stretch would loosen the limit); the second time it came from the cache
+    assert screen.timed == 3
 
 
 @pytest.mark.parametrize("bad, message", [
