@@ -11,9 +11,10 @@ architecture is never timed twice and a study moved to another machine times afr
 Noise on a shared machine only ever slows a timing down, and not only by the preemption a
 timing can see: on a virtual machine the host's own load slows every call by 10% to 2x
 for stretches of up to 2 s while the guest is idle (bench/timing_noise.py). So the lowest
-timing is the truest, and :func:`settle` takes again, seconds apart, a timing that was preempted or that would rule
-the network out by less than :data:`RECHECK` times the limit, keeping the lowest: a verdict
-of "too slow" stands only when timings in separate stretches all say so.
+timing is the truest, and :func:`settle` takes again, seconds apart, a timing that was
+preempted or that would rule the network out by less than :data:`RECHECK` times the limit,
+keeping the lowest: a verdict of "too slow" stands only when timings in separate
+stretches all say so.
 
 A latency limit may be written relative to one of the paper's networks measured the same
 way (``max_latency_ms: {relative_to: custom-590k-dw, factor: 1.0}``), so a space file
@@ -70,7 +71,8 @@ def settle(measure_once: Callable[[], Measurement], limit: float | None,
             break
         busy_wait(wait)
         again = measure_once()
-        log.debug("timed again (%s): %.3f then %.3f ms", "preempted" if m.preempted else "over the limit",
+        log.debug("timed again (%s): %.3f then %.3f ms",
+                  "preempted" if m.preempted else "over the limit" if suspect else "a limit's reference",
                   m.latency_ms, again.latency_ms)
         m = min(m, again, key=lambda x: x.latency_ms)
     return m
