@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # measure(): timing settings for a full measurement and for a quick one (tests, smoke runs)
 TIMING: dict[str, dict] = {
     "full": {"warmup": 10, "warmup_seconds": 0.25, "repeats": 50, "min_seconds": 0.5},
-    "quick": {"warmup": 2, "warmup_seconds": 0.0, "repeats": 5, "min_seconds": 0.0},
+    "quick": {"warmup": 2, "warmup_seconds": 0.02, "repeats": 5, "min_seconds": 0.05},
 }
 
 # library_versions(): distribution names as pip knows them (composer is "mosaicml")

@@ -20,6 +20,7 @@ from search import study as studylib
 from search.measure import Measurement, busy_wait, count_macs, count_params, measure_ort, time_calls
 from search.recipe import TrainRecipe
 from search.record import Limits
+from search.runner import WORKER_NICE
 from search.screen import LIMIT_PREFIX, Screen, cache_key, resolve_limits, settle
 from search.space import (
     Candidate,
@@ -185,7 +186,8 @@ def test_settle_retakes_a_preempted_reading_under_the_limit():
 
 def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
     """Networks the space draws get the screen's verdict (its quick protocol and its re-timing,
-    :func:`settle`) on an idle machine and again while two processes keep both cores busy;
+    :func:`settle`) on an idle machine and again while two processes keep both cores busy at
+    the workers' niceness;
     with the limit in the widest gap between the idle latencies, every verdict is the same.
     (Each network is exported once; the protocol, not the export, is under test.)"""
     import torch
@@ -224,7 +226,9 @@ def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
     assert gap > 1.3, f"the drawn networks' latencies are too close to place a limit: {ordered}"
     quiet = verdicts(limit)
     assert quiet == [x <= limit for x in idle], ("idle", idle, limit)
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    # two processes at the niceness Ray workers train at (search.runner.WORKER_NICE)
+    hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.nice({WORKER_NICE})\nwhile True: pass"])
+            for _ in range(2)]
     try:
         time.sleep(0.5)  # both busy before the timings start
         loaded = verdicts(limit)
