@@ -3,8 +3,8 @@ latency, against the space's limits.
 
 Parameters are exact from the spec. Latency is measured once per distinct network on the
 machine the driver runs on, in the space's runtime, with :func:`search.measure.measure`'s
-load-robust protocol (the driver is not a niced worker, and a timing that waited for the CPU
-falls back to CPU time), and cached in the study as a user attr ``latency:<key>``: the key
+load-robust protocol (Ray workers train niced, search.runner.WORKER_NICE, and a timing
+that waited for the CPU falls back to CPU time), and cached in the study as a user attr ``latency:<key>``: the key
 is a hash of the network as built (spec, model surgery, input shape, classes), the runtime
 and the machine (CPU model, cores, torch and ONNX Runtime versions), so a repeated
 architecture is never timed twice and a study moved to another machine times afresh.
