@@ -7,7 +7,8 @@ load-robust protocol (Ray workers train niced, search.runner.WORKER_NICE, and a 
 that waited for the CPU falls back to CPU time), and cached in the study as a user attr
 ``latency:<key>``: the key is a hash of the network as built (spec, model surgery, input
 shape, classes), the runtime and the machine (CPU model, cores, torch and ONNX Runtime
-versions), so a repeated architecture is never timed twice and a study moved to another machine times afresh.
+versions), so a repeated architecture is never timed twice and a study moved to another
+machine times afresh.
 Noise on a shared machine only ever slows a timing down, and not only by the preemption a
 timing can see: on a virtual machine the host's own load slows every call by 10% to 2x
 for stretches of up to 2 s while the guest is idle (bench/timing_noise.py). So the lowest
