@@ -10,13 +10,17 @@ import torch
 from torch import nn
 
 from search.measure import (
+    SPREAD,
+    LatencyResult,
     count_macs,
     count_params,
     library_versions,
     machine_fingerprint,
     measure,
     measure_latency,
+    spread_timings,
     time_calls,
+    time_single,
 )
 from search.onnxrt import UnexportableNetwork
 
@@ -99,7 +103,33 @@ def test_measure_collects_everything():
     assert m.runtime == "torch" and m.eager_latency_ms == m.latency_ms
     assert set(m.to_dict()) == {"params", "macs", "latency_ms", "latency_iqr_ms", "batch_latency_ms",
                                 "batch_latency_iqr_ms", "batch_size", "threads", "runtime", "eager_latency_ms",
-                                "preempted"}
+                                "latency_timings_ms", "preempted"}
+
+
+def _result(ms: float, preempted: bool = False) -> LatencyResult:
+    return LatencyResult(median_ms=ms, iqr_ms=0.0, q1_ms=ms, q3_ms=ms, runs=5, batch_size=1, threads=1,
+                         cpu_median_ms=ms / 2 if preempted else ms)
+
+
+def test_the_single_image_latency_is_the_lowest_of_timings_around_the_batch():
+    """Noise only slows a timing: of three single-image timings, two before the batch timing
+    and one after it, the lowest is the latency, and all three are kept."""
+    order, singles = [], iter([0.30, 0.50, 0.20])
+    single, batch = spread_timings(lambda: order.append("single") or _result(next(singles)),
+                                   lambda: order.append("batch") or _result(9.0))
+    assert order == ["single", "single", "batch", "single"] and SPREAD == 3
+    assert single.robust_ms == 0.20 and single.spread_ms == [0.30, 0.50, 0.20] and batch.robust_ms == 9.0
+    # a preempted timing counts by its CPU time, as everywhere
+    single, _ = spread_timings(lambda: _result(0.30, preempted=True), lambda: _result(9.0), spread=2)
+    assert single.robust_ms == 0.15 and single.spread_ms == [0.15, 0.15]
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_measure_records_every_single_image_timing(runtime):
+    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, quick=True, runtime=runtime)
+    assert len(m.latency_timings_ms) == SPREAD and m.latency_ms == min(m.latency_timings_ms)
+    again = time_single(_net(), (3, 8, 8), quick=True, runtime=runtime, spread=2)
+    assert again.batch_size == 1 and len(again.spread_ms) == 2 and again.robust_ms == min(again.spread_ms)
 
 
 def test_default_latency_is_the_exported_onnx_model_in_onnx_runtime():
