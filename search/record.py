@@ -113,6 +113,7 @@ class TrialRecord:
     batch_size: int | None = None
     threads: int | None = None
     latency_preempted: bool | None = None  # other work held the core while it was timed (CPU time used)
+    latency_timings_ms: list[float] | None = None  # each single-image timing; the objective is the lowest
     infeasible: bool | None = None  # broke an architecture limit: measured, never trained
     screened: str | None = None  # why the driver judged it infeasible before dispatch (never reached a worker)
     # trained and evaluated. The objective value is ``objective_metric`` on ``objective_split``
@@ -201,6 +202,7 @@ class TrialRecord:
         self.batch_latency_ms, self.batch_size, self.threads = m["batch_latency_ms"], m["batch_size"], m["threads"]
         self.latency_runtime, self.eager_latency_ms = m["runtime"], m["eager_latency_ms"]
         self.latency_preempted = m.get("preempted") or None
+        self.latency_timings_ms = m.get("latency_timings_ms")
 
     # -- derived facts ----------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ The study in SQL is the single source of truth. A :class:`StudySearcher` (a Ray 
 searcher) asks the Optuna study for each new trial, decodes it into a candidate and
 hands it to Tune; Tune runs the trial on a worker (one CPU, one torch thread) under a
 successive-halving scheduler (:class:`ParetoRungs`); when Tune reports the trial's end the
-searcher tells the study: COMPLETE with (accuracy, latency_ms, params), PRUNED when the
-scheduler stopped it early (never with partial values), FAIL with the error when it raised or its worker
+searcher tells the study: COMPLETE with (accuracy, latency_ms, params), the latency the lower of
+the screen's and a re-check taken as the trial ends (:meth:`search.screen.Screen.recheck`),
+PRUNED when the scheduler stopped it early (never with partial values), FAIL with the error when it raised or its worker
 died. Run records, recovery of a killed run, the presets and the front's re-timing are
 :mod:`search.runs`; this module holds the Ray glue only.
 
@@ -101,6 +102,7 @@ class StudySearcher(Searcher):
         self.limits = limits  # by image size (a relative latency limit depends on it)
         self.live: dict[str, optuna.Trial] = {}
         self.sizes: dict[str, int] = {}
+        self.candidates: dict[str, Candidate] = {}
         self.val_history: dict[str, list[float]] = {}
         self.issued = 0
         self.t0 = time.time()
@@ -146,6 +148,7 @@ class StudySearcher(Searcher):
                                f"architecture ranges")
         self.live[trial_id] = ot
         self.sizes[trial_id] = cand.recipe.image_size
+        self.candidates[trial_id] = cand
         self.val_history[trial_id] = []
         self.issued += 1
         return {
@@ -194,6 +197,7 @@ class StudySearcher(Searcher):
             return
         history = self.val_history.pop(trial_id, [])
         size = self.sizes.pop(trial_id)
+        cand = self.candidates.pop(trial_id)
         result = result or {}
         record = TrialRecord(node_id=result.get("node_id") or None)
         if error or result.get("error"):
@@ -202,8 +206,11 @@ class StudySearcher(Searcher):
             record.write(ot)
             self.study.tell(ot, state=TrialState.FAIL)
         elif result.get(FINAL):
-            studylib.tell_outcome(self.study, ot, record, json.loads(result["outcome"]),
-                                  self.limits[size])
+            outcome = json.loads(result["outcome"])
+            if outcome.get("validation") is not None:  # trained: its latency joins the front, so time it again
+                outcome["measurement"] = {**outcome["measurement"],
+                                          **self.screen.recheck(cand.arch, cand.recipe).to_dict()}
+            studylib.tell_outcome(self.study, ot, record, outcome, self.limits[size])
         else:
             record.val_accuracy = history
             record.pruned_at_epoch = int(result.get("epoch", len(history)))
@@ -215,6 +222,7 @@ class StudySearcher(Searcher):
         for trial_id in list(self.live):
             ot = self.live.pop(trial_id)
             self.sizes.pop(trial_id, None)
+            self.candidates.pop(trial_id, None)
             TrialRecord(error=reason).write(ot)
             self.study.tell(ot, state=TrialState.FAIL)
 

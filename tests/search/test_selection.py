@@ -22,7 +22,7 @@ from search import runs
 from search import study as studylib
 from search.cli import main
 from search.data import DataConfig, Dataset, load_dataset
-from search.measure import Measurement, count_macs, count_params
+from search.measure import LatencyResult, Measurement, count_macs, count_params
 from search.pipeline import run_candidate
 from search.record import METRICS, TrialRecord, majority_score
 from search.runner import StudySearcher
@@ -60,7 +60,8 @@ SPACE = {
 # Helpers
 
 
-def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, runtime="onnxruntime") -> Measurement:
+def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, runtime="onnxruntime",
+                  onnx=None) -> Measurement:
     """A deterministic stand-in for search.measure.measure: latency from the parameter count,
     so timing noise cannot change NSGA-II's picks between two runs."""
     params = count_params(model)
@@ -68,6 +69,14 @@ def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, run
     return Measurement(params=params, macs=count_macs(model, input_shape), latency_ms=latency_ms,
                        latency_iqr_ms=0.0, batch_latency_ms=latency_ms * batch_size, batch_latency_iqr_ms=0.0,
                        batch_size=batch_size, threads=threads, runtime=runtime, eager_latency_ms=latency_ms)
+
+
+def _fake_time_single(model, input_shape, threads=1, quick=False, runtime="onnxruntime", onnx=None,
+                      spread=3) -> LatencyResult:
+    """The driver's re-check of a trained network (search.screen.Screen.recheck), as deterministic."""
+    ms = 0.01 + count_params(model) / 10_000
+    return LatencyResult(median_ms=ms, iqr_ms=0.0, q1_ms=ms, q3_ms=ms, runs=5, batch_size=1, threads=threads,
+                         cpu_median_ms=ms, spread_ms=[ms] * spread)
 
 
 def _searcher(tmp_path, name: str, space: SearchSpace) -> tuple[optuna.Study, StudySearcher]:
@@ -131,6 +140,8 @@ def test_the_sampler_listens_to_the_told_values(tmp_path):
 
 def test_permuting_the_test_labels_changes_no_choice(tmp_path, data, monkeypatch, one_thread):
     monkeypatch.setattr("search.screen.measure", _fake_measure)
+    monkeypatch.setattr("search.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.screen.time_single", _fake_time_single)
     space = space_from_dict(SPACE)
     original = _search(tmp_path, "original", space, data).trials
     permuted = _search(tmp_path, "permuted", space, _with_shuffled_test_labels(data)).trials
