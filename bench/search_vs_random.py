@@ -223,6 +223,23 @@ def confirmed_dominance(studies: dict[str, optuna.Study], own: dict, presets: di
             "\nPresets dominated on confirmed means: " + ", ".join(counts) + ".\n"]
 
 
+def retiming_agreement(studies: dict[str, optuna.Study]) -> list[str]:
+    """The front's latency objectives against their quiet re-timing at the end of the run."""
+    rows = []
+    for kind, s in studies.items():
+        ratios = [r["latency_ms"] / t.values[1] for t in studylib.pareto_front(s)
+                  if (r := studylib.retimed(s, t.number)) is not None]
+        if ratios:
+            off = sum(abs(r - 1) > 0.15 for r in ratios)
+            rows.append([kind, len(ratios), f"{statistics.median(ratios):.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}",
+                         f"{off} ({off / len(ratios):.0%})"])
+    if not rows:
+        return []
+    return ["\nThe front's latency objectives against the quiet re-timing at the end of each run "
+            "(search.runs.retime_front), re-timed / objective:\n",
+            table(["search", "front trials re-timed", "median ratio", "range", "off by > 15%"], rows)]
+
+
 def report(args) -> str:
     space = load_space(args.space)
     studies = stored_studies(args)
@@ -328,6 +345,7 @@ def report(args) -> str:
     out.append(table(["preset", "accuracy %", "latency ms", "params", *[f"by {k}" for k in studies]], prow))
     out.append("\nPresets dominated: " + ", ".join(f"{k} {dominated[k]} of {len(presets)}" for k in studies) + ".\n")
     out.extend(confirmed_dominance(studies, own, presets))
+    out.extend(retiming_agreement(studies))
     return "\n".join(out)
 
 

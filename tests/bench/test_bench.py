@@ -222,6 +222,19 @@ def test_timing_noise_bench_prints_its_three_measurements():
     assert re.search(r"\| one full timing \| [0-2] of 2 \|", out) and re.search(r"\| the screen's settle\(\) \| [0-2] of 2 \|", out)
 
 
+def test_latency_agreement_bench_compares_its_protocols():
+    """bench/latency_agreement.py at its smallest (two networks): it runs its four passes and
+    reports each protocol (the figures are the machine's; BENCHMARKS.md holds a full run)."""
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "latency_agreement.py"), "--points", "1",
+                          "--presets", "custom-140k-3x3"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "2 networks (1 paper presets and 1 draws" in out
+    for protocol in ("one timing", "lowest of 3", "lowest of 3, twice"):
+        assert re.search(rf"\| {protocol} \| \d\.\d\d \| \d\.\d\d-\d\.\d\d \| [0-2] of 2 ", out), protocol
+    assert re.search(r"\| custom-140k-3x3 \| (\d\.\d{3} / \d\.\d{3} \|\s*){4}", out)
+
+
 def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
     """Every search bench/search_vs_random.py can run changes only the sampler (and, for the
     -nostop ones, early stopping; for -single, -seeds2 and -front2, the accuracy's seeds) of
