@@ -208,8 +208,12 @@ class StudySearcher(Searcher):
         elif result.get(FINAL):
             outcome = json.loads(result["outcome"])
             if outcome.get("validation") is not None:  # trained: its latency joins the front, so time it again
-                outcome["measurement"] = {**outcome["measurement"],
-                                          **self.screen.recheck(cand.arch, cand.recipe).to_dict()}
+                try:
+                    outcome["measurement"] = {**outcome["measurement"],
+                                              **self.screen.recheck(cand.arch, cand.recipe).to_dict()}
+                except Exception as e:  # the screen's figure stands; the search goes on
+                    log.warning("trial %d: latency re-check failed (%s: %s); its screening latency stands",
+                                ot.number, type(e).__name__, e)
             studylib.tell_outcome(self.study, ot, record, outcome, self.limits[size])
         else:
             record.val_accuracy = history

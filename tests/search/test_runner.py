@@ -164,6 +164,30 @@ def test_early_stopped_trial_is_pruned_never_complete(tiny, tmp_path):
     assert studylib.pareto_front(study) == []
 
 
+def test_a_failed_latency_recheck_keeps_the_screening_figure(tiny, tmp_path, monkeypatch, caplog):
+    """The re-check as a trial ends must not cost the search: if it raises, the trial is told
+    with the latency it was screened at."""
+    from search.measure import Measurement
+    from search.pipeline import run_candidate
+    from search.space import Candidate
+
+    space, datasets, _ = tiny
+    study, searcher = _searcher(tmp_path, space)
+    config = searcher.suggest("a")
+    cand = Candidate.from_dict(config["candidate"])
+    outcome = run_candidate(cand.arch, cand.recipe, datasets[16], out_dir=config["out_dir"], metric=config["metric"],
+                            measurement=Measurement(**config["measurement"]))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no core left")
+
+    monkeypatch.setattr(searcher.screen, "recheck", broken)
+    searcher.on_trial_complete("a", {"final": True, "outcome": json.dumps(outcome.provenance(datasets[16]))})
+    t = study.trials[config["number"]]
+    assert t.state == TrialState.COMPLETE and t.values[1] == config["measurement"]["latency_ms"]
+    assert "latency re-check failed (RuntimeError: no core left)" in caplog.text
+
+
 def test_trial_error_is_failed_with_its_message(tiny, tmp_path):
     study, searcher = _searcher(tmp_path, tiny[0])
     config = searcher.suggest("a")
