@@ -221,11 +221,22 @@ def spread_timings(time_single: Callable[[], LatencyResult], time_batch: Callabl
     return dataclasses.replace(lowest, spread_ms=[r.robust_ms for r in singles]), batch
 
 
+QUICK_ENV = "CASTSEARCH_TIMING"  # =quick: every measurement uses the quick protocol (the test suite's searches)
+
+
+def _timing(quick: bool) -> tuple[dict, dict]:
+    """(single-image, batch) timing settings: quick when asked or when ``$CASTSEARCH_TIMING``
+    is ``quick`` (the test suite sets it, so that its searches do not spend minutes timing)."""
+    if quick or os.environ.get(QUICK_ENV) == "quick":
+        return TIMING["quick"], TIMING["quick"]
+    return TIMING["full"], TIMING["batch"]
+
+
 def _ort_timers(session, input_shape: tuple[int, int, int], batch_size: int, threads: int, quick: bool):
     """(time one image, time a batch of ``batch_size``) of an ONNX Runtime ``session``."""
     from search.onnxrt import ort_call
 
-    timing, batch_timing = TIMING["quick" if quick else "full"], TIMING["quick" if quick else "batch"]
+    timing, batch_timing = _timing(quick)
     single, batch = ort_call(session, input_shape, 1), ort_call(session, input_shape, batch_size)
     return (lambda: time_calls(single, 1, threads, **timing),
             lambda: time_calls(batch, batch_size, threads, **batch_timing))
@@ -252,7 +263,7 @@ def _timers(model: nn.Module, input_shape: tuple[int, int, int], threads: int, b
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
     if runtime == "torch":
-        timing, batch_timing = TIMING["quick" if quick else "full"], TIMING["quick" if quick else "batch"]
+        timing, batch_timing = _timing(quick)
         return (lambda: measure_latency(model, input_shape, batch_size=1, threads=threads, **timing),
                 lambda: measure_latency(model, input_shape, batch_size=batch_size, threads=threads, **batch_timing))
     from search.onnxrt import ort_session
@@ -270,7 +281,7 @@ def measure(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 
     :class:`search.onnxrt.UnexportableNetwork` (with ``runtime="onnxruntime"``)."""
     eager = None
     if runtime == "onnxruntime":  # eager torch too, for comparison; in torch it is the latency itself
-        eager = measure_latency(model, input_shape, batch_size=1, threads=threads, **TIMING["quick" if quick else "full"])
+        eager = measure_latency(model, input_shape, batch_size=1, threads=threads, **_timing(quick)[0])
     single, batch = spread_timings(*_timers(model, input_shape, threads, batch_size, quick, runtime, onnx))
     eager = eager or single
     result = Measurement(

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from search.measure import (
+    QUICK_ENV,
     SPREAD,
     LatencyResult,
     count_macs,
@@ -130,6 +131,20 @@ def test_measure_records_every_single_image_timing(runtime):
     assert len(m.latency_timings_ms) == SPREAD and m.latency_ms == min(m.latency_timings_ms)
     again = time_single(_net(), (3, 8, 8), quick=True, runtime=runtime, spread=2)
     assert again.batch_size == 1 and len(again.spread_ms) == 2 and again.robust_ms == min(again.spread_ms)
+
+
+def test_the_full_protocol_runs_unless_quick_is_asked_for(monkeypatch):
+    """The suite sets $CASTSEARCH_TIMING=quick (tests/conftest.py); without it a timing warms
+    up for 0.25 s and times for at least 0.5 s, with it for a fraction of that."""
+    def seconds() -> float:
+        start = time.perf_counter()
+        time_single(_net(), (3, 8, 8), runtime="torch", spread=1)
+        return time.perf_counter() - start
+
+    monkeypatch.delenv(QUICK_ENV)
+    assert seconds() >= 0.75
+    monkeypatch.setenv(QUICK_ENV, "quick")
+    assert seconds() < 0.5
 
 
 def test_default_latency_is_the_exported_onnx_model_in_onnx_runtime():
