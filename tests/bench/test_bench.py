@@ -235,6 +235,37 @@ def test_latency_agreement_bench_compares_its_protocols():
     assert re.search(r"\| custom-140k-3x3 \| (\d\.\d{3} / \d\.\d{3} \|\s*){4}", out)
 
 
+def test_retime_trials_bench_times_stored_trials_against_a_reference(tmp_path):
+    """bench/retime_trials.py rebuilds stored trials' networks and times them again: two
+    presets trained for one epoch on generated images, one pass."""
+    from search.data import DataConfig, load_dataset
+    from search.pipeline import run_candidate
+    from search.recipe import TrainRecipe
+    from search.record import Limits, TrialRecord
+
+    data = load_dataset(DataConfig(source="synthetic", image_size=16, synthetic_count=60), cache_dir=tmp_path / "c")
+    storage = f"sqlite:///{tmp_path}/r.db"
+    study = studylib.open_study("r", storage)
+    recipe = TrainRecipe(image_size=16, epochs=1)
+    for name in ("custom-140k-3x3", "custom-140k-dw"):
+        arch = PRESETS[name]
+        outcome = run_candidate(arch, recipe, data, out_dir=tmp_path / name, limits=Limits(), quick_measure=True)
+        record = TrialRecord(run_id="t", arch=arch.to_dict(), arch_code=arch.code(), recipe=recipe.to_dict(),
+                             enhancements="none", preset=name)
+        studylib.tell_outcome(study, study.ask(), record, json.loads(json.dumps(outcome.provenance(data))),
+                              Limits())
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "retime_trials.py"), "--storage", storage,
+                          "--trials", "r:0", "--reference", "r:1", "--passes", "1", "--gap", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "6 single-image timings per network" in run.stdout
+    assert re.search(r"\| r:0 \| custom-140k-3x3 \| \d\.\d{3} \| - \| \d\.\d{3} \| \d\.\d\d \|", run.stdout)
+    assert re.search(r"\| r:1 \| custom-140k-dw \| \d\.\d{3} \| - \| \d\.\d{3} \| 1\.00 \|", run.stdout)
+    bad = subprocess.run([sys.executable, str(REPO / "bench" / "retime_trials.py"), "--storage", storage,
+                          "--trials", "r-0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "'r-0' is not STUDY:NUMBER" in bad.stderr
+
+
 def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
     """Every search bench/search_vs_random.py can run changes only the sampler (and, for the
     -nostop ones, early stopping; for -single, -seeds2 and -front2, the accuracy's seeds) of
