@@ -212,8 +212,6 @@ def retime_front(study: optuna.Study, run_id: str | None = None) -> int:
     timing): the last run to finish re-times. A finished Optuna trial cannot be changed, so
     the quiet timings are stored as study user attrs ``retimed:<trial number>`` (see
     :func:`search.study.retimed`)."""
-    import dataclasses
-
     import torch
 
     from search.measure import export_for_timing, measure, time_single
@@ -232,9 +230,7 @@ def retime_front(study: optuna.Study, run_id: str | None = None) -> int:
         measured[t.number] = (model, shape, onnx, measure(model, shape, threads=1, runtime=record.runtime, onnx=onnx))
     for t in front:
         model, shape, onnx, m = measured[t.number]
-        again = time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx)
-        lower = dict(latency_ms=again.robust_ms, latency_iqr_ms=again.iqr_ms) if again.robust_ms < m.latency_ms else {}
-        m = dataclasses.replace(m, latency_timings_ms=[*m.latency_timings_ms, *again.spread_ms], **lower)
+        m = m.with_timing(time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx))
         study.set_user_attr(f"{studylib.RETIMED}{t.number}", {
             "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
             "batch_latency_ms": m.batch_latency_ms, "threads": m.threads, "runtime": m.runtime,

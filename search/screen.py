@@ -194,12 +194,8 @@ class Screen:
         self.rechecked += 1
         again = time_single(self._build(arch, recipe), input_shape(recipe), threads=1, quick=self.quick,
                             runtime=self.runtime, onnx=self._exported.pop(key, None))
-        timings = [*(m.latency_timings_ms or [m.latency_ms]), *again.spread_ms]
-        if again.robust_ms < m.latency_ms:
-            m = dataclasses.replace(m, latency_ms=again.robust_ms, latency_iqr_ms=again.iqr_ms,
-                                    preempted=m.preempted or again.preempted)
-        m = dataclasses.replace(m, latency_timings_ms=timings)
-        log.debug("re-checked %s: %s ms", arch.code(), ", ".join(f"{t:.3f}" for t in timings))
+        m = m.with_timing(again)
+        log.debug("re-checked %s: %s ms", arch.code(), ", ".join(f"{t:.3f}" for t in m.latency_timings_ms))
         self.study.set_user_attr(key, {**entry, "measurement": m.to_dict(), "rechecked": time.time()})
         return m
 
