@@ -21,7 +21,9 @@ accuracy objective's seeds set: ``<name>-single`` (one training per trial),
 ``<name>-seeds2`` (``objectives.accuracy.seeds: 2``: a fully trained trial is ranked by
 the mean of two trainings) and ``<name>-front2`` (the same with ``seeds_for: front``: only a
 trial whose first training joins the front as it stands is trained a second time; the
-shipped space's setting, so the same search as ``<name>`` under a name that says so).
+shipped space's setting, so the same search as ``<name>`` under a name that says so), and
+as ``<name>-nofloor`` (``constraints.min_accuracy: null``: no accuracy floor, so the smallest,
+least accurate networks are on the front and the sampler spends trials on them).
 
 Every sampler reads the space's limits from the constraint values of told trials. The
 paper's six presets are trained inside every study, as the space says.
@@ -34,7 +36,9 @@ table gives the trials finished, pruned, infeasible, invalid and failed, the bes
 accuracy, and the hypervolume of its own feasible points (presets excluded) and of all of
 them against one fixed reference point (accuracy 0, the space's latency and parameter
 limits; a relative latency limit as the first search resolved it), normalised by the
-reference box, and the first against random sampling's. Latency values are the ones the
+reference box, and the first against random sampling's; then the same above the least
+accurate preset's accuracy. A trained network under a search's ``min_accuracy`` counts in
+every hypervolume (it is off that search's front, not out of the comparison). Latency values are the ones the
 searches' drivers measured before dispatch (search.screen: load-robust, so the training
 workers do not inflate them). Then for each preset: is it dominated by a non-preset trial
 of each search? With ``--confirm K`` each search's front and presets are retrained K times
@@ -83,9 +87,11 @@ SAMPLER_STUDIES = {  # changes to the space file's sampler section; nsga2's popu
 # by that only for a trial whose first training joins the front (tpe-front2, as the space ships)
 ACCURACY_SEEDS = {"single": {"seeds": 1, "seeds_for": "finished"}, "seeds2": {"seeds": 2, "seeds_for": "finished"},
                   "front2": {"seeds": 2, "seeds_for": "front"}}
+# and without the accuracy floor (k-nofloor: constraints.min_accuracy: null)
 STUDIES = {**SAMPLER_STUDIES, **{f"{k}-nostop": {**v, "early_stopping": "none"} for k, v in SAMPLER_STUDIES.items()},
            **{f"{k}-{suffix}": {**v, **seeds} for suffix, seeds in ACCURACY_SEEDS.items()
-              for k, v in SAMPLER_STUDIES.items()}}
+              for k, v in SAMPLER_STUDIES.items()},
+           **{f"{k}-nofloor": {**v, "min_accuracy": None} for k, v in SAMPLER_STUDIES.items()}}
 
 
 WALL_ATTR = "bench_wall_s"  # the run's wall seconds, kept for reports without a run
@@ -114,6 +120,8 @@ def space_file(path: str, changes: dict, folder: Path, population: int | None = 
         data["objectives"]["accuracy"]["seeds"] = changes["seeds"]
     if "seeds_for" in changes:
         data["objectives"]["accuracy"]["seeds_for"] = changes["seeds_for"]
+    if "min_accuracy" in changes:
+        data.setdefault("constraints", {})["min_accuracy"] = changes["min_accuracy"]
     out = folder / f"{Path(path).stem}-{'-'.join(str(v) for v in changes.values())}.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
@@ -141,7 +149,8 @@ def run(args, changes: dict, name: str) -> float:
     study.set_user_attr(BUDGET_ATTR, {"minutes": args.minutes, "workers": args.workers, "epochs": args.epochs})
     study.set_user_attr(SAMPLER_ATTR, {"name": space.sampler.name, "population_size": space.sampler.population_size,
                                        "early_stopping": space.budget.early_stopping, "seeds": space.seeds,
-                                       "seeds_for": space.seeds_for})
+                                       "seeds_for": space.seeds_for,
+                                       "min_accuracy": space.accuracy_floor or space.constraints.min_accuracy})
     if args.confirm:
         confirm_study(study, seeds=args.confirm, workers=args.workers, cache_dir=space.data.cache_dir,
                       top=args.confirm_top)
@@ -169,7 +178,8 @@ def describe(kind: str, s: optuna.Study) -> str:
     seeds = f", mean of {sampler['seeds']} seeds" if (sampler.get("seeds") or 1) > 1 else ", one seed"
     if sampler.get("seeds_for") == "front":  # needs seeds > 1 (search.space)
         seeds += " for trials that join the front"
-    return f"{kind} ({sampler['name']}{pop}{stop}{seeds})"
+    floor = f", min_accuracy {sampler['min_accuracy']}" if sampler.get("min_accuracy") else ""
+    return f"{kind} ({sampler['name']}{pop}{stop}{seeds}{floor})"
 
 
 def confirmed_point(s: optuna.Study, t: optuna.trial.FrozenTrial) -> list[float] | None:
@@ -255,8 +265,10 @@ def report(args) -> str:
         limits = dataclasses.replace(limits, max_latency_ms=resolved["max_latency_ms"])
     reference = [0.0, limits.max_latency_ms, limits.max_params]
     box = reference[1] * reference[2]  # accuracy spans 0..1
+    # trained networks within the architecture limits, whether or not a search's min_accuracy
+    # kept them off its front: searches with and without a floor are measured alike
     feasible = {k: [t for t in s.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
-                    and studylib.is_feasible(t)] for k, s in studies.items()}
+                    and (studylib.is_feasible(t) or studylib.below_floor(t))] for k, s in studies.items()}
     own = {k: [t for t in ts if not TrialRecord.read(t).preset] for k, ts in feasible.items()}
     budgets = [s.user_attrs[BUDGET_ATTR] for s in studies.values() if BUDGET_ATTR in s.user_attrs]
     if any(b != budgets[0] for b in budgets):
@@ -297,11 +309,12 @@ def report(args) -> str:
         ratio = f"{hv_own[kind] / hv_own['random']:.2f}" if hv_own.get("random") else ""
         ratio_f = f"{hvf_own[kind] / hvf_own['random']:.2f}" if hvf_own.get("random") else ""
         rows.append([describe(kind, s), f"{s.user_attrs.get(WALL_ATTR, float('nan')) / 60:.1f}", c["complete"],
-                     c["pruned"], trained_epochs(s), c["infeasible"], c["invalid"], c["failed"], len(studylib.pareto_front(s)),
+                     c["pruned"], trained_epochs(s), c["below_floor"], c["infeasible"], c["invalid"], c["failed"],
+                     len(studylib.pareto_front(s)),
                      f"{100 * best:.1f}", f"{hv_own[kind]:.4f}", ratio, f"{hv(feasible[kind]):.4f}",
                      f"{hvf_own[kind]:.4f}", ratio_f, f"{hv_floor(feasible[kind]):.4f}"])
     preset_pts = list(presets.values())
-    rows.append([f"the six presets (from {first})", "", len(presets), "", "", "", "", "", "",
+    rows.append([f"the six presets (from {first})", "", len(presets), "", "", "", "", "", "", "",
                  f"{100 * max((t.values[0] for t in preset_pts), default=float('nan')):.1f}", "", "",
                  f"{hv(preset_pts):.4f}", "", "", f"{hv_floor(preset_pts):.4f}"])
 
@@ -325,7 +338,8 @@ def report(args) -> str:
                f"{limits.max_params:,.0f} params), training capped at {epochs} epochs. Budget per search: "
                f"{minutes} minutes of wall time x {workers} workers of 1 CPU = "
                f"**{minutes * workers} CPU-minutes**; the searches ran one after the other. "
-               f"Hypervolume: of the feasible (accuracy, latency, params) points against the reference "
+               f"Hypervolume: of the trained (accuracy, latency, params) points within the latency and parameter "
+               f"limits (those under a search's min_accuracy included) against the reference "
                f"point {reference}, divided by the reference box ({box:,.0f}); 1 would be a 100%-accurate "
                f"network with no latency and no parameters. 'own' counts the search's trials only, "
                f"'with presets' adds the six presets trained in the same study. Best accuracy: of the "
@@ -336,7 +350,7 @@ def report(args) -> str:
                f"trials stopped early. Wall minutes include "
                f"Ray's start and the quiet re-timing of each front.\n")
     out.append(table(["search", "wall min", "finished (feasible)", "stopped early", "epochs trained (in stopped trials)",
-                      "infeasible", "invalid", "failed",
+                      "finished below min_accuracy", "infeasible", "invalid", "failed",
                       "front size", "best own accuracy %", "hypervolume, own", "own / random",
                       "hypervolume, with presets", "above the presets' floor, own", "own / random",
                       "above the floor, with presets"], rows))

@@ -223,8 +223,9 @@ def _print_progress(p) -> None:
     budget = f"/{p.run_budget}" if p.run_budget is not None else ""
     best = f"{p.best_accuracy:.4f}" if p.best_accuracy is not None else "-"
     left = f" · {_fmt_time(p.time_left_s)} left" if p.time_left_s is not None else ""
+    floor = f" · below floor {p.below_floor}" if p.below_floor else ""
     print(f"  [{p.run_finished}{budget} this run] complete {p.complete} · running {p.running} · "
-          f"pruned {p.pruned} · infeasible {p.infeasible} · failed {p.failed} · invalid {p.invalid} · "
+          f"pruned {p.pruned} · infeasible {p.infeasible}{floor} · failed {p.failed} · invalid {p.invalid} · "
           f"best accuracy {best} · "
           f"front {p.front_size} · {_fmt_time(p.elapsed_s)} elapsed{left}", flush=True)
 
@@ -239,7 +240,8 @@ def print_run_summary(summary) -> None:
     o = summary.outcome
     if o is None:
         return
-    print(f"  sampled networks: {o.trained} trained · {o.infeasible} infeasible · {o.invalid} invalid · "
+    floor = f" · {o.below_floor} trained below the accuracy floor" if o.below_floor else ""
+    print(f"  sampled networks: {o.trained} trained{floor} · {o.infeasible} infeasible · {o.invalid} invalid · "
           f"{o.pruned} stopped early · {o.failed} failed; presets trained {o.presets_trained}")
     print(f"  front: {o.front} network{'' if o.front == 1 else 's'}, {o.front_searched} of them found by the search")
     if o.dominated:

@@ -313,7 +313,7 @@ def write_report(study: optuna.Study, front: list[dict], out_dir: str | Path,
                              for b in baselines]) if baselines else "<p class='note'>no baselines study</p>"
     body = f"""
 <h1>castsearch report: study {html.escape(study.study_name)}</h1>
-<p>{len(trials)} trials: {c['complete']} complete, {c['infeasible']} infeasible, {c['pruned']} pruned,
+<p>{len(trials)} trials: {c['complete']} complete, {c['infeasible']} infeasible, {c['below_floor']} below the accuracy floor, {c['pruned']} pruned,
 {c['failed']} failed, {c['invalid']} invalid, {c['running']} running, {c['waiting']} waiting.
 Data: {html.escape(data['source'])}, {len(data['class_names'])} classes
 ({html.escape(', '.join(data['class_names']))}), {split_sizes} images, {data['image_size']} px,

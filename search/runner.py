@@ -23,6 +23,7 @@ function) would test a different entry point from the one users run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -86,6 +87,7 @@ class Progress:
     time_left_s: float | None
     run_finished: int
     run_budget: int | None
+    below_floor: int = 0  # trained, less accurate than min_accuracy
 
 
 class StudySearcher(Searcher):
@@ -105,6 +107,8 @@ class StudySearcher(Searcher):
         self.candidates: dict[str, Candidate] = {}
         self.val_history: dict[str, list[float]] = {}
         self.issued = 0
+        # min_accuracy: presets is resolved once the presets have trained; until then only presets go out
+        self.floor_pending = space.accuracy_floor is not None
         self.t0 = time.time()
 
     # Tune checkpoints searchers by pickling them; our state is the SQL study.
@@ -125,6 +129,8 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED
         if self.deadline is not None and time.time() >= self.deadline:
             return Searcher.FINISHED
+        if self.floor_pending and not self._floor_ready():
+            return None  # Tune asks again when a preset finishes
         for _ in range(MAX_SKIPPED):
             ot = self.study.ask()
             TrialRecord(run_id=self.run.run_id).write(ot)
@@ -162,7 +168,33 @@ class StudySearcher(Searcher):
             "front": ([list(t.values) for t in studylib.pareto_front(self.study)]
                       if self.space.seeds > 1 and self.space.seeds_for == "front" else None),
             "protect": TrialRecord.of_attrs(ot.user_attrs).preset is not None,  # enqueued presets
+            "min_accuracy": self.limits[cand.recipe.image_size].min_accuracy,
         }
+
+    def _floor_ready(self) -> bool:
+        """Whether a candidate may go out under ``min_accuracy: presets``: while a preset waits
+        in the queue it is the next one asked; while presets train (and none waits) nothing
+        goes out, since the floor is the least accurate preset's accuracy; once they are done
+        the floor is resolved into the limits and the search starts."""
+        pending = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+                   if TrialRecord.read(t).preset is not None]
+        if any(t.state == TrialState.WAITING for t in pending):
+            return True
+        if pending:
+            return False
+        self.floor_pending = False
+        least = studylib.least_accurate_preset(self.study.get_trials(deepcopy=False))
+        if least is None:
+            log.warning("min_accuracy: presets, but no preset trained in this study: the search has no "
+                        "accuracy floor")
+            return True
+        floor, name = least.values[0], TrialRecord.read(least).preset
+        self.limits = {size: dataclasses.replace(lim, min_accuracy=floor) for size, lim in self.limits.items()}
+        self.study.set_user_attr(studylib.FLOOR_ATTR, {"min_accuracy": floor, "preset": name, "trial": least.number,
+                                              "at": time.time()})
+        log.info("min_accuracy = %.4f, the validation %s of %s (trial %d), the least accurate preset",
+                 floor, self.space.metric, name, least.number)
+        return True
 
     def _screen(self, ot: optuna.Trial, cand: Candidate) -> Verdict:
         """Check ``cand`` against the limits before it is dispatched (:mod:`search.screen`).
@@ -219,6 +251,12 @@ class StudySearcher(Searcher):
             record.val_accuracy = history
             record.pruned_at_epoch = int(result.get("epoch", len(history)))
             record.write(ot)
+            floor = self.limits[size].min_accuracy
+            if floor is not None and history:
+                # TPE ranks a stopped trial with the trained ones that missed the floor, by how far
+                # below it the trial was when stopped, not ahead of them (where Optuna puts trials
+                # stopped early that carry no constraint)
+                ot.set_constraint("min_accuracy", floor - max(history))
             self.study.tell(ot, state=TrialState.PRUNED)
         self.report()
 
@@ -244,6 +282,7 @@ class StudySearcher(Searcher):
             front_size=len(studylib.pareto_front(self.study)), elapsed_s=now - self.t0,
             time_left_s=None if self.deadline is None else max(0.0, self.deadline - now),
             run_finished=finished_by(trials, self.run.run_id), run_budget=self.run.trials,
+            below_floor=c["below_floor"],
         ))
 
 
@@ -289,11 +328,11 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
 
     try:
         _test_hooks(config["number"])
-        front = config.get("front")
+        front, floor = config.get("front"), config.get("min_accuracy")
         outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
                                 measurement=Measurement(**config["measurement"]), on_epoch=on_epoch,
                                 seeds=config.get("seeds", 1),
-                                repeat_if=None if front is None else lambda o: joins_front(o, front))
+                                repeat_if=None if front is None else lambda o: joins_front(o, front, floor))
     except Exception as e:
         tune.report({"epoch": 0, VAL_SCORE: 0.0, "node_id": node_id, FINAL: True,
                      "error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"})
@@ -303,10 +342,12 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
                  FINAL: True, "outcome": json.dumps(outcome.provenance(data))})
 
 
-def joins_front(outcome, front: list[list[float]]) -> bool:
+def joins_front(outcome, front: list[list[float]], min_accuracy: float | None = None) -> bool:
     """Whether a trained outcome's (objective, latency, params) is dominated by no point of
-    ``front`` (the study's front when the trial was dispatched): only such a trial is trained
-    with the further seeds under ``objectives.accuracy.seeds_for: front``."""
+    ``front`` (the study's front when the trial was dispatched) and meets ``min_accuracy``:
+    only such a trial is trained with the further seeds under ``objectives.accuracy.seeds_for: front``."""
+    if min_accuracy is not None and outcome.objective < min_accuracy:
+        return False
     point = [outcome.objective, outcome.measurement.latency_ms, float(outcome.measurement.params)]
     return not any(studylib.dominates(q, point) for q in front)
 

@@ -244,6 +244,7 @@ class RunOutcome:
     """What one run did with its sampled (not preset) networks, and what the front holds."""
     trained: int = 0
     infeasible: int = 0       # screened out before dispatch, or over a limit once trained
+    below_floor: int = 0      # trained, less accurate than min_accuracy (not in trained)
     invalid: int = 0          # could not be built
     pruned: int = 0           # stopped early
     failed: int = 0
@@ -269,6 +270,8 @@ def run_outcome(study: optuna.Study, run_id: str) -> RunOutcome:
         elif t.state == TrialState.COMPLETE:
             if studylib.is_feasible(t):
                 out.trained += 1
+            elif studylib.below_floor(t):
+                out.below_floor += 1
             else:
                 out.infeasible += 1
         elif t.state == TrialState.PRUNED:

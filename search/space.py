@@ -89,6 +89,7 @@ SEEDS_FOR = ("finished", "front")  # objectives.accuracy.seeds_for: which finish
 LAST_BLOCKS = {"plain": (1, 1), "stride2": (2, 1), "dilation2": (1, 2)}  # (stride, dilation)
 ALPHA_FIELDS = {"label_smoothing": "label_smoothing", "mixup": "mixup_alpha"}  # number, 0 = off
 DEFAULT_RECIPE = "default"  # the named recipe a space starts from when training.recipe is absent
+ACCURACY_FLOOR = "presets"  # constraints.min_accuracy: presets, the least accurate preset's accuracy
 DEFAULT_TRIALS = 20  # when the file has no budget section
 DEFAULT_POPULATION = 12  # NSGA-II population when sampler.population_size is not given
 MAX_STAGES = MAX_BLOCKS = 16  # more is a typo, not a small CNN
@@ -297,6 +298,9 @@ class SearchSpace:
     seeds_for: str = "finished"  # every fully trained trial, or only one whose first training joins the front
     latency_runtime: str = DEFAULT_RUNTIME  # what the latency objective is timed in (search.record.RUNTIMES)
     relative_latency: RelativeLimit | None = None  # max_latency_ms relative to a paper network, when so written
+    # min_accuracy: presets: at least as accurate as the least accurate preset trained in the
+    # study (resolved by the runner once the presets have trained; constraints.min_accuracy is None)
+    accuracy_floor: str | None = None
 
     @property
     def objective_names(self) -> list[str]:
@@ -725,10 +729,21 @@ def _budget(r: _Reader, top: dict) -> Budget:
     return budget
 
 
-def _constraints(r: _Reader, top: dict) -> tuple[Limits, RelativeLimit | None]:
-    """The limits, and the relative latency limit when max_latency_ms is written as one
-    (then the limits' max_latency_ms is None until the run resolves it)."""
+def _constraints(r: _Reader, top: dict) -> tuple[Limits, RelativeLimit | None, str | None]:
+    """The limits, the relative latency limit when max_latency_ms is written as one (then
+    the limits' max_latency_ms is None until the run resolves it), and the accuracy floor
+    when min_accuracy is written as ``presets`` (then the limits' min_accuracy is None)."""
     section = r.section(top, "constraints", ("max_latency_ms", "max_params", "min_accuracy"))
+    floor = None
+    if isinstance(section.get("min_accuracy"), str) and section["min_accuracy"] != ACCURACY_FLOOR:
+        r.fail("constraints.min_accuracy", f"must be a number in (0, 1] or {ACCURACY_FLOOR} (the least "
+                                           f"accurate preset's accuracy), {_got(section['min_accuracy'])}")
+    if section.get("min_accuracy") == ACCURACY_FLOOR:
+        if not r.get(top, "", "seed_presets", _boolean, True):
+            r.fail("constraints.min_accuracy", f"{ACCURACY_FLOOR} needs the presets in the study (seed_presets: "
+                                               f"true), or write a number in (0, 1]")
+        floor = ACCURACY_FLOOR
+        section = {k: v for k, v in section.items() if k != "min_accuracy"}
     positive = _optional(_number(0, low_open=True))
     relative = None
     latency = section.get("max_latency_ms")
@@ -745,7 +760,7 @@ def _constraints(r: _Reader, top: dict) -> tuple[Limits, RelativeLimit | None]:
         max_params=r.get(section, "constraints", "max_params", positive, None),
         min_accuracy=r.get(section, "constraints", "min_accuracy", _optional(_number(0, 1, low_open=True)), None),
     )
-    return limits, relative
+    return limits, relative, floor
 
 
 def _data(r: _Reader, top: dict) -> DataSettings:
@@ -786,7 +801,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     augmentations = {name: Fixed(f"augmentations.{name}", name in base.augmentations) for name in AUGMENTATIONS}
     augmentations |= r.params(top, "augmentations", _AUGMENTATIONS)
     _some_point_builds(r, architecture, _largest(training["image_size"]))
-    constraints, relative_latency = _constraints(r, top)
+    constraints, relative_latency, accuracy_floor = _constraints(r, top)
     return SearchSpace(
         path=path,
         study=study,
@@ -805,6 +820,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         seeds_for=seeds_for,
         latency_runtime=_latency(r, top),
         relative_latency=relative_latency,
+        accuracy_floor=accuracy_floor,
     )
 
 

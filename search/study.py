@@ -35,6 +35,7 @@ RETIMED = "retimed:"
 BASELINES_SUFFIX = "-baselines"
 EXPORTED = "onnx:"
 CONFIRMED = "confirmed:"
+FLOOR_ATTR = "accuracy_floor"  # study user attr: min_accuracy: presets as the run resolved it
 
 
 def default_storage(study_name: str, root: str | Path = STUDIES_DIR) -> str:
@@ -276,6 +277,20 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return all(v <= 0.0 for v in trial.constraints.values()) and not TrialRecord.read(trial).infeasible
 
 
+def below_floor(trial: FrozenTrial) -> bool:
+    """A trained trial that meets the architecture limits but is less accurate than ``min_accuracy``."""
+    c = trial.constraints
+    return (c.get("min_accuracy", 0.0) > 0.0 and not TrialRecord.read(trial).infeasible
+            and all(v <= 0.0 for k, v in c.items() if k != "min_accuracy"))
+
+
+def least_accurate_preset(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The trained, feasible preset with the lowest accuracy objective (``min_accuracy: presets``)."""
+    presets = [t for t in trials if t.state == TrialState.COMPLETE and TrialRecord.read(t).preset is not None
+               and is_feasible(t)]
+    return min(presets, key=lambda t: t.values[0], default=None)
+
+
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     """Feasible COMPLETE trials that no other feasible COMPLETE trial dominates, by accuracy."""
     front = [t for t in study.best_trials if is_feasible(t)]
@@ -336,12 +351,13 @@ def exported(study: optuna.Study, number: int) -> dict | None:
 def counts(trials: list[FrozenTrial]) -> dict[str, int]:
     """Trials by outcome, for progress lines. ``invalid``: sampled points that cannot be
     built (skipped at once, never trained, not counted in the budget)."""
-    c = {"complete": 0, "running": 0, "pruned": 0, "infeasible": 0, "invalid": 0, "failed": 0, "waiting": 0}
+    c = {"complete": 0, "running": 0, "pruned": 0, "infeasible": 0, "below_floor": 0, "invalid": 0, "failed": 0,
+         "waiting": 0}
     for t in trials:
         if TrialRecord.read(t).invalid:
             c["invalid"] += 1
         elif t.state == TrialState.COMPLETE:
-            c["infeasible" if not is_feasible(t) else "complete"] += 1
+            c["complete" if is_feasible(t) else "below_floor" if below_floor(t) else "infeasible"] += 1
         elif t.state == TrialState.RUNNING:
             c["running"] += 1
         elif t.state == TrialState.PRUNED:

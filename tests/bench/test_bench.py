@@ -114,10 +114,12 @@ def test_verdicts_say_which_claims_hold_and_which_do_not():
     assert "BlurPool" not in presets_only and "Augmentations lower" not in presets_only  # no rows, no verdict
 
 
-def _trial(values, preset=None, feasible=True, **attrs):
+def _trial(values, preset=None, feasible=True, below_floor=False, **attrs):
     constraints = {name: 0.0 for name in CONSTRAINT_NAMES}
     if not feasible:
         constraints["max_params"] = 5.0
+    if below_floor:
+        constraints["min_accuracy"] = 0.3
     return create_trial(state=TrialState.COMPLETE, values=values, constraints=constraints,
                         user_attrs={**({"preset": preset} if preset else {}), **attrs})
 
@@ -130,6 +132,7 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
     default.add_trial(_trial([0.85, 1.0, 100_000], epochs_run=5,  # dominates custom-140k-3x3 only;
                              seed_runs=[{"seed": 1}, {"seed": 2}]))  # trained twice: 10 epochs
     default.add_trial(_trial([0.99, 0.5, 50_000], feasible=False))  # infeasible: counts for nothing
+    default.add_trial(_trial([0.50, 0.1, 1_000], below_floor=True))  # under min_accuracy: off the front, in the volume
     default.add_trial(create_trial(state=TrialState.PRUNED, values=None, user_attrs={"pruned_at_epoch": 2}))
     default.set_user_attr(svr.WALL_ATTR, 600.0)
     default.set_user_attr(svr.BUDGET_ATTR, {"minutes": 10.0, "workers": 2, "epochs": 5})
@@ -141,22 +144,23 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
     text = svr.report(args)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in text.splitlines() if line.startswith("| ")}
-    # wall min, finished (feasible), stopped early, epochs trained (in stopped), infeasible, invalid,
-    # failed, front size, best own %, hypervolume own, own / random, with presets, then above the floor
-    assert rows["default"][:9] == ["10.0", "3", "1", "17 (2)", "1", "0", "0", "2", "85.0"]
-    assert rows["random"][1:9] == ["1", "0", "0 (0)", "0", "0", "0", "1", "95.0"]
+    # wall min, finished (feasible), stopped early, epochs trained (in stopped), finished below
+    # min_accuracy, infeasible, invalid, failed, front size, best own %, hypervolume own, own / random,
+    # with presets, then above the floor
+    assert rows["default"][:10] == ["10.0", "3", "1", "17 (2)", "1", "1", "0", "0", "2", "85.0"]
+    assert rows["random"][1:10] == ["1", "0", "0 (0)", "0", "0", "0", "0", "1", "95.0"]
     box = 10.0 * 1_000_000
-    own = studylib.hypervolume([[0.85, 1.0, 100_000]], [0.0, 10.0, 1_000_000]) / box
-    everything = studylib.hypervolume([[0.80, 2.0, 200_000], [0.90, 6.0, 600_000], [0.85, 1.0, 100_000]],
-                                      [0.0, 10.0, 1_000_000]) / box
+    own = studylib.hypervolume([[0.85, 1.0, 100_000], [0.50, 0.1, 1_000]], [0.0, 10.0, 1_000_000]) / box
+    everything = studylib.hypervolume([[0.80, 2.0, 200_000], [0.90, 6.0, 600_000], [0.85, 1.0, 100_000],
+                                       [0.50, 0.1, 1_000]], [0.0, 10.0, 1_000_000]) / box
     random_own = 0.95 * 5.0 * 500_000 / box
-    assert float(rows["default"][9]) == pytest.approx(own, abs=1e-4)
-    assert float(rows["default"][10]) == pytest.approx(own / random_own, abs=1e-2)
-    assert float(rows["default"][11]) == pytest.approx(everything, abs=1e-4)
-    assert float(rows["random"][9]) == pytest.approx(random_own, abs=1e-4)
+    assert float(rows["default"][10]) == pytest.approx(own, abs=1e-4)
+    assert float(rows["default"][11]) == pytest.approx(own / random_own, abs=1e-2)
+    assert float(rows["default"][12]) == pytest.approx(everything, abs=1e-4)
+    assert float(rows["random"][10]) == pytest.approx(random_own, abs=1e-4)
     # above the least accurate preset (0.80): only what beats it counts, in a box of 0.2 accuracy
-    assert float(rows["default"][12]) == pytest.approx(0.05 * 9.0 * 900_000 / (0.2 * box), abs=1e-4)
-    assert float(rows["random"][12]) == pytest.approx(0.15 * 5.0 * 500_000 / (0.2 * box), abs=1e-4)
+    assert float(rows["default"][13]) == pytest.approx(0.05 * 9.0 * 900_000 / (0.2 * box), abs=1e-4)
+    assert float(rows["random"][13]) == pytest.approx(0.15 * 5.0 * 500_000 / (0.2 * box), abs=1e-4)
     assert rows["custom-140k-3x3"][3].startswith("yes, by 1; e.g. #2: 85.0%")
     assert rows["custom-140k-3x3"][4] == "no"
     assert rows["custom-590k-dw"][3] == "no"

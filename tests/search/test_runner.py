@@ -294,3 +294,84 @@ def test_early_stopping_none_lets_a_dominated_trial_train_on(tmp_path):
         for i, value in enumerate((0.9, 0.92)):
             s.on_trial_result(None, _Trial(f"p{i}", 2.0, 600_000, protect=True), {"epoch": 4, runner.VAL_SCORE: value})
         assert s.on_trial_result(None, _Trial("slow", 3.0, 700_000), {"epoch": 4, runner.VAL_SCORE: 0.8}) == verdict
+
+
+FLOOR_SPACE = """
+study: floor
+seed_presets: true
+constraints: {max_params: 1000000, min_accuracy: presets}
+sampler: {name: random, seed: 3}
+budget: {trials: 20}
+architecture:
+  stages: {low: 1, high: 2}
+  blocks_per_stage: {low: 1, high: 2}
+  width: [8, 16]
+  growth: [1.0, 2.0]
+  max_channels: 32
+  conv: [conv3x3, dwsep]
+  last_block: [plain, stride2]
+  dropout: 0.0
+  pool: [true, false]
+  head: [gap]
+training:
+  epochs: 1
+  batch_size: 32
+  image_size: [16]
+"""
+
+
+def test_min_accuracy_presets_holds_the_search_until_the_presets_set_the_floor(tiny, tmp_path):
+    """Under ``min_accuracy: presets`` only presets go out until every preset has trained; then
+    the floor is the least accurate preset's validation accuracy, it is stored in the study and
+    it is every later candidate's min_accuracy. A trained network under it is off the front and
+    counted apart from the infeasible ones; a stopped one carries its shortfall as a constraint."""
+    import dataclasses
+
+    from search.measure import Measurement
+    from search.pipeline import run_candidate
+    from search.space import Candidate
+
+    data = tiny[1][16]
+    path = tmp_path / "floor.yaml"
+    path.write_text(FLOOR_SPACE)
+    space = load_space(path)
+    assert space.accuracy_floor == "presets" and space.constraints.min_accuracy is None
+    study, searcher = _searcher(tmp_path, space, trials=20)
+    assert runs.enqueue_presets(study, space, f"sqlite:///{tmp_path}/s.db") == 6
+    configs = {f"p{i}": searcher.suggest(f"p{i}") for i in range(6)}
+    assert all(c["protect"] and c["min_accuracy"] is None for c in configs.values())
+    assert searcher.suggest("early") is None  # presets are training: no candidate yet
+
+    def train(trial_id, config):
+        cand = Candidate.from_dict(config["candidate"])
+        outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
+                                measurement=Measurement(**config["measurement"]))
+        searcher.on_trial_complete(trial_id, {"final": True, "outcome": json.dumps(outcome.provenance(data))})
+
+    for trial_id, config in list(configs.items())[:5]:
+        train(trial_id, config)
+    assert searcher.suggest("early") is None  # one preset still training
+    train("p5", configs["p5"])
+
+    presets = [t for t in study.trials if t.user_attrs.get("preset")]
+    floor = min(t.values[0] for t in presets)
+    config = searcher.suggest("a")
+    assert not config["protect"] and config["min_accuracy"] == floor
+    stored = study.user_attrs[studylib.FLOOR_ATTR]
+    assert stored["min_accuracy"] == floor and stored["trial"] in [t.number for t in presets]
+    assert all(studylib.is_feasible(t) for t in presets)  # the least accurate preset meets its own floor
+
+    # a floor no one-epoch network reaches: the trained candidate is below it, not infeasible
+    searcher.limits = {16: dataclasses.replace(searcher.limits[16], min_accuracy=0.99)}
+    train("a", config)
+    t = study.trials[config["number"]]
+    assert t.state == TrialState.COMPLETE and t.constraints["min_accuracy"] > 0 and studylib.below_floor(t)
+    assert t not in studylib.pareto_front(study)
+    c = studylib.counts(study.trials)
+    assert c["below_floor"] == 1 and c["infeasible"] == 0 and c["complete"] == 6
+
+    config = searcher.suggest("b")
+    searcher.on_trial_result("b", {"epoch": 1, runner.VAL_SCORE: 0.4})
+    searcher.on_trial_complete("b", {"epoch": 1, runner.VAL_SCORE: 0.4})  # stopped early
+    t = study.trials[config["number"]]
+    assert t.state == TrialState.PRUNED and t.constraints["min_accuracy"] == pytest.approx(0.59)

@@ -143,6 +143,8 @@ def test_only_a_first_training_that_joins_the_front_is_retrained():
     assert joins_front(outcome(0.85, 0.2, 40_000), front)  # smaller than the small one
     assert not joins_front(outcome(0.85, 0.6, 600_000), front)  # behind 0.90 everywhere
     assert not joins_front(outcome(0.79, 0.1, 50_000), front)  # behind the small one by a hair
+    assert not joins_front(outcome(0.85, 0.2, 40_000), front, min_accuracy=0.86)  # on the front, below the floor
+    assert joins_front(outcome(0.92, 0.6, 600_000), front, min_accuracy=0.86)
     assert joins_front(outcome(0.80, 0.1, 50_000), front)  # a tie is not dominated: it joins the front
     assert joins_front(outcome(0.10, 9.0, 10**6), [])  # and the first trial always does
 
