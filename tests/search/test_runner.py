@@ -296,28 +296,9 @@ def test_early_stopping_none_lets_a_dominated_trial_train_on(tmp_path):
         assert s.on_trial_result(None, _Trial("slow", 3.0, 700_000), {"epoch": 4, runner.VAL_SCORE: 0.8}) == verdict
 
 
-FLOOR_SPACE = """
-study: floor
-seed_presets: true
-constraints: {max_params: 1000000, min_accuracy: presets}
-sampler: {name: random, seed: 3}
-budget: {trials: 20}
-architecture:
-  stages: {low: 1, high: 2}
-  blocks_per_stage: {low: 1, high: 2}
-  width: [8, 16]
-  growth: [1.0, 2.0]
-  max_channels: 32
-  conv: [conv3x3, dwsep]
-  last_block: [plain, stride2]
-  dropout: 0.0
-  pool: [true, false]
-  head: [gap]
-training:
-  epochs: 1
-  batch_size: 32
-  image_size: [16]
-"""
+# the tiny space with the presets in the study and the floor they set
+FLOOR_SPACE = TINY_SPACE.replace("seed_presets: false", "seed_presets: true").replace(
+    "{max_params: 2500}", "{max_params: 1000000, min_accuracy: presets}")
 
 
 def test_min_accuracy_presets_holds_the_search_until_the_presets_set_the_floor(tiny, tmp_path):
