@@ -260,26 +260,41 @@ def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
     def verdicts(limit: float) -> list[bool]:
         return [settle(lambda s=s, shape=shape: once(s, shape), limit).latency_ms <= limit for s, shape in sessions]
 
-    # the lowest of three idle timings, seconds apart (see search.screen), places the limit
-    idle = [once(s, shape).latency_ms for s, shape in sessions]
+    def place_limit() -> tuple[list[float], float]:
+        """The lowest of three idle timings, seconds apart (see search.screen), and a limit in
+        the widest gap between them."""
+        idle = [once(s, shape).latency_ms for s, shape in sessions]
+        for _ in range(2):
+            busy_wait(1.5)
+            idle = [min(x, once(s, shape).latency_ms) for x, (s, shape) in zip(idle, sessions, strict=True)]
+        ordered = sorted(idle)
+        gap, limit = max((b / a, math.sqrt(a * b)) for a, b in zip(ordered, ordered[1:], strict=False))
+        assert gap > 1.3, f"the drawn networks' latencies are too close to place a limit: {ordered}"
+        return idle, limit
+
+    # The machine the suite runs on may be shared, and a stretch of outside load at normal
+    # priority can slow all of settle's timings of a network. That is not the load under test,
+    # so a phase whose verdicts disagree is measured once more; a verdict that the workers'
+    # load flips flips again, so the test still fails when the screen is not load-proof.
     for _ in range(2):
-        busy_wait(1.5)
-        idle = [min(x, once(s, shape).latency_ms) for x, (s, shape) in zip(idle, sessions, strict=True)]
-    ordered = sorted(idle)
-    gap, limit = max((b / a, math.sqrt(a * b)) for a, b in zip(ordered, ordered[1:], strict=False))
-    assert gap > 1.3, f"the drawn networks' latencies are too close to place a limit: {ordered}"
-    quiet = verdicts(limit)
+        idle, limit = place_limit()
+        quiet = verdicts(limit)
+        if quiet == [x <= limit for x in idle]:
+            break
     assert quiet == [x <= limit for x in idle], ("idle", idle, limit)
-    # two processes at the niceness Ray workers train at (search.runner.WORKER_NICE)
-    hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.nice({WORKER_NICE})\nwhile True: pass"])
-            for _ in range(2)]
-    try:
-        time.sleep(0.5)  # both busy before the timings start
-        loaded = verdicts(limit)
-    finally:
-        for p in hogs:
-            p.kill()
-            p.wait()
+    for _ in range(2):
+        # two processes at the niceness Ray workers train at (search.runner.WORKER_NICE)
+        hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.nice({WORKER_NICE})\nwhile True: pass"])
+                for _ in range(2)]
+        try:
+            time.sleep(0.5)  # both busy before the timings start
+            loaded = verdicts(limit)
+        finally:
+            for p in hogs:
+                p.kill()
+                p.wait()
+        if loaded == quiet:
+            break
     assert quiet == loaded, ("loaded", idle, limit)
 
 
