@@ -149,6 +149,23 @@ def test_train_learns_reports_each_epoch_and_writes_nothing(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+def test_channels_last_training_learns_what_the_default_layout_learns(monkeypatch):
+    """On CPU the network trains in channels-last layout and comes back in the default one;
+    the layout changes the arithmetic's order, not what the network learns."""
+    import search.train as train_module
+
+    data, recorder = _data(), Recorder()
+    recipe = _recipe(epochs=2, enhancements=("squeeze_excite",))
+    fast = train(_net(), data, recipe, callbacks=[recorder])
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x in recorder.loaded)
+    assert all(p.is_contiguous() for p in fast.model.parameters())
+    monkeypatch.setattr(train_module, "CPU_MEMORY_FORMAT", torch.contiguous_format)
+    plain = train(_net(), data, recipe)
+    for a, b in zip(fast.model.state_dict().values(), plain.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+    assert fast.val_scores == plain.val_scores
+
+
 def test_on_epoch_returning_true_stops_training():
     result = train(_net(), _data(), _recipe(epochs=5), on_epoch=lambda e, acc: e == 2)
     assert result.epochs_run == 2 and len(result.val_scores) == 2 and result.stopped_early
