@@ -217,8 +217,8 @@ def default_device() -> str:
 _COMPOSER_DEVICES = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu"}
 
 # On CPU the network trains in channels-last (NHWC) layout: oneDNN's convolutions, the
-# depthwise ones most, run 1.2-2x faster in it than in the default NCHW layout (BENCHMARKS.md,
-# "Training throughput in channels-last layout"). train() hands the network back in the
+# depthwise ones most, train 1.2-1.5x faster in it than in the default NCHW layout (BENCHMARKS.md,
+# "Training throughput in channels-last layout at 32x32"). train() hands the network back in the
 # default layout, so evaluation, export, latency and the saved weights see no difference.
 CPU_MEMORY_FORMAT = torch.channels_last
 
