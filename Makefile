@@ -26,7 +26,7 @@ test: install
 lint: install
 	$(BIN)/ruff check castmodels search tests bench
 
-# The real-data benchmarks of BENCHMARKS.md (about 3 hours on 2 cores): first the slow
+# The real-data benchmarks of BENCHMARKS.md (about 3.5 hours on 2 cores): first the slow
 # tests that train on ../shared/datasets, then each script; outputs land in bench/out/.
 bench: install
 	$(BIN)/python -m pytest -q -m slow
@@ -36,6 +36,8 @@ bench: install
 	$(BIN)/python bench/paper_table.py --epochs 10 --seeds 3 --jobs 2 --rounds 2 --recipes paper default --groups preset --val-fraction 0.2 > bench/out/paper_table_recipes.md
 	$(BIN)/python bench/search_vs_random.py --minutes 10 --workers 2 --epochs 5 > bench/out/search_vs_random.md
 	$(BIN)/python bench/latency.py --study svr-default svr-random --front 4 > bench/out/latency.md
+	$(BIN)/python bench/train_throughput.py --repeats 3 > bench/out/train_throughput.md
+	$(BIN)/python bench/space_near_presets.py --seeds 555 556 557 558 > bench/out/space_near_presets.md
 
 clean-venv:
 	rm -rf $(VENV)
