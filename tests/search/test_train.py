@@ -163,7 +163,8 @@ def test_channels_last_training_learns_what_the_default_layout_learns(monkeypatc
     plain = train(_net(), data, recipe)
     for a, b in zip(fast.model.state_dict().values(), plain.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
-    assert fast.val_scores == plain.val_scores
+    # At most one of the 64 validation images may fall on the other side of a decision boundary.
+    assert all(abs(a - b) <= 1 / 64 + 1e-9 for a, b in zip(fast.val_scores, plain.val_scores, strict=True))
 
 
 def test_on_epoch_returning_true_stops_training():
