@@ -130,7 +130,7 @@ def main() -> None:
 
     from castmodels import PRESETS, build_model
     from search.data import DataConfig, load_dataset
-    from search.measure import time_single
+    from search.measure import count_params, time_single
     from search.space import load_space
 
     space = load_space(SPACE)
@@ -141,7 +141,7 @@ def main() -> None:
     for preset, spec in PRESETS.items():
         for label, arch in ((preset, spec), (f"{preset}, nearest point", nearest_point(space, preset, 32))):
             model = build_model(arch, channels, data.num_classes).eval()
-            params = sum(q.numel() for q in model.parameters())
+            params = count_params(model)
             ms = time_single(model, (channels, 32, 32)).robust_ms
             networks[label] = (arch.code(), params, ms)
     runs: dict[str, list[dict]] = {label: [] for label in networks}

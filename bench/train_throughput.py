@@ -25,6 +25,7 @@ import search.train as train_module  # noqa: E402
 from bench.common import DATASETS, header, median_iqr, table  # noqa: E402
 from castmodels import PRESETS, ArchSpec, build_model, get_preset  # noqa: E402
 from search.data import DataConfig, load_dataset  # noqa: E402
+from search.measure import count_params  # noqa: E402
 from search.recipe import TrainRecipe  # noqa: E402
 from search.train import train  # noqa: E402
 
@@ -80,7 +81,7 @@ def main() -> None:
     rows, ratios = [], []
     for name in args.networks:
         spec = get_preset(name) if name in PRESETS else ArchSpec.from_code(name)
-        params = sum(q.numel() for q in build_model(spec, channels, data.num_classes).parameters())
+        params = count_params(build_model(spec, channels, data.num_classes))
         for threads in args.threads:
             torch.set_num_threads(threads)
             nhwc, nchw, bare = [], [], []

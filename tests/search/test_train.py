@@ -156,11 +156,11 @@ def test_channels_last_training_learns_what_the_default_layout_learns(monkeypatc
 
     data, recorder = _data(), Recorder()
     recipe = _recipe(epochs=2, enhancements=("squeeze_excite",))
-    fast = train(_net(), data, recipe, callbacks=[recorder])
+    fast = train(_net(), data, recipe, callbacks=[recorder], device="cpu")
     assert all(x.is_contiguous(memory_format=torch.channels_last) for x in recorder.loaded)
     assert all(p.is_contiguous() for p in fast.model.parameters())
     monkeypatch.setattr(train_module, "CPU_MEMORY_FORMAT", torch.contiguous_format)
-    plain = train(_net(), data, recipe)
+    plain = train(_net(), data, recipe, device="cpu")
     for a, b in zip(fast.model.state_dict().values(), plain.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
     # At most one of the 64 validation images may fall on the other side of a decision boundary.
