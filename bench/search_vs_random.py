@@ -23,7 +23,14 @@ the mean of two trainings) and ``<name>-front2`` (the same with ``seeds_for: fro
 trial whose first training joins the front as it stands is trained a second time; the
 shipped space's setting, so the same search as ``<name>`` under a name that says so), and
 as ``<name>-nofloor`` (``constraints.min_accuracy: null``: no accuracy floor, so the smallest,
-least accurate networks are on the front and the sampler spends trials on them).
+least accurate networks are on the front and the sampler spends trials on them), and as
+``<name>-nonear`` (``seed_nearest: false``: the search does not start from the presets'
+nearest points).
+
+The points ``seed_nearest`` queues are the search's own trials (points of its space that it
+trains and learns from), but they are drawn from the paper's designs, not by the sampler:
+every "dominated by" cell says how many of the dominating trials the sampler drew, and the
+confirmed table counts the presets a sampled trial dominates apart.
 
 Every sampler reads the space's limits from the constraint values of told trials. The
 paper's six presets are trained inside every study, as the space says.
@@ -87,11 +94,13 @@ SAMPLER_STUDIES = {  # changes to the space file's sampler section; nsga2's popu
 # by that only for a trial whose first training joins the front (tpe-front2, as the space ships)
 ACCURACY_SEEDS = {"single": {"seeds": 1, "seeds_for": "finished"}, "seeds2": {"seeds": 2, "seeds_for": "finished"},
                   "front2": {"seeds": 2, "seeds_for": "front"}}
-# and without the accuracy floor (k-nofloor: constraints.min_accuracy: null)
+# and without the accuracy floor (k-nofloor: constraints.min_accuracy: null), and without
+# the presets' nearest points queued first (k-nonear: seed_nearest: false)
 STUDIES = {**SAMPLER_STUDIES, **{f"{k}-nostop": {**v, "early_stopping": "none"} for k, v in SAMPLER_STUDIES.items()},
            **{f"{k}-{suffix}": {**v, **seeds} for suffix, seeds in ACCURACY_SEEDS.items()
               for k, v in SAMPLER_STUDIES.items()},
-           **{f"{k}-nofloor": {**v, "min_accuracy": None} for k, v in SAMPLER_STUDIES.items()}}
+           **{f"{k}-nofloor": {**v, "min_accuracy": None} for k, v in SAMPLER_STUDIES.items()},
+           **{f"{k}-nonear": {**v, "seed_nearest": False} for k, v in SAMPLER_STUDIES.items()}}
 
 
 WALL_ATTR = "bench_wall_s"  # the run's wall seconds, kept for reports without a run
@@ -122,6 +131,8 @@ def space_file(path: str, changes: dict, folder: Path, population: int | None = 
         data["objectives"]["accuracy"]["seeds_for"] = changes["seeds_for"]
     if "min_accuracy" in changes:
         data.setdefault("constraints", {})["min_accuracy"] = changes["min_accuracy"]
+    if "seed_nearest" in changes:
+        data["seed_nearest"] = changes["seed_nearest"]
     out = folder / f"{Path(path).stem}-{'-'.join(str(v) for v in changes.values())}.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
@@ -208,6 +219,7 @@ def confirmed_dominance(studies: dict[str, optuna.Study], own: dict, presets: di
     if not pooled:
         return []
     rows = []
+    sampled = dict.fromkeys(studies, 0)  # presets a trial the sampler drew dominates (not a seeded nearest point)
     for name in sorted(set(presets) & set(pooled)):
         runs = pooled[name]
         base = [statistics.fmean(runs.values()), presets[name].values[1], presets[name].values[2]]
@@ -215,9 +227,10 @@ def confirmed_dominance(studies: dict[str, optuna.Study], own: dict, presets: di
         for kind, s in studies.items():
             confirmed = [(t, confirmed_point(s, t)) for t in own[kind]]
             beaters = [(t, p) for t, p in confirmed if p is not None and studylib.dominates(p, base)]
+            sampled[kind] += any(TrialRecord.read(b).near_preset is None for b, _ in beaters)
             if beaters:
                 t, p = max(beaters, key=lambda b: b[1][0])
-                cells.append(f"yes, by {len(beaters)}; e.g. #{t.number}: {100 * p[0]:.1f}%, "
+                cells.append(f"yes, by {_by([b for b, _ in beaters])}; e.g. {_label(t)}: {100 * p[0]:.1f}%, "
                              f"{p[1]:.2f} ms, {int(p[2]):,} params")
             else:
                 cells.append("no" if any(p for _, p in confirmed) else "not confirmed")
@@ -230,7 +243,20 @@ def confirmed_dominance(studies: dict[str, optuna.Study], own: dict, presets: di
             "trials as confirmed in its own study.\n",
             table(["preset", "confirmed accuracy %", "seeds", "latency ms", "params", *[f"by {k}" for k in studies]],
                   rows),
-            "\nPresets dominated on confirmed means: " + ", ".join(counts) + ".\n"]
+            "\nPresets dominated on confirmed means: " + ", ".join(counts) + "; by a sampled trial (the "
+            "seeded nearest points left out): " + ", ".join(f"{k} {sampled[k]}" for k in studies) + ".\n"]
+
+
+def _label(t) -> str:
+    """``#12``, or ``#12 (seeded: nearest custom-140k-dw)`` for a point ``seed_nearest`` queued."""
+    near = TrialRecord.read(t).near_preset
+    return f"#{t.number} (seeded: nearest {near})" if near else f"#{t.number}"
+
+
+def _by(trials: list) -> str:
+    """How many trials dominate, and how many of them the sampler drew (not seeded nearest points)."""
+    seeded = sum(1 for t in trials if TrialRecord.read(t).near_preset)
+    return f"{len(trials)} ({len(trials) - seeded} sampled)" if seeded else f"{len(trials)} (all sampled)"
 
 
 def retiming_agreement(studies: dict[str, optuna.Study]) -> list[str]:
@@ -325,7 +351,7 @@ def report(args) -> str:
             beaters = [t for t in own[kind] if studylib.dominates(point(t), point(pt))]
             if beaters:
                 b = max(beaters, key=lambda t: t.values[0])
-                cells.append(f"yes, by {len(beaters)}; e.g. #{b.number}: {100 * b.values[0]:.1f}%, "
+                cells.append(f"yes, by {_by(beaters)}; e.g. {_label(b)}: {100 * b.values[0]:.1f}%, "
                              f"{b.values[1]:.2f} ms, {int(b.values[2]):,} params")
             else:
                 cells.append("no")

@@ -1,11 +1,14 @@
 """Can the search space reach the paper's networks? Each preset against the point of the
-shipped space (spaces/paper.yaml, the growing form: one width and one conv type per stage)
+shipped space (spaces/paper.yaml, the growing form: one width and one conv type, or mixed, per stage)
 nearest to it, both trained with the space's named recipe and the same seeds.
 
     python bench/space_near_presets.py [--data PATH] [--seeds 555 556] [--epochs 10] [--jobs 2]
+                                       [--presets custom-140k-dw ...]
 
 The space cannot express a preset (its widths change inside a stage), so the presets join a
-study as fixed-architecture trials and teach the sampler nothing about where they lie. If the
+study as fixed-architecture trials. Each one's nearest point (search.space.nearest: its stages,
+each stage's block count, majority conv type or mixed, widest block, dropout, pool and last
+block) is what ``seed_nearest`` queues as the search's first own trials. If the
 nearest points train as well as the presets, the space holds networks as accurate as the
 paper's and the question is how the search reaches them; if not, the space itself is short.
 Validation balanced accuracy is the figure compared; test accuracy is printed beside it.
@@ -27,70 +30,12 @@ from bench.common import DATASETS, header, table  # noqa: E402
 SPACE = Path(__file__).resolve().parent.parent / "spaces" / "paper.yaml"
 
 
-def _stage(growth, conv, blocks, last, dropout, pool):
-    return {"growth": growth, "conv": conv, "blocks": blocks, "last": last, "dropout": dropout, "pool": pool}
+def nearest_points(space) -> dict:
+    """Each preset's nearest point of the space (search.space.nearest_trials: what
+    ``seed_nearest`` queues), as the network the space decodes from it."""
+    from search.space import decode, nearest_trials
 
-
-# Each preset's nearest point, stage by stage: the preset's stage widths rounded to one width per
-# stage (first stage's width, then growth), its majority conv type, its stride / dilation /
-# dropout / pool where the stage ends. Widths are capped at the space's 256 channels.
-NEAREST = {
-    # [C16 C16 X.06 P] [C32 C32 X.07 P] [C64 C64s2 X.07 P] [C120]
-    "custom-140k-3x3": (16, [_stage(None, "conv3x3", 2, "plain", 0.06, True),
-                             _stage(2.0, "conv3x3", 2, "plain", 0.07, True),
-                             _stage(2.0, "conv3x3", 2, "stride2", 0.07, True),
-                             _stage(2.0, "conv3x3", 1, "plain", 0.0, False)]),
-    # [C16 C16 X.06 P] [D32 C32 X.07 P] [D64 C64d2 X.07 P] [D128 D192 X.05] [D260]
-    "custom-140k-dw": (16, [_stage(None, "conv3x3", 2, "plain", 0.06, True),
-                            _stage(2.0, "dwsep", 2, "plain", 0.07, True),
-                            _stage(2.0, "dwsep", 2, "dilation2", 0.07, True),
-                            _stage(2.0, "dwsep", 2, "plain", 0.05, False),
-                            _stage(2.0, "dwsep", 1, "plain", 0.0, False)]),
-    # [C16 C32 X.06 P] [C64 C64 X.07 P] [C96 C96s2 X.07 P] [C160]
-    "custom-340k-3x3": (32, [_stage(None, "conv3x3", 2, "plain", 0.06, True),
-                             _stage(2.0, "conv3x3", 2, "plain", 0.07, True),
-                             _stage(1.5, "conv3x3", 2, "stride2", 0.07, True),
-                             _stage(1.5, "conv3x3", 1, "plain", 0.0, False)]),
-    # [C16 C32 X.06 P] [D64 C64 X.07 P] [D96 C96d2 X.07 P] [D128 D192 X.05] [D210 D240 X.02 D280]
-    "custom-340k-dw": (32, [_stage(None, "conv3x3", 2, "plain", 0.06, True),
-                            _stage(2.0, "dwsep", 2, "plain", 0.07, True),
-                            _stage(1.5, "dwsep", 2, "dilation2", 0.07, True),
-                            _stage(2.0, "dwsep", 2, "plain", 0.05, False),
-                            _stage(1.5, "dwsep", 3, "plain", 0.02, False)]),
-    # [C16 C32 C32 X.06 P] [C64 C64 X.07 P] [C128 C128s2 X.07 P] [C256]
-    "custom-590k-3x3": (32, [_stage(None, "conv3x3", 3, "plain", 0.06, True),
-                             _stage(2.0, "conv3x3", 2, "plain", 0.07, True),
-                             _stage(2.0, "conv3x3", 2, "stride2", 0.07, True),
-                             _stage(2.0, "conv3x3", 1, "plain", 0.0, False)]),
-    # [C16 C32 X.03] [D64 C64 X.03 P] [D96 C96d2 X.07] [D128 D192 X.05 P] [D260 D320 X.02 P D370 D415]
-    "custom-590k-dw": (32, [_stage(None, "conv3x3", 2, "plain", 0.03, False),
-                            _stage(2.0, "dwsep", 2, "plain", 0.03, True),
-                            _stage(1.5, "dwsep", 2, "dilation2", 0.07, False),
-                            _stage(2.0, "dwsep", 2, "plain", 0.05, True),
-                            _stage(1.5, "dwsep", 3, "plain", 0.02, True)]),
-}
-
-
-def nearest_point(space, preset: str, image_size: int):
-    """The ArchSpec the space decodes from the preset's nearest point: decoded by the space
-    itself, so it is a point of the space (an unknown or inadmissible value raises)."""
-    from search.space import _walk_growing
-
-    width, stages = NEAREST[preset]
-    values = {"width": width, "stages": len(stages), "head": "gap"}
-    for i, s in enumerate(stages, start=1):
-        if i > 1:
-            values[f"s{i}_growth"] = s["growth"]
-        values |= {f"s{i}_conv": s["conv"], f"s{i}_blocks": s["blocks"], f"s{i}_last": s["last"],
-                   f"s{i}_dropout": s["dropout"], f"s{i}_pool": s["pool"]}
-
-    def pick(name, param):
-        value = values[name]
-        if not param.admits(value):
-            raise ValueError(f"{preset}'s nearest point needs {name}={value!r}, outside the space")
-        return value
-
-    return _walk_growing(space.architecture, pick, image_size)
+    return {name: decode(space, params).arch for name, params in nearest_trials(space).items()}
 
 
 def _init_worker() -> None:
@@ -124,6 +69,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[555, 556])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--presets", nargs="+", help="only these presets (default: all six)")
     args = p.parse_args()
 
     import torch
@@ -138,8 +84,9 @@ def main() -> None:
     channels = data.train_x.shape[1]
     networks = {}  # label -> (code, params, ONNX Runtime ms), timed now, before any training runs
     torch.set_num_threads(1)
-    for preset, spec in PRESETS.items():
-        for label, arch in ((preset, spec), (f"{preset}, nearest point", nearest_point(space, preset, 32))):
+    nearest = nearest_points(space)
+    for preset in args.presets or PRESETS:
+        for label, arch in ((preset, PRESETS[preset]), (f"{preset}, nearest point", nearest[preset])):
             model = build_model(arch, channels, data.num_classes).eval()
             params = count_params(model)
             ms = time_single(model, (channels, 32, 32)).robust_ms

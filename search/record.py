@@ -101,6 +101,7 @@ class TrialRecord:
     enhancements: str | None = None
     preset: str | None = None
     preset_arch: dict | None = None  # a preset the space cannot express: trained as this fixed network
+    near_preset: str | None = None  # a searched trial queued first as the space's point nearest this preset
     baseline: str | None = None
     pretrained: bool | None = None
     pretrained_from: str | None = None

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import study as studylib
 from search.record import TrialRecord
-from search.space import SearchSpace, preset_trials
+from search.space import SearchSpace, nearest_trials, preset_trials
 
 log = logging.getLogger(__name__)
 
@@ -148,30 +148,52 @@ def _recover(study: optuna.Study, now: float) -> RunRecord | None:
 
 def enqueue_presets(study: optuna.Study, space: SearchSpace, storage_url: str) -> int:
     """Put the paper's presets first in the queue (points of the space or fixed-architecture
-    trials, see :func:`search.space.preset_trials`); the number queued.
+    trials, see :func:`search.space.preset_trials`); the number queued. With
+    ``seed_nearest`` the space's points nearest them follow (:func:`_enqueue_nearest`).
 
     Each preset is queued when no trial of the study carries its name, so a driver killed
     while queueing leaves the rest to the next run and nothing twice; and once more when its
     only trial failed because its driver or worker died or the time budget cut it (see
     :func:`retry_preset`), since the front promises the trained references. The check and the
     enqueue hold the study's lock, so drivers starting together queue each preset once."""
-    if not space.seed_presets:
+    if not space.seed_presets and not space.seed_nearest:
         return 0
     with studylib.exclusive(storage_url, study.study_name, "presets"):
-        tried: dict[str, list[FrozenTrial]] = {}
-        for t in study.get_trials(deepcopy=False):
-            name = TrialRecord.read(t).preset
-            if name is not None:
-                tried.setdefault(name, []).append(t)
-        presets = preset_trials(space)
-        todo = {name: p for name, p in presets.items() if name not in tried or retry_preset(tried[name])}
-        outside = [name for name, p in todo.items() if p.arch is not None]
-        if outside:
-            log.info("%d of the paper presets are not points of this space; they join as fixed-architecture "
-                     "trials: %s", len(outside), ", ".join(outside))
-        for name, p in todo.items():
-            fixed = p.arch.to_dict() if p.arch is not None else None
-            study.enqueue_trial(p.params, user_attrs=TrialRecord(preset=name, preset_arch=fixed).attrs())
+        todo: dict = {}
+        if space.seed_presets:
+            tried: dict[str, list[FrozenTrial]] = {}
+            for t in study.get_trials(deepcopy=False):
+                name = TrialRecord.read(t).preset
+                if name is not None:
+                    tried.setdefault(name, []).append(t)
+            presets = preset_trials(space)
+            todo = {name: p for name, p in presets.items() if name not in tried or retry_preset(tried[name])}
+            outside = [name for name, p in todo.items() if p.arch is not None]
+            if outside:
+                log.info("%d of the paper presets are not points of this space; they join as fixed-architecture "
+                         "trials: %s", len(outside), ", ".join(outside))
+            for name, p in todo.items():
+                fixed = p.arch.to_dict() if p.arch is not None else None
+                study.enqueue_trial(p.params, user_attrs=TrialRecord(preset=name, preset_arch=fixed).attrs())
+        _enqueue_nearest(study, space)
+    return len(todo)
+
+
+def _enqueue_nearest(study: optuna.Study, space: SearchSpace) -> int:
+    """With ``seed_nearest``, queue the space's point nearest each preset it cannot express
+    (:func:`search.space.nearest_trials`), after the presets, as searched trials marked
+    ``near_preset``: they train with the presets' recipe, count towards the budget and may
+    be stopped early like any other. Each is queued once per study (the caller holds the
+    study's lock); the number queued."""
+    if not space.seed_nearest:
+        return 0
+    done = {TrialRecord.read(t).near_preset for t in study.get_trials(deepcopy=False)}
+    todo = {name: params for name, params in nearest_trials(space).items() if name not in done}
+    for name, params in todo.items():
+        study.enqueue_trial(params, user_attrs=TrialRecord(near_preset=name).attrs())
+    if todo:
+        log.info("queued this space's points nearest %d of the presets as the search's first trials: %s",
+                 len(todo), ", ".join(todo))
     return len(todo)
 
 

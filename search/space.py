@@ -87,6 +87,10 @@ EARLY_STOPPING = ("pareto", "none")
 MAX_SEEDS = 10  # objectives.accuracy.seeds: each one is a full training of every finished trial
 SEEDS_FOR = ("finished", "front")  # objectives.accuracy.seeds_for: which finished trials the extra seeds retrain
 LAST_BLOCKS = {"plain": (1, 1), "stride2": (2, 1), "dilation2": (1, 2)}  # (stride, dilation)
+# The growing form's conv per stage: castmodels' conv types, or mixed: depthwise-separable
+# blocks closed by a 3x3 block (the paper's "D64 C64"; a one-block mixed stage is one 3x3 block)
+MIXED = "mixed"
+STAGE_CONVS = (*CONV_TYPES, MIXED)
 ALPHA_FIELDS = {"label_smoothing": "label_smoothing", "mixup": "mixup_alpha"}  # number, 0 = off
 DEFAULT_RECIPE = "default"  # the named recipe a space starts from when training.recipe is absent
 ACCURACY_FLOOR = "presets"  # constraints.min_accuracy: presets, the least accurate preset's accuracy
@@ -301,6 +305,9 @@ class SearchSpace:
     # min_accuracy: presets: at least as accurate as the least accurate preset trained in the
     # study (resolved by the runner once the presets have trained; constraints.min_accuracy is None)
     accuracy_floor: str | None = None
+    # queue, as the search's first trials, the point of the (growing-form) space nearest each
+    # preset it cannot express (search.space.nearest_trials)
+    seed_nearest: bool = False
 
     @property
     def objective_names(self) -> list[str]:
@@ -504,7 +511,7 @@ _GROWING: dict[str, tuple[Check, bool]] = {
     "width": (_integer(1, MAX_CHANNELS), True),
     "growth": (_number(1, 4), True),
     "max_channels": (_integer(1, MAX_CHANNELS), False),
-    "conv": (_one_of(CONV_TYPES), False),
+    "conv": (_one_of(STAGE_CONVS), False),
     "last_block": (_one_of(tuple(LAST_BLOCKS)), False),
     "dropout": (_number(0, 1, high_open=True), True),
     "pool": (_boolean, False),
@@ -525,7 +532,7 @@ _ENHANCEMENTS: dict[str, tuple[Check, bool]] = {
     name: (_boolean, False) for name in ENHANCEMENTS
 } | {"label_smoothing": (_number(0, 1, high_open=True), True), "mixup": (_number(0), True)}
 _AUGMENTATIONS: dict[str, tuple[Check, bool]] = {name: (_boolean, False) for name in AUGMENTATIONS}
-_TOP_KEYS = ("study", "seed_presets", "objectives", "latency", "constraints", "sampler", "budget", "data",
+_TOP_KEYS = ("study", "seed_presets", "seed_nearest", "objectives", "latency", "constraints", "sampler", "budget", "data",
              "architecture", "training", "enhancements", "augmentations")
 
 
@@ -802,6 +809,10 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     augmentations |= r.params(top, "augmentations", _AUGMENTATIONS)
     _some_point_builds(r, architecture, _largest(training["image_size"]))
     constraints, relative_latency, accuracy_floor = _constraints(r, top)
+    seed_nearest = r.get(top, "", "seed_nearest", _boolean, False)
+    if seed_nearest and not isinstance(architecture, GrowingArchitecture):
+        r.fail("seed_nearest", "needs the growing form of architecture (width, growth); the per-block form "
+                               "expresses the presets themselves, which seed_presets queues")
     return SearchSpace(
         path=path,
         study=study,
@@ -821,6 +832,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         latency_runtime=_latency(r, top),
         relative_latency=relative_latency,
         accuracy_floor=accuracy_floor,
+        seed_nearest=seed_nearest,
     )
 
 
@@ -1019,8 +1031,9 @@ def _walk_growing(arch: GrowingArchitecture, pick: Pick, image_size: int) -> Arc
         dropout = pick(f"s{i}_dropout", arch.dropout)
         pool = "max" if side >= 2 and pick(f"s{i}_pool", arch.pool) else None
         side //= 2 if pool else 1
-        layers += [LayerSpec(conv, width) for _ in range(blocks - 1)]
-        layers.append(LayerSpec(conv, width, stride=stride, dilation=dilation, dropout=dropout, pool=pool))
+        inner, closing = ("dwsep", "conv3x3") if conv == MIXED else (conv, conv)
+        layers += [LayerSpec(inner, width) for _ in range(blocks - 1)]
+        layers.append(LayerSpec(closing, width, stride=stride, dilation=dilation, dropout=dropout, pool=pool))
     return ArchSpec(tuple(layers), head=pick("head", arch.head))
 
 
@@ -1148,6 +1161,15 @@ def encode(space: SearchSpace, arch: ArchSpec, **recipe_values: Any) -> dict:
     except ValueError as e:
         raise ValueError(f"{label} is not in this space: {e}") from None
     params: dict[str, Any] = {}
+    admit = _admitter(space, label, params)
+    _walk_arch(space.architecture, lambda name, param: admit(name, param, wanted[name]))
+    _admit_recipe(space, admit, recipe_values)
+    return params
+
+
+def _admitter(space: SearchSpace, label: str, params: dict) -> Callable[[str, Param, Any], Any]:
+    """A pick for the walk that checks each value against the space and records the searched
+    ones in ``params``."""
 
     def admit(name: str, param: Param, value: Any) -> Any:
         if not param.admits(value):
@@ -1156,12 +1178,100 @@ def encode(space: SearchSpace, arch: ArchSpec, **recipe_values: Any) -> dict:
             params[name] = value
         return value
 
-    _walk_arch(space.architecture, lambda name, param: admit(name, param, wanted[name]))
+    return admit
+
+
+def _admit_recipe(space: SearchSpace, admit: Callable[[str, Param, Any], Any], values: dict[str, Any]) -> None:
     recipe_params = _recipe_params(space)
-    for name, value in recipe_values.items():
+    for name, value in values.items():
         if name not in recipe_params:
             raise ValueError(f"unknown recipe parameter {name!r}; known: {', '.join(recipe_params)}")
         admit(name, recipe_params[name], value)
+
+
+def _closest(param: Param, target: float, *, log_scale: bool = False) -> Any:
+    """The value of a numeric ``param`` nearest ``target`` (by ratio with ``log_scale``)."""
+    if isinstance(param, Range):
+        value = min(max(target, param.low), param.high)
+        if param.step is not None:
+            value = param.low + round((value - param.low) / param.step) * param.step
+            value = min(value, param.high)
+        return round(value) if param.is_int else value
+    distance = (lambda v: abs(math.log(v / target))) if log_scale else (lambda v: abs(v - target))
+    return min(param.values(), key=distance)
+
+
+def _first_admitted(param: Param, wanted: list) -> Any:
+    return next((value for value in wanted if param.admits(value)), param.values()[0] if not isinstance(
+        param, Range) else param.low)
+
+
+def _stage_conv(blocks: list[LayerSpec], param: Param) -> str:
+    """A stage's conv choice: its blocks' one type, mixed for depthwise blocks closed by a 3x3
+    block, else the type most of its blocks have (the first where the space has no such choice)."""
+    kinds = [layer.conv for layer in blocks]
+    majority = max(CONV_TYPES, key=kinds.count)
+    if len(set(kinds)) == 1:
+        wanted = kinds[0]
+    elif kinds[-1] == "conv3x3" and set(kinds[:-1]) == {"dwsep"}:
+        wanted = MIXED
+    else:
+        wanted = majority
+    return _first_admitted(param, [wanted, majority, *STAGE_CONVS])
+
+
+def _growing_values(arch: GrowingArchitecture, spec: ArchSpec) -> dict[str, Any]:
+    """Every growing-form parameter's value for the point nearest ``spec``: its stages (split
+    where a block drops out or pools; the last ones merged when it has more than the space
+    allows), each stage's block count, majority conv (or mixed), widest block (as the first
+    width, then the growth that comes closest), largest dropout, any pool and its last
+    block's stride or dilation."""
+    stages = _stages(spec)
+    most = _largest(arch.stages)
+    if len(stages) < _smallest(arch.stages):
+        raise ValueError(f"{spec.name or spec.code()} has {len(stages)} stage(s), fewer than the space's "
+                         f"{_smallest(arch.stages)}")
+    while len(stages) > most:
+        stages[-2:] = [stages[-2] + stages[-1]]
+    values: dict[str, Any] = {"stages": len(stages), "head": _first_admitted(arch.head, [spec.head])}
+    width = 0
+    for i, blocks in enumerate(stages, 1):
+        target = max(layer.out_channels for layer in blocks)
+        if i == 1:
+            width = values["width"] = _closest(arch.width, target, log_scale=True)
+        else:
+            def grown(g: float, prev: int = width) -> int:
+                return min(arch.max_channels, max(prev, 8 * round(prev * g / 8)))
+
+            growth = (_closest(arch.growth, target / width) if isinstance(arch.growth, Range) else
+                      min(arch.growth.values(), key=lambda g: abs(math.log(grown(g) / target))))
+            values[f"s{i}_growth"], width = growth, grown(growth)
+        last = blocks[-1]
+        kind = next((k for k, sd in LAST_BLOCKS.items() if sd == (last.stride, last.dilation)), "plain")
+        values |= {f"s{i}_conv": _stage_conv(blocks, arch.conv),
+                   f"s{i}_blocks": _closest(arch.blocks_per_stage, len(blocks)),
+                   f"s{i}_last": _first_admitted(arch.last_block, [kind, "stride2" if last.stride > 1 else
+                                                                   "dilation2" if last.dilation > 1 else "plain"]),
+                   f"s{i}_dropout": _closest(arch.dropout, max(layer.dropout for layer in blocks)),
+                   f"s{i}_pool": _first_admitted(arch.pool, [any(layer.pool for layer in blocks)])}
+    return values
+
+
+def nearest(space: SearchSpace, arch: ArchSpec, **recipe_values: Any) -> dict:
+    """The params of the growing-form space's point nearest ``arch`` (see
+    :func:`_growing_values`), with the given recipe values as :func:`encode` takes them
+    (the image size too: the smallest the space allows when not given). The space's own walk
+    checks every value, so the point is one it draws and builds; raises ValueError when the
+    space is not the growing form or ``arch`` has fewer stages than it allows."""
+    label = arch.name or arch.code()
+    if not isinstance(space.architecture, GrowingArchitecture):
+        raise ValueError(f"{space.path or '<dict>'}: nearest points are defined for the growing form only")
+    wanted = _growing_values(space.architecture, arch)
+    params: dict[str, Any] = {}
+    admit = _admitter(space, label, params)
+    size = recipe_values.get("image_size", min(space.image_sizes))  # the downsampling plan depends on it
+    _admit_recipe(space, admit, {"image_size": size, **recipe_values})
+    _walk_growing(space.architecture, lambda name, param: admit(name, param, wanted[name]), size)
     return params
 
 
@@ -1198,6 +1308,26 @@ def preset_trials(space: SearchSpace) -> dict[str, PresetTrial]:
         except ValueError as e:
             log.debug("preset %s joins as a fixed-architecture trial: %s", name, e)
             out[name] = PresetTrial(dict(searched), arch)
+    return out
+
+
+def nearest_trials(space: SearchSpace) -> dict[str, dict]:
+    """Params of the point nearest each preset the space cannot express (:func:`nearest`),
+    with the presets' recipe: where a search can start from the paper's designs as points it
+    learns from. Presets whose nearest points coincide keep the first name (in PRESETS'
+    order); a preset without one (too few stages) is left out with a warning."""
+    recipe = _preset_recipe(space)
+    out: dict[str, dict] = {}
+    for name, p in preset_trials(space).items():
+        if p.arch is None:
+            continue
+        try:
+            params = nearest(space, p.arch, **recipe)
+        except ValueError as e:
+            log.warning("preset %s has no nearest point in this space: %s", name, e)
+            continue
+        if params not in out.values():
+            out[name] = params
     return out
 
 

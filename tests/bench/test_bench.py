@@ -138,7 +138,8 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
     default.set_user_attr(svr.BUDGET_ATTR, {"minutes": 10.0, "workers": 2, "epochs": 5})
     default.set_user_attr("latency_limit:32", {"max_latency_ms": 10.0})  # paper.yaml's relative limit, resolved
     random = studylib.open_study("t-random", storage)
-    random.add_trial(_trial([0.95, 5.0, 500_000]))  # dominates custom-590k-dw only
+    # dominates custom-590k-dw only; queued by seed_nearest, not drawn by the sampler
+    random.add_trial(_trial([0.95, 5.0, 500_000], near_preset="custom-590k-dw"))
     args = argparse.Namespace(space=str(REPO / "spaces" / "paper.yaml"), storage=storage, prefix="t",
                               data=str(DATASETS / "x-sdd"), epochs=1, minutes=99.0, workers=7)  # the stored budget wins
     text = svr.report(args)
@@ -161,10 +162,10 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
     # above the least accurate preset (0.80): only what beats it counts, in a box of 0.2 accuracy
     assert float(rows["default"][13]) == pytest.approx(0.05 * 9.0 * 900_000 / (0.2 * box), abs=1e-4)
     assert float(rows["random"][13]) == pytest.approx(0.15 * 5.0 * 500_000 / (0.2 * box), abs=1e-4)
-    assert rows["custom-140k-3x3"][3].startswith("yes, by 1; e.g. #2: 85.0%")
+    assert rows["custom-140k-3x3"][3].startswith("yes, by 1 (all sampled); e.g. #2: 85.0%")
     assert rows["custom-140k-3x3"][4] == "no"
     assert rows["custom-590k-dw"][3] == "no"
-    assert rows["custom-590k-dw"][4].startswith("yes, by 1; e.g. #0: 95.0%")
+    assert rows["custom-590k-dw"][4].startswith("yes, by 1 (0 sampled); e.g. #0 (seeded: nearest custom-590k-dw): 95.0%")
     assert "**20.0 CPU-minutes**" in text
     assert "Presets dominated: default 1 of 2, random 1 of 2." in text
     assert "on confirmed means" not in text  # nothing confirmed yet
@@ -187,11 +188,12 @@ def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_pa
     text, rows = confirmed_rows()
     # confirmed accuracy, seeds, latency, params, by default, by random
     assert rows["custom-140k-3x3"][:2] == ["79.0", "2"] and rows["custom-140k-3x3"][4:] == ["no", "not confirmed"]
-    assert "Presets dominated on confirmed means: default 0 of 2, random not confirmed." in text
+    assert "Presets dominated on confirmed means: default 0 of 2, random not confirmed; by a sampled" in text
     confirm(random, 0, [0.93, 0.93])
     text, rows = confirmed_rows()
-    assert rows["custom-590k-dw"][4] == "no" and rows["custom-590k-dw"][5].startswith("yes, by 1; e.g. #0: 93.0%")
-    assert "Presets dominated on confirmed means: default 0 of 2, random 1 of 2." in text
+    assert rows["custom-590k-dw"][4] == "no" and rows["custom-590k-dw"][5].startswith("yes, by 1 (0 sampled); e.g. #0")
+    assert "Presets dominated on confirmed means: default 0 of 2, random 1 of 2; by a sampled trial (the seeded " \
+           "nearest points left out): default 0, random 0." in text
     # a preset confirmed in another study too: seeds pooled, a seed seen twice counted once
     random.add_trial(_trial([0.90, 6.0, 600_000], preset="custom-590k-dw"))
     confirm(random, 1, [0.92, 1.0], seeds=(2, 3))
@@ -288,6 +290,7 @@ def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
             kind.rsplit("-", 1)[-1], (shipped.seeds, shipped.seeds_for))
         assert (space.seeds, space.seeds_for) == seeds, kind
         assert space.architecture == shipped.architecture and space.constraints == shipped.constraints, kind
+        assert space.seed_nearest == (not kind.endswith("-nonear")), kind
 
 
 def test_side_by_side_says_when_epoch_times_were_not_measured_together():
@@ -304,18 +307,12 @@ def test_side_by_side_says_when_epoch_times_were_not_measured_together():
     assert "an earlier invocation (`default` 2 of 2)" in apart
 
 
-def test_each_presets_nearest_point_is_a_point_of_the_shipped_space(monkeypatch):
+def test_the_bench_trains_each_presets_nearest_point_of_the_shipped_space():
     from bench import space_near_presets as near
     from search.space import load_space
 
-    space = load_space(near.SPACE)
-    assert set(near.NEAREST) == set(PRESETS)
+    points = near.nearest_points(load_space(near.SPACE))
+    assert set(points) == set(PRESETS)
     for name, preset in PRESETS.items():
-        point = near.nearest_point(space, name, 32)
-        assert point.code() != preset.code()  # the space cannot express the preset itself
-        assert point.downsampling == preset.downsampling, name
-    assert near.nearest_point(space, "custom-140k-3x3", 32).code() == \
-        "C16 C16 X.06 P C32 C32 X.07 P C64 C64s2 X.07 P C128 A"
-    monkeypatch.setitem(near.NEAREST["custom-140k-3x3"][1][1], "growth", 3.0)
-    with pytest.raises(ValueError, match="needs s2_growth=3.0, outside the space"):
-        near.nearest_point(space, "custom-140k-3x3", 32)
+        assert points[name].code() != preset.code()  # the space cannot express the preset itself
+        assert points[name].downsampling == preset.downsampling, name

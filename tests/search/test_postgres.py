@@ -66,8 +66,8 @@ def test_drivers_creating_one_study_in_an_empty_database_at_once(pg):
     errors = _all_at_once(4, lambda: runs.enqueue_presets(studylib.open_study("paper", url), space, url))
     assert errors == []
     study = optuna.load_study(study_name="paper", storage=url)
-    queued = Counter(t.user_attrs["preset"] for t in study.trials)
-    assert queued == Counter(list(PRESETS))  # each preset once
+    queued = Counter(t.user_attrs.get("preset") or "near " + t.user_attrs["near_preset"] for t in study.trials)
+    assert queued == Counter([*PRESETS, *(f"near {name}" for name in PRESETS)])  # each preset and its nearest once
     assert all(t.state == TrialState.WAITING for t in study.trials)
 
 

@@ -113,6 +113,26 @@ def test_presets_are_queued_once_even_after_a_driver_died_while_queueing(tmp_pat
     assert _presets(study) == sorted(PRESETS)
 
 
+def test_the_presets_nearest_points_follow_them_in_the_queue_once(tmp_path):
+    """seed_nearest: after the six presets, the space's point nearest each, as searched trials
+    (no preset name: they are the search's own, and may be stopped early); once per study."""
+    study, url = _study(tmp_path)
+    space = load_space(REPO / "spaces" / "paper.yaml")
+    assert runs.enqueue_presets(study, space, url) == len(PRESETS)
+    records = [TrialRecord.read(t) for t in study.trials]
+    assert [r.preset for r in records[:len(PRESETS)]] == list(PRESETS)
+    assert [r.near_preset for r in records[len(PRESETS):]] == list(PRESETS)
+    assert all(r.preset is None and r.preset_arch is None for r in records[len(PRESETS):])
+    near = study.trials[len(PRESETS)]
+    assert near.system_attrs["fixed_params"] == runs.nearest_trials(space)[near.user_attrs["near_preset"]]
+    assert runs.enqueue_presets(study, space, url) == 0 and len(study.trials) == 2 * len(PRESETS)
+    # without seed_nearest, only the presets
+    plain = load_space(REPO / "spaces" / "paper.yaml", overrides={("seed_nearest",): False, ("study",): "p"})
+    other, other_url = _study(tmp_path, "p")
+    runs.enqueue_presets(other, plain, other_url)
+    assert all(TrialRecord.read(t).near_preset is None for t in other.trials) and len(other.trials) == len(PRESETS)
+
+
 def test_a_preset_lost_with_its_driver_is_queued_once_more(tmp_path):
     study, url = _study(tmp_path)
     space = load_space(REPO / "spaces" / "paper.yaml")

@@ -23,6 +23,8 @@ from search.space import (
     decode,
     encode,
     load_space,
+    nearest,
+    nearest_trials,
     parse_duration,
     preset_params,
     preset_trials,
@@ -50,7 +52,7 @@ EVERY_SWITCH = {
     "augmentations": {name: [False, True] for name in ("hflip", "vflip", "rotate", "gaussian_blur",
                                                        "shift_scale_rotate", "random_crop", "brightness_contrast")},
 }
-PAPER_DICT = {**yaml.safe_load(PAPER.read_text()), "architecture": PER_BLOCK, **EVERY_SWITCH}
+PAPER_DICT = {**yaml.safe_load(PAPER.read_text()), "architecture": PER_BLOCK, "seed_nearest": False, **EVERY_SWITCH}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -750,6 +752,69 @@ def test_presets_join_a_growing_space_as_fixed_architecture_trials(paper):
         assert candidate.recipe.lr == TrainRecipe.named("default").lr  # trained with the space's recipe
     # a per-block space expresses them: they are points of it
     assert all(t.arch is None for t in preset_trials(space_from_dict(PAPER_DICT)).values())
+
+
+def test_a_mixed_stage_is_depthwise_blocks_closed_by_a_3x3_block(paper):
+    def point(blocks):
+        return {"width": 32, "stages": 2, "s1_conv": "mixed", "s1_blocks": blocks, "s1_last": "dilation2",
+                "s1_dropout": 0.05, "s1_pool": True, "s2_growth": 2.0, "s2_conv": "dwsep", "s2_blocks": 1,
+                "s2_last": "plain", "s2_dropout": 0.0, "s2_pool": False, "head": "gap"}
+
+    recipe = {"batch_size": 32, "lr": 3.0e-3, "class_balance": "none", "image_size": 32, "squeeze_excite": False,
+              "mixup": 0.0, "aug_hflip": False, "optimizer": "adamw"}
+    assert decode(paper, point(3) | recipe).arch.code() == "D32 D32 C32d2 X.05 P D64 A"
+    assert decode(paper, point(1) | recipe).arch.code() == "C32d2 X.05 P D64 A"  # one block: the 3x3 block
+
+
+NEAREST_CODES = {  # the point of paper.yaml nearest each preset, stage by stage
+    "custom-140k-3x3": "C16 C16 X.06 P C32 C32 X.07 P C64 C64s2 X.07 P C128 A",
+    "custom-140k-dw": "C16 C16 X.06 P D32 C32 X.07 P D64 C64d2 X.07 P D128 D128 X.05 D256 A",
+    "custom-340k-3x3": "C32 C32 X.06 P C64 C64 X.07 P C96 C96s2 X.07 P C144 A",
+    "custom-340k-dw": "C32 C32 X.06 P D64 C64 X.07 P D96 C96d2 X.07 P D192 D192 X.05 D256 D256 D256 X.02 A",
+    "custom-590k-3x3": "C32 C32 C32 X.06 P C64 C64 X.07 P C128 C128s2 X.07 P C256 A",
+    "custom-590k-dw": "C32 C32 X.03 D64 C64 X.03 P D96 C96d2 X.07 D192 D192 X.05 P D256 D256 D256 X.02 P A",
+}
+
+
+def test_each_presets_nearest_point_is_a_point_of_the_space_trained_with_the_presets_recipe(paper):
+    trials = nearest_trials(paper)
+    assert sorted(trials) == sorted(PRESETS)
+    for name, params in trials.items():
+        candidate = decode(paper, params)  # every searched value given, each admitted by the space
+        assert candidate.arch.code() == NEAREST_CODES[name], name
+        assert candidate.recipe.lr == TrainRecipe.named("default").lr
+        # the stage plan of the preset: the same pools, so the same map sizes
+        assert candidate.arch.downsampling == PRESETS[name].downsampling
+
+
+def test_nearest_points_follow_what_the_space_offers(paper):
+    # no mixed: a D32 C32 stage takes the first conv type of a tie; three stages at most: the
+    # last three merge (majority depthwise, three blocks, any pool, the largest dropout); no
+    # stage wider than max_channels
+    doc = with_paper_arch((("architecture", "conv"), ["conv3x3", "dwsep"]),
+                          (("architecture", "max_channels"), 48), (("architecture", "stages"), {"low": 2, "high": 3}))
+    space = space_from_dict(doc)
+    params = nearest(space, PRESETS["custom-140k-dw"])
+    assert _decoded_arch(space, params).code() == "C16 C16 X.06 P C32 C32 X.07 P D48 D48 D48 X.07 P A"
+    # a network with fewer stages than the space's least has no nearest point
+    with pytest.raises(ValueError, match="fewer than the space's 2"):
+        nearest(space, ArchSpec.from_code("C16 C16 A"))
+    with pytest.raises(ValueError, match="growing form only"):
+        nearest(space_from_dict(PAPER_DICT), PRESETS["custom-140k-3x3"])
+
+
+def _decoded_arch(space, params):
+    """The network ``params`` describe, with the sampler's share of the recipe filled in."""
+    study = random_study()
+    study.enqueue_trial(params)
+    return suggest(space, study.ask()).arch
+
+
+def test_seed_nearest_needs_the_growing_form():
+    doc = copy.deepcopy(PAPER_DICT) | {"seed_nearest": True}  # the per-block form
+    with pytest.raises(SpaceError, match="seed_nearest: needs the growing form"):
+        space_from_dict(doc)
+    assert load_space(PAPER).seed_nearest and not space_from_dict(PAPER_DICT).seed_nearest
 
 
 @pytest.mark.parametrize(("architecture", "fragment"), [
