@@ -1013,6 +1013,12 @@ def load_space(path: str | Path, overrides: dict[tuple[str, ...], Any] | None = 
 Pick = Callable[[str, Param], Any]
 
 
+def _grown(arch: GrowingArchitecture, width: int, growth: float) -> int:
+    """A stage's channels after one of ``width``: times ``growth``, a multiple of 8, never
+    narrower, at most ``max_channels``."""
+    return min(arch.max_channels, max(width, 8 * round(width * growth / 8)))
+
+
 def _walk_growing(arch: GrowingArchitecture, pick: Pick, image_size: int) -> ArchSpec:
     """Stage widths from ``width`` times each stage's ``growth`` (rounded to a multiple of 8,
     at most ``max_channels``); a stage's last block may stride only while the map is at least
@@ -1022,7 +1028,7 @@ def _walk_growing(arch: GrowingArchitecture, pick: Pick, image_size: int) -> Arc
     width = pick("width", arch.width)
     for i in range(1, pick("stages", arch.stages) + 1):
         if i > 1:
-            width = min(arch.max_channels, max(width, 8 * round(width * pick(f"s{i}_growth", arch.growth) / 8)))
+            width = _grown(arch, width, pick(f"s{i}_growth", arch.growth))
         conv = pick(f"s{i}_conv", arch.conv)
         blocks = pick(f"s{i}_blocks", arch.blocks_per_stage)
         last = pick(f"s{i}_last", arch.last_block) if side >= 4 else "plain"
@@ -1201,9 +1207,9 @@ def _closest(param: Param, target: float, *, log_scale: bool = False) -> Any:
     return min(param.values(), key=distance)
 
 
-def _first_admitted(param: Param, wanted: list) -> Any:
-    return next((value for value in wanted if param.admits(value)), param.values()[0] if not isinstance(
-        param, Range) else param.low)
+def _first_admitted(param: Fixed | Choice, wanted: list) -> Any:
+    """The first of ``wanted`` the (non-range) ``param`` admits, else its first value."""
+    return next((value for value in wanted if param.admits(value)), param.values()[0])
 
 
 def _stage_conv(blocks: list[LayerSpec], param: Param) -> str:
@@ -1240,12 +1246,10 @@ def _growing_values(arch: GrowingArchitecture, spec: ArchSpec) -> dict[str, Any]
         if i == 1:
             width = values["width"] = _closest(arch.width, target, log_scale=True)
         else:
-            def grown(g: float, prev: int = width) -> int:
-                return min(arch.max_channels, max(prev, 8 * round(prev * g / 8)))
-
-            growth = (_closest(arch.growth, target / width) if isinstance(arch.growth, Range) else
-                      min(arch.growth.values(), key=lambda g: abs(math.log(grown(g) / target))))
-            values[f"s{i}_growth"], width = growth, grown(growth)
+            prev = width
+            growth = (_closest(arch.growth, target / prev) if isinstance(arch.growth, Range) else
+                      min(arch.growth.values(), key=lambda g: abs(math.log(_grown(arch, prev, g) / target))))
+            values[f"s{i}_growth"], width = growth, _grown(arch, prev, growth)
         last = blocks[-1]
         kind = next((k for k, sd in LAST_BLOCKS.items() if sd == (last.stride, last.dilation)), "plain")
         values |= {f"s{i}_conv": _stage_conv(blocks, arch.conv),
