@@ -243,9 +243,12 @@ def print_run_summary(summary) -> None:
     floor = f" · {o.below_floor} trained below the accuracy floor" if o.below_floor else ""
     print(f"  sampled networks: {o.trained} trained{floor} · {o.infeasible} infeasible · {o.invalid} invalid · "
           f"{o.pruned} stopped early · {o.failed} failed; presets trained {o.presets_trained}")
-    print(f"  front: {o.front} network{'' if o.front == 1 else 's'}, {o.front_searched} of them found by the search")
+    seeded = f" ({len(o.seeded)} a seeded nearest point, seed_nearest)" if o.seeded else ""
+    print(f"  front: {o.front} network{'' if o.front == 1 else 's'}, {o.front_searched} of them found by the search{seeded}")
     if o.dominated:
-        beaten = (f"{name} (by trial{'s' if len(ts) > 1 else ''} {', '.join(map(str, ts))})"
+        def label(t: int) -> str:
+            return f"{t} (seeded: nearest {o.seeded[t]})" if t in o.seeded else str(t)
+        beaten = (f"{name} (by trial{'s' if len(ts) > 1 else ''} {', '.join(map(label, ts))})"
                   for name, ts in sorted(o.dominated.items()))
         print(f"  presets dominated by a searched network: {'; '.join(beaten)}")
     if o.front and not o.front_searched:

@@ -274,6 +274,7 @@ class RunOutcome:
     front: int = 0
     front_searched: int = 0   # sampled networks on the front (of any run)
     dominated: dict[str, list[int]] = field(default_factory=dict)  # preset -> sampled trials dominating it
+    seeded: dict[int, str] = field(default_factory=dict)  # front trial -> the preset whose nearest point it is
 
 
 def run_outcome(study: optuna.Study, run_id: str) -> RunOutcome:
@@ -303,6 +304,7 @@ def run_outcome(study: optuna.Study, run_id: str) -> RunOutcome:
     front = studylib.pareto_front(study)
     searched = [t for t in front if TrialRecord.read(t).preset is None]
     out.front, out.front_searched = len(front), len(searched)
+    out.seeded = {t.number: near for t in searched if (near := TrialRecord.read(t).near_preset)}
     presets = [t for t in trials if t.state == TrialState.COMPLETE and studylib.is_feasible(t)
                and TrialRecord.read(t).preset is not None]
     for p in presets:

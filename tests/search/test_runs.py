@@ -211,6 +211,24 @@ def test_the_summary_warns_when_the_front_holds_only_presets(capsys):
     assert "warning: no searched network is on the front" in out
 
 
+def test_the_summary_names_a_seeded_nearest_point_among_the_dominating_trials(tmp_path, capsys):
+    from search.cli import print_run_summary
+
+    study, _ = _study(tmp_path)
+    _complete(study, [0.80, 1.0, 150_000], run_id="r", preset="custom-140k-dw")
+    near = _complete(study, [0.85, 0.9, 116_000], run_id="r", near_preset="custom-140k-dw")
+    sampled = _complete(study, [0.82, 0.5, 20_000], run_id="r")
+    o = runs.run_outcome(study, "r")
+    assert o.seeded == {near.number: "custom-140k-dw"}
+    summary = runner.RunSummary(run_id="r", resumed_from=None, finished=3, budget=None, elapsed_s=60,
+                                front=[], timeout_s=None, outcome=o, artifacts=None)
+    print_run_summary(summary)
+    out = capsys.readouterr().out
+    assert "2 of them found by the search (1 a seeded nearest point, seed_nearest)" in out
+    assert (f"custom-140k-dw (by trials {near.number} (seeded: nearest custom-140k-dw), {sampled.number})" in out
+            or f"custom-140k-dw (by trials {sampled.number}, {near.number} (seeded: nearest custom-140k-dw))" in out)
+
+
 def test_artifacts_default_beside_a_sqlite_database(tmp_path):
     assert runner.default_artifacts(f"sqlite:///{tmp_path}/db/mt.db", "mt") == tmp_path / "db" / "mt"
     assert runner.default_artifacts("postgresql+psycopg2://u:pw@host/x", "mt") == Path("studies") / "mt"
