@@ -243,7 +243,8 @@ def print_run_summary(summary) -> None:
     floor = f" · {o.below_floor} trained below the accuracy floor" if o.below_floor else ""
     print(f"  sampled networks: {o.trained} trained{floor} · {o.infeasible} infeasible · {o.invalid} invalid · "
           f"{o.pruned} stopped early · {o.failed} failed; presets trained {o.presets_trained}")
-    seeded = f" ({len(o.seeded)} a seeded nearest point, seed_nearest)" if o.seeded else ""
+    n = len(o.seeded)
+    seeded = f" ({n} seeded nearest point{'' if n == 1 else 's'}, seed_nearest)" if n else ""
     print(f"  front: {o.front} network{'' if o.front == 1 else 's'}, {o.front_searched} of them found by the search{seeded}")
     if o.dominated:
         def label(t: int) -> str:

@@ -224,7 +224,7 @@ def test_the_summary_names_a_seeded_nearest_point_among_the_dominating_trials(tm
                                 front=[], timeout_s=None, outcome=o, artifacts=None)
     print_run_summary(summary)
     out = capsys.readouterr().out
-    assert "2 of them found by the search (1 a seeded nearest point, seed_nearest)" in out
+    assert "2 of them found by the search (1 seeded nearest point, seed_nearest)" in out
     assert (f"custom-140k-dw (by trials {near.number} (seeded: nearest custom-140k-dw), {sampled.number})" in out
             or f"custom-140k-dw (by trials {sampled.number}, {near.number} (seeded: nearest custom-140k-dw))" in out)
 
