@@ -152,6 +152,8 @@ class StudySearcher(Searcher):
             raise RuntimeError(f"the space produced {MAX_SKIPPED} candidates in a row that cannot be built or "
                                f"break a limit ({self.space.constraints}): widen the limits or narrow the "
                                f"architecture ranges")
+        record = TrialRecord.of_attrs(ot.user_attrs)
+        preset = record.preset is not None
         self.live[trial_id] = ot
         self.sizes[trial_id] = cand.recipe.image_size
         self.candidates[trial_id] = cand
@@ -164,10 +166,14 @@ class StudySearcher(Searcher):
             "out_dir": str(self.artifacts / f"trial-{ot.number:05d}"),
             "metric": self.space.metric,
             "seeds": self.space.seeds,
-            # seeds_for: front: the front as it stands, which the first training must join to be retrained
+            # seeds_for: front: the front as it stands, which the first training must join to be retrained.
+            # A preset is trained with every seed: it is the reference the floor, the front and the
+            # report compare against, and one draw of it is several points off on a small data set.
             "front": ([list(t.values) for t in studylib.pareto_front(self.study)]
-                      if self.space.seeds > 1 and self.space.seeds_for == "front" else None),
-            "protect": TrialRecord.of_attrs(ot.user_attrs).preset is not None,  # enqueued presets
+                      if self.space.seeds > 1 and self.space.seeds_for == "front" and not preset else None),
+            # never stopped early: the presets, and the space's points nearest them (seed_nearest),
+            # which are there to show the sampler what the paper's designs reach when trained out
+            "protect": preset or record.near_preset is not None,
             "min_accuracy": self.limits[cand.recipe.image_size].min_accuracy,
         }
 
@@ -379,7 +385,8 @@ class ParetoRungs(FIFOScheduler):
     driver before dispatch -- and stopped when at least ``REDUCTION - 1`` trials recorded at
     the same rung dominate it: a network is stopped only for networks at least as accurate
     at the same point of training *and* as fast *and* as small. Trials marked ``protect``
-    (the presets) are recorded but never stopped."""
+    (the presets and, under ``seed_nearest``, the space's points nearest them) are recorded
+    but never stopped."""
 
     def __init__(self, max_t: int, grace: int, metric: str = "val_score"):
         super().__init__()

@@ -150,16 +150,26 @@ def test_only_a_first_training_that_joins_the_front_is_retrained():
 
 
 def test_the_driver_hands_the_front_only_when_seeds_are_for_the_front(tmp_path):
-    def searcher(seeds_for: str, name: str) -> StudySearcher:
+    def searcher(seeds_for: str, name: str, trials: int = 2) -> StudySearcher:
         space = space_from_dict({**SPACE, "objectives": {"accuracy": {"seeds": 2, "seeds_for": seeds_for},
                                                          "latency_ms": "minimize", "params": "minimize"}})
         study = studylib.open_study(name, f"sqlite:///{tmp_path}/{name}.db",
                                     sampler=optuna.samplers.RandomSampler(0))
         for values in ([0.9, 0.5, 5000.0], [0.8, 0.1, 900.0], [0.7, 0.6, 6000.0]):  # the last is dominated
             study.add_trial(optuna.trial.create_trial(values=values, constraints={"params": -1.0}))
-        return StudySearcher(study, space, runs.RunRecord(run_id="r", trials=2, timeout_s=None), tmp_path, None,
+        return StudySearcher(study, space, runs.RunRecord(run_id="r", trials=trials, timeout_s=None), tmp_path, None,
                              None, Screen(study, space.latency_runtime, num_classes=3, quick=True),
                              {16: space.constraints})
 
     assert searcher("finished", "all").suggest("t0")["front"] is None
     assert searcher("front", "front").suggest("t0")["front"] == [[0.9, 0.5, 5000.0], [0.8, 0.1, 900.0]]
+
+    # a preset trains with every seed whatever the front (no front handed, so nothing to join);
+    # it and a seeded nearest point are never stopped early; a sampled trial is neither
+    s = searcher("front", "queued", trials=3)
+    s.study.enqueue_trial({}, user_attrs=TrialRecord(preset="custom-140k-3x3").attrs())
+    s.study.enqueue_trial({}, user_attrs=TrialRecord(near_preset="custom-140k-3x3").attrs())
+    preset, near, sampled = (s.suggest(f"t{i}") for i in range(3))
+    assert preset["front"] is None and preset["protect"]
+    assert near["front"] == sampled["front"] == [[0.9, 0.5, 5000.0], [0.8, 0.1, 900.0]]
+    assert near["protect"] and not sampled["protect"]
