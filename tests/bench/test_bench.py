@@ -293,6 +293,19 @@ def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
         assert space.seed_nearest == (not kind.endswith("-nonear")), kind
 
 
+def test_both_forms_of_the_feasibility_bench_are_valid_spaces():
+    """bench/space_feasibility.py screens the shipped space and its per-block form at 32 px;
+    both must load (the per-block form cannot take seed_nearest)."""
+    from bench.space_feasibility import forms
+    from search.space import space_from_dict
+
+    spaces = {name: space_from_dict(doc, name) for name, doc in forms().items()}
+    assert [s.image_sizes for s in spaces.values()] == [[32], [32]]
+    growing, per_block = spaces.values()
+    assert growing.seed_nearest and not per_block.seed_nearest
+    assert growing.architecture != per_block.architecture
+
+
 def test_side_by_side_says_when_epoch_times_were_not_measured_together():
     def record(seconds: float) -> dict:
         return {"val": {"accuracy": 0.9}, "accuracy": 0.9, "balanced_accuracy": 0.9, "train_seconds": seconds,
