@@ -115,7 +115,7 @@ def test_presets_are_queued_once_even_after_a_driver_died_while_queueing(tmp_pat
 
 def test_the_presets_nearest_points_follow_them_in_the_queue_once(tmp_path):
     """seed_nearest: after the six presets, the space's point nearest each, as searched trials
-    (no preset name: they are the search's own, and may be stopped early); once per study."""
+    (no preset name: they are the search's own; like the presets, never stopped early); once per study."""
     study, url = _study(tmp_path)
     space = load_space(REPO / "spaces" / "paper.yaml")
     assert runs.enqueue_presets(study, space, url) == len(PRESETS)
