@@ -82,7 +82,6 @@ def forms() -> dict[str, dict]:
 
 
 def main() -> None:
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--points", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)

@@ -184,8 +184,8 @@ def _enqueue_nearest(study: optuna.Study, space: SearchSpace) -> int:
     (:func:`search.space.nearest_trials`), after the presets, as searched trials marked
     ``near_preset``: they train with the presets' recipe and count towards the budget; like
     the presets they are never stopped early (:class:`search.runner.ParetoRungs`), so the
-    sampler learns what the paper's designs reach trained out, not at a rung. Each is queued once per study (the caller holds the
-    study's lock); the number queued."""
+    sampler learns what the paper's designs reach trained out, not at a rung. Each is queued
+    once per study (the caller holds the study's lock); the number queued."""
     if not space.seed_nearest:
         return 0
     done = {TrialRecord.read(t).near_preset for t in study.get_trials(deepcopy=False)}
