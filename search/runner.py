@@ -8,7 +8,9 @@ searcher tells the study: COMPLETE with (accuracy, latency_ms, params), the late
 the screen's and a re-check taken as the trial ends (:meth:`search.screen.Screen.recheck`),
 PRUNED when the scheduler stopped it early (never with partial values), FAIL with the error when it raised or its worker
 died. Run records, recovery of a killed run, the presets and the front's re-timing are
-:mod:`search.runs`; this module holds the Ray glue only.
+:mod:`search.runs`; this module holds the Ray glue only. Each trial registers its process in
+``<artifacts>/workers`` (:mod:`search.quiet`), so that the driver can pause this machine's
+training while it re-times a latency verdict.
 
 Two test hooks are read from the workers' environment, by :func:`_test_hooks` alone:
 ``CASTSEARCH_TRIAL_PIDFILE_DIR=<dir>`` makes each trial write ``<dir>/trial-<number>.pid``
@@ -48,6 +50,7 @@ from castmodels import ArchSpec
 from search import study as studylib
 from search.datarules import AUTO
 from search.measure import Measurement
+from search.quiet import Workers
 from search.record import Limits, TrialRecord
 from search.runs import (
     RunOutcome,
@@ -164,6 +167,7 @@ class StudySearcher(Searcher):
             "candidate": cand.to_dict(),
             "measurement": verdict.measurement.to_dict(),
             "out_dir": str(self.artifacts / f"trial-{ot.number:05d}"),
+            "workers_dir": str(self.artifacts / WORKERS_DIR),
             "metric": self.space.metric,
             "seeds": self.space.seeds,
             # seeds_for: front: the front as it stands, which the first training must join to be retrained.
@@ -312,6 +316,7 @@ def _test_hooks(number: int) -> None:
 
 
 WORKER_NICE = 10  # the niceness a trial trains at
+WORKERS_DIR = "workers"  # under the run's artifacts: this machine's training processes (search.quiet)
 
 
 def _trial(config: dict, datasets: dict | None = None) -> None:
@@ -323,6 +328,9 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
     # training yields the core to the driver's latency timings (search.screen): a timing that
     # shares its core with a worker of equal priority runs on caches the worker keeps evicting
     os.setpriority(os.PRIO_PROCESS, 0, max(WORKER_NICE, os.getpriority(os.PRIO_PROCESS, 0)))
+    # ... and is paused while the driver re-times a verdict (search.quiet)
+    workers = Workers(config["workers_dir"])
+    workers.register()
     node_id = ray.get_runtime_context().get_node_id()
     cand = Candidate.from_dict(config["candidate"])
     data = datasets[cand.recipe.image_size]
@@ -343,6 +351,8 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
         tune.report({"epoch": 0, VAL_SCORE: 0.0, "node_id": node_id, FINAL: True,
                      "error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"})
         return
+    finally:
+        workers.unregister()
     val = outcome.objective if outcome.objective is not None else 0.0
     tune.report({"epoch": max(outcome.epochs_run, 1), VAL_SCORE: val, "node_id": node_id,
                  FINAL: True, "outcome": json.dumps(outcome.provenance(data))})
@@ -523,7 +533,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     num_classes = next(iter(datasets.values())).num_classes
     # Latency is timed here, on the driver, before Ray starts training: the first timings
     # (a relative limit's reference among them) meet an idle machine.
-    screen = Screen(study, space.latency_runtime, num_classes)
+    screen = Screen(study, space.latency_runtime, num_classes, quiet=Workers(artifacts / WORKERS_DIR).paused)
     limits = {size: resolve_limits(space.constraints, space.relative_latency, screen, size, space.data.channels)
               for size in space.image_sizes}
     searcher = StudySearcher(study, space, run, artifacts, deadline, on_progress, screen, limits)

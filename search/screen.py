@@ -20,6 +20,11 @@ seconds apart, when it was preempted or would rule the network out by less than
 when timings in separate stretches all say so. A network that trains is timed once more
 when its trial ends, minutes later (:meth:`Screen.recheck`), and the lowest of all its
 timings is its latency objective.
+Load on the machine is the search's own: the trials training beside the driver. A worker
+on the other core slows a timing even at its niceness (it shares the core's cache and
+clock), so settle's timings taken again, and the re-check, run in a quiet slot: the
+machine's trials are paused for their length (:mod:`search.quiet`). A verdict of "too
+slow" that load could have caused is thus always taken again with no training running.
 
 A latency limit may be written relative to one of the paper's networks measured the same
 way (``max_latency_ms: {relative_to: custom-590k-dw, factor: 1.0}``), so a space file
@@ -29,6 +34,7 @@ machine and records it in the study (``latency_limit:<image size>``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -69,19 +75,22 @@ KEEP_EXPORTED = 32  # exported networks kept for their re-check (Screen.recheck)
 
 
 def settle(measure_once: Callable[[], Measurement], limit: float | None,
-           waits: tuple[float, ...] = RETRY_AFTER_S, every: bool = False) -> Measurement:
+           waits: tuple[float, ...] = RETRY_AFTER_S, every: bool = False,
+           quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> Measurement:
     """The measurement a latency verdict rests on: ``measure_once()``, taken again after each of
     ``waits`` (seconds) while the lowest so far was preempted or is over ``limit`` by less than
     :data:`RECHECK` times, or every time with ``every`` (a reference the limit is derived
     from); the lowest is kept. A timing under the limit is not taken again: noise can only
-    slow it, so it cannot have made the network feasible."""
+    slow it, so it cannot have made the network feasible. Each timing taken again runs
+    inside ``quiet()`` (:meth:`search.quiet.Workers.paused`: no training on the machine)."""
     m = measure_once()
     for wait in waits:
         suspect = limit is not None and limit < m.latency_ms < RECHECK * limit
         if not (every or m.preempted or suspect):
             break
         busy_wait(wait)
-        again = measure_once()
+        with quiet():
+            again = measure_once()
         log.debug("timed again (%s): %.3f then %.3f ms",
                   "preempted" if m.preempted else "over the limit" if suspect else "a limit's reference",
                   m.latency_ms, again.latency_ms)
@@ -136,8 +145,10 @@ def cache_key(arch: ArchSpec, recipe: TrainRecipe, num_classes: int, runtime: st
 class Screen:
     """Screens candidates for one study: ``quick`` uses the short timing protocol (tests)."""
 
-    def __init__(self, study: optuna.Study, runtime: str, num_classes: int, quick: bool = False):
+    def __init__(self, study: optuna.Study, runtime: str, num_classes: int, quick: bool = False,
+                 quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         self.study, self.runtime, self.num_classes, self.quick = study, runtime, num_classes, quick
+        self.quiet = quiet  # pauses this machine's training while a verdict is re-timed (search.quiet)
         self.timed = 0  # measurements taken (cache misses), for tests and the summary
         self.rechecked = 0  # re-checks taken (Screen.recheck)
         self._exported: dict[str, bytes] = {}  # cache key -> ONNX model, for the re-check
@@ -164,7 +175,7 @@ class Screen:
         model = model if model is not None else self._build(arch, recipe)
         shape = input_shape(recipe)
         onnx = export_for_timing(model, shape) if self.runtime == "onnxruntime" else None
-        m = settle(lambda: self._measure(model, shape, onnx), limit, every=reference)
+        m = settle(lambda: self._measure(model, shape, onnx), limit, every=reference, quiet=self.quiet)
         self.study.set_user_attr(key, {"measurement": m.to_dict(), "arch_code": arch.code(), "at": time.time()})
         if onnx is not None:
             self._exported[key] = onnx
@@ -181,7 +192,8 @@ class Screen:
         (:func:`search.measure.time_single`) and the lowest of all its timings kept, in the
         cache too; once per architecture. The screen's timings span a second or two, and the
         host's slow stretches can last tens of seconds (bench/latency_agreement.py), so the
-        driver re-checks a network when it has trained, minutes after it was screened."""
+        driver re-checks a network when it has trained, minutes after it was screened, in a
+        quiet slot (``quiet``)."""
         from search.pipeline import input_shape
 
         key = CACHE_PREFIX + cache_key(arch, recipe, self.num_classes, self.runtime)
@@ -192,8 +204,11 @@ class Screen:
         if entry.get("rechecked"):
             return m
         self.rechecked += 1
-        again = time_single(self._build(arch, recipe), input_shape(recipe), threads=1, quick=self.quick,
-                            runtime=self.runtime, onnx=self._exported.pop(key, None))
+        model, shape, onnx = self._build(arch, recipe), input_shape(recipe), self._exported.pop(key, None)
+        if onnx is None and self.runtime == "onnxruntime":  # exported before the pause, not during it
+            onnx = export_for_timing(model, shape)
+        with self.quiet():
+            again = time_single(model, shape, threads=1, quick=self.quick, runtime=self.runtime, onnx=onnx)
         m = m.with_timing(again)
         log.debug("re-checked %s: %s ms", arch.code(), ", ".join(f"{t:.3f}" for t in m.latency_timings_ms))
         self.study.set_user_attr(key, {**entry, "measurement": m.to_dict(), "rechecked": time.time()})

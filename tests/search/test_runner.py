@@ -12,6 +12,7 @@ from search import runner, runs
 from search import study as studylib
 from search.data import DataConfig, load_dataset
 from search.measure import SPREAD
+from search.quiet import Workers
 from search.screen import Screen
 from search.space import load_space
 
@@ -115,6 +116,9 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny, capfd):
     mine = [t for t in study.trials if t.user_attrs.get("run_id") == second.run_id]
     assert o.trained + o.infeasible + o.invalid + o.pruned + o.failed + o.presets_trained == len(mine)
     assert second.artifacts == (root / "artifacts").resolve()
+    # the trials registered their processes for the screen's quiet slots (search.quiet); none outlives the run
+    workers = second.artifacts / runner.WORKERS_DIR
+    assert workers.is_dir() and Workers(workers).pids() == []
 
 
 def _searcher(tmp_path, space, trials=5):

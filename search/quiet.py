@@ -1,0 +1,100 @@
+"""Quiet slots: the trials training on the driver's machine are paused while the driver
+re-times a latency it is about to rule on.
+
+Niceness and the CPU-time fallback (search.measure) keep a worker from taking the timed
+core, but not from slowing it: on a virtual machine the two vCPUs may share one physical
+core or its cache and clock, and a worker training on the other vCPU slows every call of
+a 20-50 us network by 1.3x or more, in CPU time as much as in wall time. Only a core with
+no training on the machine times a network the way a user's idle machine would. So each
+trial registers its process in the run's artifacts (``<artifacts>/workers/<host>-<pid>``,
+holding the process's start time, so that a stale file never names a reused pid), and the
+driver stops those processes (SIGSTOP) for the length of a re-timing and continues them
+(SIGCONT) after it: a few seconds per borderline verdict and per trained network
+(search.screen). Processes on other machines of a cluster are not touched: they do not
+share the driver's CPU. Where ``/proc`` is missing (not Linux), nothing is paused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HOST = socket.gethostname()
+
+
+def start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``
+    field 22), which tells a process from a later one given the same pid; None when there
+    is no such process or no ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # the fields after the command name start at field 3
+
+
+class Workers:
+    """The training processes registered in ``directory`` by this machine's trials."""
+
+    def __init__(self, directory: Path | str):
+        self.directory = Path(directory)
+
+    def _file(self, pid: int) -> Path:
+        return self.directory / f"{HOST}-{pid}"
+
+    def register(self, pid: int | None = None) -> Path | None:
+        """Record process ``pid`` (default: this one) as training; returns its file, or None
+        where processes cannot be told apart (no ``/proc``)."""
+        pid = os.getpid() if pid is None else pid
+        started = start_time(pid)
+        if started is None:
+            return None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._file(pid)
+        path.write_text(started)
+        return path
+
+    def unregister(self, pid: int | None = None) -> None:
+        self._file(os.getpid() if pid is None else pid).unlink(missing_ok=True)
+
+    def pids(self) -> list[int]:
+        """The registered processes of this machine that still run (not this one); a file
+        whose process has ended, or whose pid now names another process, is removed."""
+        alive = []
+        for path in self.directory.glob(f"{HOST}-*"):
+            try:
+                pid, recorded = int(path.name.rsplit("-", 1)[1]), path.read_text()
+            except (ValueError, OSError):
+                continue
+            if start_time(pid) != recorded:
+                path.unlink(missing_ok=True)
+            elif pid != os.getpid():
+                alive.append(pid)
+        return sorted(alive)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[int]:
+        """Stop the registered processes for the body of the ``with``; yields how many were
+        stopped. They are continued however the body ends."""
+        stopped = []
+        try:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except (ProcessLookupError, PermissionError):
+                    continue
+                stopped.append(pid)
+            if stopped:
+                log.debug("paused %d training process(es) for a timing", len(stopped))
+            yield len(stopped)
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGCONT)
