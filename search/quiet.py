@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Workers:
 
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
+        self.slots, self.paused_s = 0, 0.0  # slots that stopped at least one process, and their length
 
     def _file(self, pid: int) -> Path:
         return self.directory / f"{HOST}-{pid}"
@@ -84,6 +86,7 @@ class Workers:
         """Stop the registered processes for the body of the ``with``; yields how many were
         stopped. They are continued however the body ends."""
         stopped = []
+        start = time.perf_counter()
         try:
             for pid in self.pids():
                 try:
@@ -98,3 +101,6 @@ class Workers:
             for pid in stopped:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGCONT)
+            if stopped:
+                self.slots += 1
+                self.paused_s += time.perf_counter() - start

@@ -533,7 +533,8 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     num_classes = next(iter(datasets.values())).num_classes
     # Latency is timed here, on the driver, before Ray starts training: the first timings
     # (a relative limit's reference among them) meet an idle machine.
-    screen = Screen(study, space.latency_runtime, num_classes, quiet=Workers(artifacts / WORKERS_DIR).paused)
+    workers = Workers(artifacts / WORKERS_DIR)
+    screen = Screen(study, space.latency_runtime, num_classes, quiet=workers.paused)
     limits = {size: resolve_limits(space.constraints, space.relative_latency, screen, size, space.data.channels)
               for size in space.image_sizes}
     searcher = StudySearcher(study, space, run, artifacts, deadline, on_progress, screen, limits)
@@ -565,6 +566,8 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
                                           verbose=0, log_to_file=True),
             )
             tuner.fit()
+            log.info("training paused for %d re-timings, %.1f s in all (search.quiet)", workers.slots,
+                     workers.paused_s)
     finally:
         searcher.fail_leftovers("stopped before it finished (time budget or interrupt)")
         stop.set()

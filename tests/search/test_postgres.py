@@ -4,6 +4,7 @@ postgresql+psycopg2://...``, and two drivers on one new study at the same time."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -90,24 +91,12 @@ def _finished(trials, run_id: str) -> int:
     return runs.finished_by(trials, run_id)
 
 
-def test_search_in_postgres_then_two_drivers_on_one_study_at_once(pg, tmp_path):
+def test_two_drivers_search_one_study_in_postgres_at_once(pg, tmp_path):
     url = pg.create_database("castsearch")
     data = make_image_folder(tmp_path / "images")
     common = ["--storage", url, "--workers", "1", "--artifacts", str(tmp_path / "artifacts")]
 
-    # a search in PostgreSQL
-    solo = write_space(tmp_path, study="solo", data=data, trials=2)
-    run = subprocess.run(castsearch("run", str(solo), *common), env=env(), cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    assert "2 trials finished" in run.stdout and "postgresql" in run.stdout
-    front = subprocess.run(castsearch("front", "--study", "solo", "--storage", url), env=env(), cwd=tmp_path,
-                           capture_output=True, text=True, timeout=120)
-    assert front.returncode == 0, front.stderr
-    study = optuna.load_study(study_name="solo", storage=url)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-
-    # two drivers on one new study, started together, budgets 2 and 3
+    # two drivers on one new study in PostgreSQL, started together, budgets 2 and 3
     shared = write_space(tmp_path, study="shared", data=data, trials=2)
     logs = [tmp_path / "driver-a.log", tmp_path / "driver-b.log"]
     with started(castsearch("run", str(shared), *common), logs[0], env=env(), cwd=tmp_path) as a, \
@@ -118,6 +107,11 @@ def test_search_in_postgres_then_two_drivers_on_one_study_at_once(pg, tmp_path):
     for out in outputs:
         assert "Traceback" not in out and "ERROR" not in out, out[-4000:]
     assert "2 trials finished" in outputs[0] and "3 trials finished" in outputs[1]
+    assert all("postgresql" in out for out in outputs)  # each names the storage it searched in
+    front = subprocess.run(castsearch("front", "--study", "shared", "--storage", url, "--json"), env=env(),
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert front.returncode == 0, front.stderr
+    rows = json.loads(front.stdout)
 
     study = optuna.load_study(study_name="shared", storage=url)
     trials = study.trials
@@ -132,6 +126,7 @@ def test_search_in_postgres_then_two_drivers_on_one_study_at_once(pg, tmp_path):
     assert len({t._trial_id for t in trials}) == len(trials)
     assert {t.user_attrs["run_id"] for t in trials} == set(runs)
     assert [t for t in trials if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)] == []
+    assert rows and {r["trial"] for r in rows} <= {t.number for t in trials if t.state == TrialState.COMPLETE}
     assert sum(1 for t in trials if not t.user_attrs.get("invalid")) == 5
     # each driver sampled with its own seed, so they did not draw the same networks
     assert sorted((r["index"], r["seed"]) for r in runs.values())[0] == (0, 0)  # the space's seed: 0

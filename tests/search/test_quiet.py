@@ -41,9 +41,11 @@ def test_registered_processes_are_stopped_for_the_slot_and_continued_after(tmp_p
         assert _state(busy.pid) == "T"
         raise RuntimeError("a timing failed")
     assert _state(busy.pid) != "T"
+    assert workers.slots == 2 and workers.paused_s > 0
     workers.unregister(busy.pid)
     with workers.paused() as n:
         assert n == 0 and _state(busy.pid) != "T"
+    assert workers.slots == 2  # a slot that stopped nothing is not counted
 
 
 def test_stale_and_foreign_files_pause_nothing(tmp_path, busy):

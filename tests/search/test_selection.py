@@ -121,9 +121,12 @@ def data(tmp_path_factory) -> Dataset:
 # The test split never chooses
 
 
-def test_the_sampler_listens_to_the_told_values(tmp_path):
-    """The guard for the next test: under this space and seed, telling other values changes
-    what NSGA-II samples next (so equal picks there are not equal by construction)."""
+def test_the_sampler_listens_to_the_told_values(tmp_path, monkeypatch):
+    """The guard for the next test: under this space and seed, and its deterministic timings,
+    telling other values changes what NSGA-II samples next (so equal picks there are not equal
+    by construction)."""
+    monkeypatch.setattr("search.screen.measure", _fake_measure)
+    monkeypatch.setattr("search.screen.export_for_timing", lambda model, shape: None)
     space = space_from_dict(SPACE)
 
     def picks(name: str, accuracy_of) -> list[dict]:
