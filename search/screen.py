@@ -51,6 +51,7 @@ import optuna
 from castmodels import PRESETS, ArchSpec
 from search.measure import (
     SPREAD,
+    LatencyResult,
     Measurement,
     busy_wait,
     count_params,
@@ -76,25 +77,35 @@ KEEP_EXPORTED = 32  # exported networks kept for their re-check (Screen.recheck)
 
 def settle(measure_once: Callable[[], Measurement], limit: float | None,
            waits: tuple[float, ...] = RETRY_AFTER_S, every: bool = False,
-           quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> Measurement:
-    """The measurement a latency verdict rests on: ``measure_once()``, taken again after each of
-    ``waits`` (seconds) while the lowest so far was preempted or is over ``limit`` by less than
-    :data:`RECHECK` times, or every time with ``every`` (a reference the limit is derived
-    from); the lowest is kept. A timing under the limit is not taken again: noise can only
-    slow it, so it cannot have made the network feasible. Each timing taken again runs
-    inside ``quiet()`` (:meth:`search.quiet.Workers.paused`: no training on the machine)."""
+           quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+           time_again: Callable[[], LatencyResult] | None = None) -> Measurement:
+    """The measurement a latency verdict rests on: ``measure_once()``, its single-image latency
+    taken again after each of ``waits`` (seconds) while the lowest so far was preempted or is
+    over ``limit`` by less than :data:`RECHECK` times, or every time with ``every`` (a reference
+    the limit is derived from); the lowest is kept. A timing under the limit is not taken
+    again: noise can only slow it, so it cannot have made the network feasible. Each timing
+    taken again is ``time_again()`` (the single-image timing alone, :func:`time_single`; without
+    it, a whole ``measure_once()``) and runs inside ``quiet()``
+    (:meth:`search.quiet.Workers.paused`: no training on the machine while it runs)."""
     m = measure_once()
     for wait in waits:
         suspect = limit is not None and limit < m.latency_ms < RECHECK * limit
         if not (every or m.preempted or suspect):
             break
         busy_wait(wait)
+        before = m
         with quiet():
-            again = measure_once()
+            if time_again is None:
+                again = measure_once()
+                m = min(m, again, key=lambda x: x.latency_ms)
+            else:
+                timing = time_again()
+                m = m.with_timing(timing)
+                if m.latency_ms < before.latency_ms:  # the verdict rests on this timing alone now
+                    m = dataclasses.replace(m, preempted=timing.preempted)
         log.debug("timed again (%s): %.3f then %.3f ms",
-                  "preempted" if m.preempted else "over the limit" if suspect else "a limit's reference",
-                  m.latency_ms, again.latency_ms)
-        m = min(m, again, key=lambda x: x.latency_ms)
+                  "preempted" if before.preempted else "over the limit" if suspect else "a limit's reference",
+                  before.latency_ms, m.latency_ms)
     return m
 
 
@@ -175,7 +186,8 @@ class Screen:
         model = model if model is not None else self._build(arch, recipe)
         shape = input_shape(recipe)
         onnx = export_for_timing(model, shape) if self.runtime == "onnxruntime" else None
-        m = settle(lambda: self._measure(model, shape, onnx), limit, every=reference, quiet=self.quiet)
+        m = settle(lambda: self._measure(model, shape, onnx), limit, every=reference, quiet=self.quiet,
+                   time_again=lambda: self._time_single(model, shape, onnx))
         self.study.set_user_attr(key, {"measurement": m.to_dict(), "arch_code": arch.code(), "at": time.time()})
         if onnx is not None:
             self._exported[key] = onnx
@@ -186,6 +198,10 @@ class Screen:
     def _measure(self, model, shape, onnx: bytes | None) -> Measurement:
         self.timed += 1
         return measure(model, shape, threads=1, quick=self.quick, runtime=self.runtime, onnx=onnx)
+
+    def _time_single(self, model, shape, onnx: bytes | None) -> LatencyResult:
+        self.timed += 1
+        return time_single(model, shape, threads=1, quick=self.quick, runtime=self.runtime, onnx=onnx)
 
     def recheck(self, arch: ArchSpec, recipe: TrainRecipe) -> Measurement:
         """The cached measurement of ``arch`` with its single-image latency timed again now

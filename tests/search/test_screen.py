@@ -223,6 +223,14 @@ def _reading(ms: float, preempted: bool = False) -> Measurement:
                        batch_latency_iqr_ms=0.0, batch_size=50, threads=1, preempted=preempted)
 
 
+def _timing(ms: float, preempted: bool = False) -> LatencyResult:
+    """A single-image timing (search.measure.time_single) whose load-robust figure is ``ms``."""
+    wall = 2 * ms if preempted else ms
+    return LatencyResult(median_ms=wall, iqr_ms=0.0, q1_ms=wall, q3_ms=wall, runs=5, batch_size=1, threads=1,
+                         cpu_median_ms=ms, spread_ms=[ms])
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["measure-again", "time-single-again"])
 @pytest.mark.parametrize(("readings", "limit", "kept", "taken"), [
     ([0.9, 0.5], 1.0, 0.9, 1),  # under the limit: noise cannot have made it feasible, not taken again
     ([1.5, 0.8, 0.7], 1.0, 0.8, 2),  # over, then under: the lower reading stands, no third timing
@@ -230,24 +238,46 @@ def _reading(ms: float, preempted: bool = False) -> Measurement:
     ([2.5, 0.5], 1.0, 2.5, 1),  # over by 2x or more: not noise, not taken again
     ([0.9, 0.6, 0.7], None, 0.9, 1),  # no limit: nothing to re-check
 ])
-def test_settle_retakes_a_reading_that_would_rule_a_network_out(readings, limit, kept, taken):
-    calls = iter([_reading(ms) for ms in readings])
-    taken_count, quiet = [], []
+def test_settle_retakes_a_reading_that_would_rule_a_network_out(readings, limit, kept, taken, single):
+    """The first reading is a whole measurement; each retake is another (without ``time_again``)
+    or the single-image timing alone (with it, as the screen does), always in the quiet slot."""
+    first, later = readings[0], iter(readings[1:])
+    measured, timed = [], []
     slot = _Slot()
 
     def once() -> Measurement:
-        taken_count.append(1)
-        quiet.append(slot.inside)
-        return next(calls)
+        measured.append(slot.inside)
+        return _reading(first) if len(measured) == 1 else _reading(next(later))
 
-    assert settle(once, limit, waits=(0.0, 0.0), quiet=slot).latency_ms == kept
-    assert len(taken_count) == taken
+    def again() -> LatencyResult:
+        timed.append(slot.inside)
+        return _timing(next(later))
+
+    m = settle(once, limit, waits=(0.0, 0.0), quiet=slot, time_again=again if single else None)
+    assert m.latency_ms == kept
+    quiet = measured + timed
+    assert len(quiet) == taken
     assert quiet == [False] + [True] * (taken - 1)  # every timing taken again is taken with training paused
+    if single:
+        assert measured == [False]  # the batch and eager timings are not taken again
+    if single and taken > 1:
+        assert m.latency_timings_ms == readings[:taken]  # the retakes are on record
 
 
 def test_settle_retakes_a_preempted_reading_under_the_limit():
     calls = iter([_reading(0.9, preempted=True), _reading(0.6)])
     assert settle(lambda: next(calls), 1.0, waits=(0.0, 0.0)).latency_ms == 0.6
+
+
+def test_settle_trusts_a_clean_retake_of_a_preempted_reading():
+    """A preempted first reading is timed again; a lower retake that waited for no CPU settles it
+    (one retake, not every wait), while a lower retake that was preempted too is taken again."""
+    timings = [_timing(0.6), _timing(0.5)]
+    m = settle(lambda: _reading(0.9, preempted=True), 1.0, waits=(0.0, 0.0), time_again=lambda: timings.pop(0))
+    assert (m.latency_ms, m.preempted, len(timings)) == (0.6, False, 1)
+    timings = [_timing(0.6, preempted=True), _timing(0.5)]
+    m = settle(lambda: _reading(0.9, preempted=True), 1.0, waits=(0.0, 0.0), time_again=lambda: timings.pop(0))
+    assert (m.latency_ms, m.preempted, timings) == (0.5, False, [])
 
 
 def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
