@@ -25,7 +25,8 @@ shipped space's setting, so the same search as ``<name>`` under a name that says
 as ``<name>-nofloor`` (``constraints.min_accuracy: null``: no accuracy floor, so the smallest,
 least accurate networks are on the front and the sampler spends trials on them), and as
 ``<name>-nonear`` (``seed_nearest: false``: the search does not start from the presets'
-nearest points).
+nearest points), and as ``<name>-midway`` (``budget.early_stopping: pareto``: trials judged
+part-way through their full schedule instead of by a preview).
 
 The points ``seed_nearest`` queues are the search's own trials (points of its space that it
 trains and learns from), but they are drawn from the paper's designs, not by the sampler:
@@ -94,13 +95,15 @@ SAMPLER_STUDIES = {  # changes to the space file's sampler section; nsga2's popu
 # by that only for a trial whose first training joins the front (tpe-front2, as the space ships)
 ACCURACY_SEEDS = {"single": {"seeds": 1, "seeds_for": "finished"}, "seeds2": {"seeds": 2, "seeds_for": "finished"},
                   "front2": {"seeds": 2, "seeds_for": "front"}}
-# and without the accuracy floor (k-nofloor: constraints.min_accuracy: null), and without
-# the presets' nearest points queued first (k-nonear: seed_nearest: false)
+# and without the accuracy floor (k-nofloor: constraints.min_accuracy: null), without
+# the presets' nearest points queued first (k-nonear: seed_nearest: false), and judged at
+# rungs part-way through the full schedule instead of by previews (k-midway: early_stopping: pareto)
 STUDIES = {**SAMPLER_STUDIES, **{f"{k}-nostop": {**v, "early_stopping": "none"} for k, v in SAMPLER_STUDIES.items()},
            **{f"{k}-{suffix}": {**v, **seeds} for suffix, seeds in ACCURACY_SEEDS.items()
               for k, v in SAMPLER_STUDIES.items()},
            **{f"{k}-nofloor": {**v, "min_accuracy": None} for k, v in SAMPLER_STUDIES.items()},
-           **{f"{k}-nonear": {**v, "seed_nearest": False} for k, v in SAMPLER_STUDIES.items()}}
+           **{f"{k}-nonear": {**v, "seed_nearest": False} for k, v in SAMPLER_STUDIES.items()},
+           **{f"{k}-midway": {**v, "early_stopping": "pareto"} for k, v in SAMPLER_STUDIES.items()}}
 
 
 WALL_ATTR = "bench_wall_s"  # the run's wall seconds, kept for reports without a run
@@ -185,7 +188,8 @@ def describe(kind: str, s: optuna.Study) -> str:
     if not sampler:
         return kind
     pop = f", population {sampler['population_size']}" if sampler.get("population_size") else ""
-    stop = ", no early stopping" if sampler.get("early_stopping") == "none" else ""
+    stop = {"none": ", no early stopping", "pareto": ", rungs part-way through the schedule",
+            "preview": ", previews"}.get(sampler.get("early_stopping"), "")
     seeds = f", mean of {sampler['seeds']} seeds" if (sampler.get("seeds") or 1) > 1 else ", one seed"
     if sampler.get("seeds_for") == "front":  # needs seeds > 1 (search.space)
         seeds += " for trials that join the front"
@@ -307,9 +311,10 @@ def report(args) -> str:
         return studylib.hypervolume([point(t) for t in trials], reference) / box if trials else 0.0
 
     def trained_epochs(s: optuna.Study) -> str:
-        """Epochs the workers trained (a trial trained with several seeds: each training), and how
-        many of them went to trials stopped early."""
+        """Epochs the workers trained (a trial trained with several seeds: each training; a trial
+        that passed its preview: the preview's too), and how many of them went to trials stopped early."""
         done = sum(int(t.user_attrs.get("epochs_run") or 0) * max(1, len(t.user_attrs.get("seed_runs") or ()))
+                   + int((t.user_attrs.get("preview") or {}).get("epochs") or 0)
                    for t in s.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE)
         stopped = sum(int(t.user_attrs.get("pruned_at_epoch") or 0) for t in s.get_trials(deepcopy=False)
                       if t.state == optuna.trial.TrialState.PRUNED)

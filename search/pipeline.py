@@ -100,6 +100,21 @@ def run_candidate(arch: ArchSpec, recipe: TrainRecipe, data, **options) -> Trial
                      rebuild=lambda r: build_candidate(arch, r, data.num_classes), **options)
 
 
+def preview(arch: ArchSpec, recipe: TrainRecipe, data, epochs: int, metric: str = DEFAULT_METRIC,
+            device: str | None = None) -> float:
+    """The validation ``metric`` of ``arch`` trained from scratch with ``recipe``'s schedule
+    compressed to ``epochs`` epochs (same seed, optimizer, peak learning rate and warm-up
+    fraction, so the rate is annealed to its end): the short look early stopping judges a
+    trial by under ``budget.early_stopping: preview``. Under a one-cycle schedule a score read
+    part-way through the full schedule is read at the peak learning rate, where it swings from
+    epoch to epoch; a compressed schedule's end ranks networks as their full training does
+    far more closely (bench/rung_fidelity.py)."""
+    short = replace(recipe, epochs=epochs)
+    torch.manual_seed(short.seed)
+    result = train(build_candidate(arch, short, data.num_classes), data, short, device=device, metric=metric)
+    return getattr(evaluate(result.model, data.val_x, data.val_y, data.class_names), metric)
+
+
 def seed_run(seed: int, validation: EvalResult, test: EvalResult, metric: str) -> dict:
     """One training's figures: its seed, validation ``metric`` (what is averaged), test accuracy
     and the test split's worst-class recall (reported only)."""

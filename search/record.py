@@ -140,6 +140,8 @@ class TrialRecord:
     versions: dict | None = None
     worker_seconds: dict[str, float] | None = None
     node_id: str | None = None
+    # budget.early_stopping: preview: the short run it was judged by first, {"epochs", "score", "seconds"}
+    preview: dict | None = None
     # how it ended, when not COMPLETE
     pruned_at_epoch: int | None = None
     error: str | None = None

@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 FINAL = "final"
 MAX_SKIPPED = 200  # candidates in a row that are invalid or screened out before the searcher gives up (each distinct one is timed)
 VAL_SCORE = "val_score"  # what Tune and the scheduler see each epoch: the objective's metric on the validation split
+PREVIEW = "preview"  # set (to its seconds) on the result of a trial's preview (budget.early_stopping: preview)
 
 
 # ---------------------------------------------------------------------------------------
@@ -109,6 +110,7 @@ class StudySearcher(Searcher):
         self.sizes: dict[str, int] = {}
         self.candidates: dict[str, Candidate] = {}
         self.val_history: dict[str, list[float]] = {}
+        self.previews: dict[str, dict] = {}  # the preview each live trial reported (early_stopping: preview)
         self.issued = 0
         # min_accuracy: presets is resolved once the presets have trained; until then only presets go out
         self.floor_pending = space.accuracy_floor is not None
@@ -179,6 +181,8 @@ class StudySearcher(Searcher):
             # which are there to show the sampler what the paper's designs reach when trained out
             "protect": preset or record.near_preset is not None,
             "min_accuracy": self.limits[cand.recipe.image_size].min_accuracy,
+            # early_stopping: preview: epochs of the compressed schedule the trial is judged by first
+            "preview": preview_epochs(self.space.budget.early_stopping, self.space.max_epochs, cand.recipe.epochs),
         }
 
     def _floor_ready(self) -> bool:
@@ -231,17 +235,22 @@ class StudySearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.val_history and not result.get(FINAL):
-            self.val_history[trial_id].append(float(result[VAL_SCORE]))
+            if PREVIEW in result:
+                self.previews[trial_id] = {"epochs": int(result["epoch"]), "score": float(result[VAL_SCORE]),
+                                           "seconds": float(result[PREVIEW])}
+            else:
+                self.val_history[trial_id].append(float(result[VAL_SCORE]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot = self.live.pop(trial_id, None)
         if ot is None:
             return
         history = self.val_history.pop(trial_id, [])
+        preview = self.previews.pop(trial_id, None)
         size = self.sizes.pop(trial_id)
         cand = self.candidates.pop(trial_id)
         result = result or {}
-        record = TrialRecord(node_id=result.get("node_id") or None)
+        record = TrialRecord(node_id=result.get("node_id") or None, preview=preview)
         if error or result.get("error"):
             record.error = result.get("error") or "the trial's worker raised or died (see the Ray logs)"
             record.val_accuracy = history
@@ -262,11 +271,12 @@ class StudySearcher(Searcher):
             record.pruned_at_epoch = int(result.get("epoch", len(history)))
             record.write(ot)
             floor = self.limits[size].min_accuracy
-            if floor is not None and history:
+            seen = history + ([preview["score"]] if preview else [])
+            if floor is not None and seen:
                 # TPE ranks a stopped trial with the trained ones that missed the floor, by how far
                 # below it the trial was when stopped, not ahead of them (where Optuna puts trials
                 # stopped early that carry no constraint)
-                ot.set_constraint("min_accuracy", floor - max(history))
+                ot.set_constraint("min_accuracy", floor - max(seen))
             self.study.tell(ot, state=TrialState.PRUNED)
         self.report()
 
@@ -322,7 +332,7 @@ WORKERS_DIR = "workers"  # under the run's artifacts: this machine's training pr
 def _trial(config: dict, datasets: dict | None = None) -> None:
     import torch
 
-    from search.pipeline import run_candidate
+    from search.pipeline import preview, run_candidate
 
     torch.set_num_threads(int(os.environ.get("CASTSEARCH_TRIAL_THREADS", "1")))
     # training yields the core to the driver's latency timings (search.screen): a timing that
@@ -335,6 +345,7 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
     cand = Candidate.from_dict(config["candidate"])
     data = datasets[cand.recipe.image_size]
     last_epoch = cand.recipe.epochs
+    metric = config["metric"]
 
     def on_epoch(epoch: int, score: float) -> None:
         if epoch < last_epoch:  # the last epoch is reported once, with the final result
@@ -342,8 +353,13 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
 
     try:
         _test_hooks(config["number"])
+        if config.get("preview"):  # the short look first; the scheduler stops the trial here or lets it train
+            start = time.perf_counter()
+            score = preview(cand.arch, cand.recipe, data, config["preview"], metric)
+            tune.report({"epoch": config["preview"], VAL_SCORE: score, PREVIEW: time.perf_counter() - start,
+                         "node_id": node_id})
         front, floor = config.get("front"), config.get("min_accuracy")
-        outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
+        outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=metric,
                                 measurement=Measurement(**config["measurement"]), on_epoch=on_epoch,
                                 seeds=config.get("seeds", 1),
                                 repeat_if=None if front is None else lambda o: joins_front(o, front, floor))
@@ -382,6 +398,16 @@ def grace_epochs(max_epochs: int) -> int:
     return max(1, math.ceil(max_epochs / REDUCTION))
 
 
+def preview_epochs(early_stopping: str, max_epochs: int, epochs: int) -> int | None:
+    """Under ``early_stopping: preview``, the epochs of a trial's preview: the first rung's
+    (:func:`grace_epochs` of the longest schedule), or None when the trial's own schedule is not
+    longer than that (its full training is no dearer than the look)."""
+    if early_stopping != "preview":
+        return None
+    grace = grace_epochs(max_epochs)
+    return grace if grace < min(epochs, max_epochs) else None
+
+
 class ParetoRungs(FIFOScheduler):
     """Successive halving for a search with three objectives.
 
@@ -396,17 +422,23 @@ class ParetoRungs(FIFOScheduler):
     the same rung dominate it: a network is stopped only for networks at least as accurate
     at the same point of training *and* as fast *and* as small. Trials marked ``protect``
     (the presets and, under ``seed_nearest``, the space's points nearest them) are recorded
-    but never stopped."""
+    but never stopped.
 
-    def __init__(self, max_t: int, grace: int, metric: str = "val_score"):
+    With ``preview`` there is one rung, at ``grace`` epochs, and it reads only the score each
+    trial reports at the end of its preview (:func:`search.pipeline.preview`: the schedule
+    compressed to ``grace`` epochs) before its full training; the scores of that training's
+    epochs are not judged."""
+
+    def __init__(self, max_t: int, grace: int, metric: str = "val_score", preview: bool = False):
         super().__init__()
         self.score_key = metric
-        self.milestones = [m for m in (grace * REDUCTION ** k for k in range(16)) if m < max_t]
+        self.preview = preview
+        self.milestones = [m for m in (grace * REDUCTION ** k for k in range(1 if preview else 16)) if m < max_t]
         self.rungs: dict[int, list[list[float]]] = {m: [] for m in self.milestones}
         self.passed: dict[str, set[int]] = {}
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if result.get(FINAL) or self.score_key not in result:
+        if result.get(FINAL) or self.score_key not in result or self.preview != (PREVIEW in result):
             return TrialScheduler.CONTINUE
         epoch = int(result.get("epoch", 0))
         passed = self.passed.setdefault(trial.trial_id, set())
@@ -430,11 +462,13 @@ class ParetoRungs(FIFOScheduler):
         self.passed.pop(trial.trial_id, None)
 
 
-def _scheduler(max_epochs: int, early_stopping: str = "pareto") -> FIFOScheduler:
-    """Pareto rungs, or (``early_stopping: none``) Tune's FIFO scheduler, which stops nothing."""
+def _scheduler(max_epochs: int, early_stopping: str = "preview") -> FIFOScheduler:
+    """Pareto rungs (read part-way through each trial's schedule, or at the end of its preview),
+    or (``early_stopping: none``) Tune's FIFO scheduler, which stops nothing."""
     if early_stopping == "none":
         return FIFOScheduler()
-    return ParetoRungs(max_t=max(1, max_epochs), grace=grace_epochs(max_epochs), metric=VAL_SCORE)
+    return ParetoRungs(max_t=max(1, max_epochs), grace=grace_epochs(max_epochs), metric=VAL_SCORE,
+                       preview=early_stopping == "preview")
 
 
 # ---------------------------------------------------------------------------------------

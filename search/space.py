@@ -81,9 +81,11 @@ log = logging.getLogger(__name__)
 
 OBJECTIVES = dict(zip(OBJECTIVE_NAMES, DIRECTIONS, strict=True))  # the file's objectives section
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
-# pareto: Pareto rungs (search.runner.ParetoRungs) stop a trial that others dominate at a
-# rung; none: every trial trains every epoch of its schedule
-EARLY_STOPPING = ("pareto", "none")
+# preview: each trial first trains its schedule compressed to the first rung's epochs; a trial
+# others dominate there stops, the rest train their full schedule from scratch. pareto: Pareto
+# rungs (search.runner.ParetoRungs) read part-way through the full schedule. none: every trial
+# trains every epoch of its schedule
+EARLY_STOPPING = ("preview", "pareto", "none")
 MAX_SEEDS = 10  # objectives.accuracy.seeds: each one is a full training of every finished trial
 SEEDS_FOR = ("finished", "front")  # objectives.accuracy.seeds_for: which finished trials the extra seeds retrain
 LAST_BLOCKS = {"plain": (1, 1), "stride2": (2, 1), "dilation2": (1, 2)}  # (stride, dilation)
@@ -254,7 +256,7 @@ class Budget:
 
     trials: int | None = DEFAULT_TRIALS
     timeout_s: float | None = None
-    early_stopping: str = "pareto"  # one of EARLY_STOPPING
+    early_stopping: str = "preview"  # one of EARLY_STOPPING
 
 
 @dataclass(frozen=True)
@@ -730,7 +732,7 @@ def _budget(r: _Reader, top: dict) -> Budget:
     section = r.section(top, "budget", ("trials", "timeout", "early_stopping"))
     budget = Budget(trials=r.get(section, "budget", "trials", _optional(_integer(1)), None),
                     timeout_s=r.get(section, "budget", "timeout", _optional(_duration), None),
-                    early_stopping=r.get(section, "budget", "early_stopping", _one_of(EARLY_STOPPING), "pareto"))
+                    early_stopping=r.get(section, "budget", "early_stopping", _one_of(EARLY_STOPPING), "preview"))
     if budget.trials is None and budget.timeout_s is None:
         r.fail("budget", "needs trials, timeout or both, got neither")
     return budget

@@ -285,7 +285,8 @@ def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
         assert space.sampler.name == sampler and space.sampler.seed == shipped.sampler.seed, kind
         assert space.sampler.population_size == (8 if sampler == "nsga2" and changes else
                                                  shipped.sampler.population_size), kind
-        assert space.budget.early_stopping == ("none" if kind.endswith("-nostop") else "pareto"), kind
+        assert space.budget.early_stopping == {"nostop": "none", "midway": "pareto"}.get(
+            kind.rsplit("-", 1)[-1], "preview"), kind
         seeds = {"single": (1, "finished"), "seeds2": (2, "finished"), "front2": (2, "front")}.get(
             kind.rsplit("-", 1)[-1], (shipped.seeds, shipped.seeds_for))
         assert (space.seeds, space.seeds_for) == seeds, kind

@@ -326,7 +326,7 @@ def test_candidate_json_round_trip(space):
     ([(("architecture", "last_block"), "stride3")], "architecture.last_block", "plain, stride2, dilation2"),
     ([(("training", "optimizer"), ["adam", "adm"])], "training.optimizer[1]", "unknown optimizer 'adm'"),
     ([(("budget", "timeout"), "2 hours")], "budget.timeout", "'90s', '30m'"),
-    ([(("budget", "early_stopping"), "asha")], "budget.early_stopping", "must be one of pareto, none, got 'asha'"),
+    ([(("budget", "early_stopping"), "asha")], "budget.early_stopping", "must be one of preview, pareto, none, got 'asha'"),
     ([(("budget", "trials"), 0)], "budget.trials", "integer >= 1"),
     ([(("budget",), {"trials": None, "timeout": None})], "budget", "needs trials, timeout or both"),
     ([(("objectives", "accuracy"), "minimize")], "objectives.accuracy", "must be 'maximize'"),
