@@ -330,3 +330,20 @@ def test_the_bench_trains_each_presets_nearest_point_of_the_shipped_space():
     for name, preset in PRESETS.items():
         assert points[name].code() != preset.code()  # the space cannot express the preset itself
         assert points[name].downsampling == preset.downsampling, name
+
+
+def test_rung_fidelity_scores_a_look_against_the_final_score():
+    """bench/rung_fidelity.py's measures: ranks with ties, Spearman, the clearly different pairs a
+    look orders right, and how many of the finally best a best-third cut by the look keeps."""
+    from bench import rung_fidelity as rf
+
+    assert rf.ranks([3.0, 1.0, 2.0, 2.0]) == [3.0, 0.0, 1.5, 1.5]
+    assert rf.spearman([1.0, 2.0, 3.0], [10.0, 20.0, 30.0]) == pytest.approx(1.0)
+    assert rf.spearman([1.0, 2.0, 3.0], [30.0, 20.0, 10.0]) == pytest.approx(-1.0)
+    # (0, 1) and (0, 2) differ by more than 2 points, (1, 2) by 1: only the first two count
+    assert rf.clear_pairs([0.1, 0.2, 0.3], [0.5, 0.6, 0.61]) == (2, 2)
+    assert rf.clear_pairs([0.3, 0.2, 0.1], [0.5, 0.6, 0.61]) == (0, 2)
+    final = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]  # the best quarter: trials 0 and 1
+    look = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]  # its best third: trials 0, 7 and 6
+    assert rf.kept_best(look, final) == (1, 2)
+    assert rf.kept_best(final, final) == (2, 2)
