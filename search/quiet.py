@@ -41,6 +41,29 @@ def start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # the fields after the command name start at field 3
 
 
+def is_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state T in ``/proc/<pid>/stat``), or gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t", "Z", "X")
+
+
+def _wait_stopped(pids: list[int], timeout_s: float = 1.0) -> None:
+    """Return once every process of ``pids`` has stopped: SIGSTOP is delivered when the
+    kernel next schedules the process, so ``kill`` can return while it still runs on the
+    other core, and a timing started then would share the machine with it."""
+    deadline = time.perf_counter() + timeout_s
+    waiting = list(pids)
+    while waiting and time.perf_counter() < deadline:
+        waiting = [pid for pid in waiting if not is_stopped(pid)]
+        if waiting:
+            time.sleep(0.001)
+    if waiting:
+        log.debug("process(es) %s had not stopped after %.1f s", waiting, timeout_s)
+
+
 class Workers:
     """The training processes registered in ``directory`` by this machine's trials."""
 
@@ -95,6 +118,7 @@ class Workers:
                     continue
                 stopped.append(pid)
             if stopped:
+                _wait_stopped(stopped)
                 log.debug("paused %d training process(es) for a timing", len(stopped))
             yield len(stopped)
         finally:
