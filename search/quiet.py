@@ -30,24 +30,28 @@ log = logging.getLogger(__name__)
 HOST = socket.gethostname()
 
 
-def start_time(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``
-    field 22), which tells a process from a later one given the same pid; None when there
-    is no such process or no ``/proc``."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` from field 3 (the state) on, or None when there is
+    no such process or no ``/proc``; the command name before them may hold spaces."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # the fields after the command name start at field 3
+    return stat.rsplit(")", 1)[1].split()
+
+
+def start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (field 22), which tells a
+    process from a later one given the same pid; None when there is no such process or no
+    ``/proc``."""
+    fields = _stat(pid)
+    return None if fields is None else fields[19]
 
 
 def is_stopped(pid: int) -> bool:
-    """Whether process ``pid`` is stopped (state T in ``/proc/<pid>/stat``), or gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t", "Z", "X")
+    """Whether process ``pid`` is stopped (state T), or gone."""
+    fields = _stat(pid)
+    return fields is None or fields[0] in ("T", "t", "Z", "X")
 
 
 def _wait_stopped(pids: list[int], timeout_s: float = 1.0) -> None:
