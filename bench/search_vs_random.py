@@ -21,7 +21,9 @@ accuracy objective's seeds set: ``<name>-single`` (one training per trial),
 ``<name>-seeds2`` (``objectives.accuracy.seeds: 2``: a fully trained trial is ranked by
 the mean of two trainings) and ``<name>-front2`` (the same with ``seeds_for: front``: only a
 trial whose first training joins the front as it stands is trained a second time; the
-shipped space's setting, so the same search as ``<name>`` under a name that says so), and
+shipped space's setting, so the same search as ``<name>`` under a name that says so) and
+``<name>-front3`` (``seeds: 3, seeds_for: front``: a third training too while the mean of
+two still joins the front), and
 as ``<name>-nofloor`` (``constraints.min_accuracy: null``: no accuracy floor, so the smallest,
 least accurate networks are on the front and the sampler spends trials on them), and as
 ``<name>-nonear`` (``seed_nearest: false``: the search does not start from the presets'
@@ -92,9 +94,10 @@ SAMPLER_STUDIES = {  # changes to the space file's sampler section; nsga2's popu
 }
 # each of them again with budget.early_stopping: none (tpe-nostop), ranked by one training
 # per trial (tpe-single), by the mean of two trainings per finished trial (tpe-seeds2), and
-# by that only for a trial whose first training joins the front (tpe-front2, as the space ships)
+# by that only for a trial whose first training joins the front (tpe-front2, as the space ships),
+# and by up to three trainings, each next one only while the mean so far joins the front (tpe-front3)
 ACCURACY_SEEDS = {"single": {"seeds": 1, "seeds_for": "finished"}, "seeds2": {"seeds": 2, "seeds_for": "finished"},
-                  "front2": {"seeds": 2, "seeds_for": "front"}}
+                  "front2": {"seeds": 2, "seeds_for": "front"}, "front3": {"seeds": 3, "seeds_for": "front"}}
 # and without the accuracy floor (k-nofloor: constraints.min_accuracy: null), without
 # the presets' nearest points queued first (k-nonear: seed_nearest: false), and judged at
 # rungs part-way through the full schedule instead of by previews (k-midway: early_stopping: pareto)
@@ -190,9 +193,11 @@ def describe(kind: str, s: optuna.Study) -> str:
     pop = f", population {sampler['population_size']}" if sampler.get("population_size") else ""
     stop = {"none": ", no early stopping", "pareto": ", rungs part-way through the schedule",
             "preview": ", previews"}.get(sampler.get("early_stopping"), "")
-    seeds = f", mean of {sampler['seeds']} seeds" if (sampler.get("seeds") or 1) > 1 else ", one seed"
+    n = sampler.get("seeds") or 1
+    seeds = f", mean of {n} seeds" if n > 1 else ", one seed"
     if sampler.get("seeds_for") == "front":  # needs seeds > 1 (search.space)
-        seeds += " for trials that join the front"
+        seeds = (", mean of 2 seeds for trials that join the front" if n == 2 else
+                 f", mean of up to {n} seeds for trials that join the front, each next while the mean joins it")
     floor = f", min_accuracy {sampler['min_accuracy']}" if sampler.get("min_accuracy") else ""
     return f"{kind} ({sampler['name']}{pop}{stop}{seeds}{floor})"
 

@@ -10,7 +10,9 @@ trained all its epochs is trained again from scratch with the next seeds, and it
 is the mean over all of them: one training is one noisy draw, and a search that ranks single
 draws picks lucky ones. The first seed's network is the one saved. A search can ask for the
 further seeds only where they decide something (``repeat_if``: the first training would join
-its front), so the draws that look best are checked and the rest cost one training.
+its front, and before each seed after the second, the mean so far still would), so the draws
+that look best are checked, a lucky one stops costing seeds once its mean falls behind, and the
+rest cost one training.
 """
 
 from __future__ import annotations
@@ -158,7 +160,8 @@ def run_model(
     driver measured the network before dispatch, see :mod:`search.screen`). With ``seeds``
     above 1 and all epochs trained, ``rebuild`` makes the network afresh for each further seed
     (module docstring), unless ``repeat_if`` says the first training's outcome is not worth
-    it (a search retraining only what would join its front)."""
+    it (a search retraining only what would join its front); from the third seed on it is asked
+    again of the mean so far, and the seeds stop once it says no."""
     if seeds > 1 and rebuild is None:
         raise ValueError(f"training {name} with {seeds} seeds needs a way to build it again")
     clock = time.perf_counter()
@@ -187,6 +190,8 @@ def run_model(
     if seeds > 1 and not result.stopped_early and (repeat_if is None or repeat_if(outcome)):
         outcome.seed_runs = [seed_run(recipe.seed, outcome.validation, outcome.evaluation, metric)]
         for seed in range(recipe.seed + 1, recipe.seed + seeds):
+            if len(outcome.seed_runs) > 1 and repeat_if is not None and not repeat_if(outcome):
+                break  # the mean so far no longer decides anything: the next seed would not change the front
             outcome.seed_runs.append(seed_run(seed, *train_seed(rebuild, recipe, seed, data, metric), metric))
         lap("seeds")
     if out_dir is not None:

@@ -172,7 +172,8 @@ class StudySearcher(Searcher):
             "workers_dir": str(self.artifacts / WORKERS_DIR),
             "metric": self.space.metric,
             "seeds": self.space.seeds,
-            # seeds_for: front: the front as it stands, which the first training must join to be retrained.
+            # seeds_for: front: the front as it stands, which the first training must join to be retrained,
+            # and the mean so far to be retrained again.
             # A preset is trained with every seed: it is the reference the floor, the front and the
             # report compare against, and one draw of it is several points off on a small data set.
             "front": ([list(t.values) for t in studylib.pareto_front(self.study)]
@@ -377,7 +378,8 @@ def _trial(config: dict, datasets: dict | None = None) -> None:
 def joins_front(outcome, front: list[list[float]], min_accuracy: float | None = None) -> bool:
     """Whether a trained outcome's (objective, latency, params) is dominated by no point of
     ``front`` (the study's front when the trial was dispatched) and meets ``min_accuracy``:
-    only such a trial is trained with the further seeds under ``objectives.accuracy.seeds_for: front``."""
+    only such a trial is trained with the further seeds under ``objectives.accuracy.seeds_for: front``,
+    and it is asked again of the mean so far before each seed after the second."""
     if min_accuracy is not None and outcome.objective < min_accuracy:
         return False
     point = [outcome.objective, outcome.measurement.latency_ms, float(outcome.measurement.params)]

@@ -274,7 +274,7 @@ def test_retime_trials_bench_times_stored_trials_against_a_reference(tmp_path):
 
 def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
     """Every search bench/search_vs_random.py can run changes only the sampler (and, for the
-    -nostop ones, early stopping; for -single, -seeds2 and -front2, the accuracy's seeds) of
+    -nostop ones, early stopping; for -single, -seeds2, -front2 and -front3, the accuracy's seeds) of
     the shipped space."""
     from search.space import load_space
 
@@ -287,7 +287,7 @@ def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
                                                  shipped.sampler.population_size), kind
         assert space.budget.early_stopping == {"nostop": "none", "midway": "pareto"}.get(
             kind.rsplit("-", 1)[-1], "preview"), kind
-        seeds = {"single": (1, "finished"), "seeds2": (2, "finished"), "front2": (2, "front")}.get(
+        seeds = {"single": (1, "finished"), "seeds2": (2, "finished"), "front2": (2, "front"), "front3": (3, "front")}.get(
             kind.rsplit("-", 1)[-1], (shipped.seeds, shipped.seeds_for))
         assert (space.seeds, space.seeds_for) == seeds, kind
         assert space.architecture == shipped.architecture and space.constraints == shipped.constraints, kind

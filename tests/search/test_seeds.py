@@ -125,6 +125,21 @@ def test_repeat_if_decides_whether_the_further_seeds_are_trained(data, one_threa
     assert [r["seed"] for r in retrained.seed_runs] == [5, 6, 7]
 
 
+def test_the_further_seeds_stop_once_the_mean_so_far_would_not_join(data, one_thread):
+    asked = []
+
+    def repeat_if(outcome):  # yes to the first training and to the mean of two, no to the mean of three
+        asked.append((len(outcome.seed_runs), outcome.objective))
+        return len(asked) < 3
+
+    raced = run_candidate(ARCH, _recipe(), data, quick_measure=True, seeds=5, repeat_if=repeat_if)
+    assert [r["seed"] for r in raced.seed_runs] == [5, 6, 7]
+    assert [n for n, _ in asked] == [0, 2, 3]  # asked of the first training, then of each mean before a next seed
+    first, second, third = (r["validation"] for r in raced.seed_runs)
+    assert asked[1][1] == pytest.approx((first + second) / 2)
+    assert asked[2][1] == pytest.approx((first + second + third) / 3) == pytest.approx(raced.objective)
+
+
 def test_only_a_first_training_that_joins_the_front_is_retrained():
     from search.measure import Measurement
     from search.pipeline import TrialOutcome
