@@ -297,8 +297,10 @@ def print_front(rows: list[dict]) -> None:
               f"[{r['enhancements']}]")
     averaged = {len(r["seed_runs"]) for r in rows if r.get("seed_runs")}
     if averaged:
+        single = any(not r.get("seed_runs") for r in rows)
         print(f"{objective}: the mean over {'/'.join(map(str, sorted(averaged)))} trainings with different "
-              f"seeds (objectives.accuracy.seeds); test figures: the first seed's network, the one saved")
+              f"seeds (objectives.accuracy.seeds){', the others one training' if single else ''}; "
+              f"test figures: the first seed's network, the one saved")
     if split == "validation":
         print(f"ranked by {objective} only; the test figures were computed after training and chose nothing")
     else:
