@@ -609,8 +609,8 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
         stop.set()
         if started_ray:
             ray.shutdown()
-    if opts.quiet_retime:
-        retime_front(study, run.run_id)
+    if opts.quiet_retime:  # a trial the budget cut may still be training after ray.shutdown()
+        retime_front(study, run.run_id, quiet=workers.paused)
     run.done = True
     run.heartbeat = time.time()
     run.save(study)

@@ -13,12 +13,14 @@ imports Ray.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
@@ -226,8 +228,13 @@ def others_live(study: optuna.Study, run_id: str, now: float | None = None) -> l
     return [r for r in runs(study) if r.run_id != run_id and not r.done and not r.is_dead(now)]
 
 
-def retime_front(study: optuna.Study, run_id: str | None = None) -> int:
+def retime_front(study: optuna.Study, run_id: str | None = None,
+                 quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> int:
     """Re-time the front's latencies with nothing else running; the number re-timed.
+
+    ``quiet`` is held for the whole re-timing: the runner passes its workers' pause
+    (:meth:`search.quiet.Workers.paused`), as a trial the time budget cut can still be
+    training when Ray has shut down.
 
     Two passes over the front, each network's single-image latency the lowest of both (the
     host's slow stretches can outlast one network's timings, not a pass over the front).
@@ -243,21 +250,24 @@ def retime_front(study: optuna.Study, run_id: str | None = None) -> int:
         log.info("front not re-timed: run %s of this study is still training; it re-times when it ends",
                  busy[0].run_id)
         return 0
-    front = studylib.pareto_front(study)
     threads = torch.get_num_threads()
-    measured = {}
-    for t in front:
-        record = TrialRecord.read(t)
-        model, shape = record.build_network(), record.input_shape()
-        onnx = export_for_timing(model, shape) if record.runtime == "onnxruntime" else None
-        measured[t.number] = (model, shape, onnx, measure(model, shape, threads=1, runtime=record.runtime, onnx=onnx))
-    for t in front:
-        model, shape, onnx, m = measured[t.number]
-        m = m.with_timing(time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx))
-        study.set_user_attr(f"{studylib.RETIMED}{t.number}", {
-            "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
-            "batch_latency_ms": m.batch_latency_ms, "threads": m.threads, "runtime": m.runtime,
-            "eager_latency_ms": m.eager_latency_ms, "latency_timings_ms": m.latency_timings_ms, "at": time.time()})
+    with quiet():
+        front = studylib.pareto_front(study)
+        measured = {}
+        for t in front:
+            record = TrialRecord.read(t)
+            model, shape = record.build_network(), record.input_shape()
+            onnx = export_for_timing(model, shape) if record.runtime == "onnxruntime" else None
+            measured[t.number] = (model, shape, onnx,
+                                  measure(model, shape, threads=1, runtime=record.runtime, onnx=onnx))
+        for t in front:
+            model, shape, onnx, m = measured[t.number]
+            m = m.with_timing(time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx))
+            study.set_user_attr(f"{studylib.RETIMED}{t.number}", {
+                "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
+                "batch_latency_ms": m.batch_latency_ms, "threads": m.threads, "runtime": m.runtime,
+                "eager_latency_ms": m.eager_latency_ms, "latency_timings_ms": m.latency_timings_ms,
+                "at": time.time()})
     torch.set_num_threads(threads)
     return len(front)
 

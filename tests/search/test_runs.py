@@ -18,6 +18,7 @@ from castmodels import PRESETS
 from search import runner, runs
 from search import study as studylib
 from search.cli import main
+from search.quiet import Workers, is_stopped
 from search.record import TrialRecord
 from search.screen import Screen
 from search.space import load_space
@@ -175,6 +176,23 @@ def test_front_is_not_retimed_while_another_run_of_the_study_trains(tmp_path, mo
     other.save(study)
     runs.retime_front(study, "mine")
     assert timed == [1]
+
+
+def test_the_front_is_retimed_with_the_runs_workers_paused(tmp_path, monkeypatch):
+    """A trial the time budget cut can still be training after Ray shut down: the runner's
+    workers stay stopped for the whole re-timing, and continue after it."""
+    study, _ = _study(tmp_path)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        workers = Workers(tmp_path / "workers")
+        workers.register(busy.pid)
+        states = []
+        monkeypatch.setattr(studylib, "pareto_front", lambda s: states.append(is_stopped(busy.pid)) or [])
+        runs.retime_front(study, "mine", quiet=workers.paused)
+        assert states == [True] and not is_stopped(busy.pid)
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def test_run_outcome_counts_sampled_networks_and_dominated_presets(tmp_path):
