@@ -1,6 +1,8 @@
 """The search end to end (local Ray, 2 workers) and the study bookkeeping around Tune."""
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from search import runner, runs
 from search import study as studylib
 from search.data import DataConfig, load_dataset
 from search.measure import SPREAD
-from search.quiet import Workers
+from search.quiet import Workers, is_stopped
 from search.screen import Screen
 from search.space import load_space
 
@@ -57,7 +59,7 @@ def _opts(root: Path, trials: int, workers: int = 2) -> runner.RunOptions:
                              timeout_s=None, workers=workers, artifacts=root / "artifacts")
 
 
-def test_tiny_search_end_to_end_with_two_workers_then_again(tiny, capfd):
+def test_tiny_search_end_to_end_with_two_workers_then_again(tiny, capfd, monkeypatch):
     space, datasets, root = tiny
     seen = []
     first = runner.run_search(space, datasets, _opts(root, trials=6), on_progress=seen.append)
@@ -109,8 +111,25 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny, capfd):
     for t in front:
         assert studylib.retimed(study, t.number)["latency_ms"] > 0
 
-    # The same command again adds its budget to the same study.
-    second = runner.run_search(space, datasets, _opts(root, trials=2, workers=1))
+    # The same command again adds its budget to the same study. Its front is re-timed with the
+    # run's training processes stopped: one the time budget cut may still be training.
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    stopped = []
+    retime_front = runner.retime_front
+
+    def retime_with_a_cut_trial_alive(study, run_id, quiet):
+        Workers(root / "artifacts" / runner.WORKERS_DIR).register(busy.pid)
+        with quiet():
+            stopped.append(is_stopped(busy.pid))
+        return retime_front(study, run_id, quiet=quiet)
+
+    monkeypatch.setattr(runner, "retime_front", retime_with_a_cut_trial_alive)
+    try:
+        second = runner.run_search(space, datasets, _opts(root, trials=2, workers=1))
+        assert stopped == [True] and not is_stopped(busy.pid)
+    finally:
+        busy.kill()
+        busy.wait()
     assert second.finished == 2
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/tiny.db")
     runs = [v for k, v in study.user_attrs.items() if k.startswith("run:")]
