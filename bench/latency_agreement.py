@@ -21,7 +21,7 @@ the same timings, the single-image latency by protocol:
 - ``lowest of 3``: the lowest of the first pass's three (search.measure.measure);
 - ``lowest of 3, twice``: the lowest of both passes' six, the second set minutes after the
   first (the screen and its re-check once a network has trained, search.screen.Screen.recheck;
-  the front's two re-timing passes, search.runs.retime_front).
+  the front's re-timing passes, search.runs.retime_front).
 
 For each protocol: the screen under load against the quiet re-timing (loaded / quiet), and,
 for the first two, the quiet machine against itself (quiet 2 / quiet 1): median ratio,

@@ -228,41 +228,62 @@ def others_live(study: optuna.Study, run_id: str, now: float | None = None) -> l
     return [r for r in runs(study) if r.run_id != run_id and not r.done and not r.is_dead(now)]
 
 
+RETIME_PASSES = 3  # passes over the front when it is re-timed
+RETIME_GAP_S = 30.0  # the least time between two passes' timings of one network
+
+
 def retime_front(study: optuna.Study, run_id: str | None = None,
-                 quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> int:
+                 quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                 passes: int = RETIME_PASSES, gap_s: float | None = None) -> int:
     """Re-time the front's latencies with nothing else running; the number re-timed.
 
     ``quiet`` is held for the whole re-timing: the runner passes its workers' pause
     (:meth:`search.quiet.Workers.paused`), as a trial the time budget cut can still be
     training when Ray has shut down.
 
-    Two passes over the front, each network's single-image latency the lowest of both (the
-    host's slow stretches can outlast one network's timings, not a pass over the front).
+    ``passes`` passes over the front, each network's single-image latency the lowest of all
+    its timings. The host's slow stretches (10% to 1.5x, for seconds to tens of seconds) can
+    outlast one network's timings, so a network's timings in successive passes are at least
+    ``gap_s`` seconds apart (:data:`RETIME_GAP_S`; none with the quick protocol of
+    ``$CASTSEARCH_TIMING``): a long front's passes are that far apart anyway, a short one's
+    wait. Its latency objective is likewise the lowest of timings minutes apart (the screen's
+    and its re-check once trained, :meth:`search.screen.Screen.recheck`).
     Not while another run of the study is live (its workers would be training beside the
     timing): the last run to finish re-times. A finished Optuna trial cannot be changed, so
     the quiet timings are stored as study user attrs ``retimed:<trial number>`` (see
     :func:`search.study.retimed`)."""
     import torch
 
-    from search.measure import export_for_timing, measure, time_single
+    from search.measure import QUICK_ENV, export_for_timing, measure, time_single
 
     if run_id is not None and (busy := others_live(study, run_id)):
         log.info("front not re-timed: run %s of this study is still training; it re-times when it ends",
                  busy[0].run_id)
         return 0
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    if gap_s is None:
+        gap_s = 0.0 if os.environ.get(QUICK_ENV) == "quick" else RETIME_GAP_S
     threads = torch.get_num_threads()
     with quiet():
         front = studylib.pareto_front(study)
-        measured = {}
+        measured, timed_at = {}, {}
         for t in front:
             record = TrialRecord.read(t)
             model, shape = record.build_network(), record.input_shape()
             onnx = export_for_timing(model, shape) if record.runtime == "onnxruntime" else None
+            timed_at[t.number] = time.monotonic()
             measured[t.number] = (model, shape, onnx,
                                   measure(model, shape, threads=1, runtime=record.runtime, onnx=onnx))
+        for _ in range(passes - 1):
+            for t in front:
+                model, shape, onnx, m = measured[t.number]
+                time.sleep(max(0.0, timed_at[t.number] + gap_s - time.monotonic()))
+                timed_at[t.number] = time.monotonic()
+                m = m.with_timing(time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx))
+                measured[t.number] = (model, shape, onnx, m)
         for t in front:
-            model, shape, onnx, m = measured[t.number]
-            m = m.with_timing(time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx))
+            m = measured[t.number][3]
             study.set_user_attr(f"{studylib.RETIMED}{t.number}", {
                 "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
                 "batch_latency_ms": m.batch_latency_ms, "threads": m.threads, "runtime": m.runtime,

@@ -4,6 +4,7 @@ another run trains, the run's closing summary, and a Tune pickle without the dat
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from castmodels import PRESETS
 from search import runner, runs
 from search import study as studylib
 from search.cli import main
+from search.measure import SPREAD
 from search.quiet import Workers, is_stopped
 from search.record import TrialRecord
 from search.screen import Screen
@@ -193,6 +195,39 @@ def test_the_front_is_retimed_with_the_runs_workers_paused(tmp_path, monkeypatch
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_a_short_fronts_re_timing_passes_are_spread_in_time(tmp_path, monkeypatch):
+    """The host's slow stretches can outlast a pass over a short front: each network's timings
+    in successive passes are at least gap_s apart, and its re-timed latency is the lowest of
+    all of them."""
+    from search import measure as measurelib
+    from search.recipe import TrainRecipe
+
+    study, _ = _study(tmp_path)
+    recipe = TrainRecipe.named("default", image_size=16).to_dict()
+    for values, preset in (([0.9, 1.0, 150_000], "custom-140k-3x3"), ([0.8, 0.5, 90_000], "custom-140k-dw")):
+        _complete(study, values, preset=preset, arch=PRESETS[preset].to_dict(), recipe=recipe,
+                  data={"class_names": ["a", "b"]}, latency_runtime="torch")
+    started = {}
+
+    def spy(timer):
+        def timed(model, *args, **kwargs):
+            started.setdefault(id(model), []).append(time.monotonic())
+            return timer(model, *args, **kwargs)
+        return timed
+
+    monkeypatch.setattr(measurelib, "measure", spy(measurelib.measure))
+    monkeypatch.setattr(measurelib, "time_single", spy(measurelib.time_single))
+    assert runs.retime_front(study, passes=3, gap_s=0.5) == 2
+    assert len(started) == 2 and all(len(times) == 3 for times in started.values())
+    for times in started.values():
+        assert all(later - earlier >= 0.45 for earlier, later in itertools.pairwise(times))
+    for t in studylib.pareto_front(study):
+        r = studylib.retimed(study, t.number)
+        assert len(r["latency_timings_ms"]) == 3 * SPREAD and r["latency_ms"] == min(r["latency_timings_ms"])
+    with pytest.raises(ValueError, match="passes must be >= 1"):
+        runs.retime_front(study, passes=0)
 
 
 def test_run_outcome_counts_sampled_networks_and_dominated_presets(tmp_path):
