@@ -272,6 +272,33 @@ def test_retime_trials_bench_times_stored_trials_against_a_reference(tmp_path):
     assert bad.returncode != 0 and "'r-0' is not STUDY:NUMBER" in bad.stderr
 
 
+def test_retime_protocols_bench_re_times_a_copy_of_the_front_by_each_protocol(tmp_path):
+    """bench/retime_protocols.py at its smallest: a two-network front re-timed once by each
+    protocol, on a copy (the study itself keeps no re-timing)."""
+    from search.recipe import TrainRecipe
+    from search.record import TrialRecord
+
+    storage = f"sqlite:///{tmp_path}/p.db"
+    study = studylib.open_study("p", storage)
+    recipe = TrainRecipe(image_size=16, epochs=1).to_dict()
+    for name, values in (("custom-140k-3x3", [0.9, 1.0, 150_000]), ("custom-140k-dw", [0.8, 0.5, 90_000])):
+        trial = study.ask()
+        TrialRecord(run_id="t", arch=PRESETS[name].to_dict(), recipe=recipe, data={"class_names": ["a", "b"]},
+                    latency_runtime="torch", preset=name).write(trial)
+        study.tell(trial, values=values)
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "retime_protocols.py"), "--storage", storage,
+                          "--study", "p", "--reps", "1", "--gap", "0.2"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "2 front trials of p (#0, #1), re-timed 1 times" in out
+    for protocol in ("2 passes, back to back", "3 passes, 0.2 s apart"):
+        assert re.search(rf"\| {protocol} \| 2 \| \d\.\d\d-\d\.\d\d \| [0-2] \| \d\.\d\d \| [0-2] \|", out), protocol
+    assert not [k for k in studylib.open_study("p", storage).user_attrs if k.startswith(studylib.RETIMED)]
+    missing = subprocess.run([sys.executable, str(REPO / "bench" / "retime_protocols.py"), "--storage", storage,
+                              "--study", "nope"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "no study 'nope'" in missing.stderr
+
+
 def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
     """Every search bench/search_vs_random.py can run changes only the sampler (and, for the
     -nostop ones, early stopping; for -single, -seeds2, -front2 and -front3, the accuracy's seeds) of
