@@ -114,23 +114,24 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny, capfd, monkeyp
 
     # The same command again adds its budget to the same study. Its front is re-timed with the
     # run's training processes stopped: one the time budget cut may still be training.
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    stopped = []
+    busy, stopped = [], []
     retime_front = runner.retime_front
 
     def retime_with_a_cut_trial_alive(study, run_id, quiet):
-        Workers(root / "artifacts" / runner.WORKERS_DIR).register(busy.pid)
+        busy.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        Workers(root / "artifacts" / runner.WORKERS_DIR).register(busy[0].pid)
         with quiet():
-            stopped.append(is_stopped(busy.pid))
+            stopped.append(is_stopped(busy[0].pid))
         return retime_front(study, run_id, quiet=quiet)
 
     monkeypatch.setattr(runner, "retime_front", retime_with_a_cut_trial_alive)
     try:
         second = runner.run_search(space, datasets, _opts(root, trials=2, workers=1))
-        assert stopped == [True] and not is_stopped(busy.pid)
+        assert stopped == [True] and not is_stopped(busy[0].pid)
     finally:
-        busy.kill()
-        busy.wait()
+        for p in busy:
+            p.kill()
+            p.wait()
     assert second.finished == 2
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/tiny.db")
     runs = [v for k, v in study.user_attrs.items() if k.startswith("run:")]
