@@ -240,10 +240,16 @@ def _lowest(singles: list[LatencyResult]) -> LatencyResult:
 QUICK_ENV = "CASTSEARCH_TIMING"  # =quick: every measurement uses the quick protocol (the test suite's searches)
 
 
+def quick_protocol() -> bool:
+    """Whether ``$CASTSEARCH_TIMING`` is ``quick``: every measurement then uses the quick
+    protocol and nothing waits between timings (the test suite sets it, so that its searches
+    do not spend minutes timing)."""
+    return os.environ.get(QUICK_ENV) == "quick"
+
+
 def _timing(quick: bool) -> tuple[dict, dict]:
-    """(single-image, batch) timing settings: quick when asked or when ``$CASTSEARCH_TIMING``
-    is ``quick`` (the test suite sets it, so that its searches do not spend minutes timing)."""
-    if quick or os.environ.get(QUICK_ENV) == "quick":
+    """(single-image, batch) timing settings: quick when asked or under :func:`quick_protocol`."""
+    if quick or quick_protocol():
         return TIMING["quick"], TIMING["quick"]
     return TIMING["full"], TIMING["batch"]
 

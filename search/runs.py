@@ -244,9 +244,9 @@ def retime_front(study: optuna.Study, run_id: str | None = None,
     ``passes`` passes over the front, each network's single-image latency the lowest of all
     its timings. The host's slow stretches (10% to 1.5x, for seconds to tens of seconds) can
     outlast one network's timings, so a network's timings in successive passes are at least
-    ``gap_s`` seconds apart (:data:`RETIME_GAP_S`; none with the quick protocol of
-    ``$CASTSEARCH_TIMING``): a long front's passes are that far apart anyway, a short one's
-    wait. Its latency objective is likewise the lowest of timings minutes apart (the screen's
+    ``gap_s`` seconds apart (:data:`RETIME_GAP_S`; none under
+    :func:`search.measure.quick_protocol`): a long front's passes are that far apart anyway,
+    a short one's wait. Its latency objective is likewise the lowest of timings minutes apart (the screen's
     and its re-check once trained, :meth:`search.screen.Screen.recheck`).
     Not while another run of the study is live (its workers would be training beside the
     timing): the last run to finish re-times. A finished Optuna trial cannot be changed, so
@@ -254,7 +254,7 @@ def retime_front(study: optuna.Study, run_id: str | None = None,
     :func:`search.study.retimed`)."""
     import torch
 
-    from search.measure import QUICK_ENV, export_for_timing, measure, time_single
+    from search.measure import export_for_timing, measure, quick_protocol, time_single
 
     if run_id is not None and (busy := others_live(study, run_id)):
         log.info("front not re-timed: run %s of this study is still training; it re-times when it ends",
@@ -263,7 +263,7 @@ def retime_front(study: optuna.Study, run_id: str | None = None,
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     if gap_s is None:
-        gap_s = 0.0 if os.environ.get(QUICK_ENV) == "quick" else RETIME_GAP_S
+        gap_s = 0.0 if quick_protocol() else RETIME_GAP_S
     threads = torch.get_num_threads()
     with quiet():
         front = studylib.pareto_front(study)
