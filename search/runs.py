@@ -246,8 +246,8 @@ def retime_front(study: optuna.Study, run_id: str | None = None,
     outlast one network's timings, so a network's timings in successive passes are at least
     ``gap_s`` seconds apart (:data:`RETIME_GAP_S`; none under
     :func:`search.measure.quick_protocol`): a long front's passes are that far apart anyway,
-    a short one's wait. Its latency objective is likewise the lowest of timings minutes apart (the screen's
-    and its re-check once trained, :meth:`search.screen.Screen.recheck`).
+    a short one's wait. Its latency objective is likewise the lowest of timings minutes apart
+    (the screen's and its re-check once trained, :meth:`search.screen.Screen.recheck`).
     Not while another run of the study is live (its workers would be training beside the
     timing): the last run to finish re-times. A finished Optuna trial cannot be changed, so
     the quiet timings are stored as study user attrs ``retimed:<trial number>`` (see
@@ -267,23 +267,22 @@ def retime_front(study: optuna.Study, run_id: str | None = None,
     threads = torch.get_num_threads()
     with quiet():
         front = studylib.pareto_front(study)
-        measured, timed_at = {}, {}
+        networks, measured, timed_at = {}, {}, {}  # by trial number: (model, shape, onnx), Measurement
         for t in front:
             record = TrialRecord.read(t)
             model, shape = record.build_network(), record.input_shape()
             onnx = export_for_timing(model, shape) if record.runtime == "onnxruntime" else None
+            networks[t.number] = (model, shape, onnx)
             timed_at[t.number] = time.monotonic()
-            measured[t.number] = (model, shape, onnx,
-                                  measure(model, shape, threads=1, runtime=record.runtime, onnx=onnx))
+            measured[t.number] = measure(model, shape, threads=1, runtime=record.runtime, onnx=onnx)
         for _ in range(passes - 1):
             for t in front:
-                model, shape, onnx, m = measured[t.number]
+                (model, shape, onnx), m = networks[t.number], measured[t.number]
                 time.sleep(max(0.0, timed_at[t.number] + gap_s - time.monotonic()))
                 timed_at[t.number] = time.monotonic()
-                m = m.with_timing(time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx))
-                measured[t.number] = (model, shape, onnx, m)
+                measured[t.number] = m.with_timing(time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx))
         for t in front:
-            m = measured[t.number][3]
+            m = measured[t.number]
             study.set_user_attr(f"{studylib.RETIMED}{t.number}", {
                 "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
                 "batch_latency_ms": m.batch_latency_ms, "threads": m.threads, "runtime": m.runtime,
