@@ -311,6 +311,10 @@ def print_front(rows: list[dict]) -> None:
               f"do not ship it")
     if any(not r["latency_retimed"] for r in rows):
         print("~ latency measured during the search, not yet re-timed in a quiet phase")
+    paced = sorted({r["latency_paced_by"] for r in rows if r.get("latency_paced_by")})
+    if paced:
+        print(f"{latency}: at this machine's pace when the latency limit was set; each timing is divided by "
+              f"how much slower than then {', '.join(paced)} ran when timed beside it")
     print_confirmed(rows, objective)
 
 

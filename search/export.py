@@ -301,7 +301,8 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
     search_latency = {"latency_ms": record.latency_ms, "latency_iqr_ms": record.latency_iqr_ms,
                       "batch_latency_ms": record.batch_latency_ms, "batch_size": record.batch_size,
                       "threads": record.threads, "runtime": runtime,
-                      "eager_torch_latency_ms": record.eager_latency_ms}
+                      "eager_torch_latency_ms": record.eager_latency_ms,
+                      "paces": record.latency_paces}  # search.screen.Pacer: each timing over its pace
     return {
         "study": study.study_name,
         "trial": record.number,

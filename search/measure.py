@@ -101,21 +101,39 @@ class Measurement:
     threads: int
     runtime: str = "torch"  # what the latencies above were measured in (RUNTIMES)
     eager_latency_ms: float | None = None  # torch eager, one image, for comparison
-    latency_timings_ms: list[float] | None = None  # each single-image timing; latency_ms is the lowest
+    latency_timings_ms: list[float] | None = None  # each single-image timing, as the clock read it
     preempted: bool = False  # other work held the core while it was timed (the CPU-time medians were used)
+    # the machine's pace when each of latency_timings_ms was taken (search.screen.Pacer), None
+    # when unpaced: latency_ms is the lowest timing divided by its pace
+    paces: list[float] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def with_timing(self, again: LatencyResult) -> Measurement:
-        """This measurement with ``again`` (a later :func:`time_single`) added: its timings
-        join ``latency_timings_ms``, and the single-image latency is the lowest of all."""
+    def paced(self, pace: float | None) -> Measurement:
+        """This measurement (one slot's timings) at the machine's ``pace`` in that slot: its
+        single-image latency divided by it; unchanged when ``pace`` is None."""
+        if pace is None:
+            return self
+        timings = self.latency_timings_ms or [self.latency_ms]
+        return dataclasses.replace(self, latency_ms=self.latency_ms / pace, latency_iqr_ms=self.latency_iqr_ms / pace,
+                                   latency_timings_ms=timings, paces=[pace] * len(timings))
+
+    def with_timing(self, again: LatencyResult, pace: float | None = None) -> Measurement:
+        """This measurement with ``again`` (a later :func:`time_single`, taken at the machine's
+        ``pace``) added: its timings join ``latency_timings_ms``, and the single-image latency
+        is the lowest of all, each divided by its pace."""
         lower = {}
-        if again.robust_ms < self.latency_ms:
-            lower = {"latency_ms": again.robust_ms, "latency_iqr_ms": again.iqr_ms,
+        scale = 1.0 if pace is None else pace
+        if again.robust_ms / scale < self.latency_ms:
+            lower = {"latency_ms": again.robust_ms / scale, "latency_iqr_ms": again.iqr_ms / scale,
                      "preempted": self.preempted or again.preempted}
-        timings = [*(self.latency_timings_ms or [self.latency_ms]), *(again.spread_ms or [again.robust_ms])]
-        return dataclasses.replace(self, latency_timings_ms=timings, **lower)
+        before = self.latency_timings_ms or [self.latency_ms]
+        added = again.spread_ms or [again.robust_ms]
+        paces = None
+        if pace is not None or self.paces is not None:  # a timing taken unpaced counts at pace 1
+            paces = [*(self.paces or [1.0] * len(before)), *[scale] * len(added)]
+        return dataclasses.replace(self, latency_timings_ms=[*before, *added], paces=paces, **lower)
 
 
 def count_params(model: nn.Module) -> int:

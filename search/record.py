@@ -114,7 +114,9 @@ class TrialRecord:
     batch_size: int | None = None
     threads: int | None = None
     latency_preempted: bool | None = None  # other work held the core while it was timed (CPU time used)
-    latency_timings_ms: list[float] | None = None  # each single-image timing; the objective is the lowest
+    latency_timings_ms: list[float] | None = None  # each single-image timing, as the clock read it
+    latency_paces: list[float] | None = None  # the machine's pace at each (search.screen.Pacer); the
+    # objective is the lowest timing divided by its pace (each 1 when unpaced: the lowest timing)
     infeasible: bool | None = None  # broke an architecture limit: measured, never trained
     screened: str | None = None  # why the driver judged it infeasible before dispatch (never reached a worker)
     # trained and evaluated. The objective value is ``objective_metric`` on ``objective_split``
@@ -205,7 +207,7 @@ class TrialRecord:
         self.batch_latency_ms, self.batch_size, self.threads = m["batch_latency_ms"], m["batch_size"], m["threads"]
         self.latency_runtime, self.eager_latency_ms = m["runtime"], m["eager_latency_ms"]
         self.latency_preempted = m.get("preempted") or None
-        self.latency_timings_ms = m.get("latency_timings_ms")
+        self.latency_timings_ms, self.latency_paces = m.get("latency_timings_ms"), m.get("paces")
 
     # -- derived facts ----------------------------------------------------------------------
 

@@ -248,6 +248,8 @@ def retime_front(study: optuna.Study, run_id: str | None = None,
     :func:`search.measure.quick_protocol`): a long front's passes are that far apart anyway,
     a short one's wait. Its latency objective is likewise the lowest of timings minutes apart
     (the screen's and its re-check once trained, :meth:`search.screen.Screen.recheck`).
+    Where the study's latency limit is relative, each timing is paced by the limit's reference
+    as the run's were (:class:`search.screen.Pacer`).
     Not while another run of the study is live (its workers would be training beside the
     timing): the last run to finish re-times. A finished Optuna trial cannot be changed, so
     the quiet timings are stored as study user attrs ``retimed:<trial number>`` (see
@@ -255,6 +257,7 @@ def retime_front(study: optuna.Study, run_id: str | None = None,
     import torch
 
     from search.measure import export_for_timing, measure, quick_protocol, time_single
+    from search.screen import Pacer
 
     if run_id is not None and (busy := others_live(study, run_id)):
         log.info("front not re-timed: run %s of this study is still training; it re-times when it ends",
@@ -265,29 +268,36 @@ def retime_front(study: optuna.Study, run_id: str | None = None,
     if gap_s is None:
         gap_s = 0.0 if quick_protocol() else RETIME_GAP_S
     threads = torch.get_num_threads()
+    pacers: dict[tuple, Pacer | None] = {}  # by (channels, image size, classes, runtime)
     with quiet():
         front = studylib.pareto_front(study)
-        networks, measured, timed_at = {}, {}, {}  # by trial number: (model, shape, onnx), Measurement
+        networks, measured, timed_at = {}, {}, {}  # by trial number: (model, shape, onnx, pace), Measurement
         for t in front:
             record = TrialRecord.read(t)
             model, shape = record.build_network(), record.input_shape()
             onnx = export_for_timing(model, shape) if record.runtime == "onnxruntime" else None
-            networks[t.number] = (model, shape, onnx)
+            which = (*shape[:2], len(record.class_names), record.runtime)
+            if which not in pacers:
+                pacers[which] = Pacer.of_study(study, shape[1], shape[0], *which[2:])
+            pacer = pacers[which]
+            pace = pacer.pace if pacer is not None else lambda: None
+            networks[t.number] = (model, shape, onnx, pace)
             timed_at[t.number] = time.monotonic()
-            measured[t.number] = measure(model, shape, threads=1, runtime=record.runtime, onnx=onnx)
+            measured[t.number] = measure(model, shape, threads=1, runtime=record.runtime, onnx=onnx).paced(pace())
         for _ in range(passes - 1):
             for t in front:
-                (model, shape, onnx), m = networks[t.number], measured[t.number]
+                (model, shape, onnx, pace), m = networks[t.number], measured[t.number]
                 time.sleep(max(0.0, timed_at[t.number] + gap_s - time.monotonic()))
                 timed_at[t.number] = time.monotonic()
-                measured[t.number] = m.with_timing(time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx))
+                again = time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx)
+                measured[t.number] = m.with_timing(again, pace())
         for t in front:
             m = measured[t.number]
             study.set_user_attr(f"{studylib.RETIMED}{t.number}", {
                 "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
                 "batch_latency_ms": m.batch_latency_ms, "threads": m.threads, "runtime": m.runtime,
                 "eager_latency_ms": m.eager_latency_ms, "latency_timings_ms": m.latency_timings_ms,
-                "at": time.time()})
+                "paces": m.paces, "at": time.time()})
     torch.set_num_threads(threads)
     return len(front)
 

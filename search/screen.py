@@ -30,6 +30,13 @@ A latency limit may be written relative to one of the paper's networks measured 
 way (``max_latency_ms: {relative_to: custom-590k-dw, factor: 1.0}``), so a space file
 travels between machines; :func:`resolve_limits` turns it into milliseconds for this
 machine and records it in the study (``latency_limit:<image size>``).
+A relative limit also paces every timing that follows (:class:`Pacer`): the host's slow
+stretches can outlast the minutes between a network's screening and its re-check (the
+lowest of its timings then stays 10-25% slow), but they slow the reference as much as the
+candidate, nearly. So each slot of timings ends with one timing of the reference, and the
+candidate's timings in the slot are divided by the reference's slowdown against its latency
+when the limit was set: the verdict compares the candidate with the reference as timed
+together, and the objective is in milliseconds at the machine's pace when the limit was set.
 """
 
 from __future__ import annotations
@@ -75,10 +82,15 @@ PROTOCOL = f"lowest of {SPREAD}, again once trained"
 KEEP_EXPORTED = 32  # exported networks kept for their re-check (Screen.recheck)
 
 
+def _unpaced() -> None:
+    return None
+
+
 def settle(measure_once: Callable[[], Measurement], limit: float | None,
            waits: tuple[float, ...] = RETRY_AFTER_S, every: bool = False,
            quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-           time_again: Callable[[], LatencyResult] | None = None) -> Measurement:
+           time_again: Callable[[], LatencyResult] | None = None,
+           pace: Callable[[], float | None] = _unpaced) -> Measurement:
     """The measurement a latency verdict rests on: ``measure_once()``, its single-image latency
     taken again after each of ``waits`` (seconds) while the lowest so far was preempted or is
     over ``limit`` by less than :data:`RECHECK` times, or every time with ``every`` (a reference
@@ -86,7 +98,9 @@ def settle(measure_once: Callable[[], Measurement], limit: float | None,
     again: noise can only slow it, so it cannot have made the network feasible. Each timing
     taken again is ``time_again()`` (the single-image timing alone, :func:`time_single`; without
     it, a whole ``measure_once()``) and runs inside ``quiet()``
-    (:meth:`search.quiet.Workers.paused`: no training on the machine while it runs)."""
+    (:meth:`search.quiet.Workers.paused`: no training on the machine while it runs), followed
+    there by ``pace()``, the machine's pace it is divided by (:class:`Pacer`; ``measure_once``
+    paces its own)."""
     m = measure_once()
     for wait in waits:
         suspect = limit is not None and limit < m.latency_ms < RECHECK * limit
@@ -100,13 +114,56 @@ def settle(measure_once: Callable[[], Measurement], limit: float | None,
                 m = min(m, again, key=lambda x: x.latency_ms)
             else:
                 timing = time_again()
-                m = m.with_timing(timing)
+                m = m.with_timing(timing, pace())
                 if m.latency_ms < before.latency_ms:  # the verdict rests on this timing alone now
                     m = dataclasses.replace(m, preempted=timing.preempted)
         log.debug("timed again (%s): %.3f then %.3f ms",
                   "preempted" if before.preempted else "over the limit" if suspect else "a limit's reference",
                   before.latency_ms, m.latency_ms)
     return m
+
+
+@dataclass
+class Pacer:
+    """The machine's pace: a latency limit's reference network (``relative_to``) timed once
+    more, over its latency when the limit was set (``base_ms``). A slot of timings ends with
+    :meth:`pace`, and its timings are divided by it (:meth:`search.measure.Measurement.paced`).
+
+    One timing of the reference adds 0.75 s to a slot (0.1 s under the quick protocol). On the
+    idle host over twelve minutes (ad hoc, BENCHMARKS.md "Paced latency"), single timings ran a
+    median 1.16-1.19x over each network's lowest and 58-69% of them more than 1.15x; divided by
+    the reference's pace taken beside them, 1.03-1.05x and 1-6%."""
+
+    relative_to: str
+    base_ms: float
+    time_once: Callable[[], LatencyResult]
+
+    @classmethod
+    def build(cls, relative_to: str, base_ms: float, recipe: TrainRecipe, num_classes: int, runtime: str,
+              quick: bool = False) -> Pacer:
+        """The pacer of ``relative_to`` built as the limit's reference was (``recipe``: its
+        image size and channels)."""
+        from search.pipeline import build_candidate, input_shape
+
+        model, shape = build_candidate(PRESETS[relative_to], recipe, num_classes), input_shape(recipe)
+        onnx = export_for_timing(model, shape) if runtime == "onnxruntime" else None
+        return cls(relative_to, base_ms, lambda: time_single(model, shape, threads=1, quick=quick, runtime=runtime,
+                                                             onnx=onnx, spread=1))
+
+    @classmethod
+    def of_study(cls, study: optuna.Study, image_size: int, channels: int, num_classes: int,
+                 runtime: str) -> Pacer | None:
+        """The pacer of the relative limit the study recorded at ``image_size`` in ``runtime``
+        (:func:`resolve_limits`), or None where it has none."""
+        limit = study.user_attrs.get(f"{LIMIT_PREFIX}{image_size}") or {}
+        if "relative_to" not in limit or limit.get("runtime") != runtime:
+            return None
+        return cls.build(limit["relative_to"], limit["reference_ms"], TrainRecipe(image_size=image_size,
+                         channels=channels), num_classes, runtime)
+
+    def pace(self) -> float:
+        """The reference's timing now over its latency when the limit was set."""
+        return self.time_once().robust_ms / self.base_ms
 
 
 @dataclass
@@ -137,8 +194,10 @@ def _machine() -> tuple[list, list]:
             [versions.get("torch"), versions.get("onnxruntime")])
 
 
-def cache_key(arch: ArchSpec, recipe: TrainRecipe, num_classes: int, runtime: str) -> str:
-    """The latency cache key of ``arch`` built with ``recipe`` for ``num_classes`` classes."""
+def cache_key(arch: ArchSpec, recipe: TrainRecipe, num_classes: int, runtime: str,
+              paced_by: str | None = None) -> str:
+    """The latency cache key of ``arch`` built with ``recipe`` for ``num_classes`` classes,
+    timed in ``runtime`` (``paced_by``: the :class:`Pacer`'s reference, if any)."""
     machine, versions = _machine()
     identity = {
         "arch": {**arch.to_dict(), "name": None},
@@ -150,6 +209,8 @@ def cache_key(arch: ArchSpec, recipe: TrainRecipe, num_classes: int, runtime: st
         "machine": machine,
         "versions": versions,
     }
+    if paced_by is not None:
+        identity["paced_by"] = paced_by
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -163,6 +224,7 @@ class Screen:
         self.timed = 0  # measurements taken (cache misses), for tests and the summary
         self.rechecked = 0  # re-checks taken (Screen.recheck)
         self._exported: dict[str, bytes] = {}  # cache key -> ONNX model, for the re-check
+        self.pacers: dict[int, Pacer] = {}  # by image size: a relative limit's reference (resolve_limits)
 
     def _build(self, arch: ArchSpec, recipe: TrainRecipe):
         from search.pipeline import build_candidate
@@ -171,13 +233,23 @@ class Screen:
             warnings.simplefilter("ignore")
             return build_candidate(arch, recipe, self.num_classes)
 
+    def _key(self, arch: ArchSpec, recipe: TrainRecipe) -> str:
+        pacer = self.pacers.get(recipe.image_size)
+        return CACHE_PREFIX + cache_key(arch, recipe, self.num_classes, self.runtime,
+                                        pacer.relative_to if pacer is not None else None)
+
+    def _pace(self, recipe: TrainRecipe) -> float | None:
+        """The machine's pace now for a network at ``recipe``'s image size; None if unpaced."""
+        pacer = self.pacers.get(recipe.image_size)
+        return pacer.pace() if pacer is not None else None
+
     def latency(self, arch: ArchSpec, recipe: TrainRecipe, limit: float | None = None,
                 model=None, reference: bool = False) -> tuple[Measurement, bool]:
         """(the measurement of ``arch`` built with ``recipe``, whether it came from the cache);
         ``model``: the network already built, when the caller has it; ``reference``: a limit
         is derived from it, so it is the lowest of all :func:`settle`'s timings (a slow stretch
         would loosen the limit for the whole run)."""
-        key = CACHE_PREFIX + cache_key(arch, recipe, self.num_classes, self.runtime)
+        key = self._key(arch, recipe)
         cached = self.study.user_attrs.get(key)
         if cached is not None:
             return Measurement(**cached["measurement"]), True
@@ -186,8 +258,12 @@ class Screen:
         model = model if model is not None else self._build(arch, recipe)
         shape = input_shape(recipe)
         onnx = export_for_timing(model, shape) if self.runtime == "onnxruntime" else None
-        m = settle(lambda: self._measure(model, shape, onnx), limit, every=reference, quiet=self.quiet,
-                   time_again=lambda: self._time_single(model, shape, onnx))
+        def measure_once() -> Measurement:
+            timed = self._measure(model, shape, onnx)
+            return timed.paced(self._pace(recipe))
+
+        m = settle(measure_once, limit, every=reference, quiet=self.quiet,
+                   time_again=lambda: self._time_single(model, shape, onnx), pace=lambda: self._pace(recipe))
         self.study.set_user_attr(key, {"measurement": m.to_dict(), "arch_code": arch.code(), "at": time.time()})
         if onnx is not None:
             self._exported[key] = onnx
@@ -212,7 +288,7 @@ class Screen:
         quiet slot (``quiet``)."""
         from search.pipeline import input_shape
 
-        key = CACHE_PREFIX + cache_key(arch, recipe, self.num_classes, self.runtime)
+        key = self._key(arch, recipe)
         entry = self.study.user_attrs.get(key)
         if entry is None:  # screened by another study's driver under an older key: time it afresh
             return self.latency(arch, recipe)[0]
@@ -225,7 +301,8 @@ class Screen:
             onnx = export_for_timing(model, shape)
         with self.quiet():
             again = time_single(model, shape, threads=1, quick=self.quick, runtime=self.runtime, onnx=onnx)
-        m = m.with_timing(again)
+            pace = self._pace(recipe)
+        m = m.with_timing(again, pace)
         log.debug("re-checked %s: %s ms", arch.code(), ", ".join(f"{t:.3f}" for t in m.latency_timings_ms))
         self.study.set_user_attr(key, {**entry, "measurement": m.to_dict(), "rechecked": time.time()})
         return m
@@ -246,7 +323,8 @@ class Screen:
 def resolve_limits(limits: Limits, relative: RelativeLimit | None, screen: Screen, image_size: int,
                    channels: int) -> Limits:
     """``limits`` with a relative latency limit turned into milliseconds on this machine at
-    ``image_size`` (recorded in the study as ``latency_limit:<image_size>``)."""
+    ``image_size`` (recorded in the study as ``latency_limit:<image_size>``); the reference
+    paces ``screen``'s timings at that size from then on (:class:`Pacer`)."""
     if relative is None:
         return limits
     recipe = TrainRecipe(image_size=image_size, channels=channels)
@@ -257,5 +335,7 @@ def resolve_limits(limits: Limits, relative: RelativeLimit | None, screen: Scree
     screen.study.set_user_attr(f"{LIMIT_PREFIX}{image_size}", {
         "max_latency_ms": ms, "relative_to": relative.relative_to, "factor": relative.factor,
         "reference_ms": m.latency_ms, "runtime": screen.runtime, "at": time.time()})
+    screen.pacers[image_size] = Pacer.build(relative.relative_to, m.latency_ms, recipe, screen.num_classes,
+                                            screen.runtime, screen.quick)
     log.info("max_latency_ms = %s = %.3f ms at %d px (%s)", relative.describe(), ms, image_size, screen.runtime)
     return dataclasses.replace(limits, max_latency_ms=ms)

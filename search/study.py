@@ -382,10 +382,14 @@ def front_rows(study: optuna.Study) -> list[dict]:
     ``no_better_than_majority`` flags a network that does not beat it. After ``castsearch
     confirm``, ``accuracy_mean`` / ``accuracy_std`` / ``accuracy_ci95`` and the same for
     ``test_accuracy`` summarise the retraining with other seeds (``seeds``)."""
+    from search.screen import LIMIT_PREFIX
+
     rows = []
     for t in pareto_front(study):
         r = TrialRecord.read(t)
         quiet = retimed(study, t.number) or {}
+        paced = (quiet.get("paces") if quiet else r.latency_paces) is not None
+        limit = (study.user_attrs.get(f"{LIMIT_PREFIX}{r.input_shape()[1]}") or {}) if paced else {}
         metric, split = r.objective
         majority = r.majority_score()
         worst = r.worst_recall
@@ -404,6 +408,8 @@ def front_rows(study: optuna.Study) -> list[dict]:
             "latency_ms_during_search": r.latency_ms,
             "latency_runtime": r.runtime,
             "latency_retimed": bool(quiet),
+            # each timing divided by this reference's slowdown timed beside it (search.screen.Pacer)
+            "latency_paced_by": limit.get("relative_to") if paced else None,
             "batch_latency_ms": quiet.get("batch_latency_ms", r.batch_latency_ms),
             "params": int(r.params),
             "macs": r.macs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -13,6 +14,7 @@ from search.measure import (
     QUICK_ENV,
     SPREAD,
     LatencyResult,
+    Measurement,
     count_macs,
     count_params,
     library_versions,
@@ -105,12 +107,33 @@ def test_measure_collects_everything():
     assert m.runtime == "torch" and m.eager_latency_ms == m.latency_ms
     assert set(m.to_dict()) == {"params", "macs", "latency_ms", "latency_iqr_ms", "batch_latency_ms",
                                 "batch_latency_iqr_ms", "batch_size", "threads", "runtime", "eager_latency_ms",
-                                "latency_timings_ms", "preempted"}
+                                "latency_timings_ms", "preempted", "paces"}
+    assert m.paces is None  # unpaced unless a pacer's reference was timed beside it (search.screen.Pacer)
 
 
 def _result(ms: float, preempted: bool = False) -> LatencyResult:
     return LatencyResult(median_ms=ms, iqr_ms=0.0, q1_ms=ms, q3_ms=ms, runs=5, batch_size=1, threads=1,
                          cpu_median_ms=ms / 2 if preempted else ms)
+
+
+def test_a_paced_latency_is_the_lowest_timing_over_its_pace():
+    """Each slot's timings are divided by the machine's pace in that slot; the clock's timings
+    and the paces are both kept, and a timing taken unpaced counts at pace 1."""
+    m = Measurement(params=1, macs=1, latency_ms=0.30, latency_iqr_ms=0.03, batch_latency_ms=9.0,
+                    batch_latency_iqr_ms=0.0, batch_size=50, threads=1, latency_timings_ms=[0.40, 0.30, 0.35])
+    assert m.paced(None) is m
+    slow = m.paced(1.5)
+    assert slow.latency_ms == pytest.approx(0.20) and slow.latency_iqr_ms == pytest.approx(0.02)
+    assert slow.latency_timings_ms == [0.40, 0.30, 0.35] and slow.paces == [1.5] * 3
+    assert slow.batch_latency_ms == 9.0  # the batch figure is reported as the clock read it
+    fast_again = dataclasses.replace(_result(0.21), spread_ms=[0.21, 0.24])
+    later = slow.with_timing(fast_again, 1.0)  # the host at its pace: 0.21 is not under 0.20
+    assert later.latency_ms == pytest.approx(0.20) and later.paces == [1.5] * 3 + [1.0] * 2
+    slower = slow.with_timing(dataclasses.replace(_result(0.36), spread_ms=[0.36]), 2.0)  # 0.18 at pace
+    assert slower.latency_ms == pytest.approx(0.18) and slower.latency_timings_ms[-1] == 0.36
+    unpaced_first = m.with_timing(dataclasses.replace(_result(0.5), spread_ms=[0.5]), 2.0)
+    assert unpaced_first.paces == [1.0] * 3 + [2.0] and unpaced_first.latency_ms == 0.25
+    assert m.with_timing(_result(0.2)).paces is None
 
 
 def test_the_single_image_latency_is_the_lowest_of_timings_around_the_batch():

@@ -4,6 +4,7 @@ another run trains, the run's closing summary, and a Tune pickle without the dat
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import pickle
 import subprocess
@@ -228,6 +229,36 @@ def test_a_short_fronts_re_timing_passes_are_spread_in_time(tmp_path, monkeypatc
         assert len(r["latency_timings_ms"]) == 3 * SPREAD and r["latency_ms"] == min(r["latency_timings_ms"])
     with pytest.raises(ValueError, match="passes must be >= 1"):
         runs.retime_front(study, passes=0)
+
+
+def test_the_front_is_re_timed_at_the_pace_of_the_studys_relative_limit(tmp_path, monkeypatch):
+    """Where the run's limit was relative, each re-timing is paced by the limit's reference, as
+    the run's timings were (search.screen.Pacer): the reference timed at twice its latency when
+    the limit was set halves every timing beside it; the clock's timings stay on record."""
+    from search import measure as measurelib
+    from search import screen as screenlib
+    from search.recipe import TrainRecipe
+
+    study, _ = _study(tmp_path)
+    recipe = TrainRecipe.named("default", image_size=16).to_dict()
+    _complete(study, [0.9, 1.0, 150_000], preset="custom-140k-dw", arch=PRESETS["custom-140k-dw"].to_dict(),
+              recipe=recipe, data={"class_names": ["a", "b"]}, latency_runtime="torch")
+    study.set_user_attr(f"{screenlib.LIMIT_PREFIX}16", {"max_latency_ms": 9.0, "relative_to": "custom-140k-3x3",
+                                                        "factor": 1.0, "reference_ms": 0.5, "runtime": "torch"})
+    reference = screenlib.time_single
+
+    def twice_as_slow(model, input_shape, **kwargs):
+        assert kwargs["spread"] == 1  # the pacer's one timing per slot
+        r = reference(model, input_shape, **kwargs)
+        return dataclasses.replace(r, median_ms=1.0, cpu_median_ms=1.0, spread_ms=[1.0])
+
+    monkeypatch.setattr(screenlib, "time_single", twice_as_slow)
+    assert runs.retime_front(study, passes=2, gap_s=0.0) == 1
+    r = studylib.retimed(study, studylib.pareto_front(study)[0].number)
+    assert r["paces"] == [2.0] * (2 * SPREAD) and len(r["latency_timings_ms"]) == 2 * SPREAD
+    assert r["latency_ms"] == pytest.approx(min(r["latency_timings_ms"]) / 2)
+    assert studylib.front_rows(study)[0]["latency_paced_by"] == "custom-140k-3x3"
+    assert measurelib.time_single is not twice_as_slow  # the front's own timings are the clock's
 
 
 def test_run_outcome_counts_sampled_networks_and_dominated_presets(tmp_path):

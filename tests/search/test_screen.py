@@ -173,13 +173,73 @@ def test_a_relative_latency_limit_is_resolved_on_this_machine(tmp_path):
     study = _study(tmp_path)
     screen = Screen(study, "onnxruntime", num_classes=5, quick=True)
     limits = resolve_limits(space.constraints, space.relative_latency, screen, 16, 3)
-    reference, _ = screen.latency(PRESETS["custom-140k-3x3"], TrainRecipe(image_size=16))
-    assert limits.max_latency_ms == pytest.approx(2.0 * reference.latency_ms)
     recorded = study.user_attrs[f"{LIMIT_PREFIX}16"]
+    assert limits.max_latency_ms == pytest.approx(2.0 * recorded["reference_ms"])
     assert recorded["relative_to"] == "custom-140k-3x3" and recorded["max_latency_ms"] == limits.max_latency_ms
     # the reference, which the whole run's limit rests on, is the lowest of three timings
-    # seconds apart (a slow stretch would loosen the limit); the second time it came from the cache
+    # seconds apart (a slow stretch would loosen the limit)
     assert screen.timed == 3
+    # and it paces the timings at 16 px from then on (test_a_relative_limit_paces_...)
+    assert (screen.pacers[16].relative_to, screen.pacers[16].base_ms) == ("custom-140k-3x3", recorded["reference_ms"])
+    assert 12 not in screen.pacers
+    # a study resumed reads its reference from the cache: the limit and the pace stay put
+    again = Screen(study, "onnxruntime", num_classes=5, quick=True)
+    assert resolve_limits(space.constraints, space.relative_latency, again, 16, 3) == limits and again.timed == 0
+
+
+def test_a_relative_limit_paces_each_timing_by_its_reference(tmp_path, monkeypatch):
+    """A slow stretch of the host slows the limit's reference as much as the candidate: each
+    slot's timings are divided by the reference's slowdown timed at the end of the slot (in
+    the quiet slot when the network is re-checked), so neither the verdict nor the objective
+    moves with the stretch. The clock's timings stay on record beside their paces."""
+    host = {"slow": 1.0}
+    slot = _Slot()
+    paced_in = []
+
+    def slowed(model) -> float:
+        return count_params(model) / 1000 * host["slow"]
+
+    def fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, runtime="onnxruntime", onnx=None):
+        ms = slowed(model)
+        return dataclasses.replace(_fake_measure(model, input_shape, threads, batch_size, quick, runtime, onnx),
+                                   latency_ms=ms, latency_timings_ms=[ms * 1.2, ms, ms * 1.1])
+
+    def fake_time_single(model, input_shape, threads=1, quick=False, runtime="onnxruntime", onnx=None, spread=3):
+        if spread == 1:  # the pacer's one timing of the reference
+            paced_in.append(slot.inside)
+        ms = slowed(model)
+        return LatencyResult(median_ms=ms, iqr_ms=0.0, q1_ms=ms, q3_ms=ms, runs=5, batch_size=1, threads=threads,
+                             cpu_median_ms=ms, spread_ms=[ms] * spread)
+
+    monkeypatch.setattr("search.screen.measure", fake_measure)
+    monkeypatch.setattr("search.screen.time_single", fake_time_single)
+    monkeypatch.setattr("search.screen.export_for_timing", lambda model, shape: None)
+    space = _space(constraints={"max_latency_ms": {"relative_to": "custom-140k-3x3", "factor": 1.0}})
+    screen = Screen(_study(tmp_path), "onnxruntime", num_classes=5, quick=True, quiet=slot)
+    limits = resolve_limits(space.constraints, space.relative_latency, screen, 16, 3)
+    recipe = TrainRecipe(image_size=16)
+    smaller = PRESETS["custom-140k-dw"]  # a few hundred parameters fewer than the reference: just under the limit
+    quiet_ms = count_params(screen._build(smaller, recipe)) / 1000
+    assert quiet_ms < limits.max_latency_ms < 1.01 * quiet_ms
+
+    host["slow"], entered = 1.5, slot.entered  # a slow stretch: unpaced, the network would read 1.5x over
+    verdict = screen.check(smaller, recipe, limits)
+    assert verdict.feasible and verdict.measurement.latency_ms == pytest.approx(quiet_ms)
+    assert verdict.measurement.latency_timings_ms == pytest.approx([1.5 * quiet_ms * f for f in (1.2, 1, 1.1)])
+    assert verdict.measurement.paces == pytest.approx([1.5] * 3)
+    assert paced_in == [False] and slot.entered == entered  # screened beside the training, as before
+
+    host["slow"] = 1.2  # still slow when it has trained: the re-check is paced in its quiet slot
+    m = screen.recheck(smaller, recipe)
+    assert paced_in == [False, True]
+    assert m.latency_ms == pytest.approx(quiet_ms) and m.paces == pytest.approx([1.5] * 3 + [1.2] * 3)
+    assert len(m.latency_timings_ms) == 6
+
+    # an unpaced screen (an absolute limit) would have ruled it out, and its cache entry is apart
+    unpaced = Screen(screen.study, "onnxruntime", num_classes=5, quick=True)
+    host["slow"] = 1.5
+    assert not unpaced.check(smaller, recipe, dataclasses.replace(limits, max_latency_ms=limits.max_latency_ms)).feasible
+    assert unpaced.timed == 3  # settle took it again twice in the quiet slot, slow each time
 
 
 @pytest.mark.parametrize("bad, message", [
