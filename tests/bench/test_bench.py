@@ -124,6 +124,23 @@ def _trial(values, preset=None, feasible=True, below_floor=False, **attrs):
                         user_attrs={**({"preset": preset} if preset else {}), **attrs})
 
 
+def test_the_re_timing_agreement_compares_paced_objectives_and_the_clocks_lowest_timings(tmp_path):
+    """Re-timed / objective per search; where the timings were paced, the same for the clock's
+    lowest timings beside it (what the objectives would have been unpaced)."""
+    study = studylib.open_study("t-default", f"sqlite:///{tmp_path}/a.db")
+    # the run's lowest timing 0.24 ms at pace 1.2: objective 0.20; re-timed 0.21 ms at pace 1.0
+    study.add_trial(_trial([0.9, 0.20, 1_000], latency_timings_ms=[0.30, 0.24], latency_paces=[1.2, 1.2]))
+    study.add_trial(_trial([0.8, 0.10, 500], latency_timings_ms=[0.10], latency_paces=[1.0]))
+    study.set_user_attr(f"{studylib.RETIMED}0", {"latency_ms": 0.21, "latency_timings_ms": [0.21], "paces": [1.0]})
+    study.set_user_attr(f"{studylib.RETIMED}1", {"latency_ms": 0.08, "latency_timings_ms": [0.08], "paces": [1.0]})
+    lines = svr.retiming_agreement({"default": study})
+    row = next(line for line in lines[1].splitlines() if line.startswith("| default"))
+    # paced 1.05 and 0.80 (median 0.925); unpaced 0.875 and 0.80
+    assert [c.strip() for c in row.split("|")[2:-1]] == ["2", "0.92", "0.80-1.05", "1 (50%)",
+                                                          "0.84", "0.80-0.88", "1 (50%)"]
+    assert "unpaced" in lines[0]
+
+
 def test_search_vs_random_report_counts_hypervolume_and_dominated_presets(tmp_path):
     storage = f"sqlite:///{tmp_path}/svr.db"
     default = studylib.open_study("t-default", storage)
@@ -226,6 +243,25 @@ def test_timing_noise_bench_prints_its_three_measurements():
     assert re.search(r"\d+ windows of 100 ms", out) and "| > 1.2x |" in out
     assert "After a 0.5 s sleep (1 times)" in out and "| 0-50 |" in out
     assert re.search(r"\| one full timing \| [0-2] of 2 \|", out) and re.search(r"\| the screen's settle\(\) \| [0-2] of 2 \|", out)
+
+
+def test_paced_latency_bench_reports_clock_and_paced_figures():
+    """bench/paced_latency.py at its smallest: a few seconds of rounds of one network, each slot
+    and each pair of slots apart reported as the clock read it and paced (the figures are the
+    machine's; BENCHMARKS.md holds a full run)."""
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "paced_latency.py"), "--minutes", "0.1",
+                          "--apart-minutes", "0.02", "--networks", "custom-140k-3x3"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    for figure in ("one slot, clock", "one slot, paced", "objective, clock", "objective, paced"):
+        assert f"| {figure} |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| custom-140k-3x3 |"))
+    assert float(row.split("|")[7]) == pytest.approx(1.0)  # the quiet latency is the lowest slot's lowest timing
+    assert re.search(r"The reference's pace \(its timing over [\d.]+ ms\), \d+ timings", out)
+    bad = subprocess.run([sys.executable, str(REPO / "bench" / "paced_latency.py"), "--networks", "resnet-9000"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "'resnet-9000' is not a paper network" in bad.stderr
 
 
 def test_latency_agreement_bench_compares_its_protocols():
