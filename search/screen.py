@@ -337,5 +337,11 @@ def resolve_limits(limits: Limits, relative: RelativeLimit | None, screen: Scree
         "reference_ms": m.latency_ms, "runtime": screen.runtime, "at": time.time()})
     screen.pacers[image_size] = Pacer.build(relative.relative_to, m.latency_ms, recipe, screen.num_classes,
                                             screen.runtime, screen.quick)
+    # the reference at its own pace is its latency when the limit was set: its preset's trial
+    # meets the limit it defines, as an unpaced one did (cached: a resumed run's entry stands)
+    key = screen._key(PRESETS[relative.relative_to], recipe)
+    if key not in screen.study.user_attrs:
+        screen.study.set_user_attr(key, {"measurement": m.paced(1.0).to_dict(),
+                                         "arch_code": PRESETS[relative.relative_to].code(), "at": time.time()})
     log.info("max_latency_ms = %s = %.3f ms at %d px (%s)", relative.describe(), ms, image_size, screen.runtime)
     return dataclasses.replace(limits, max_latency_ms=ms)

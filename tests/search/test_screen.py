@@ -182,6 +182,9 @@ def test_a_relative_latency_limit_is_resolved_on_this_machine(tmp_path):
     # and it paces the timings at 16 px from then on (test_a_relative_limit_paces_...)
     assert (screen.pacers[16].relative_to, screen.pacers[16].base_ms) == ("custom-140k-3x3", recorded["reference_ms"])
     assert 12 not in screen.pacers
+    # its own paced figure is its latency then, so its preset meets the limit it defines (factor 1)
+    own, hit = screen.latency(PRESETS["custom-140k-3x3"], TrainRecipe(image_size=16, channels=3))
+    assert hit and own.latency_ms == recorded["reference_ms"] and set(own.paces) == {1.0}
     # a study resumed reads its reference from the cache: the limit and the pace stay put
     again = Screen(study, "onnxruntime", num_classes=5, quick=True)
     assert resolve_limits(space.constraints, space.relative_latency, again, 16, 3) == limits and again.timed == 0
