@@ -7,10 +7,12 @@ On a machine with nothing else running, the limit's reference is timed as
 search.screen.resolve_limits times it (the lowest of three timings of three, 1 s and 3 s
 apart), and then, for ``--minutes``, rounds of: each network's slot as the screen's re-check
 takes it (search.measure.time_single, the lowest of three timings) followed by the pacer's one
-timing of the reference (search.screen.Pacer.pace). Each slot's figure, as the clock read it
-and divided by its pace, is compared with the network's quiet latency, the lowest timing it
-had in the whole run: how far one slot reads off, and how far the lowest of two slots
-``--apart-minutes`` apart does (a latency objective: the screen and the re-check once trained).
+timing of the reference (search.screen.Pacer.pace). Each slot's figure as the clock read it
+is compared with the network's quiet latency, the lowest timing it had in the whole run; the
+figure divided by its pace, with the quiet latency at the pace of the limit's setting (times
+the reference's latency then over its lowest timing in the run: what a perfect pacer would
+read). How far one slot reads off, and how far the lowest of two slots ``--apart-minutes``
+apart does (a latency objective: the screen and the re-check once trained).
 All networks at 32x32, one channel, six classes, exported to ONNX and run by ONNX Runtime on
 one thread, as the search times them.
 """
@@ -57,10 +59,12 @@ def run(args) -> str:
 
     torch.set_num_threads(1)
     recipe, ref_model, ref_shape, ref_onnx = _build(args.reference)
-    base = []
+    base, reference_ms = [], []  # the limit's three measurements; every timing of the reference
     for wait in (0.0, *RETRY_AFTER_S):
         busy_wait(wait)
-        base.append(time_single(ref_model, ref_shape, runtime="onnxruntime", onnx=ref_onnx).robust_ms)
+        timing = time_single(ref_model, ref_shape, runtime="onnxruntime", onnx=ref_onnx)
+        base.append(timing.robust_ms)
+        reference_ms += timing.spread_ms
     pacer = Pacer.build(args.reference, min(base), recipe, 6, "onnxruntime")
     networks = {name: _build(name)[1:] for name in args.networks}
     slots: dict[str, list[tuple[float, float, float, list[float]]]] = {name: [] for name in networks}
@@ -74,18 +78,20 @@ def run(args) -> str:
     out = [header("Paced latency: timings divided by the limit's reference timed beside them"),
            f"\nReference {args.reference}, its latency when the limit was set {min(base):.3f} ms (the lowest of "
            f"{', '.join(f'{b:.3f}' for b in base)}); {args.minutes:g} minutes of rounds, idle machine. Each figure "
-           f"is a slot's latency over the network's quiet latency (its lowest timing in the whole run); "
+           f"is a slot's latency over the network's quiet latency (its lowest timing in the whole run; paced: "
+           f"at the pace of the limit's setting, see below); "
            f"'objective': the lower of two slots {args.apart_minutes:g} minutes apart. Off: more than "
            f"{OFF:.0%} slow or fast.\n"]
     head = ["network", "slots", "quiet ms", "figure", "median", "90th pct", "lowest", "highest",
             f"> {OFF:.0%} slow", f"> {OFF:.0%} fast"]
     rows = []
-    paces = []
+    paces = [pace for taken in slots.values() for _, _, pace, _ in taken]
+    reference_ms += [pace * min(base) for pace in paces]
+    at_base = min(base) / min(reference_ms)  # how slow the machine was when the limit was set
     for name, taken in slots.items():
         quiet = min(t for *_, spread in taken for t in spread)
         raw = [ms / quiet for _, ms, _, _ in taken]
-        paced = [ms / pace / quiet for _, ms, pace, _ in taken]
-        paces += [pace for _, _, pace, _ in taken]
+        paced = [ms / pace / (quiet * at_base) for _, ms, pace, _ in taken]
         later = {i: next((j for j in range(i, len(taken)) if taken[j][0] - taken[i][0] >= args.apart_minutes * 60),
                          None) for i in range(len(taken))}
         pairs = [(i, j) for i, j in later.items() if j is not None]
@@ -97,7 +103,10 @@ def run(args) -> str:
                          *summary([min(paced[i], paced[j]) for i, j in pairs])])
     out.append(table(head, rows))
     out.append(f"\nThe reference's pace (its timing over {min(base):.3f} ms), {len(paces)} timings: median "
-               f"{statistics.median(paces):.3f}, range {min(paces):.3f}-{max(paces):.3f}.\n")
+               f"{statistics.median(paces):.3f}, range {min(paces):.3f}-{max(paces):.3f}. Its latency when the limit "
+               f"was set is {at_base:.3f}x its lowest timing in the run ({min(reference_ms):.3f} ms): the paced "
+               f"figures are compared with each network's quiet latency times {at_base:.3f}, and read that much "
+               f"over the clock's quiet latency.\n")
     return "\n".join(out)
 
 
