@@ -130,9 +130,10 @@ class Pacer:
     :meth:`pace`, and its timings are divided by it (:meth:`search.measure.Measurement.paced`).
 
     One timing of the reference adds 0.75 s to a slot (0.1 s under the quick protocol). On the
-    idle host over twelve minutes (ad hoc, BENCHMARKS.md "Paced latency"), single timings ran a
-    median 1.16-1.19x over each network's lowest and 58-69% of them more than 1.15x; divided by
-    the reference's pace taken beside them, 1.03-1.05x and 1-6%."""
+    idle host over twelve minutes (bench/paced_latency.py, BENCHMARKS.md "Paced latency"), a
+    re-check's slot read 1.00-1.22x each network's quiet latency as the clock read it (median
+    1.10x), and 0.92-1.08x paced (median 1.00x, against the quiet latency at the pace of the
+    limit's setting)."""
 
     relative_to: str
     base_ms: float
