@@ -159,8 +159,8 @@ class Pacer:
         limit = study.user_attrs.get(f"{LIMIT_PREFIX}{image_size}") or {}
         if "relative_to" not in limit or limit.get("runtime") != runtime:
             return None
-        return cls.build(limit["relative_to"], limit["reference_ms"], TrainRecipe(image_size=image_size,
-                         channels=channels), num_classes, runtime)
+        recipe = TrainRecipe(image_size=image_size, channels=channels)
+        return cls.build(limit["relative_to"], limit["reference_ms"], recipe, num_classes, runtime)
 
     def pace(self) -> float:
         """The reference's timing now over its latency when the limit was set."""
@@ -259,7 +259,8 @@ class Screen:
         model = model if model is not None else self._build(arch, recipe)
         shape = input_shape(recipe)
         onnx = export_for_timing(model, shape) if self.runtime == "onnxruntime" else None
-        def measure_once() -> Measurement:
+
+        def measure_once() -> Measurement:  # the slot's timings, then the pace they are divided by
             timed = self._measure(model, shape, onnx)
             return timed.paced(self._pace(recipe))
 
