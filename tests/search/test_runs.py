@@ -235,7 +235,6 @@ def test_the_front_is_re_timed_at_the_pace_of_the_studys_relative_limit(tmp_path
     """Where the run's limit was relative, each re-timing is paced by the limit's reference, as
     the run's timings were (search.screen.Pacer): the reference timed at twice its latency when
     the limit was set halves every timing beside it; the clock's timings stay on record."""
-    from search import measure as measurelib
     from search import screen as screenlib
     from search.recipe import TrainRecipe
 
@@ -245,10 +244,11 @@ def test_the_front_is_re_timed_at_the_pace_of_the_studys_relative_limit(tmp_path
               recipe=recipe, data={"class_names": ["a", "b"]}, latency_runtime="torch")
     study.set_user_attr(f"{screenlib.LIMIT_PREFIX}16", {"max_latency_ms": 9.0, "relative_to": "custom-140k-3x3",
                                                         "factor": 1.0, "reference_ms": 0.5, "runtime": "torch"})
-    reference = screenlib.time_single
+    reference, paced = screenlib.time_single, []
 
     def twice_as_slow(model, input_shape, **kwargs):
         assert kwargs["spread"] == 1  # the pacer's one timing per slot
+        paced.append(model)
         r = reference(model, input_shape, **kwargs)
         return dataclasses.replace(r, median_ms=1.0, cpu_median_ms=1.0, spread_ms=[1.0])
 
@@ -258,7 +258,8 @@ def test_the_front_is_re_timed_at_the_pace_of_the_studys_relative_limit(tmp_path
     assert r["paces"] == [2.0] * (2 * SPREAD) and len(r["latency_timings_ms"]) == 2 * SPREAD
     assert r["latency_ms"] == pytest.approx(min(r["latency_timings_ms"]) / 2)
     assert studylib.front_rows(study)[0]["latency_paced_by"] == "custom-140k-3x3"
-    assert measurelib.time_single is not twice_as_slow  # the front's own timings are the clock's
+    # one timing of the reference per slot (two passes), the front network's own by the clock
+    assert len(paced) == 2 and 1.0 not in r["latency_timings_ms"]
 
 
 def test_run_outcome_counts_sampled_networks_and_dominated_presets(tmp_path):
