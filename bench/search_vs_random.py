@@ -144,13 +144,20 @@ def space_file(path: str, changes: dict, folder: Path, population: int | None = 
     return out
 
 
+def run_overrides(args, name: str) -> dict:
+    """What every search of one bench run sets in its space: data, epochs, study name, and
+    the channels and sampler seed where given (``--seed`` replicates a run with another
+    search and training seed; the data split keeps ``split_seed``)."""
+    return {("data", "source"): args.data, ("training", "epochs"): args.epochs, ("study",): name,
+            **({("data", "channels"): args.channels} if args.channels else {}),
+            **({("sampler", "seed"): args.seed} if args.seed is not None else {})}
+
+
 def run(args, changes: dict, name: str) -> float:
     """Run one search from scratch (an old study of that name is deleted); its wall seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         space = load_space(space_file(args.space, changes, Path(tmp), args.population),
-                           overrides={("data", "source"): args.data, ("training", "epochs"): args.epochs,
-                                      ("study",): name,
-                                      **({("data", "channels"): args.channels} if args.channels else {})})
+                           overrides=run_overrides(args, name))
     datasets = load_sizes(space)  # as castsearch run loads them (resize, cache, channels: auto)
     try:
         optuna.delete_study(study_name=name, storage=args.storage)
@@ -166,7 +173,7 @@ def run(args, changes: dict, name: str) -> float:
     study.set_user_attr(BUDGET_ATTR, {"minutes": args.minutes, "workers": args.workers, "epochs": args.epochs})
     study.set_user_attr(SAMPLER_ATTR, {"name": space.sampler.name, "population_size": space.sampler.population_size,
                                        "early_stopping": space.budget.early_stopping, "seeds": space.seeds,
-                                       "seeds_for": space.seeds_for,
+                                       "seeds_for": space.seeds_for, "seed": space.sampler.seed,
                                        "min_accuracy": space.accuracy_floor or space.constraints.min_accuracy})
     if args.confirm:
         confirm_study(study, seeds=args.confirm, workers=args.workers, cache_dir=space.data.cache_dir,
@@ -199,7 +206,8 @@ def describe(kind: str, s: optuna.Study) -> str:
         seeds = (", mean of 2 seeds for trials that join the front" if n == 2 else
                  f", mean of up to {n} seeds for trials that join the front, each next while the mean joins it")
     floor = f", min_accuracy {sampler['min_accuracy']}" if sampler.get("min_accuracy") else ""
-    return f"{kind} ({sampler['name']}{pop}{stop}{seeds}{floor})"
+    seed = f", seed {sampler['seed']}" if sampler.get("seed") is not None else ""
+    return f"{kind} ({sampler['name']}{pop}{stop}{seeds}{floor}{seed})"
 
 
 def confirmed_point(s: optuna.Study, t: optuna.trial.FrozenTrial) -> list[float] | None:
@@ -429,6 +437,9 @@ def main() -> None:
     p.add_argument("--prefix", default="svr", help="study names: <prefix>-<search>, e.g. svr-default")
     p.add_argument("--channels", choices=["auto", "1", "3"], default=None,
                    help="override the space's data.channels (to compare with searches stored before auto)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the sampler's seed for every search, also each trial's training seed "
+                        "(default: the space file's; the data split keeps its split_seed)")
     p.add_argument("--population", type=int, default=None,
                    help="the nsga2 search's population (default: the space file's)")
     p.add_argument("--confirm", type=int, default=0, metavar="K",

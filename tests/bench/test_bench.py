@@ -357,6 +357,29 @@ def test_each_search_of_the_sampler_bench_is_a_valid_space(tmp_path):
         assert space.seed_nearest == (not kind.endswith("-nonear")), kind
 
 
+def test_seed_replicates_a_bench_run_with_another_sampler_and_training_seed(tmp_path):
+    """--seed changes the sampler's seed of every search (and so each trial's training seed),
+    keeps the data split, and the report names it; without it the space file's seed stands."""
+    from search.space import load_space
+
+    path = str(REPO / "spaces" / "paper.yaml")
+    shipped = load_space(path)
+    args = argparse.Namespace(data=str(tmp_path), epochs=3, channels=None, seed=shipped.sampler.seed + 1)
+    for kind, changes in svr.STUDIES.items():
+        space = load_space(svr.space_file(path, changes, tmp_path, population=8),
+                           overrides=svr.run_overrides(args, f"t-{kind}"))
+        assert space.sampler.seed == shipped.sampler.seed + 1, kind
+        assert space.data.split_seed == shipped.data.split_seed and space.max_epochs == 3, kind
+    args.seed = None
+    assert load_space(path, overrides=svr.run_overrides(args, "t-default")).sampler.seed == shipped.sampler.seed
+    storage = f"sqlite:///{tmp_path}/seed.db"
+    study = studylib.open_study("t-default", storage)
+    study.set_user_attr(svr.SAMPLER_ATTR, {"name": "tpe", "early_stopping": "preview", "seed": 556})
+    assert svr.describe("default", study).endswith(", seed 556)")
+    study.set_user_attr(svr.SAMPLER_ATTR, {"name": "tpe", "early_stopping": "preview"})  # stored before --seed
+    assert "seed " not in svr.describe("default", study)
+
+
 def test_both_forms_of_the_feasibility_bench_are_valid_spaces():
     """bench/space_feasibility.py screens the shipped space and its per-block form at 32 px;
     both must load (the per-block form cannot take seed_nearest)."""
