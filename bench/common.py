@@ -14,7 +14,7 @@ DATASETS = SHARED / "datasets"
 
 def header(title: str) -> str:
     """Section title, the command that produced it, date, machine and library versions."""
-    from search.measure import library_versions, machine_fingerprint
+    from search.latency.measure import library_versions, machine_fingerprint
 
     fp = machine_fingerprint()
     versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())

@@ -32,12 +32,12 @@ import torch  # noqa: E402
 
 from bench.common import DATASETS, REPO, header, table  # noqa: E402
 from castmodels import PRESETS  # noqa: E402
-from search import study as studylib  # noqa: E402
-from search.export import export_onnx, ort_session, quantize_int8  # noqa: E402
-from search.measure import count_macs, time_calls  # noqa: E402
-from search.pipeline import build_candidate  # noqa: E402
-from search.recipe import TrainRecipe  # noqa: E402
-from search.record import TrialRecord  # noqa: E402
+from search.deploy.export import export_onnx, ort_session, quantize_int8  # noqa: E402
+from search.latency.measure import count_macs, time_calls  # noqa: E402
+from search.study import storage as studylib  # noqa: E402
+from search.study.record import TrialRecord  # noqa: E402
+from search.training.recipe import TrainRecipe  # noqa: E402
+from search.trial.pipeline import build_candidate  # noqa: E402
 
 RUNTIMES = ("eager", "torchscript", "ort fp32", "ort int8")
 TIMING = {"warmup": 10, "repeats": 30, "min_seconds": 0.3, "max_seconds": 3.0}

@@ -10,18 +10,18 @@ lasts minutes):
 
 - ``loaded 1``, ``loaded 2``: as the driver times during a search, while two processes train
   a network (torch, one thread each) at the niceness Ray workers train at
-  (search.runner.WORKER_NICE);
+  (search.run.runner.WORKER_NICE);
 - ``quiet 1``, ``quiet 2``: nothing else running, as the front is re-timed at the end of a run.
 
-In each pass a network gets search.measure's full protocol, in its order (eager torch, two
+In each pass a network gets search.latency.measure's full protocol, in its order (eager torch, two
 ONNX Runtime single-image timings, the batch of 50, one more single-image timing). From
 the same timings, the single-image latency by protocol:
 
 - ``one timing``: the first single-image timing of the first pass (what the search used before);
-- ``lowest of 3``: the lowest of the first pass's three (search.measure.measure);
+- ``lowest of 3``: the lowest of the first pass's three (search.latency.measure.measure);
 - ``lowest of 3, twice``: the lowest of both passes' six, the second set minutes after the
-  first (the screen and its re-check once a network has trained, search.screen.Screen.recheck;
-  the front's re-timing passes, search.runs.retime_front).
+  first (the screen and its re-check once a network has trained, search.latency.screen.Screen.recheck;
+  the front's re-timing passes, search.run.runs.retime_front).
 
 For each protocol: the screen under load against the quiet re-timing (loaded / quiet), and,
 for the first two, the quiet machine against itself (quiet 2 / quiet 1): median ratio,
@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO, header, table  # noqa: E402
-from search.runner import WORKER_NICE  # noqa: E402
+from search.run.runner import WORKER_NICE  # noqa: E402
 
 LOAD = """
 import os, torch
@@ -68,10 +68,10 @@ def networks(presets: list[str], points: int, seed: int, classes: int) -> list[t
     import yaml
 
     from castmodels import PRESETS
-    from search.measure import count_params
-    from search.pipeline import build_candidate
-    from search.recipe import TrainRecipe
+    from search.latency.measure import count_params
     from search.space import InvalidCandidate, space_from_dict, suggest
+    from search.training.recipe import TrainRecipe
+    from search.trial.pipeline import build_candidate
 
     doc = yaml.safe_load((REPO / "spaces" / "paper.yaml").read_text())
     doc["training"]["image_size"] = [32]
@@ -91,8 +91,8 @@ def networks(presets: list[str], points: int, seed: int, classes: int) -> list[t
 
 
 def timings(model, session, shape) -> list[float]:
-    """The three single-image figures (ms) of search.measure's full protocol for ``session``."""
-    from search.measure import TIMING, measure_latency, measure_ort
+    """The three single-image figures (ms) of search.latency.measure's full protocol for ``session``."""
+    from search.latency.measure import TIMING, measure_latency, measure_ort
 
     measure_latency(model, shape, threads=1, **TIMING["full"])  # eager torch, as measure() times it first
     single, _ = measure_ort(session, shape)
@@ -125,8 +125,8 @@ def main() -> None:
 
     import torch
 
-    from search.measure import busy_wait
-    from search.onnxrt import export_onnx, ort_session
+    from search.latency.measure import busy_wait
+    from search.latency.onnxrt import export_onnx, ort_session
 
     shape = (3, 32, 32)
     presets = [name for name in args.presets.split(",") if name]

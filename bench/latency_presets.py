@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import header, median_iqr, table  # noqa: E402
 from castmodels import PRESETS, build_model  # noqa: E402
-from search.measure import count_macs, count_params, measure_latency  # noqa: E402
+from search.latency.measure import count_macs, count_params, measure_latency  # noqa: E402
 
 
 def main() -> None:

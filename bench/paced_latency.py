@@ -4,10 +4,10 @@
                                   [--networks custom-140k-3x3 custom-340k-dw] [--apart-minutes 3]
 
 On a machine with nothing else running, the limit's reference is timed as
-search.screen.resolve_limits times it (the lowest of three timings of three, 1 s and 3 s
+search.latency.screen.resolve_limits times it (the lowest of three timings of three, 1 s and 3 s
 apart), and then, for ``--minutes``, rounds of: each network's slot as the screen's re-check
-takes it (search.measure.time_single, the lowest of three timings) followed by the pacer's one
-timing of the reference (search.screen.Pacer.pace). Each slot's figure as the clock read it
+takes it (search.latency.measure.time_single, the lowest of three timings) followed by the pacer's one
+timing of the reference (search.latency.screen.Pacer.pace). Each slot's figure as the clock read it
 is compared with the network's quiet latency, the lowest timing it had in the whole run; the
 figure divided by its pace, with the quiet latency at the pace of the limit's setting (times
 the reference's latency then over its lowest timing in the run: what a perfect pacer would
@@ -34,9 +34,9 @@ OFF = 0.15  # what the issue allows between an objective and its quiet re-timing
 
 def _build(name: str):
     from castmodels import PRESETS
-    from search.measure import export_for_timing
-    from search.pipeline import build_candidate, input_shape
-    from search.recipe import TrainRecipe
+    from search.latency.measure import export_for_timing
+    from search.training.recipe import TrainRecipe
+    from search.trial.pipeline import build_candidate, input_shape
 
     recipe = TrainRecipe(image_size=32, channels=1)
     model, shape = build_candidate(PRESETS[name], recipe, 6), input_shape(recipe)
@@ -54,8 +54,8 @@ def summary(ratios: list[float]) -> list:
 def run(args) -> str:
     import torch
 
-    from search.measure import busy_wait, time_single
-    from search.screen import RETRY_AFTER_S, Pacer
+    from search.latency.measure import busy_wait, time_single
+    from search.latency.screen import RETRY_AFTER_S, Pacer
 
     torch.set_num_threads(1)
     recipe, ref_model, ref_shape, ref_onnx = _build(args.reference)

@@ -86,7 +86,7 @@ GROUPS = ("preset", "enhancement", "augmentation", "baseline")
 def jobs(datasets: list[str], seeds: int, recipe: str = "paper", groups: tuple[str, ...] = GROUPS) -> list[Job]:
     """All runs, seed 0 of every row first (so an interrupted run still fills the whole table)."""
     from castmodels import PRESETS, baseline_names
-    from search.recipe import AUGMENTATIONS
+    from search.training.recipe import AUGMENTATIONS
 
     out = []
     for seed in range(seeds):
@@ -101,7 +101,7 @@ def jobs(datasets: list[str], seeds: int, recipe: str = "paper", groups: tuple[s
 
 def recipe_for(job: Job, epochs: int):
     """The job's named recipe, with the row's enhancement or augmentation added to its own."""
-    from search.recipe import TrainRecipe
+    from search.training.recipe import TrainRecipe
 
     base = TrainRecipe.named(job.recipe)
     extra_enh = ENHANCEMENT_ROWS.get(job.row, ()) if job.group == "enhancement" else ()
@@ -118,7 +118,7 @@ def build(job: Job, recipe, num_classes: int):
     import torch
 
     from castmodels import PRESETS, build_baseline
-    from search.pipeline import build_candidate
+    from search.trial.pipeline import build_candidate
 
     torch.manual_seed(job.seed)
     if job.group == "baseline":
@@ -142,9 +142,9 @@ def _init_worker() -> None:
 
 def train_job(job: Job, epochs: int, out: Path, val_fraction: float) -> dict:
     """Train one job, evaluate it on the validation and the test split; write and return its record."""
-    from search.measure import count_macs, count_params
-    from search.pipeline import evaluate_splits
-    from search.train import train
+    from search.latency.measure import count_macs, count_params
+    from search.training.train import train
+    from search.trial.pipeline import evaluate_splits
 
     data = load(job.dataset, job.image_size, val_fraction)
     recipe = recipe_for(job, epochs)
@@ -185,7 +185,7 @@ def network_key(job: Job) -> tuple:
     """What latency depends on: the network as built (preset or baseline, model surgery), its
     class count (the dataset) and input size. SWA, MixUp and the augmentations change
     training only, so their rows share the plain network's measurement."""
-    from search.train import SURGERY
+    from search.training.train import SURGERY
 
     if job.group == "baseline":
         return (job.dataset, job.row, ())
@@ -196,7 +196,7 @@ def network_key(job: Job) -> tuple:
 def latencies(rows: list[Job], num_classes: dict[str, int], rounds: int) -> dict[tuple[str, str, str], tuple]:
     """(dataset, group, row) -> (single-image ms, batch-of-50 ms): medians over ``rounds``
     round-robin rounds of castsearch's latency protocol, one thread, once per distinct network."""
-    from search.measure import measure_latency
+    from search.latency.measure import measure_latency
 
     models = {}
     for j in rows:
@@ -256,7 +256,7 @@ def verdict_of(favour: int, against: int, total: int) -> str:
 
 
 def describe_recipe(name: str) -> str:
-    from search.recipe import RECIPES
+    from search.training.recipe import RECIPES
 
     return f"recipe `{name}` (" + ", ".join(f"{k} {v if not isinstance(v, tuple) else '+'.join(v)}"
                                             for k, v in RECIPES[name].items()) + ")"
@@ -265,7 +265,7 @@ def describe_recipe(name: str) -> str:
 def render(records: dict[Job, dict], lat: dict, datasets: list[str], epochs: int, seeds: int,
            recipe: str = "paper", val_fraction: float = 0.1) -> str:
     from castmodels import PRESETS, baseline_names
-    from search.recipe import AUGMENTATIONS
+    from search.training.recipe import AUGMENTATIONS
 
     def acc(d: str, group: str, row: str) -> list[float]:
         return [r["accuracy"] for j, r in records.items() if (j.dataset, j.group, j.row) == (d, group, row)]
@@ -318,7 +318,7 @@ def render(records: dict[Job, dict], lat: dict, datasets: list[str], epochs: int
 
 def verdicts(acc, lat, datasets: list[str]) -> list[str]:
     from castmodels import PRESETS
-    from search.recipe import AUGMENTATIONS
+    from search.training.recipe import AUGMENTATIONS
 
     lines = []
     # 1. depthwise beats 3x3 at equal size

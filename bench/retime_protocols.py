@@ -3,11 +3,11 @@
     python bench/retime_protocols.py --storage sqlite:///x.db --study NAME [--reps 8] [--gap 30]
 
 The study is copied to a temporary database (the original is not changed) and its front is
-re-timed with search.runs.retime_front ``--reps`` times under each protocol, alternating:
+re-timed with search.run.runs.retime_front ``--reps`` times under each protocol, alternating:
 
 - ``2 passes, back to back``: what castsearch did before (a short front's two passes seconds
   apart);
-- ``N passes, G s apart``: what it does now (search.runs.RETIME_PASSES passes, a network's
+- ``N passes, G s apart``: what it does now (search.run.runs.RETIME_PASSES passes, a network's
   timings in successive passes at least ``--gap`` seconds apart).
 
 For each protocol: how often a re-timed latency is off the trial's latency objective by more
@@ -33,7 +33,7 @@ OFF = 0.15
 
 
 def main() -> None:
-    from search.runs import RETIME_GAP_S, RETIME_PASSES
+    from search.run.runs import RETIME_GAP_S, RETIME_PASSES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--storage", required=True)
@@ -47,8 +47,8 @@ def main() -> None:
 
     import optuna
 
-    from search import runs
-    from search import study as studylib
+    from search.run import runs
+    from search.study import storage as studylib
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     protocols = {"2 passes, back to back": {"passes": 2, "gap_s": 0.0},

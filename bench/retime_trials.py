@@ -5,8 +5,8 @@
 
 Each trial's network is rebuilt from the study (spec, surgery, input, classes) and timed in
 its runtime on one thread: ``--passes`` passes over all of them, ``--gap`` seconds apart
-(the core kept busy), each pass a full measurement (search.measure.measure, three
-single-image timings) and a re-check (search.measure.time_single, three more). The table
+(the core kept busy), each pass a full measurement (search.latency.measure.measure, three
+single-image timings) and a re-check (search.latency.measure.time_single, three more). The table
 gives the study's latency objective, its quiet re-timing (``retimed:<n>``, if any), the
 lowest of the new timings and, with ``--reference``, that as a multiple of the reference
 trial's lowest. Run it on an otherwise idle machine.
@@ -36,9 +36,9 @@ def main() -> None:
 
     import optuna
 
-    from search import study as studylib
-    from search.measure import busy_wait, export_for_timing, measure, time_single
-    from search.record import TrialRecord
+    from search.latency.measure import busy_wait, export_for_timing, measure, time_single
+    from search.study import storage as studylib
+    from search.study.record import TrialRecord
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies: dict[str, optuna.Study] = {}

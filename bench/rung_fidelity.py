@@ -47,8 +47,8 @@ def _short(attrs: dict, epochs: int) -> tuple[int, float, float]:
     """Train the trial whose attrs these are with its recipe compressed to ``epochs``:
     (number, validation score, seconds)."""
     from search.data import load_dataset
-    from search.pipeline import build_candidate, train_seed
-    from search.record import TrialRecord
+    from search.study.record import TrialRecord
+    from search.trial.pipeline import build_candidate, train_seed
 
     record = TrialRecord.of_attrs(attrs["attrs"])
     data = load_dataset(record.data_config())
@@ -107,7 +107,7 @@ def main() -> None:
 
     import optuna
 
-    from search.record import TrialRecord
+    from search.study.record import TrialRecord
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(header(f"Rung fidelity under the schedule, {args.epochs} epochs"))

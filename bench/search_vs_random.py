@@ -49,7 +49,7 @@ limits; a relative latency limit as the first search resolved it), normalised by
 reference box, and the first against random sampling's; then the same above the least
 accurate preset's accuracy. A trained network under a search's ``min_accuracy`` counts in
 every hypervolume (it is off that search's front, not out of the comparison). Latency values are the ones the
-searches' drivers measured before dispatch (search.screen: load-robust, so the training
+searches' drivers measured before dispatch (search.latency.screen: load-robust, so the training
 workers do not inflate them). Then for each preset: is it dominated by a non-preset trial
 of each search? With ``--confirm K`` each search's front and presets are retrained K times
 with new seeds when it ends (``castsearch confirm``), and a second table asks the same
@@ -77,13 +77,13 @@ import optuna  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.common import DATASETS, REPO, header, table  # noqa: E402
-from search import study as studylib  # noqa: E402
 from search.cli import load_sizes  # noqa: E402
-from search.confirm import confirm_study  # noqa: E402
-from search.record import TrialRecord  # noqa: E402
-from search.runner import RunOptions, run_search  # noqa: E402
-from search.screen import LIMIT_PREFIX  # noqa: E402
+from search.latency.screen import LIMIT_PREFIX  # noqa: E402
+from search.run.confirm import confirm_study  # noqa: E402
+from search.run.runner import RunOptions, run_search  # noqa: E402
 from search.space import load_space  # noqa: E402
+from search.study import storage as studylib  # noqa: E402
+from search.study.record import TrialRecord  # noqa: E402
 
 SAMPLER_STUDIES = {  # changes to the space file's sampler section; nsga2's population is --population
     "default": {},
@@ -283,7 +283,7 @@ def _agreement(ratios: list[float]) -> list:
 
 def retiming_agreement(studies: dict[str, optuna.Study]) -> list[str]:
     """The front's latency objectives against their quiet re-timing at the end of the run; where
-    the timings were paced (search.screen.Pacer), the clock's lowest timings against each other
+    the timings were paced (search.latency.screen.Pacer), the clock's lowest timings against each other
     too, which is what the objectives would have been unpaced."""
     rows, paced = [], False
     for kind, s in studies.items():
@@ -306,9 +306,9 @@ def retiming_agreement(studies: dict[str, optuna.Study]) -> list[str]:
     else:
         rows = [row[:5] for row in rows]
     return ["\nThe front's latency objectives against the quiet re-timing at the end of each run "
-            "(search.runs.retime_front), re-timed / objective" + (
+            "(search.run.runs.retime_front), re-timed / objective" + (
                 "; 'unpaced': the lowest of the clock's timings of each, before they were divided by the "
-                "pace of the limit's reference timed beside them (search.screen.Pacer)" if paced else "") + ":\n",
+                "pace of the limit's reference timed beside them (search.latency.screen.Pacer)" if paced else "") + ":\n",
             table(head, rows)]
 
 

@@ -6,7 +6,7 @@ Draws ``--points`` random points (Optuna's RandomSampler) at 32x32 from two form
 architecture section of spaces/paper.yaml, everything else as in the file: the growing
 form the file uses (stage widths that never shrink, a downsampling plan valid by
 construction) and the per-block form it used before (each block its own width, log-uniform
-16-512). Each point is screened as a search's driver screens it (search.screen): invalid
+16-512). Each point is screened as a search's driver screens it (search.latency.screen): invalid
 (cannot be built), over max_params (exact), or timed in ONNX Runtime on one thread against
 the file's latency limit (relative to custom-590k-dw, resolved on this machine).
 """
@@ -39,7 +39,7 @@ PER_BLOCK = {
 def screen_form(name: str, doc: dict, points: int, seed: int, classes: int) -> list:
     import optuna
 
-    from search.screen import Screen, resolve_limits
+    from search.latency.screen import Screen, resolve_limits
     from search.space import InvalidCandidate, space_from_dict, suggest
 
     space = space_from_dict(doc, name)

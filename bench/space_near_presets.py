@@ -49,8 +49,8 @@ def run_job(label: str, code: str, data_path: str, seed: int, epochs: int) -> di
 
     from castmodels import ArchSpec, build_model
     from search.data import DataConfig, load_dataset
-    from search.recipe import TrainRecipe
-    from search.train import evaluate, train
+    from search.training.recipe import TrainRecipe
+    from search.training.train import evaluate, train
 
     data = load_dataset(DataConfig(source=data_path))
     channels = data.train_x.shape[1]
@@ -76,7 +76,7 @@ def main() -> None:
 
     from castmodels import PRESETS, build_model
     from search.data import DataConfig, load_dataset
-    from search.measure import count_params, time_single
+    from search.latency.measure import count_params, time_single
     from search.space import load_space
 
     space = load_space(SPACE)

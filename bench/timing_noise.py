@@ -12,8 +12,8 @@ screen times it. Three measurements, on a machine with nothing else running:
 2. Waking up: ``--wakeups`` times, a 0.5 s sleep and then 0.4 s of calls; each 50 ms bucket's median
    against the quiet level.
 3. Verdicts: with a limit at 1.25x the quiet level (the network is feasible), ``--verdicts``
-   times: one full timing (search.measure's protocol) and the screen's verdict
-   (search.screen.settle: a timing over the limit by less than 2x is taken again, seconds
+   times: one full timing (search.latency.measure's protocol) and the screen's verdict
+   (search.latency.screen.settle: a timing over the limit by less than 2x is taken again, seconds
    apart, and the lowest kept). How often each calls the feasible network too slow.
 """
 
@@ -63,11 +63,11 @@ def main() -> None:
     import torch
 
     from castmodels import PRESETS
-    from search.measure import Measurement, busy_wait, measure_ort
-    from search.onnxrt import export_onnx, ort_call, ort_session
-    from search.pipeline import build_candidate, input_shape
-    from search.recipe import TrainRecipe
-    from search.screen import settle
+    from search.latency.measure import Measurement, busy_wait, measure_ort
+    from search.latency.onnxrt import export_onnx, ort_call, ort_session
+    from search.latency.screen import settle
+    from search.training.recipe import TrainRecipe
+    from search.trial.pipeline import build_candidate, input_shape
 
     recipe = TrainRecipe(image_size=32)
     shape = input_shape(recipe)

@@ -21,13 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import search.train as train_module  # noqa: E402
+import search.training.train as train_module  # noqa: E402
 from bench.common import DATASETS, header, median_iqr, table  # noqa: E402
 from castmodels import PRESETS, ArchSpec, build_model, get_preset  # noqa: E402
 from search.data import DataConfig, load_dataset  # noqa: E402
-from search.measure import count_params  # noqa: E402
-from search.recipe import TrainRecipe  # noqa: E402
-from search.train import train  # noqa: E402
+from search.latency.measure import count_params  # noqa: E402
+from search.training.recipe import TrainRecipe  # noqa: E402
+from search.training.train import train  # noqa: E402
 
 # Networks the default NEU-CLS search trained at 2 CPU-hours (BENCHMARKS.md): depthwise-separable
 # stages, dilated last blocks, 11-31K parameters.

@@ -23,10 +23,10 @@ from optuna.trial import TrialState  # noqa: E402
 
 from bench.common import DATASETS, REPO, header, median_iqr, table  # noqa: E402
 from search.cli import load_sizes  # noqa: E402
-from search.record import TrialRecord  # noqa: E402
-from search.runner import RunOptions, run_search  # noqa: E402
+from search.run.runner import RunOptions, run_search  # noqa: E402
 from search.space import load_space  # noqa: E402
-from search.study import load_existing_study  # noqa: E402
+from search.study.record import TrialRecord  # noqa: E402
+from search.study.storage import load_existing_study  # noqa: E402
 
 
 def main() -> None:

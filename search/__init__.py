@@ -10,15 +10,15 @@ from castmodels.registry import lazy_exports
 
 _EXPORTS = {  # module -> the names it exports
     "search.data": ("DataConfig", "DataError", "Dataset", "load_dataset"),
-    "search.recipe": ("TrainRecipe",),
-    "search.train": ("EvalResult", "train", "evaluate"),
-    "search.measure": ("Measurement", "measure", "machine_fingerprint"),
-    "search.pipeline": ("run_candidate",),
-    "search.record": ("Limits", "TrialRecord"),
-    "search.export": ("export_trial", "ExportError"),
-    "search.report": ("write_report",),
-    "search.predict": ("Predictor", "PredictError"),
-    "search.dashboard": ("dashboard_server",),
+    "search.training.recipe": ("TrainRecipe",),
+    "search.training.train": ("EvalResult", "train", "evaluate"),
+    "search.latency.measure": ("Measurement", "measure", "machine_fingerprint"),
+    "search.trial.pipeline": ("run_candidate",),
+    "search.study.record": ("Limits", "TrialRecord"),
+    "search.deploy.export": ("export_trial", "ExportError"),
+    "search.view.report": ("write_report",),
+    "search.deploy.predict": ("Predictor", "PredictError"),
+    "search.view.dashboard": ("dashboard_server",),
 }
 
 __all__ = sorted(name for names in _EXPORTS.values() for name in names)

@@ -20,9 +20,9 @@ from bench import paper_table as pt
 from bench import search_vs_random as svr
 from bench.common import DATASETS, REPO
 from castmodels import PRESETS, baseline_names
-from search import study as studylib
-from search.recipe import AUGMENTATIONS
-from search.record import CONSTRAINT_NAMES
+from search.study import storage as studylib
+from search.study.record import CONSTRAINT_NAMES
+from search.training.recipe import AUGMENTATIONS
 
 
 def test_jobs_run_seed_zero_of_every_row_first_and_extra_seeds_only_where_differences_are_small():
@@ -281,9 +281,9 @@ def test_retime_trials_bench_times_stored_trials_against_a_reference(tmp_path):
     """bench/retime_trials.py rebuilds stored trials' networks and times them again: two
     presets trained for one epoch on generated images, one pass."""
     from search.data import DataConfig, load_dataset
-    from search.pipeline import run_candidate
-    from search.recipe import TrainRecipe
-    from search.record import Limits, TrialRecord
+    from search.study.record import Limits, TrialRecord
+    from search.training.recipe import TrainRecipe
+    from search.trial.pipeline import run_candidate
 
     data = load_dataset(DataConfig(source="synthetic", image_size=16, synthetic_count=60), cache_dir=tmp_path / "c")
     storage = f"sqlite:///{tmp_path}/r.db"
@@ -311,8 +311,8 @@ def test_retime_trials_bench_times_stored_trials_against_a_reference(tmp_path):
 def test_retime_protocols_bench_re_times_a_copy_of_the_front_by_each_protocol(tmp_path):
     """bench/retime_protocols.py at its smallest: a two-network front re-timed once by each
     protocol, on a copy (the study itself keeps no re-timing)."""
-    from search.recipe import TrainRecipe
-    from search.record import TrialRecord
+    from search.study.record import TrialRecord
+    from search.training.recipe import TrainRecipe
 
     storage = f"sqlite:///{tmp_path}/p.db"
     study = studylib.open_study("p", storage)

@@ -5,7 +5,7 @@ from torchvision.models.inception import InceptionAux
 
 from castmodels import BASELINES, BaselineNet, build_baseline, get_baseline
 from castmodels.baselines import IMAGENET_MEAN, IMAGENET_STD, cifar_resnet_v2
-from search.measure import count_params
+from search.latency.measure import count_params
 
 
 def _size(name: str) -> int:

@@ -19,12 +19,12 @@ import torch
 from optuna.trial import TrialState
 
 from castmodels import ArchSpec
-from search import study as studylib
 from search.data import DataConfig, Dataset, load_dataset
-from search.pipeline import run_candidate
-from search.recipe import TrainRecipe
-from search.record import DIRECTIONS, Limits, TrialRecord
 from search.space import load_space
+from search.study import storage as studylib
+from search.study.record import DIRECTIONS, Limits, TrialRecord
+from search.training.recipe import TrainRecipe
+from search.trial.pipeline import run_candidate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ class TinyStudy:
 
 
 def _record(arch: ArchSpec, recipe: TrainRecipe, preset: str | None = None) -> TrialRecord:
-    """What the searcher's suggest stores (see search.runner)."""
+    """What the searcher's suggest stores (see search.run.runner)."""
     return TrialRecord(run_id="fixture", arch=arch.to_dict(), arch_code=arch.code(), recipe=recipe.to_dict(),
                        enhancements="+".join(recipe.enhancements) or "none", preset=preset)
 

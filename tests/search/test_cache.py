@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from search import tensorcache
 from search.cli import main
 from search.data import DataConfig, load_dataset
+from search.data import cache as tensorcache
 from tests.search.test_data import make_folder
 
 CLASSES = {"crack": 40, "pit": 120, "scale": 200}
@@ -120,7 +120,7 @@ class _HeaderPrinted(Exception):
 def test_run_says_where_each_image_size_was_cached(images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A search at two image sizes decodes and caches each; its header names both files, once."""
-    from search import runner
+    from search.run import runner
 
     def stop(*args, **kwargs):
         raise _HeaderPrinted

@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 
 from castmodels import ArchSpec
-from search import study as studylib
 from search.cli import load_sizes, main
 from search.data import DataConfig, DataError, load_dataset
-from search.pipeline import build_candidate, run_candidate
-from search.predict import Predictor
-from search.recipe import TrainRecipe
-from search.record import Limits, TrialRecord
+from search.deploy.predict import Predictor
 from search.space import SpaceError, decode, preset_params, space_from_dict
+from search.study import storage as studylib
+from search.study.record import Limits, TrialRecord
+from search.training.recipe import TrainRecipe
+from search.trial.pipeline import build_candidate, run_candidate
 from tests.search.test_space import PAPER_DICT
 
 CLASSES = ("dent", "scratch")
@@ -120,7 +120,7 @@ def test_train_builds_a_one_channel_network_for_grey_images_and_says_why(tmp_pat
 
 
 def test_a_space_with_auto_builds_candidates_for_the_loaded_channels(tmp_path):
-    from search.runner import loaded_channels  # imports Ray
+    from search.run.runner import loaded_channels  # imports Ray
 
     root = _folder(tmp_path / "d")
     space = space_from_dict({**PAPER_DICT, "data": {"source": str(root), "channels": "auto",

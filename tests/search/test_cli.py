@@ -98,7 +98,7 @@ def test_training_progress_is_one_live_line_on_a_terminal_and_lines_in_a_log():
         def isatty(self) -> bool:
             return True
 
-    log = logging.getLogger("search.train")
+    log = logging.getLogger("search.training.train")
     log.setLevel(logging.INFO)
     screen = Terminal()
     with live_epoch_line(screen):
@@ -107,7 +107,7 @@ def test_training_progress_is_one_live_line_on_a_terminal_and_lines_in_a_log():
         log.info("trained 2 epochs in 1.0 s")
     out = screen.getvalue()
     assert out.count("\r\x1b[K") == 2 and out.count("\n") == 2  # the live line, then the summary line
-    assert out.endswith("search.train: trained 2 epochs in 1.0 s\n")
+    assert out.endswith("search.training.train: trained 2 epochs in 1.0 s\n")
     assert log.propagate and not [h for h in log.handlers if type(h).__name__ == "_LiveLine"]
 
     piped = io.StringIO()
@@ -119,7 +119,7 @@ def test_training_progress_is_one_live_line_on_a_terminal_and_lines_in_a_log():
 def test_a_guessed_study_is_named_and_several_are_an_error(tmp_path, monkeypatch, capsys, cli_error):
     """Without --study a command takes the only database under studies/ and says so; with
     several it refuses and lists them rather than open one of them."""
-    from search import study as studylib
+    from search.study import storage as studylib
 
     monkeypatch.chdir(tmp_path)
     studylib.open_study("line3", studylib.default_storage("line3"))

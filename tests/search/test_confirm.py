@@ -9,9 +9,9 @@ import statistics
 import optuna
 import pytest
 
-from search import study as studylib
 from search.cli import main
-from search.confirm import summarise, t95, trials_to_confirm
+from search.run.confirm import summarise, t95, trials_to_confirm
+from search.study import storage as studylib
 
 
 def test_summary_is_mean_sd_and_a_t_interval():
@@ -75,8 +75,8 @@ def _stored(values, preset=None, seed=7):
     here loads them)."""
     from optuna.trial import TrialState, create_trial
 
-    from search.recipe import TrainRecipe
-    from search.record import CONSTRAINT_NAMES
+    from search.study.record import CONSTRAINT_NAMES
+    from search.training.recipe import TrainRecipe
 
     attrs = {"weights_path": "unused.pt", "recipe": TrainRecipe(seed=seed).to_dict(),
              "objective_metric": "balanced_accuracy", "objective_split": "validation"}
@@ -99,7 +99,7 @@ def contested(tmp_path):
 
 
 def test_top_adds_each_presets_challenger_chosen_before_retraining(contested):
-    from search.confirm import challengers
+    from search.run.confirm import challengers
 
     chosen = trials_to_confirm(contested, top=1)
     assert sorted(r.number for r in chosen) == [0, 1, 2, 3]  # presets, the most accurate, #0's challenger
@@ -109,7 +109,7 @@ def test_top_adds_each_presets_challenger_chosen_before_retraining(contested):
 
 
 def test_a_trial_confirmed_with_the_same_seeds_is_not_trained_again(contested, tmp_path, capsys):
-    from search.confirm import already_confirmed, new_seeds
+    from search.run.confirm import already_confirmed, new_seeds
 
     chosen = trials_to_confirm(contested, top=1)
     for r in chosen:

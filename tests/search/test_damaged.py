@@ -9,8 +9,8 @@ import subprocess
 import optuna
 import pytest
 
-from search import study as studylib
 from search.cli import main
+from search.study import storage as studylib
 from tests.search.infra_helpers import castsearch, env
 
 

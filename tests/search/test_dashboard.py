@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from search.cli import main
-from search.dashboard import dashboard_server, served_hosts
+from search.view.dashboard import dashboard_server, served_hosts
 
 REPO = Path(__file__).resolve().parents[2]
 

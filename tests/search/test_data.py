@@ -19,8 +19,8 @@ from search.data import (
     default_cache_dir,
     load_dataset,
 )
-from search.imageio import decode_image
-from search.synthetic import generate_synthetic
+from search.data.imageio import decode_image
+from search.data.synthetic import generate_synthetic
 
 NEU_CLS = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "neu-cls"
 

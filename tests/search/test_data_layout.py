@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from search.data import DataConfig, DataError, load_dataset
-from search.imageio import decode_image
+from search.data.imageio import decode_image
 from tests.search.test_data import grey_image, split_file
 
 

@@ -13,9 +13,9 @@ import optuna
 import pytest
 import torch
 
-from search import export as exportlib
-from search import study as studylib
 from search.cli import main
+from search.deploy import export as exportlib
+from search.study import storage as studylib
 
 
 def test_export_writes_every_file_and_passes_its_checks(tiny_study, exported):

@@ -1,4 +1,4 @@
-"""search.measure: parameter and MAC counts, latency statistics, machine description."""
+"""search.latency.measure: parameter and MAC counts, latency statistics, machine description."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from search.measure import (
+from search.latency.measure import (
     QUICK_ENV,
     SPREAD,
     LatencyResult,
@@ -26,7 +26,7 @@ from search.measure import (
     time_calls,
     time_single,
 )
-from search.onnxrt import UnexportableNetwork
+from search.latency.onnxrt import UnexportableNetwork
 
 
 def _net() -> nn.Sequential:
@@ -108,7 +108,7 @@ def test_measure_collects_everything():
     assert set(m.to_dict()) == {"params", "macs", "latency_ms", "latency_iqr_ms", "batch_latency_ms",
                                 "batch_latency_iqr_ms", "batch_size", "threads", "runtime", "eager_latency_ms",
                                 "latency_timings_ms", "preempted", "paces"}
-    assert m.paces is None  # unpaced unless a pacer's reference was timed beside it (search.screen.Pacer)
+    assert m.paces is None  # unpaced unless a pacer's reference was timed beside it (search.latency.screen.Pacer)
 
 
 def _result(ms: float, preempted: bool = False) -> LatencyResult:
@@ -198,5 +198,5 @@ def test_machine_fingerprint_and_versions(monkeypatch):
     json.dumps(fp)
     versions = library_versions()
     assert torch.__version__.startswith(versions["torch"]) and "mosaicml" in versions
-    monkeypatch.setattr("search.measure.LIBRARIES", ("torch", "surely-not-an-installed-library"))
+    monkeypatch.setattr("search.latency.measure.LIBRARIES", ("torch", "surely-not-an-installed-library"))
     assert set(library_versions()) == {"torch"}

@@ -16,9 +16,9 @@ import pytest
 from optuna.trial import TrialState
 
 from castmodels import PRESETS
-from search import runs
-from search import study as studylib
+from search.run import runs
 from search.space import load_space
+from search.study import storage as studylib
 from tests.search.infra_helpers import (
     REPO,
     castsearch,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from search.cli import main
 from search.data import DataConfig, load_dataset
-from search.predict import UNREADABLE_STATUS, Predictor, UnreadableImage
+from search.deploy.predict import UNREADABLE_STATUS, Predictor, UnreadableImage
 from tests.search.infra_helpers import castsearch, env
 
 REPO = Path(__file__).resolve().parents[2]

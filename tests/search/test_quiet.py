@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from search.quiet import HOST, Workers, start_time
+from search.latency.quiet import HOST, Workers, start_time
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from search import study as studylib
 from search.cli import main
-from search.record import DIRECTIONS, TrialRecord
+from search.study import storage as studylib
+from search.study.record import DIRECTIONS, TrialRecord
 
 OLD_STUDY = Path(__file__).parent / "data" / "study-0.1.0.json"
 

@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from castmodels import build_baseline
-from search import references
-from search import study as studylib
 from search.cli import main
 from search.data import DataConfig, load_dataset
-from search.recipe import TrainRecipe
-from search.record import CONSTRAINT_NAMES
+from search.run import references
 from search.space import load_space
+from search.study import storage as studylib
+from search.study.record import CONSTRAINT_NAMES
+from search.training.recipe import TrainRecipe
 
 SPACE = """
 study: tiny
@@ -84,7 +84,7 @@ def test_selection_leaves_out_or_refuses_what_the_image_size_cannot_take():
 def test_weights_resolution_without_a_network(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty torch hub cache
     assert not references.resolve_weights("mobilenet_v2", "none").pretrained
-    with caplog.at_level(logging.INFO, logger="search.references"):
+    with caplog.at_level(logging.INFO, logger="search.run.references"):
         assert not references.resolve_weights("mobilenet_v2", "auto").pretrained  # not cached: no download
         assert not references.resolve_weights("resnet20", "auto").pretrained
     assert "not in the torch hub cache" in caplog.text and "no ImageNet weights exist" in caplog.text
@@ -129,7 +129,7 @@ def test_fine_tuning_from_a_local_weights_file(space, images, tmp_path, caplog):
     data = load_dataset(DataConfig(source=str(images), image_size=16), cache_dir=tmp_path / "cache")
     recipe = references.baseline_recipe(space, epochs=1)
     storage = f"sqlite:///{tmp_path}/b.db"
-    with caplog.at_level(logging.INFO, logger="search.references"):
+    with caplog.at_level(logging.INFO, logger="search.run.references"):
         [result] = references.run_baselines(space, data, ["resnet20"], str(weights), recipe, storage,
                                            tmp_path / "artifacts", quick_measure=True)
     assert "skipped (another class count): 1.2.weight, 1.2.bias" in caplog.text

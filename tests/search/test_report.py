@@ -12,10 +12,10 @@ import optuna
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from search import study as studylib
 from search.cli import main
-from search.record import DIRECTIONS
-from search.report import hypervolume_curve, hypervolume_figure, plot_hypervolume
+from search.study import storage as studylib
+from search.study.record import DIRECTIONS
+from search.view.report import hypervolume_curve, hypervolume_figure, plot_hypervolume
 
 REPO = Path(__file__).resolve().parents[2]
 

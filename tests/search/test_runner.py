@@ -10,14 +10,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import runner, runs
-from search import study as studylib
 from search.data import DataConfig, load_dataset
-from search.measure import SPREAD
-from search.quiet import Workers, is_stopped
-from search.runs import RETIME_PASSES
-from search.screen import Screen
+from search.latency.measure import SPREAD
+from search.latency.quiet import Workers, is_stopped
+from search.latency.screen import Screen
+from search.run import runner, runs
+from search.run.runs import RETIME_PASSES
 from search.space import load_space
+from search.study import storage as studylib
 
 TINY_SPACE = """
 study: tiny
@@ -141,7 +141,7 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny, capfd, monkeyp
     mine = [t for t in study.trials if t.user_attrs.get("run_id") == second.run_id]
     assert o.trained + o.infeasible + o.invalid + o.pruned + o.failed + o.presets_trained == len(mine)
     assert second.artifacts == (root / "artifacts").resolve()
-    # the trials registered their processes for the screen's quiet slots (search.quiet); none outlives the run
+    # the trials registered their processes for the screen's quiet slots (search.latency.quiet); none outlives the run
     workers = second.artifacts / runner.WORKERS_DIR
     assert workers.is_dir() and Workers(workers).pids() == []
 
@@ -158,9 +158,9 @@ def _searcher(tmp_path, space, trials=5):
 def test_candidates_over_max_params_never_reach_a_worker(tiny, tmp_path):
     """The parameter count is exact from the spec: the driver tells an over-limit candidate to
     the study at once, and only candidates within the limit are handed to Tune."""
-    from search.measure import count_params
-    from search.pipeline import build_candidate
+    from search.latency.measure import count_params
     from search.space import Candidate
+    from search.trial.pipeline import build_candidate
 
     space = tiny[0]
     limit = space.constraints.max_params
@@ -196,9 +196,9 @@ def test_early_stopped_trial_is_pruned_never_complete(tiny, tmp_path):
 def test_a_failed_latency_recheck_keeps_the_screening_figure(tiny, tmp_path, monkeypatch, caplog):
     """The re-check as a trial ends must not cost the search: if it raises, the trial is told
     with the latency it was screened at."""
-    from search.measure import Measurement
-    from search.pipeline import run_candidate
+    from search.latency.measure import Measurement
     from search.space import Candidate
+    from search.trial.pipeline import run_candidate
 
     space, datasets, _ = tiny
     study, searcher = _searcher(tmp_path, space)
@@ -361,8 +361,8 @@ def test_a_preview_is_the_schedule_compressed_and_a_stopped_trial_keeps_it(tiny,
     trial stopped at its preview is PRUNED with the preview on record."""
     from dataclasses import replace
 
-    from search.pipeline import preview, run_candidate
     from search.space import Candidate
+    from search.trial.pipeline import preview, run_candidate
 
     space, datasets, _ = tiny
     study, searcher = _searcher(tmp_path, space)
@@ -393,9 +393,9 @@ def test_min_accuracy_presets_holds_the_search_until_the_presets_set_the_floor(t
     counted apart from the infeasible ones; a stopped one carries its shortfall as a constraint."""
     import dataclasses
 
-    from search.measure import Measurement
-    from search.pipeline import run_candidate
+    from search.latency.measure import Measurement
     from search.space import Candidate
+    from search.trial.pipeline import run_candidate
 
     data = tiny[1][16]
     path = tmp_path / "floor.yaml"

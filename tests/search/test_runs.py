@@ -17,14 +17,14 @@ import pytest
 from optuna.trial import TrialState
 
 from castmodels import PRESETS
-from search import runner, runs
-from search import study as studylib
 from search.cli import main
-from search.measure import SPREAD
-from search.quiet import Workers, is_stopped
-from search.record import TrialRecord
-from search.screen import Screen
+from search.latency.measure import SPREAD
+from search.latency.quiet import Workers, is_stopped
+from search.latency.screen import Screen
+from search.run import runner, runs
 from search.space import load_space
+from search.study import storage as studylib
+from search.study.record import TrialRecord
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -202,8 +202,8 @@ def test_a_short_fronts_re_timing_passes_are_spread_in_time(tmp_path, monkeypatc
     """The host's slow stretches can outlast a pass over a short front: each network's timings
     in successive passes are at least gap_s apart, and its re-timed latency is the lowest of
     all of them."""
-    from search import measure as measurelib
-    from search.recipe import TrainRecipe
+    from search.latency import measure as measurelib
+    from search.training.recipe import TrainRecipe
 
     study, _ = _study(tmp_path)
     recipe = TrainRecipe.named("default", image_size=16).to_dict()
@@ -233,10 +233,10 @@ def test_a_short_fronts_re_timing_passes_are_spread_in_time(tmp_path, monkeypatc
 
 def test_the_front_is_re_timed_at_the_pace_of_the_studys_relative_limit(tmp_path, monkeypatch):
     """Where the run's limit was relative, each re-timing is paced by the limit's reference, as
-    the run's timings were (search.screen.Pacer): the reference timed at twice its latency when
+    the run's timings were (search.latency.screen.Pacer): the reference timed at twice its latency when
     the limit was set halves every timing beside it; the clock's timings stay on record."""
-    from search import screen as screenlib
-    from search.recipe import TrainRecipe
+    from search.latency import screen as screenlib
+    from search.training.recipe import TrainRecipe
 
     study, _ = _study(tmp_path)
     recipe = TrainRecipe.named("default", image_size=16).to_dict()

@@ -16,9 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from castmodels import PRESETS
-from search import runner, runs
-from search import study as studylib
-from search.measure import (
+from search.latency.measure import (
     LatencyResult,
     Measurement,
     busy_wait,
@@ -27,10 +25,9 @@ from search.measure import (
     measure_ort,
     time_calls,
 )
-from search.recipe import TrainRecipe
-from search.record import Limits
-from search.runner import WORKER_NICE
-from search.screen import LIMIT_PREFIX, Screen, cache_key, resolve_limits, settle
+from search.latency.screen import LIMIT_PREFIX, Screen, cache_key, resolve_limits, settle
+from search.run import runner, runs
+from search.run.runner import WORKER_NICE
 from search.space import (
     Candidate,
     InvalidCandidate,
@@ -39,6 +36,9 @@ from search.space import (
     space_from_dict,
     suggest,
 )
+from search.study import storage as studylib
+from search.study.record import Limits
+from search.training.recipe import TrainRecipe
 
 ARCHITECTURE = {
     "stages": {"low": 1, "high": 3},
@@ -81,8 +81,8 @@ def _searcher(tmp_path, space, limits: Limits, trials: int = 6):
 
 
 def test_the_driver_never_dispatches_a_candidate_over_the_latency_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr("search.screen.measure", _fake_measure)
-    monkeypatch.setattr("search.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.screen.measure", _fake_measure)
+    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
     space = _space()
     limits = Limits(max_latency_ms=2.0)  # 2,000 parameters under the fake timing
     study, _, searcher = _searcher(tmp_path, space, limits)
@@ -119,8 +119,8 @@ def test_the_latency_cache_is_hit_for_a_repeated_architecture(tmp_path):
 def test_a_trained_network_is_timed_again_and_keeps_its_lowest_latency(tmp_path, monkeypatch):
     """Screening times a network within a second or two; the re-check once it has trained
     comes minutes later, and the lower reading is the latency, in the study's cache too."""
-    monkeypatch.setattr("search.screen.measure", _fake_measure)
-    monkeypatch.setattr("search.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.screen.measure", _fake_measure)
+    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
     again = {"ms": 0.0}
     slot = _Slot()
 
@@ -130,7 +130,7 @@ def test_a_trained_network_is_timed_again_and_keeps_its_lowest_latency(tmp_path,
         return LatencyResult(median_ms=ms, iqr_ms=0.01, q1_ms=ms, q3_ms=ms, runs=5, batch_size=1, threads=threads,
                              cpu_median_ms=ms, spread_ms=[ms + 0.1, ms, ms + 0.2])
 
-    monkeypatch.setattr("search.screen.time_single", fake_time_single)
+    monkeypatch.setattr("search.latency.screen.time_single", fake_time_single)
     study = _study(tmp_path)
     screen = Screen(study, "onnxruntime", num_classes=5, quick=True, quiet=slot)
     recipe = TrainRecipe(image_size=16)
@@ -214,9 +214,9 @@ def test_a_relative_limit_paces_each_timing_by_its_reference(tmp_path, monkeypat
         return LatencyResult(median_ms=ms, iqr_ms=0.0, q1_ms=ms, q3_ms=ms, runs=5, batch_size=1, threads=threads,
                              cpu_median_ms=ms, spread_ms=[ms] * spread)
 
-    monkeypatch.setattr("search.screen.measure", fake_measure)
-    monkeypatch.setattr("search.screen.time_single", fake_time_single)
-    monkeypatch.setattr("search.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.screen.measure", fake_measure)
+    monkeypatch.setattr("search.latency.screen.time_single", fake_time_single)
+    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
     space = _space(constraints={"max_latency_ms": {"relative_to": "custom-140k-3x3", "factor": 1.0}})
     screen = Screen(_study(tmp_path), "onnxruntime", num_classes=5, quick=True, quiet=slot)
     limits = resolve_limits(space.constraints, space.relative_latency, screen, 16, 3)
@@ -267,7 +267,7 @@ def test_a_timing_that_waited_for_the_cpu_falls_back_to_cpu_time():
 
 
 class _Slot:
-    """A stand-in for search.quiet.Workers.paused that records when it is entered."""
+    """A stand-in for search.latency.quiet.Workers.paused that records when it is entered."""
 
     def __init__(self):
         self.inside, self.entered = False, 0
@@ -287,7 +287,7 @@ def _reading(ms: float, preempted: bool = False) -> Measurement:
 
 
 def _timing(ms: float, preempted: bool = False) -> LatencyResult:
-    """A single-image timing (search.measure.time_single) whose load-robust figure is ``ms``."""
+    """A single-image timing (search.latency.measure.time_single) whose load-robust figure is ``ms``."""
     wall = 2 * ms if preempted else ms
     return LatencyResult(median_ms=wall, iqr_ms=0.0, q1_ms=wall, q3_ms=wall, runs=5, batch_size=1, threads=1,
                          cpu_median_ms=ms, spread_ms=[ms])
@@ -349,15 +349,15 @@ ATTEMPTS = 4  # measurements of a phase whose verdicts disagree (see below)
 def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
     """Networks the space draws get the screen's verdict (its quick protocol and its re-timing,
     :func:`settle`) on an idle machine and again while two processes keep both cores busy at
-    the workers' niceness, registered as the run's trials are (search.quiet.Workers), so that
+    the workers' niceness, registered as the run's trials are (search.latency.quiet.Workers), so that
     settle's re-timings pause them as they pause a search's training. With the limit in the
     widest gap between the idle latencies, every verdict is the same.
     (Each network is exported once; the protocol, not the export, is under test.)"""
     import torch
 
-    from search.onnxrt import export_onnx, ort_session
-    from search.pipeline import build_candidate, input_shape
-    from search.quiet import Workers
+    from search.latency.onnxrt import export_onnx, ort_session
+    from search.latency.quiet import Workers
+    from search.trial.pipeline import build_candidate, input_shape
 
     space = _space()
     study = _study(tmp_path)
@@ -383,7 +383,7 @@ def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
                 for s, shape in sessions]
 
     def place_limit() -> tuple[list[float], float]:
-        """The lowest of three idle timings, seconds apart (see search.screen), and a limit in
+        """The lowest of three idle timings, seconds apart (see search.latency.screen), and a limit in
         the widest gap between them."""
         idle = [once(s, shape).latency_ms for s, shape in sessions]
         for _ in range(2):
@@ -408,7 +408,7 @@ def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
             break
     assert quiet == [x <= limit for x in idle], ("idle", idle, limit)
     for _ in range(ATTEMPTS):
-        # two processes at the niceness Ray workers train at (search.runner.WORKER_NICE)
+        # two processes at the niceness Ray workers train at (search.run.runner.WORKER_NICE)
         hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.nice({WORKER_NICE})\nwhile True: pass"])
                 for _ in range(2)]
         try:
@@ -432,8 +432,8 @@ def test_points_of_the_default_space_build_and_export_at_32px():
     """spaces/paper.yaml at 32x32: random points build, run and export to ONNX."""
     import torch
 
-    from search.onnxrt import export_onnx
-    from search.pipeline import build_candidate, input_shape
+    from search.latency.onnxrt import export_onnx
+    from search.trial.pipeline import build_candidate, input_shape
 
     space = load_space(PAPER)
     study = optuna.create_study(directions=space.directions, sampler=optuna.samplers.RandomSampler(seed=7))
@@ -446,8 +446,8 @@ def test_points_of_the_default_space_build_and_export_at_32px():
 
 
 def test_presets_a_space_cannot_express_are_trained_as_fixed_networks(tmp_path, monkeypatch):
-    monkeypatch.setattr("search.screen.measure", _fake_measure)
-    monkeypatch.setattr("search.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.screen.measure", _fake_measure)
+    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
     space = load_space(PAPER, overrides={("study",): "fixed"})
     study, _, searcher = _searcher(tmp_path, space, Limits())
     assert runs.enqueue_presets(study, space, f"sqlite:///{tmp_path}/s.db") == len(PRESETS)

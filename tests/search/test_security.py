@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from search.references import read_state_dict
+from search.run.references import read_state_dict
 from search.space import SpaceError, load_space
 from tests.search.infra_helpers import REPO
 

@@ -11,16 +11,16 @@ import optuna
 import pytest
 
 from castmodels import ArchSpec
-from search import runs
-from search import study as studylib
-from search.confirm import new_seeds
 from search.data import DataConfig, load_dataset
-from search.pipeline import run_candidate
-from search.recipe import TrainRecipe
-from search.record import Limits, TrialRecord
-from search.runner import StudySearcher
-from search.screen import Screen
+from search.latency.screen import Screen
+from search.run import runs
+from search.run.confirm import new_seeds
+from search.run.runner import StudySearcher
 from search.space import SpaceError, space_from_dict
+from search.study import storage as studylib
+from search.study.record import Limits, TrialRecord
+from search.training.recipe import TrainRecipe
+from search.trial.pipeline import run_candidate
 
 ARCH = ArchSpec.from_code("C8 C16s2 A")
 SPACE = {
@@ -141,10 +141,10 @@ def test_the_further_seeds_stop_once_the_mean_so_far_would_not_join(data, one_th
 
 
 def test_only_a_first_training_that_joins_the_front_is_retrained():
-    from search.measure import Measurement
-    from search.pipeline import TrialOutcome
-    from search.runner import joins_front
-    from search.train import EvalResult
+    from search.latency.measure import Measurement
+    from search.run.runner import joins_front
+    from search.training.train import EvalResult
+    from search.trial.pipeline import TrialOutcome
 
     def outcome(accuracy: float, latency: float, params: int) -> TrialOutcome:
         m = Measurement(params=params, macs=0, latency_ms=latency, latency_iqr_ms=0.0,

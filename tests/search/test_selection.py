@@ -18,16 +18,16 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from search import runs
-from search import study as studylib
 from search.cli import main
 from search.data import DataConfig, Dataset, load_dataset
-from search.measure import LatencyResult, Measurement, count_macs, count_params
-from search.pipeline import run_candidate
-from search.record import METRICS, TrialRecord, majority_score
-from search.runner import StudySearcher
-from search.screen import Screen
+from search.latency.measure import LatencyResult, Measurement, count_macs, count_params
+from search.latency.screen import Screen
+from search.run import runs
+from search.run.runner import StudySearcher
 from search.space import Candidate, SearchSpace, SpaceError, space_from_dict
+from search.study import storage as studylib
+from search.study.record import METRICS, TrialRecord, majority_score
+from search.trial.pipeline import run_candidate
 
 TRIALS = 6
 
@@ -62,7 +62,7 @@ SPACE = {
 
 def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, runtime="onnxruntime",
                   onnx=None) -> Measurement:
-    """A deterministic stand-in for search.measure.measure: latency from the parameter count,
+    """A deterministic stand-in for search.latency.measure.measure: latency from the parameter count,
     so timing noise cannot change NSGA-II's picks between two runs."""
     params = count_params(model)
     latency_ms = 0.01 + params / 10_000
@@ -73,7 +73,7 @@ def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, run
 
 def _fake_time_single(model, input_shape, threads=1, quick=False, runtime="onnxruntime", onnx=None,
                       spread=3) -> LatencyResult:
-    """The driver's re-check of a trained network (search.screen.Screen.recheck), as deterministic."""
+    """The driver's re-check of a trained network (search.latency.screen.Screen.recheck), as deterministic."""
     ms = 0.01 + count_params(model) / 10_000
     return LatencyResult(median_ms=ms, iqr_ms=0.0, q1_ms=ms, q3_ms=ms, runs=5, batch_size=1, threads=threads,
                          cpu_median_ms=ms, spread_ms=[ms] * spread)
@@ -125,8 +125,8 @@ def test_the_sampler_listens_to_the_told_values(tmp_path, monkeypatch):
     """The guard for the next test: under this space and seed, and its deterministic timings,
     telling other values changes what NSGA-II samples next (so equal picks there are not equal
     by construction)."""
-    monkeypatch.setattr("search.screen.measure", _fake_measure)
-    monkeypatch.setattr("search.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.screen.measure", _fake_measure)
+    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
     space = space_from_dict(SPACE)
 
     def picks(name: str, accuracy_of) -> list[dict]:
@@ -142,9 +142,9 @@ def test_the_sampler_listens_to_the_told_values(tmp_path, monkeypatch):
 
 
 def test_permuting_the_test_labels_changes_no_choice(tmp_path, data, monkeypatch, one_thread):
-    monkeypatch.setattr("search.screen.measure", _fake_measure)
-    monkeypatch.setattr("search.screen.export_for_timing", lambda model, shape: None)
-    monkeypatch.setattr("search.screen.time_single", _fake_time_single)
+    monkeypatch.setattr("search.latency.screen.measure", _fake_measure)
+    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.screen.time_single", _fake_time_single)
     space = space_from_dict(SPACE)
     original = _search(tmp_path, "original", space, data).trials
     permuted = _search(tmp_path, "permuted", space, _with_shuffled_test_labels(data)).trials

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from castmodels import PRESETS, ArchSpec
-from search.recipe import TrainRecipe
 from search.space import (
     Candidate,
     GrowingArchitecture,
@@ -31,6 +30,7 @@ from search.space import (
     space_from_dict,
     suggest,
 )
+from search.training.recipe import TrainRecipe
 
 PAPER = Path(__file__).resolve().parents[2] / "spaces" / "paper.yaml"
 # paper.yaml with its architecture in the per-block form, which expresses all six presets

@@ -2,8 +2,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import study as studylib
-from search.record import CONSTRAINT_NAMES, Limits
+from search.study import storage as studylib
+from search.study.record import CONSTRAINT_NAMES, Limits
 
 
 def _study(tmp_path, name="s"):

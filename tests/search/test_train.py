@@ -1,4 +1,4 @@
-"""search.train, search.recipe, search.augment: recipe, composer training, enhancements,
+"""search.training.train, search.training.recipe, search.training.augment: recipe, composer training, enhancements,
 augmentations, evaluation."""
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ from composer.algorithms.blurpool import BlurConv2d, BlurMaxPool2d
 from composer.algorithms.squeeze_excite import SqueezeExcite2d
 from torch import nn
 
-from search.augment import AUGMENTATION_FUNCTIONS
-from search.recipe import AUGMENTATIONS, ENHANCEMENTS, OPTIMIZERS, TrainRecipe
-from search.train import ALGORITHMS, OPTIMIZER_FACTORIES, SURGERY, evaluate, prepare_model, train
+from search.training.augment import AUGMENTATION_FUNCTIONS
+from search.training.recipe import AUGMENTATIONS, ENHANCEMENTS, OPTIMIZERS, TrainRecipe
+from search.training.train import (
+    ALGORITHMS,
+    OPTIMIZER_FACTORIES,
+    SURGERY,
+    evaluate,
+    prepare_model,
+    train,
+)
 
 CLASSES = ["horizontal", "vertical", "checker", "plain"]
 SIDE = 16
@@ -121,7 +128,7 @@ def test_registries_cover_the_public_names():
 
 
 def test_recipe_names_match_the_registries():
-    """search.recipe lists the names without torch; the registries hold the code for each.
+    """search.training.recipe lists the names without torch; the registries hold the code for each.
     The order matters too: a decoded candidate lists its enhancements and augmentations
     in the order of these names."""
     assert set(AUGMENTATIONS) == set(AUGMENTATION_FUNCTIONS)
@@ -152,7 +159,7 @@ def test_train_learns_reports_each_epoch_and_writes_nothing(tmp_path, monkeypatc
 def test_channels_last_training_learns_what_the_default_layout_learns(monkeypatch):
     """On CPU the network trains in channels-last layout and comes back in the default one;
     the layout changes the arithmetic's order, not what the network learns."""
-    import search.train as train_module
+    import search.training.train as train_module
 
     data, recorder = _data(), Recorder()
     recipe = _recipe(epochs=2, enhancements=("squeeze_excite",))
@@ -362,7 +369,7 @@ def test_onecycle_warms_up_linearly_then_decays_linearly_to_zero():
     lrs = _lrs(optimizer="adamw", lr=4e-3, schedule="onecycle", warmup=0.25)
     assert len(lrs) == 16
     # warm-up over 4 of 16 steps from 0 to the peak, then linear decay to 0 at step 16;
-    # composer applies each step's value one step late (see search.train.SCHEDULERS)
+    # composer applies each step's value one step late (see search.training.train.SCHEDULERS)
     schedule = [4e-3 * i / 4 for i in range(4)] + [4e-3 * (1 - (i - 4) / 12) for i in range(4, 16)]
     assert lrs == pytest.approx([schedule[max(i - 1, 0)] for i in range(16)])
     assert max(lrs) == pytest.approx(4e-3) and lrs[0] == 0.0 and lrs[-1] == pytest.approx(4e-3 * 2 / 12)
@@ -402,7 +409,7 @@ def test_named_recipes():
 
 
 def test_class_weights_are_inverse_frequency_averaging_one():
-    from search.train import class_weights
+    from search.training.train import class_weights
 
     y = torch.tensor([0] * 6 + [1] * 2 + [2] * 0 + [3] * 4)
     w = class_weights(y, 4)
@@ -434,7 +441,7 @@ def test_weighted_loss_weights_the_rare_class_up():
     recipe = _recipe(class_balance="weighted_loss")
     model = train(_net(), data, recipe, callbacks=[recorder]).model
     assert recorder.labels  # it trained; the loss itself is checked through the weights above
-    from search.train import class_weights
+    from search.training.train import class_weights
 
     weights = class_weights(data.train_y, len(CLASSES))
     assert weights[0] > 3 * weights[1:].max()

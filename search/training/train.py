@@ -13,7 +13,7 @@ Recipe names map to code through registries:
 - ``ALGORITHMS``: training-time composer algorithms (``swa``, ``label_smoothing``,
   ``mixup``, ``cutout``), one factory per name taking the recipe.
 - ``OPTIMIZER_FACTORIES``: the torch optimizer for each optimizer name.
-- ``AUGMENTATION_FUNCTIONS`` (:mod:`search.augment`): the paper's baseline augmentations
+- ``AUGMENTATION_FUNCTIONS`` (:mod:`search.training.augment`): the paper's baseline augmentations
   as per-sample random, vectorised transforms of float batches, applied to training
   batches only.
 
@@ -44,8 +44,8 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
-from search.augment import AUGMENTATION_FUNCTIONS
-from search.recipe import TrainRecipe
+from search.training.augment import AUGMENTATION_FUNCTIONS
+from search.training.recipe import TrainRecipe
 
 log = logging.getLogger(__name__)
 

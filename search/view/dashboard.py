@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from search import study as studylib
+from search.study import storage as studylib
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 The name lists are what a recipe (and a search-space file) may name; the code for each
 name lives in registries that must list the same names in the same order:
-``ENHANCEMENTS`` is ``search.train.SURGERY`` then ``search.train.ALGORITHMS``,
-``AUGMENTATIONS`` is ``search.augment.AUGMENTATION_FUNCTIONS`` and ``OPTIMIZERS`` is
-``search.train.OPTIMIZER_FACTORIES`` (tests check this). Keeping them here lets
+``ENHANCEMENTS`` is ``search.training.train.SURGERY`` then ``search.training.train.ALGORITHMS``,
+``AUGMENTATIONS`` is ``search.training.augment.AUGMENTATION_FUNCTIONS`` and ``OPTIMIZERS`` is
+``search.training.train.OPTIMIZER_FACTORIES`` (tests check this). Keeping them here lets
 :mod:`search.space` validate a space file without importing torch.
 """
 

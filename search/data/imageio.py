@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from search.datarules import RESIZES
+from search.data.rules import RESIZES
 
 # What Pillow raises for a file that is not a readable image.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)

@@ -13,7 +13,7 @@ virtual machine the host slows every call for stretches of a second or two, so o
 can read up to 1.5x slow, and noise only ever slows a timing down
 (bench/latency_agreement.py, 36 networks: one timing against a quiet re-timing
 disagreed by more than 15% for 28% of them, the lowest of three for 8%, and the lowest of
-three taken twice minutes apart, as the search does (search.screen.Screen.recheck), for 3%).
+three taken twice minutes apart, as the search does (search.latency.screen.Screen.recheck), for 3%).
 
 Load cannot inflate a one-thread latency: each call's wall time and the CPU time of the
 calling thread (which runs the whole inference on one thread) are both taken. When the
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from search.record import DEFAULT_RUNTIME, RUNTIMES
+from search.study.record import DEFAULT_RUNTIME, RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Measurement:
     eager_latency_ms: float | None = None  # torch eager, one image, for comparison
     latency_timings_ms: list[float] | None = None  # each single-image timing, as the clock read it
     preempted: bool = False  # other work held the core while it was timed (the CPU-time medians were used)
-    # the machine's pace when each of latency_timings_ms was taken (search.screen.Pacer), None
+    # the machine's pace when each of latency_timings_ms was taken (search.latency.screen.Pacer), None
     # when unpaced: latency_ms is the lowest timing divided by its pace
     paces: list[float] | None = None
 
@@ -274,7 +274,7 @@ def _timing(quick: bool) -> tuple[dict, dict]:
 
 def _ort_timers(session, input_shape: tuple[int, int, int], batch_size: int, threads: int, quick: bool):
     """(time one image, time a batch of ``batch_size``) of an ONNX Runtime ``session``."""
-    from search.onnxrt import ort_call
+    from search.latency.onnxrt import ort_call
 
     timing, batch_timing = _timing(quick)
     single, batch = ort_call(session, input_shape, 1), ort_call(session, input_shape, batch_size)
@@ -292,7 +292,7 @@ def measure_ort(session, input_shape: tuple[int, int, int], batch_size: int = 50
 
 def export_for_timing(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
     """``model`` exported to ONNX as the latency protocol times it (:func:`measure`'s ``onnx``)."""
-    from search.onnxrt import export_onnx
+    from search.latency.onnxrt import export_onnx
 
     return export_onnx(model, torch.rand((2, *input_shape), generator=torch.Generator().manual_seed(0)))
 
@@ -306,7 +306,7 @@ def _timers(model: nn.Module, input_shape: tuple[int, int, int], threads: int, b
         timing, batch_timing = _timing(quick)
         return (lambda: measure_latency(model, input_shape, batch_size=1, threads=threads, **timing),
                 lambda: measure_latency(model, input_shape, batch_size=batch_size, threads=threads, **batch_timing))
-    from search.onnxrt import ort_session
+    from search.latency.onnxrt import ort_session
 
     session = ort_session(onnx if onnx is not None else export_for_timing(model, input_shape), threads)
     return _ort_timers(session, input_shape, batch_size, threads, quick)
@@ -318,7 +318,7 @@ def measure(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 
     the paper) of ``model`` on the CPU in ``runtime``, and its eager torch single-image latency.
     ``quick``: far fewer timed runs (tests); ``onnx``: the model already exported
     (:func:`export_for_timing`). A network ONNX cannot export raises
-    :class:`search.onnxrt.UnexportableNetwork` (with ``runtime="onnxruntime"``)."""
+    :class:`search.latency.onnxrt.UnexportableNetwork` (with ``runtime="onnxruntime"``)."""
     eager = None
     if runtime == "onnxruntime":  # eager torch too, for comparison; in torch it is the latency itself
         eager = measure_latency(model, input_shape, batch_size=1, threads=threads, **_timing(quick)[0])

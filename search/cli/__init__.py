@@ -44,7 +44,7 @@ def live_epoch_line(stream):
     if not stream.isatty():
         yield
         return
-    logger, handler = logging.getLogger("search.train"), _LiveLine(stream)
+    logger, handler = logging.getLogger("search.training.train"), _LiveLine(stream)
     logger.addHandler(handler)
     logger.propagate = False
     try:
@@ -95,7 +95,7 @@ def _fmt_int(n: int) -> str:
 def cmd_cache(args: argparse.Namespace) -> int:
     import datetime
 
-    from search import tensorcache  # torch-free
+    from search.data import cache as tensorcache  # torch-free
 
     folder = Path(args.dir).expanduser() if args.dir else tensorcache.default_cache_dir()
     if folder.exists() and not folder.is_dir():
@@ -135,7 +135,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from castmodels import PRESETS, build_model
-    from search.measure import count_macs, count_params
+    from search.latency.measure import count_macs, count_params
 
     rows = []
     for name, spec in PRESETS.items():
@@ -157,8 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from search.data import DataConfig, load_dataset
-    from search.pipeline import run_candidate
-    from search.recipe import TrainRecipe
+    from search.training.recipe import TrainRecipe
+    from search.trial.pipeline import run_candidate
 
     arch = _resolve_arch(args.arch)
     if args.threads:
@@ -261,7 +261,7 @@ def print_run_summary(summary) -> None:
 
 def _study_and_storage(args: argparse.Namespace) -> tuple[str, str]:
     """--study/--storage, defaulting to the only study database under studies/."""
-    from search.study import STUDIES_DIR, default_storage
+    from search.study.storage import STUDIES_DIR, default_storage
 
     if args.study:
         return args.study, args.storage or default_storage(args.study)
@@ -357,9 +357,9 @@ def load_sizes(space) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from search.runner import RunOptions, check_options, run_search
+    from search.run.runner import RunOptions, check_options, run_search
     from search.space import load_space
-    from search.study import default_storage, front_rows, load_existing_study, redact_url
+    from search.study.storage import default_storage, front_rows, load_existing_study, redact_url
 
     overrides = {
         ("data", "source"): args.data, ("study",): args.study, ("budget", "trials"): args.trials,
@@ -423,7 +423,7 @@ def print_dominated(rows: list[dict], references: list[dict]) -> None:
 
 
 def cmd_front(args: argparse.Namespace) -> int:
-    from search.study import add_dominated, front_rows, load_existing_study, reference_rows
+    from search.study.storage import add_dominated, front_rows, load_existing_study, reference_rows
 
     _quiet_optuna()
     name, storage = _study_and_storage(args)
@@ -461,9 +461,9 @@ def _print_baseline(result) -> None:
 def cmd_baselines(args: argparse.Namespace) -> int:
     from castmodels import get_baseline
     from search.data import load_dataset
-    from search.references import baseline_recipe, run_baselines, select_baselines
+    from search.run.references import baseline_recipe, run_baselines, select_baselines
     from search.space import load_space
-    from search.study import STUDIES_DIR, baselines_study_name, default_storage, redact_url
+    from search.study.storage import STUDIES_DIR, baselines_study_name, default_storage, redact_url
 
     overrides = {("data", "source"): args.data, ("study",): args.study}
     space = load_space(args.space, overrides={k: v for k, v in overrides.items() if v is not None})
@@ -500,8 +500,8 @@ def _print_confirmed_trial(record, summary: dict) -> None:
 
 def confirm(study_name: str, storage: str, seeds: int, workers: int | None, cache_dir: str | None,
             top: int | None = None) -> None:
-    from search.confirm import already_confirmed, confirm_study, trials_to_confirm
-    from search.study import load_existing_study
+    from search.run.confirm import already_confirmed, confirm_study, trials_to_confirm
+    from search.study.storage import load_existing_study
 
     if top is not None and top < 1:
         raise CLIError(f"--top must be at least 1, got {top}")
@@ -519,7 +519,7 @@ def confirm(study_name: str, storage: str, seeds: int, workers: int | None, cach
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from search.study import front_rows, load_existing_study
+    from search.study.storage import front_rows, load_existing_study
 
     _quiet_optuna()
     name, storage = _study_and_storage(args)
@@ -530,8 +530,8 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from search.dashboard import dashboard_server
-    from search.study import load_existing_study
+    from search.study.storage import load_existing_study
+    from search.view.dashboard import dashboard_server
 
     name, storage = _study_and_storage(args)
     load_existing_study(name, storage)
@@ -547,8 +547,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from search.report import write_report
-    from search.study import STUDIES_DIR, front_rows, load_existing_study, reference_rows
+    from search.study.storage import STUDIES_DIR, front_rows, load_existing_study, reference_rows
+    from search.view.report import write_report
 
     name, storage = _study_and_storage(args)
     study = load_existing_study(name, storage)
@@ -560,8 +560,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from search.export import TOLERANCE, export_trial
-    from search.study import STUDIES_DIR, load_existing_study
+    from search.deploy.export import TOLERANCE, export_trial
+    from search.study.storage import STUDIES_DIR, load_existing_study
 
     name, storage = _study_and_storage(args)
     study = load_existing_study(name, storage)
@@ -581,8 +581,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Exit statuses: see :mod:`search.predict`."""
-    from search import predict  # onnxruntime, Pillow, numpy: no torch
+    """Exit statuses: see :mod:`search.deploy.predict`."""
+    from search.deploy import predict  # onnxruntime, Pillow, numpy: no torch
 
     predictor = predict.Predictor(args.model_dir)
     unreadable: list = []
@@ -634,8 +634,8 @@ def _channels(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from search.datarules import AUTO, CHANNELS  # torch-free
-    from search.recipe import CLASS_BALANCES, OPTIMIZERS, RECIPES, SCHEDULES  # torch-free
+    from search.data.rules import AUTO, CHANNELS  # torch-free
+    from search.training.recipe import CLASS_BALANCES, OPTIMIZERS, RECIPES, SCHEDULES  # torch-free
 
     p = argparse.ArgumentParser(prog="castsearch", description=(
         "Search for small, fast image classifiers for surface-defect inspection."))

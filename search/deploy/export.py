@@ -12,9 +12,9 @@
 
 Both exports must reproduce PyTorch's logits on sample inputs within :data:`TOLERANCE`.
 The ONNX model is re-timed with ONNX Runtime on one thread with the protocol of
-:func:`search.measure.measure_latency` (warm-up, then median and IQR of many runs, one
+:func:`search.latency.measure.measure_latency` (warm-up, then median and IQR of many runs, one
 image and a batch of 50); the result goes into the card and into the study as the user
-attr ``onnx:<trial number>`` (:func:`search.study.exported`).
+attr ``onnx:<trial number>`` (:func:`search.study.storage.exported`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,9 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from search import study as studylib
 from search.data import Dataset, load_dataset
-from search.measure import library_versions, machine_fingerprint, measure_ort
-from search.onnxrt import (
+from search.latency.measure import library_versions, machine_fingerprint, measure_ort
+from search.latency.onnxrt import (
     INPUT_NAME,
     OUTPUT_NAME,
     UnexportableNetwork,
@@ -46,7 +45,8 @@ from search.onnxrt import (
     ort_session,
     runtime_version,
 )
-from search.record import TrialRecord
+from search.study import storage as studylib
+from search.study.record import TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ FORMATS = ("onnx", "torchscript")
 QUANTIZATIONS = ("int8",)
 TOLERANCE = 1e-4  # max |exported - PyTorch| over the logits of the check inputs
 CHECK_BATCH = 8  # check inputs: this many random images, and the first one alone
-BATCH_SIZE = 50  # batch latency, as in search.measure.measure
+BATCH_SIZE = 50  # batch latency, as in search.latency.measure.measure
 CALIBRATION_IMAGES = 256  # training images int8 calibration sees
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 EVAL_BATCH = 256
@@ -158,7 +158,7 @@ def _checked(fmt: str, diff: float) -> float:
 
 def time_model(path: Path, shape: tuple[int, int, int]) -> dict:
     """Single-image and batch-of-50 ONNX Runtime latency on one thread, keyed like the study's
-    re-timings (castsearch's protocol, :func:`search.measure.measure_ort`)."""
+    re-timings (castsearch's protocol, :func:`search.latency.measure.measure_ort`)."""
     single, batch = measure_ort(ort_session(path), shape, BATCH_SIZE, threads=1)
     return {"latency_ms": single.median_ms, "latency_iqr_ms": single.iqr_ms,
             "batch_latency_ms": batch.median_ms, "batch_latency_iqr_ms": batch.iqr_ms,
@@ -296,13 +296,13 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
     versions = record.versions or {}
     runtime = f"{record.runtime} {versions.get(record.runtime, '?')}"
     quiet = studylib.retimed(study, record.number)
-    if quiet is not None:  # the run's quiet re-timing: search.measure.measure, batch of 50
+    if quiet is not None:  # the run's quiet re-timing: search.latency.measure.measure, batch of 50
         quiet = {"batch_size": BATCH_SIZE, **quiet, "runtime": runtime}
     search_latency = {"latency_ms": record.latency_ms, "latency_iqr_ms": record.latency_iqr_ms,
                       "batch_latency_ms": record.batch_latency_ms, "batch_size": record.batch_size,
                       "threads": record.threads, "runtime": runtime,
                       "eager_torch_latency_ms": record.eager_latency_ms,
-                      "paces": record.latency_paces}  # search.screen.Pacer: each timing over its pace
+                      "paces": record.latency_paces}  # search.latency.screen.Pacer: each timing over its pace
     return {
         "study": study.study_name,
         "trial": record.number,
@@ -316,9 +316,9 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
             "channels": ident["channels"],
             "colour": "grey" if ident["channels"] == 1 else "RGB",
             "channels_chosen": _channels_chosen(ident),
-            "square": ident.get("resize", "squash"),  # squash, pad or center-crop: search.imageio.decode
+            "square": ident.get("resize", "squash"),  # squash, pad or center-crop: search.data.imageio.decode
             "resize": f"made square by {ident.get('resize', 'squash')}, then Pillow bilinear, antialiased, to "
-                      f"image_size x image_size (search.imageio.decode_image)",
+                      f"image_size x image_size (search.data.imageio.decode_image)",
             "normalisation": ident["normalisation"],
             "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32"},
             "output": {"name": OUTPUT_NAME, "meaning": "logits; softmax gives class probabilities"},

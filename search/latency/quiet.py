@@ -1,7 +1,7 @@
 """Quiet slots: the trials training on the driver's machine are paused while the driver
 re-times a latency it is about to rule on.
 
-Niceness and the CPU-time fallback (search.measure) keep a worker from taking the timed
+Niceness and the CPU-time fallback (search.latency.measure) keep a worker from taking the timed
 core, but not from slowing it: on a virtual machine the two vCPUs may share one physical
 core or its cache and clock, and a worker training on the other vCPU slows every call of
 a 20-50 us network by 1.3x or more, in CPU time as much as in wall time. Only a core with
@@ -10,7 +10,7 @@ trial registers its process in the run's artifacts (``<artifacts>/workers/<host>
 holding the process's start time, so that a stale file never names a reused pid), and the
 driver stops those processes (SIGSTOP) for the length of a re-timing and continues them
 (SIGCONT) after it: a few seconds per borderline verdict and per trained network
-(search.screen). Processes on other machines of a cluster are not touched: they do not
+(search.latency.screen). Processes on other machines of a cluster are not touched: they do not
 share the driver's CPU. Where ``/proc`` is missing (not Linux), nothing is paused.
 """
 

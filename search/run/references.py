@@ -1,9 +1,9 @@
 """``castsearch baselines``: train the reference networks and store them as reference points.
 
 Each baseline network (``castmodels.baselines``) goes through the search's own pipeline,
-:func:`search.pipeline.run_model` (measured with the same harness, trained with the same
+:func:`search.trial.pipeline.run_model` (measured with the same harness, trained with the same
 recipe machinery, evaluated on the same test split, saved), and is told to the study
-``<study>-baselines`` in the same database with :func:`search.study.tell_outcome`, so it
+``<study>-baselines`` in the same database with :func:`search.study.storage.tell_outcome`, so it
 has the same objectives and trial record as a search trial, plus ``baseline`` (its name),
 ``pretrained`` and ``pretrained_from``. The search's sampler never sees these trials.
 
@@ -30,11 +30,11 @@ from urllib.parse import urlparse
 import torch
 
 from castmodels.baselines import BASELINES, build_baseline, get_baseline
-from search import study as studylib
-from search.pipeline import TrialOutcome, run_model
-from search.recipe import TrainRecipe
-from search.record import DEFAULT_METRIC, DEFAULT_RUNTIME, TrialRecord
 from search.space import Fixed, SearchSpace
+from search.study import storage as studylib
+from search.study.record import DEFAULT_METRIC, DEFAULT_RUNTIME, TrialRecord
+from search.training.recipe import TrainRecipe
+from search.trial.pipeline import TrialOutcome, run_model
 
 log = logging.getLogger(__name__)
 

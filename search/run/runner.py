@@ -5,11 +5,11 @@ searcher) asks the Optuna study for each new trial, decodes it into a candidate 
 hands it to Tune; Tune runs the trial on a worker (one CPU, one torch thread) under a
 successive-halving scheduler (:class:`ParetoRungs`); when Tune reports the trial's end the
 searcher tells the study: COMPLETE with (accuracy, latency_ms, params), the latency the lower of
-the screen's and a re-check taken as the trial ends (:meth:`search.screen.Screen.recheck`),
+the screen's and a re-check taken as the trial ends (:meth:`search.latency.screen.Screen.recheck`),
 PRUNED when the scheduler stopped it early (never with partial values), FAIL with the error when it raised or its worker
 died. Run records, recovery of a killed run, the presets and the front's re-timing are
-:mod:`search.runs`; this module holds the Ray glue only. Each trial registers its process in
-``<artifacts>/workers`` (:mod:`search.quiet`), so that the driver can pause this machine's
+:mod:`search.run.runs`; this module holds the Ray glue only. Each trial registers its process in
+``<artifacts>/workers`` (:mod:`search.latency.quiet`), so that the driver can pause this machine's
 training while it re-times a latency verdict.
 
 Two test hooks are read from the workers' environment, by :func:`_test_hooks` alone:
@@ -47,12 +47,11 @@ from ray.tune.schedulers.trial_scheduler import TrialScheduler
 from ray.tune.search import Searcher
 
 from castmodels import ArchSpec
-from search import study as studylib
-from search.datarules import AUTO
-from search.measure import Measurement
-from search.quiet import Workers
-from search.record import Limits, TrialRecord
-from search.runs import (
+from search.data.rules import AUTO
+from search.latency.measure import Measurement
+from search.latency.quiet import Workers
+from search.latency.screen import Screen, Verdict, resolve_limits
+from search.run.runs import (
     RunOutcome,
     RunRecord,
     begin,
@@ -62,8 +61,9 @@ from search.runs import (
     retime_front,
     run_outcome,
 )
-from search.screen import Screen, Verdict, resolve_limits
 from search.space import Candidate, InvalidCandidate, SearchSpace, suggest
+from search.study import storage as studylib
+from search.study.record import Limits, TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class StudySearcher(Searcher):
         return True
 
     def _screen(self, ot: optuna.Trial, cand: Candidate) -> Verdict:
-        """Check ``cand`` against the limits before it is dispatched (:mod:`search.screen`).
+        """Check ``cand`` against the limits before it is dispatched (:mod:`search.latency.screen`).
 
         An infeasible candidate is told to the study at once: COMPLETE with its constraint
         values, so the sampler learns to avoid the region, accuracy 0 (never trained) and
@@ -327,19 +327,19 @@ def _test_hooks(number: int) -> None:
 
 
 WORKER_NICE = 10  # the niceness a trial trains at
-WORKERS_DIR = "workers"  # under the run's artifacts: this machine's training processes (search.quiet)
+WORKERS_DIR = "workers"  # under the run's artifacts: this machine's training processes (search.latency.quiet)
 
 
 def _trial(config: dict, datasets: dict | None = None) -> None:
     import torch
 
-    from search.pipeline import preview, run_candidate
+    from search.trial.pipeline import preview, run_candidate
 
     torch.set_num_threads(int(os.environ.get("CASTSEARCH_TRIAL_THREADS", "1")))
-    # training yields the core to the driver's latency timings (search.screen): a timing that
+    # training yields the core to the driver's latency timings (search.latency.screen): a timing that
     # shares its core with a worker of equal priority runs on caches the worker keeps evicting
     os.setpriority(os.PRIO_PROCESS, 0, max(WORKER_NICE, os.getpriority(os.PRIO_PROCESS, 0)))
-    # ... and is paused while the driver re-times a verdict (search.quiet)
+    # ... and is paused while the driver re-times a verdict (search.latency.quiet)
     workers = Workers(config["workers_dir"])
     workers.register()
     node_id = ray.get_runtime_context().get_node_id()
@@ -427,7 +427,7 @@ class ParetoRungs(FIFOScheduler):
     but never stopped.
 
     With ``preview`` there is one rung, at ``grace`` epochs, and it reads only the score each
-    trial reports at the end of its preview (:func:`search.pipeline.preview`: the schedule
+    trial reports at the end of its preview (:func:`search.trial.pipeline.preview`: the schedule
     compressed to ``grace`` epochs) before its full training; the scores of that training's
     epochs are not judged."""
 
@@ -602,7 +602,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
                                           verbose=0, log_to_file=True),
             )
             tuner.fit()
-            log.info("training paused for %d re-timings, %.1f s in all (search.quiet)", workers.slots,
+            log.info("training paused for %d re-timings, %.1f s in all (search.latency.quiet)", workers.slots,
                      workers.paused_s)
     finally:
         searcher.fail_leftovers("stopped before it finished (time budget or interrupt)")

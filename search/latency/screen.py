@@ -2,8 +2,8 @@
 latency, against the space's limits.
 
 Parameters are exact from the spec. Latency is measured once per distinct network on the
-machine the driver runs on, in the space's runtime, with :func:`search.measure.measure`'s
-load-robust protocol (Ray workers train niced, search.runner.WORKER_NICE, and a timing
+machine the driver runs on, in the space's runtime, with :func:`search.latency.measure.measure`'s
+load-robust protocol (Ray workers train niced, search.run.runner.WORKER_NICE, and a timing
 that waited for the CPU falls back to CPU time), and cached in the study as a user attr
 ``latency:<key>``: the key is a hash of the network as built (spec, model surgery, input
 shape, classes), the runtime and the machine (CPU model, cores, torch and ONNX Runtime
@@ -14,7 +14,7 @@ timing can see: on a virtual machine the host's own load slows every call by 10%
 for stretches of a second or two while the guest is idle (bench/timing_noise.py), and now
 and then for tens of seconds (bench/latency_agreement.py). So the lowest timing is the
 truest. A measurement's single-image latency is already the lowest of three timings over a
-second or two (:func:`search.measure.measure`); :func:`settle` takes the measurement again,
+second or two (:func:`search.latency.measure.measure`); :func:`settle` takes the measurement again,
 seconds apart, when it was preempted or would rule the network out by less than
 :data:`RECHECK` times the limit, keeping the lowest: a verdict of "too slow" stands only
 when timings in separate stretches all say so. A network that trains is timed once more
@@ -23,7 +23,7 @@ timings is its latency objective.
 Load on the machine is the search's own: the trials training beside the driver. A worker
 on the other core slows a timing even at its niceness (it shares the core's cache and
 clock), so settle's timings taken again, and the re-check, run in a quiet slot: the
-machine's trials are paused for their length (:mod:`search.quiet`). A verdict of "too
+machine's trials are paused for their length (:mod:`search.latency.quiet`). A verdict of "too
 slow" that load could have caused is thus always taken again with no training running.
 
 A latency limit may be written relative to one of the paper's networks measured the same
@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import optuna
 
 from castmodels import PRESETS, ArchSpec
-from search.measure import (
+from search.latency.measure import (
     SPREAD,
     LatencyResult,
     Measurement,
@@ -68,8 +68,8 @@ from search.measure import (
     measure,
     time_single,
 )
-from search.recipe import TrainRecipe
-from search.record import Limits, RelativeLimit
+from search.study.record import Limits, RelativeLimit
+from search.training.recipe import TrainRecipe
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def settle(measure_once: Callable[[], Measurement], limit: float | None,
     again: noise can only slow it, so it cannot have made the network feasible. Each timing
     taken again is ``time_again()`` (the single-image timing alone, :func:`time_single`; without
     it, a whole ``measure_once()``) and runs inside ``quiet()``
-    (:meth:`search.quiet.Workers.paused`: no training on the machine while it runs), followed
+    (:meth:`search.latency.quiet.Workers.paused`: no training on the machine while it runs), followed
     there by ``pace()``, the machine's pace it is divided by (:class:`Pacer`; ``measure_once``
     paces its own)."""
     m = measure_once()
@@ -127,7 +127,7 @@ def settle(measure_once: Callable[[], Measurement], limit: float | None,
 class Pacer:
     """The machine's pace: a latency limit's reference network (``relative_to``) timed once
     more, over its latency when the limit was set (``base_ms``). A slot of timings ends with
-    :meth:`pace`, and its timings are divided by it (:meth:`search.measure.Measurement.paced`).
+    :meth:`pace`, and its timings are divided by it (:meth:`search.latency.measure.Measurement.paced`).
 
     One timing of the reference adds 0.75 s to a slot (0.1 s under the quick protocol). On the
     idle host over twelve minutes (bench/paced_latency.py, BENCHMARKS.md "Paced latency"), a
@@ -144,7 +144,7 @@ class Pacer:
               quick: bool = False) -> Pacer:
         """The pacer of ``relative_to`` built as the limit's reference was (``recipe``: its
         image size and channels)."""
-        from search.pipeline import build_candidate, input_shape
+        from search.trial.pipeline import build_candidate, input_shape
 
         model, shape = build_candidate(PRESETS[relative_to], recipe, num_classes), input_shape(recipe)
         onnx = export_for_timing(model, shape) if runtime == "onnxruntime" else None
@@ -182,7 +182,7 @@ class Verdict:
 
 
 def _surgery(recipe: TrainRecipe) -> list[str]:
-    from search.train import SURGERY
+    from search.training.train import SURGERY
 
     return sorted(name for name in recipe.enhancements if name in SURGERY)
 
@@ -221,14 +221,14 @@ class Screen:
     def __init__(self, study: optuna.Study, runtime: str, num_classes: int, quick: bool = False,
                  quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         self.study, self.runtime, self.num_classes, self.quick = study, runtime, num_classes, quick
-        self.quiet = quiet  # pauses this machine's training while a verdict is re-timed (search.quiet)
+        self.quiet = quiet  # pauses this machine's training while a verdict is re-timed (search.latency.quiet)
         self.timed = 0  # measurements taken (cache misses), for tests and the summary
         self.rechecked = 0  # re-checks taken (Screen.recheck)
         self._exported: dict[str, bytes] = {}  # cache key -> ONNX model, for the re-check
         self.pacers: dict[int, Pacer] = {}  # by image size: a relative limit's reference (resolve_limits)
 
     def _build(self, arch: ArchSpec, recipe: TrainRecipe):
-        from search.pipeline import build_candidate
+        from search.trial.pipeline import build_candidate
 
         with warnings.catch_warnings():  # composer notes surgery that changed nothing; the worker says it
             warnings.simplefilter("ignore")
@@ -254,7 +254,7 @@ class Screen:
         cached = self.study.user_attrs.get(key)
         if cached is not None:
             return Measurement(**cached["measurement"]), True
-        from search.pipeline import input_shape
+        from search.trial.pipeline import input_shape
 
         model = model if model is not None else self._build(arch, recipe)
         shape = input_shape(recipe)
@@ -283,12 +283,12 @@ class Screen:
 
     def recheck(self, arch: ArchSpec, recipe: TrainRecipe) -> Measurement:
         """The cached measurement of ``arch`` with its single-image latency timed again now
-        (:func:`search.measure.time_single`) and the lowest of all its timings kept, in the
+        (:func:`search.latency.measure.time_single`) and the lowest of all its timings kept, in the
         cache too; once per architecture. The screen's timings span a second or two, and the
         host's slow stretches can last tens of seconds (bench/latency_agreement.py), so the
         driver re-checks a network when it has trained, minutes after it was screened, in a
         quiet slot (``quiet``)."""
-        from search.pipeline import input_shape
+        from search.trial.pipeline import input_shape
 
         key = self._key(arch, recipe)
         entry = self.study.user_attrs.get(key)

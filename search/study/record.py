@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from castmodels import ArchSpec
     from search.data import DataConfig
-    from search.recipe import TrainRecipe
+    from search.training.recipe import TrainRecipe
 
 __all__ = ["CONSTRAINT_NAMES", "DEFAULT_METRIC", "DEFAULT_RUNTIME", "DIRECTIONS", "METRICS", "OBJECTIVES",
            "RUNTIMES", "Limits", "TrialRecord", "majority_score", "read_weights"]
@@ -35,13 +35,13 @@ __all__ = ["CONSTRAINT_NAMES", "DEFAULT_METRIC", "DEFAULT_RUNTIME", "DIRECTIONS"
 OBJECTIVES = ("accuracy", "latency_ms", "params")
 DIRECTIONS = ("maximize", "minimize", "minimize")
 CONSTRAINT_NAMES = ("max_latency_ms", "max_params", "min_accuracy")
-# What the ``accuracy`` objective measures, always on the validation split (search.train.EvalResult
+# What the ``accuracy`` objective measures, always on the validation split (search.training.train.EvalResult
 # fields). Balanced accuracy (mean per-class recall) by default: a missed rare defect costs more
 # than a mis-sorted common one, and always answering the majority class scores 1 / classes.
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
 DEFAULT_METRIC = "balanced_accuracy"
 # What the latency objective is timed in: the network exported to ONNX and run by ONNX Runtime
-# (what castsearch export ships; default), or torch eager (search.measure).
+# (what castsearch export ships; default), or torch eager (search.latency.measure).
 RUNTIMES = ("onnxruntime", "torch")
 DEFAULT_RUNTIME = "onnxruntime"
 
@@ -76,7 +76,7 @@ class Limits:
 @dataclass(frozen=True)
 class RelativeLimit:
     """``max_latency_ms`` written as ``factor`` times a paper network's latency on the machine
-    that runs the search (resolved by :func:`search.screen.resolve_limits`)."""
+    that runs the search (resolved by :func:`search.latency.screen.resolve_limits`)."""
 
     relative_to: str  # a castmodels preset
     factor: float = 1.0
@@ -115,7 +115,7 @@ class TrialRecord:
     threads: int | None = None
     latency_preempted: bool | None = None  # other work held the core while it was timed (CPU time used)
     latency_timings_ms: list[float] | None = None  # each single-image timing, as the clock read it
-    latency_paces: list[float] | None = None  # the machine's pace at each (search.screen.Pacer); the
+    latency_paces: list[float] | None = None  # the machine's pace at each (search.latency.screen.Pacer); the
     # objective is the lowest timing divided by its pace (each 1 when unpaced: the lowest timing)
     infeasible: bool | None = None  # broke an architecture limit: measured, never trained
     screened: str | None = None  # why the driver judged it infeasible before dispatch (never reached a worker)
@@ -131,7 +131,7 @@ class TrialRecord:
     confusion: list[list[int]] | None = None  # test split
     val_accuracy: list[float] | None = None  # the objective's validation value after each epoch
     # objectives.accuracy.seeds > 1: each training's seed, validation value of the metric, test
-    # accuracy and test worst-class recall (search.pipeline.seed_run); the objective is their mean
+    # accuracy and test worst-class recall (search.trial.pipeline.seed_run); the objective is their mean
     seed_runs: list[dict] | None = None
     epochs_run: int | None = None
     train_seconds: float | None = None
@@ -186,7 +186,7 @@ class TrialRecord:
 
     def add_outcome(self, outcome: dict) -> None:
         """Fill the measured and trained fields from a pipeline outcome as JSON
-        (:meth:`search.pipeline.TrialOutcome.to_dict` plus ``data``, ``machine``, ``versions``)."""
+        (:meth:`search.trial.pipeline.TrialOutcome.to_dict` plus ``data``, ``machine``, ``versions``)."""
         ev, val = outcome["evaluation"], outcome["validation"]
         self.add_measurement(outcome["measurement"])
         self.data, self.machine, self.versions = outcome["data"], outcome["machine"], outcome["versions"]
@@ -202,7 +202,7 @@ class TrialRecord:
         self.seed_runs = outcome.get("seed_runs") or None
 
     def add_measurement(self, m: dict) -> None:
-        """Fill the measured fields from :meth:`search.measure.Measurement.to_dict`."""
+        """Fill the measured fields from :meth:`search.latency.measure.Measurement.to_dict`."""
         self.macs, self.latency_iqr_ms = m["macs"], m["latency_iqr_ms"]
         self.batch_latency_ms, self.batch_size, self.threads = m["batch_latency_ms"], m["batch_size"], m["threads"]
         self.latency_runtime, self.eager_latency_ms = m["runtime"], m["eager_latency_ms"]
@@ -265,7 +265,7 @@ class TrialRecord:
         return ArchSpec.from_dict(self.arch)
 
     def train_recipe(self) -> TrainRecipe:
-        from search.recipe import TrainRecipe
+        from search.training.recipe import TrainRecipe
 
         return TrainRecipe.from_dict(self.recipe)
 
@@ -281,7 +281,7 @@ class TrialRecord:
 
     def build_network(self) -> nn.Module:
         """The trial's network as it was trained and is shipped, freshly initialised."""
-        from search.pipeline import build_candidate
+        from search.trial.pipeline import build_candidate
 
         return build_candidate(self.arch_spec(), self.train_recipe(), len(self.class_names))
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import study as studylib
-from search.record import TrialRecord
 from search.space import SearchSpace, nearest_trials, preset_trials
+from search.study import storage as studylib
+from search.study.record import TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _enqueue_nearest(study: optuna.Study, space: SearchSpace) -> int:
     """With ``seed_nearest``, queue the space's point nearest each preset it cannot express
     (:func:`search.space.nearest_trials`), after the presets, as searched trials marked
     ``near_preset``: they train with the presets' recipe and count towards the budget; like
-    the presets they are never stopped early (:class:`search.runner.ParetoRungs`), so the
+    the presets they are never stopped early (:class:`search.run.runner.ParetoRungs`), so the
     sampler learns what the paper's designs reach trained out, not at a rung. Each is queued
     once per study (the caller holds the study's lock); the number queued."""
     if not space.seed_nearest:
@@ -238,26 +238,26 @@ def retime_front(study: optuna.Study, run_id: str | None = None,
     """Re-time the front's latencies with nothing else running; the number re-timed.
 
     ``quiet`` is held for the whole re-timing: the runner passes its workers' pause
-    (:meth:`search.quiet.Workers.paused`), as a trial the time budget cut can still be
+    (:meth:`search.latency.quiet.Workers.paused`), as a trial the time budget cut can still be
     training when Ray has shut down.
 
     ``passes`` passes over the front, each network's single-image latency the lowest of all
     its timings. The host's slow stretches (10% to 1.5x, for seconds to tens of seconds) can
     outlast one network's timings, so a network's timings in successive passes are at least
     ``gap_s`` seconds apart (:data:`RETIME_GAP_S`; none under
-    :func:`search.measure.quick_protocol`): a long front's passes are that far apart anyway,
+    :func:`search.latency.measure.quick_protocol`): a long front's passes are that far apart anyway,
     a short one's wait. Its latency objective is likewise the lowest of timings minutes apart
-    (the screen's and its re-check once trained, :meth:`search.screen.Screen.recheck`).
+    (the screen's and its re-check once trained, :meth:`search.latency.screen.Screen.recheck`).
     Where the study's latency limit is relative, each timing is paced by the limit's reference
-    as the run's were (:class:`search.screen.Pacer`).
+    as the run's were (:class:`search.latency.screen.Pacer`).
     Not while another run of the study is live (its workers would be training beside the
     timing): the last run to finish re-times. A finished Optuna trial cannot be changed, so
     the quiet timings are stored as study user attrs ``retimed:<trial number>`` (see
-    :func:`search.study.retimed`)."""
+    :func:`search.study.storage.retimed`)."""
     import torch
 
-    from search.measure import export_for_timing, measure, quick_protocol, time_single
-    from search.screen import Pacer
+    from search.latency.measure import export_for_timing, measure, quick_protocol, time_single
+    from search.latency.screen import Pacer
 
     if run_id is not None and (busy := others_live(study, run_id)):
         log.info("front not re-timed: run %s of this study is still training; it re-times when it ends",

@@ -11,8 +11,8 @@ as data URIs, so the one file can be mailed or archived) and the plots as PNG fi
 - ``recall-<n>.png`` and ``confusion-<n>.png`` for the front's most accurate and fastest nets;
 
 and a table of the front, the machine fingerprint(s) and library versions.
-``front`` is :func:`search.study.front_rows` of the study (latencies re-timed in the quiet
-phase where the run did that) and ``baselines`` its :func:`search.study.reference_rows`.
+``front`` is :func:`search.study.storage.front_rows` of the study (latencies re-timed in the quiet
+phase where the run did that) and ``baselines`` its :func:`search.study.storage.reference_rows`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
-from search import study as studylib
-from search.record import TrialRecord
+from search.study import storage as studylib
+from search.study.record import TrialRecord
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@
 the ways an image is made square, the channel counts, and the error that bad input raises.
 
 Shared by the dataset loader (:mod:`search.data`), the synthetic generator
-(:mod:`search.synthetic`) and the search-space file check (:mod:`search.space`), which
+(:mod:`search.data.synthetic`) and the search-space file check (:mod:`search.space`), which
 must not import torch.
 """
 
 from __future__ import annotations
 
 MIN_IMAGE_SIZE = 8
-RESIZES = ("squash", "pad", "center-crop")  # how an image is made square (search.imageio)
+RESIZES = ("squash", "pad", "center-crop")  # how an image is made square (search.data.imageio)
 AUTO = "auto"  # channels decided from the images when they are loaded (search.data)
 CHANNELS = (AUTO, 1, 3)  # what data.channels may be: auto, grey or RGB
 SYNTHETIC_CHANNELS = 3  # what auto means for the synthetic set: 3, as before auto existed

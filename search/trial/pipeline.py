@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from castmodels import ArchSpec, build_model
-from search.measure import Measurement, library_versions, machine_fingerprint, measure
-from search.recipe import TrainRecipe
-from search.record import DEFAULT_METRIC, DEFAULT_RUNTIME, Limits
-from search.train import EvalResult, evaluate, prepare_model, train
+from search.latency.measure import Measurement, library_versions, machine_fingerprint, measure
+from search.study.record import DEFAULT_METRIC, DEFAULT_RUNTIME, Limits
+from search.training.recipe import TrainRecipe
+from search.training.train import EvalResult, evaluate, prepare_model, train
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class TrialOutcome:
 
     def provenance(self, data) -> dict:
         """:meth:`to_dict` with where it ran: the data's identity, the machine and the library
-        versions (what :meth:`search.record.TrialRecord.add_outcome` reads)."""
+        versions (what :meth:`search.study.record.TrialRecord.add_outcome` reads)."""
         return {**self.to_dict(), "data": data.identity, "machine": machine_fingerprint(),
                 "versions": library_versions()}
 
@@ -156,8 +156,8 @@ def run_model(
     ``model``; if it meets ``limits`` train it (``on_epoch`` sees the validation ``metric``),
     evaluate it on the validation and the test split and (with ``out_dir``) save it with
     ``spec``, the JSON description written as spec.json. Latency is measured in ``runtime``
-    (:data:`search.measure.RUNTIMES`), unless ``measurement`` brings it already (a search's
-    driver measured the network before dispatch, see :mod:`search.screen`). With ``seeds``
+    (:data:`search.latency.measure.RUNTIMES`), unless ``measurement`` brings it already (a search's
+    driver measured the network before dispatch, see :mod:`search.latency.screen`). With ``seeds``
     above 1 and all epochs trained, ``rebuild`` makes the network afresh for each further seed
     (module docstring), unless ``repeat_if`` says the first training's outcome is not worth
     it (a search retraining only what would join its front); from the third seed on it is asked

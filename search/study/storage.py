@@ -2,7 +2,7 @@
 
 Every trial and the front live in SQL (SQLite by default, any SQLAlchemy URL such as
 PostgreSQL when several machines share a study). A trial's facts are read and written
-through :class:`search.record.TrialRecord`. Nothing here imports Ray, torch or composer.
+through :class:`search.study.record.TrialRecord`. Nothing here imports Ray, torch or composer.
 
 Optuna's public API is used throughout, with one exception: failing another driver's
 orphaned RUNNING trial needs its storage id (``FrozenTrial._trial_id``) to set the
@@ -25,7 +25,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.record import DEFAULT_METRIC, DIRECTIONS, OBJECTIVES, Limits, TrialRecord
+from search.study.record import DEFAULT_METRIC, DIRECTIONS, OBJECTIVES, Limits, TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def load_existing_study(name: str, storage: str) -> optuna.Study:
 def tell_outcome(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, outcome: dict,
                  limits: Limits) -> None:
     """Store everything a finished candidate produced (``outcome``: the pipeline's
-    :meth:`~search.pipeline.TrialOutcome.provenance`) in ``record``, write it to ``trial``,
+    :meth:`~search.trial.pipeline.TrialOutcome.provenance`) in ``record``, write it to ``trial``,
     set the constraints and tell the study COMPLETE."""
     record.add_outcome(outcome)
     record.write(trial)
@@ -338,7 +338,7 @@ def retimed(study: optuna.Study, number: int) -> dict | None:
 
 def confirmed(study: optuna.Study, number: int) -> dict | None:
     """The seed-repeated figures ``castsearch confirm`` stored for trial ``number``
-    (study user attr ``confirmed:<trial number>``; see :mod:`search.confirm`)."""
+    (study user attr ``confirmed:<trial number>``; see :mod:`search.run.confirm`)."""
     return study.user_attrs.get(f"{CONFIRMED}{number}")
 
 
@@ -382,7 +382,7 @@ def front_rows(study: optuna.Study) -> list[dict]:
     ``no_better_than_majority`` flags a network that does not beat it. After ``castsearch
     confirm``, ``accuracy_mean`` / ``accuracy_std`` / ``accuracy_ci95`` and the same for
     ``test_accuracy`` summarise the retraining with other seeds (``seeds``)."""
-    from search.screen import LIMIT_PREFIX
+    from search.latency.screen import LIMIT_PREFIX
 
     rows = []
     for t in pareto_front(study):
@@ -408,7 +408,7 @@ def front_rows(study: optuna.Study) -> list[dict]:
             "latency_ms_during_search": r.latency_ms,
             "latency_runtime": r.runtime,
             "latency_retimed": bool(quiet),
-            # each timing divided by this reference's slowdown timed beside it (search.screen.Pacer)
+            # each timing divided by this reference's slowdown timed beside it (search.latency.screen.Pacer)
             "latency_paced_by": limit.get("relative_to") if paced else None,
             "batch_latency_ms": quiet.get("batch_latency_ms", r.batch_latency_ms),
             "params": int(r.params),

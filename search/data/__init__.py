@@ -19,15 +19,15 @@ Sources:
   folders under ``<root>``. The test split is the supplied one; so is the validation
   split when there is one, else it is split off ``train/`` as below;
 - ``"synthetic"``: grey steel-strip textures with drawn defects, generated
-  with numpy (:func:`search.synthetic.generate_synthetic`), no files shipped.
+  with numpy (:func:`search.data.synthetic.generate_synthetic`), no files shipped.
 
 The split is stratified and seeded (default: 10% test, then 20% of the rest
 for validation, seed 555) and computed on sorted file lists, so it does not
 depend on filesystem order. Images are made square by ``resize``
-(:mod:`search.imageio`: squash, pad or center-crop). Decoded tensors are cached
+(:mod:`search.data.imageio`: squash, pad or center-crop). Decoded tensors are cached
 under ``cache_dir`` keyed by the source, its layout, a fingerprint of its files,
 the image size, channels, resize and split; the per-split file lists are written
-beside the cache as JSON (file names, listing and clearing: :mod:`search.tensorcache`,
+beside the cache as JSON (file names, listing and clearing: :mod:`search.data.cache`,
 ``castsearch cache``). The load that writes a cache file says where in its notices.
 
 ``channels`` is 1 (grey), 3 (RGB) or ``auto`` (the default): decided once per dataset
@@ -66,12 +66,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from search.datarules import AUTO, MIN_IMAGE_SIZE, SYNTHETIC_CHANNELS, DataError, valid_channels
-from search.imageio import DECODE_ERRORS as _DECODE_ERRORS
-from search.imageio import RESIZES, Decoded, grey_mode
-from search.imageio import decode as _decode  # one decoder for training and predict
-from search.synthetic import SYNTHETIC_VERSION, generate_synthetic
-from search.tensorcache import choice_file, default_cache_dir, human_bytes, tensors_file
+from search.data.cache import choice_file, default_cache_dir, human_bytes, tensors_file
+from search.data.imageio import DECODE_ERRORS as _DECODE_ERRORS
+from search.data.imageio import RESIZES, Decoded, grey_mode
+from search.data.imageio import decode as _decode  # one decoder for training and predict
+from search.data.rules import AUTO, MIN_IMAGE_SIZE, SYNTHETIC_CHANNELS, DataError, valid_channels
+from search.data.synthetic import SYNTHETIC_VERSION, generate_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -463,7 +463,7 @@ def _header_grey(path: Path) -> bool | None:
 
 
 def _choice_file(cache_dir: Path, name: str, cfg: DataConfig, key: str) -> Path:
-    """What ``auto`` decided for these files (:func:`search.tensorcache.choice_file`)."""
+    """What ``auto`` decided for these files (:func:`search.data.cache.choice_file`)."""
     return choice_file(cache_dir, name, cfg.image_size, key)
 
 
@@ -618,7 +618,7 @@ def _input_counts(files: list[tuple[int, int, bool | None]], cfg: DataConfig) ->
     """How many images decoding changed in ways a user may not expect, from each file's
     (width, height, grey): upscaled (made larger in either direction), squashed / padded /
     cropped (aspect ratio off square by more than ASPECT_TOLERANCE), grey copied to three
-    channels, colour made grey (:class:`search.imageio.Decoded`)."""
+    channels, colour made grey (:class:`search.data.imageio.Decoded`)."""
     counts = {"images": len(files), "upscaled": 0, RESHAPED[cfg.resize]: 0, "grey_to_rgb": 0, "colour_to_grey": 0}
     for width, height, grey in files:
         short, long = sorted((width, height))
@@ -722,7 +722,7 @@ def _cache_key(**parts: object) -> str:
 
 
 def _cache_file(cache_dir: Path, name: str, cfg: DataConfig, key: str) -> Path:
-    """The decoded tensors' file (:func:`search.tensorcache.tensors_file`)."""
+    """The decoded tensors' file (:func:`search.data.cache.tensors_file`)."""
     return tensors_file(cache_dir, name, cfg.image_size, cfg.channels, key)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from search.datarules import MIN_IMAGE_SIZE, DataError
+from search.data.rules import MIN_IMAGE_SIZE, DataError
 
 SYNTHETIC_VERSION = 1  # bump when the generator's output changes, so caches are rebuilt
 

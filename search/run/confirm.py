@@ -8,7 +8,7 @@ seeds the search already averaged, ``objectives.accuracy.seeds``: the trial's re
 the validation objective, the test accuracy and the test split's worst-class recall of each
 run with their mean, standard deviation and 95% interval (Student's t), as the study user
 attr ``confirmed:<trial number>``
-(:func:`search.study.confirmed`). ``front``, the report and the model card show these
+(:func:`search.study.storage.confirmed`). ``front``, the report and the model card show these
 figures, and dominance claims use their means. Runs go to a pool of worker processes, one
 torch thread each.
 """
@@ -26,8 +26,8 @@ from multiprocessing import get_context
 
 import optuna
 
-from search import study as studylib
-from search.record import TrialRecord
+from search.study import storage as studylib
+from search.study.record import TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ def _init_worker() -> None:
 
 def _retrain(run: _Run, cache_dir: str | None) -> tuple[int, dict]:
     """Train trial ``run.number``'s network again with ``run.seed``: (number,
-    :func:`search.pipeline.seed_run`)."""
+    :func:`search.trial.pipeline.seed_run`)."""
     from search.data import load_dataset
-    from search.pipeline import build_candidate, seed_run, train_seed
+    from search.trial.pipeline import build_candidate, seed_run, train_seed
 
     record = TrialRecord.of_attrs(run.record)
     data = load_dataset(record.data_config(), cache_dir=cache_dir)

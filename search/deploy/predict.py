@@ -1,6 +1,6 @@
 """Classify image files with an exported model, through onnxruntime alone.
 
-This path never imports torch: only numpy, Pillow (via :mod:`search.imageio`, the decoder
+This path never imports torch: only numpy, Pillow (via :mod:`search.data.imageio`, the decoder
 the training data went through), onnxruntime and json. A model folder is what
 ``castsearch export`` writes; ``model.onnx`` is the network and ``card.json`` says how its
 input is made (image size, channels, normalisation) and what its outputs mean (classes).
@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from search.imageio import DECODE_ERRORS, RESIZES, decode_image
+from search.data.imageio import DECODE_ERRORS, RESIZES, decode_image
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "card.json"

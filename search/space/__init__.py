@@ -51,17 +51,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import yaml
 
 from castmodels import CONV_TYPES, HEAD_TYPES, PRESETS, ArchSpec, LayerSpec, feature_size
-from search.datarules import AUTO, MIN_IMAGE_SIZE, RESIZES, SYNTHETIC_CHANNELS, valid_channels
-from search.recipe import (
-    AUGMENTATIONS,
-    CLASS_BALANCES,
-    ENHANCEMENTS,
-    OPTIMIZERS,
-    RECIPES,
-    SCHEDULES,
-    TrainRecipe,
-)
-from search.record import (
+from search.data.rules import AUTO, MIN_IMAGE_SIZE, RESIZES, SYNTHETIC_CHANNELS, valid_channels
+from search.study.record import (
     DEFAULT_METRIC,
     DEFAULT_RUNTIME,
     DIRECTIONS,
@@ -70,7 +61,16 @@ from search.record import (
     Limits,
     RelativeLimit,
 )
-from search.record import OBJECTIVES as OBJECTIVE_NAMES
+from search.study.record import OBJECTIVES as OBJECTIVE_NAMES
+from search.training.recipe import (
+    AUGMENTATIONS,
+    CLASS_BALANCES,
+    ENHANCEMENTS,
+    OPTIMIZERS,
+    RECIPES,
+    SCHEDULES,
+    TrainRecipe,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -83,7 +83,7 @@ OBJECTIVES = dict(zip(OBJECTIVE_NAMES, DIRECTIONS, strict=True))  # the file's o
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 # preview: each trial first trains its schedule compressed to the first rung's epochs; a trial
 # others dominate there stops, the rest train their full schedule from scratch. pareto: Pareto
-# rungs (search.runner.ParetoRungs) read part-way through the full schedule. none: every trial
+# rungs (search.run.runner.ParetoRungs) read part-way through the full schedule. none: every trial
 # trains every epoch of its schedule
 EARLY_STOPPING = ("preview", "pareto", "none")
 MAX_SEEDS = 10  # objectives.accuracy.seeds: each one is a full training of every finished trial
@@ -269,7 +269,7 @@ class DataSettings:
     val_fraction: float = 0.2
     split_seed: int = 555
     cache_dir: str | None = None
-    resize: str = "squash"  # how images are made square: squash, pad or center-crop (search.imageio)
+    resize: str = "squash"  # how images are made square: squash, pad or center-crop (search.data.imageio)
 
     def config(self, image_size: int) -> DataConfig:
         """How to load these images at ``image_size`` px (what every command that reads a
@@ -302,7 +302,7 @@ class SearchSpace:
     metric: str = DEFAULT_METRIC  # what the accuracy objective measures, on the validation split
     seeds: int = 1  # trainings, each with its own seed, that the accuracy of a fully trained trial averages
     seeds_for: str = "finished"  # every fully trained trial, or only one whose first training joins the front
-    latency_runtime: str = DEFAULT_RUNTIME  # what the latency objective is timed in (search.record.RUNTIMES)
+    latency_runtime: str = DEFAULT_RUNTIME  # what the latency objective is timed in (search.study.record.RUNTIMES)
     relative_latency: RelativeLimit | None = None  # max_latency_ms relative to a paper network, when so written
     # min_accuracy: presets: at least as accurate as the least accurate preset trained in the
     # study (resolved by the runner once the presets have trained; constraints.min_accuracy is None)

@@ -3,8 +3,8 @@
 Each function maps (batch ``[N, C, H, W]`` float in [0, 1], generator) to a batch of the same
 shape. Each sample is transformed with probability AUGMENT_PROBABILITY and its own random
 parameters. Parameter ranges follow common defaults (Albumentations / torchvision).
-``AUGMENTATION_FUNCTIONS`` maps each name in :data:`search.recipe.AUGMENTATIONS` to its
-function; :mod:`search.train` applies them to training batches only.
+``AUGMENTATION_FUNCTIONS`` maps each name in :data:`search.training.recipe.AUGMENTATIONS` to its
+function; :mod:`search.training.train` applies them to training batches only.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""One trial: build, train over seeds, measure and save a candidate (pipeline)."""

@@ -1,0 +1,1 @@
+"""Looking at a study: the HTML report (report) and optuna-dashboard behind a guard (dashboard)."""
