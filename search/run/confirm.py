@@ -8,7 +8,7 @@ seeds the search already averaged, ``objectives.accuracy.seeds``: the trial's re
 the validation objective, the test accuracy and the test split's worst-class recall of each
 run with their mean, standard deviation and 95% interval (Student's t), as the study user
 attr ``confirmed:<trial number>``
-(:func:`search.study.storage.confirmed`). ``front``, the report and the model card show these
+(:func:`search.study.front.confirmed`). ``front``, the report and the model card show these
 figures, and dominance claims use their means. Runs go to a pool of worker processes, one
 torch thread each.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from multiprocessing import get_context
 
 import optuna
 
+from search.study import front
 from search.study import storage as studylib
 from search.study.record import TrialRecord
 
@@ -100,14 +102,14 @@ def trials_to_confirm(study: optuna.Study, top: int | None = None) -> list[Trial
     chosen in advance, not of the luckiest of many retrained ones. No dominating trial is left
     out by looking at the front only: whatever dominates a preset, a front trial at least as
     accurate does too."""
-    front = [t.number for t in studylib.pareto_front(study)]  # most accurate first
+    on_front = [t.number for t in front.pareto_front(study)]  # most accurate first
     chosen = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         record = TrialRecord.read(t)
-        if record.trained and studylib.is_feasible(t) and (t.number in front or record.preset):
+        if record.trained and front.is_feasible(t) and (t.number in on_front or record.preset):
             chosen.append(record)
     if top is not None:
-        searched = sorted((r for r in chosen if not r.preset), key=lambda r: front.index(r.number))
+        searched = sorted((r for r in chosen if not r.preset), key=lambda r: on_front.index(r.number))
         kept = {r.number for r in searched[:top]} | {c.number for c in challengers(chosen).values()}
         chosen = [r for r in chosen if r.preset or r.number in kept]
     return chosen
@@ -116,23 +118,18 @@ def trials_to_confirm(study: optuna.Study, top: int | None = None) -> list[Trial
 def challengers(records: list[TrialRecord]) -> dict[str, TrialRecord]:
     """For each preset among ``records``, the most accurate searched record that dominates it
     (ties: the first in ``records``); presets nothing dominates are left out."""
-    searched = [r for r in records if not r.preset]
+    searched = [(r, front.point(r)) for r in records if not r.preset]
     found = {}
     for preset in (r for r in records if r.preset):
-        beaters = [r for r in searched if studylib.dominates(_point(r), _point(preset))]
-        if beaters:
-            found[preset.preset] = max(beaters, key=lambda r: r.accuracy)
+        if beaters := front.dominating(front.point(preset), searched):
+            found[preset.preset] = beaters[0][0]
     return found
-
-
-def _point(record: TrialRecord) -> list[float]:
-    return [record.accuracy, record.latency_ms, record.params]
 
 
 def already_confirmed(study: optuna.Study, record: TrialRecord, seeds: int) -> dict | None:
     """The summary stored for ``record``'s trial when it was confirmed with exactly the seeds
     ``seeds`` new runs would use, on its objective's metric; else None."""
-    stored = studylib.confirmed(study, record.number)
+    stored = front.confirmed(study, record.number)
     if stored and stored["seeds"] == new_seeds(record, seeds) and stored["metric"] == record.objective[0]:
         return stored
     return None
@@ -169,8 +166,29 @@ def confirm_study(study: optuna.Study, seeds: int = 3, workers: int = 1, cache_d
                        "test_accuracy": summarise([r["test_accuracy"] for r in done]),
                        "test_worst_class_recall": summarise([r["test_worst_class_recall"] for r in done]),
                        "at": time.time()}
-            study.set_user_attr(f"{studylib.CONFIRMED}{number}", summary)
+            study.set_user_attr(f"{front.CONFIRMED}{number}", summary)
             summaries[number] = summary
             if on_trial is not None:
                 on_trial(record, summary)
     return summaries
+
+
+def confirm(study_name: str, storage: str, seeds: int, workers: int | None = None, cache_dir: str | None = None,
+            top: int | None = None, on_start: Callable[[str], None] | None = None,
+            on_trial: Callable[[TrialRecord, dict], None] | None = None) -> dict[int, dict]:
+    """Load the stored study ``study_name`` and :func:`confirm_study` it with ``workers`` (default:
+    one per CPU). Before any training, ``on_start`` (default: this module's log) is told in one
+    line what will be retrained and which trials are already confirmed with these seeds."""
+    if top is not None and top < 1:
+        raise ValueError(f"--top must be at least 1, got {top}")
+    study = studylib.load_existing_study(study_name, storage)
+    todo = trials_to_confirm(study, top)
+    workers = workers or os.cpu_count() or 1
+    which = "the front" if top is None else (f"the {top} most accurate searched trials of the front, each "
+                                             "preset's challenger")
+    done = [r.number for r in todo if already_confirmed(study, r, seeds)]
+    again = f"; trial(s) {', '.join(map(str, done))} already confirmed with these seeds" if done else ""
+    line = (f"confirming {len(todo)} trial(s) of study {study_name!r} ({which} and the paper's presets): "
+            f"{seeds} more seeds each, {workers} worker(s){again}")
+    (on_start or log.info)(line)
+    return confirm_study(study, seeds=seeds, workers=workers, cache_dir=cache_dir, on_trial=on_trial, top=top)

@@ -1,0 +1,156 @@
+"""The ``castsearch`` argument parser: every command, flag and default, each with its help
+(``docs/cli.md`` is generated from it by :mod:`search.cli.reference`). Torch-free."""
+
+from __future__ import annotations
+
+import argparse
+
+from search.cli import commands
+
+STORAGE_HELP = "SQLAlchemy URL (default sqlite:///studies/STUDY.db)"
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    """--study and --storage of the commands that read an existing study."""
+    p.add_argument("--study", help="study name (default: the only one under studies/)")
+    p.add_argument("--storage", help=STORAGE_HELP)
+
+
+def _space_args(p: argparse.ArgumentParser, space_help: str, study_help: str) -> None:
+    """SPACE, --data, --study and --storage of the commands that read a space file."""
+    p.add_argument("space", metavar="SPACE", help=space_help)
+    p.add_argument("--data", help="image folder, GC10-DET folder, or 'synthetic' (overrides data.source)")
+    p.add_argument("--study", help=study_help)
+    p.add_argument("--storage", help=STORAGE_HELP)
+
+
+def _channels(text: str) -> int | str:
+    """``--channels``: a count as an int, anything else as written (argparse then names the choices)."""
+    return int(text) if text.isdigit() else text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from search.data.rules import AUTO, CHANNELS  # torch-free
+    from search.training.recipe import CLASS_BALANCES, OPTIMIZERS, RECIPES, SCHEDULES  # torch-free
+
+    p = argparse.ArgumentParser(prog="castsearch", description=(
+        "Search for small, fast image classifiers for surface-defect inspection."))
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    m = sub.add_parser("models", help="list the paper's preset networks")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=commands.cmd_models)
+
+    ca = sub.add_parser("cache", help="list or clear the decoded images castsearch keeps between runs")
+    ca.add_argument("--dir", help="the cache folder (default: $CASTSEARCH_CACHE, else ~/.cache/castsearch; "
+                                  "a space file's data.cache_dir when it sets one)")
+    ca.add_argument("--clear", action="store_true", help="remove every file castsearch wrote there")
+    ca.add_argument("--json", action="store_true", help="print the listing as JSON")
+    ca.set_defaults(func=commands.cmd_cache)
+
+    t = sub.add_parser("train", help="train and measure one network")
+    t.add_argument("arch", metavar="PRESET_OR_SPEC_JSON", help="a preset name, a spec .json file, or a layer code")
+    t.add_argument("--data", default="synthetic", help="image folder, GC10-DET folder, or 'synthetic' (default)")
+    t.add_argument("--image-size", type=int, default=32)
+    t.add_argument("--channels", type=_channels, choices=CHANNELS, default=AUTO,
+                   help="auto (default: 1 when every image is grey, else 3), 1 (grey) or 3 (RGB)")
+    t.add_argument("--resize", choices=("squash", "pad", "center-crop"), default="squash",
+                   help="how images are made square: squash (default), pad with black, or center-crop")
+    t.add_argument("--recipe", default="default", choices=tuple(RECIPES),
+                   help="named recipe the other training flags override (default: default; paper: "
+                        "Adam at a constant 1e-3, nothing else)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--optimizer", choices=OPTIMIZERS)
+    t.add_argument("--lr", type=float, help="the schedule's peak learning rate")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--schedule", choices=SCHEDULES)
+    t.add_argument("--warmup", type=float, help="fraction of training spent warming up, in [0, 1)")
+    t.add_argument("--class-balance", choices=CLASS_BALANCES)
+    t.add_argument("--enhance", help="comma-separated: blurpool,squeeze_excite,swa,label_smoothing,mixup,cutout "
+                                     "('' for none; default: the recipe's)")
+    t.add_argument("--augment", help="comma-separated: hflip,vflip,rotate,gaussian_blur,"
+                                     "shift_scale_rotate,random_crop,brightness_contrast "
+                                     "('' for none; default: the recipe's)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="torch threads for training (default: torch's)")
+    t.add_argument("--out", help="output folder (default: studies/train/NAME-TIME)")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.set_defaults(func=commands.cmd_train)
+
+    r = sub.add_parser("run", help="run (or resume) a search over a space file")
+    _space_args(r, "search-space YAML, e.g. spaces/paper.yaml", "study name (overrides the space's)")
+    r.add_argument("--trials", type=int, help="trials this run starts (overrides budget.trials)")
+    r.add_argument("--timeout", help="time budget, e.g. 90s, 30m, 2h (overrides budget.timeout)")
+    r.add_argument("--epochs", type=int, help="maximum epochs per trial (overrides training.epochs)")
+    r.add_argument("--workers", type=int, help="trials at once, one CPU each (default: one per CPU)")
+    r.add_argument("--address", help="join an existing Ray cluster at this address instead of starting one")
+    r.add_argument("--seed", type=int, help="sampler seed (overrides sampler.seed)")
+    r.add_argument("--artifacts", help="where trial weights go (default: beside a SQLite study database, "
+                   "<its folder>/STUDY/; studies/STUDY/ for PostgreSQL)")
+    r.add_argument("--confirm", type=int, metavar="K", help="then retrain the front and the presets K times "
+                                                            "with other seeds (castsearch confirm)")
+    r.set_defaults(func=commands.cmd_run)
+
+    f = sub.add_parser("front", help="show a study's Pareto front")
+    _study_args(f)
+    f.add_argument("--json", action="store_true", help="print a JSON list")
+    f.add_argument("--references", action="store_true",
+                   help="list the baselines stored by 'castsearch baselines' instead of the front")
+    f.set_defaults(func=commands.cmd_front)
+
+    c = sub.add_parser("confirm", help="retrain the front and the paper's presets with other seeds: mean, "
+                                      "spread and 95%% interval of validation and test accuracy")
+    _study_args(c)
+    c.add_argument("--seeds", type=int, default=3, help="runs per trial, each with a seed of its own (default 3)")
+    c.add_argument("--workers", type=int, help="runs at once, one CPU each (default: one per CPU)")
+    c.add_argument("--top", type=int, metavar="N",
+                   help="of the front's searched trials only the N most accurate and each preset's "
+                        "challenger: the most accurate one that dominates it (and the presets)")
+    c.set_defaults(func=commands.cmd_confirm)
+
+    d = sub.add_parser("dashboard", help="serve optuna-dashboard on a study's database")
+    _study_args(d)
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    d.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    d.add_argument("--allow-writes", action="store_true",
+                   help="let the dashboard edit notes and trials (default: read-only; it never deletes)")
+    d.set_defaults(func=commands.cmd_dashboard)
+
+    rp = sub.add_parser("report", help="write an HTML report of a study, with plots")
+    _study_args(rp)
+    rp.add_argument("--out", help="output folder (default studies/STUDY/report)")
+    rp.set_defaults(func=commands.cmd_report)
+
+    e = sub.add_parser("export", help="export a trial's network: ONNX, TorchScript, spec, weights, model card")
+    e.add_argument("--trial", type=int, required=True, help="trial number")
+    _study_args(e)
+    e.add_argument("--out", help="output folder (default studies/STUDY/export/trial-N)")
+    e.add_argument("--format", default="onnx,torchscript", help="comma-separated: onnx,torchscript (default both)")
+    e.add_argument("--quantize", choices=("int8",), help="also write an int8 ONNX model, with its test accuracy and latency")
+    e.set_defaults(func=commands.cmd_export)
+
+    pr = sub.add_parser("predict", help="classify images with an exported model (onnxruntime only)",
+                        epilog="exit status: 0 every image classified; 1 some files could not be read (each "
+                               "named on stderr, the others classified); 2 bad input; 141 the output's "
+                               "reader went away (| head)")
+    pr.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by castsearch export")
+    pr.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
+    pr.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    pr.set_defaults(func=commands.cmd_predict)
+
+    b = sub.add_parser("baselines", help="train and measure the paper's reference networks beside a study")
+    _space_args(b, "search-space YAML whose data and training settings to use",
+                "study name (overrides the space's); baselines go to STUDY-baselines")
+    b.add_argument("--only", help="comma-separated baseline names (default: every baseline that takes "
+                                  "the image size)")
+    b.add_argument("--epochs", type=int, help="epochs per baseline (default: the space's training.epochs)")
+    b.add_argument("--image-size", type=int, help="image side in px (default: the space's first image size)")
+    b.add_argument("--weights", default="auto", metavar="auto|imagenet|none|PATH",
+                   help="starting weights: ImageNet's when cached (auto, default), ImageNet's downloaded "
+                        "if needed (imagenet), none, or a local state-dict file for one baseline")
+    b.add_argument("--artifacts", help="where baseline weights go (default studies/STUDY-baselines/)")
+    b.set_defaults(func=commands.cmd_baselines)
+    return p
+

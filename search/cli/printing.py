@@ -1,0 +1,181 @@
+"""What ``castsearch`` prints: the live epoch line of training, the search's progress and
+summary, the front, the confirmed figures, the baselines. Torch-free; libraries log, these print."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from search.cli.common import fmt_int, fmt_time
+
+
+class _LiveLine(logging.Handler):
+    """Writes the trainer's per-epoch lines over one another on a terminal (carriage return,
+    clear to the end of the line); any other record ends that line first."""
+
+    def __init__(self, stream) -> None:
+        super().__init__()
+        self.stream, self.open = stream, False
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.getMessage().startswith("epoch "):
+            self.stream.write("\r\x1b[K" + text)
+            self.open = True
+        else:
+            self.stream.write(("\n" if self.open else "") + text + "\n")
+            self.open = False
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def live_epoch_line(stream):
+    """On a terminal, training progress is one live line; in a log file or pipe, one line per
+    epoch (the records pass to the usual handlers unchanged)."""
+    if not stream.isatty():
+        yield
+        return
+    logger, handler = logging.getLogger("search.training.train"), _LiveLine(stream)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        if handler.open:
+            stream.write("\n")
+
+def print_progress(p) -> None:
+    budget = f"/{p.run_budget}" if p.run_budget is not None else ""
+    best = f"{p.best_accuracy:.4f}" if p.best_accuracy is not None else "-"
+    left = f" · {fmt_time(p.time_left_s)} left" if p.time_left_s is not None else ""
+    floor = f" · below floor {p.below_floor}" if p.below_floor else ""
+    print(f"  [{p.run_finished}{budget} this run] complete {p.complete} · running {p.running} · "
+          f"pruned {p.pruned} · infeasible {p.infeasible}{floor} · failed {p.failed} · invalid {p.invalid} · "
+          f"best accuracy {best} · "
+          f"front {p.front_size} · {fmt_time(p.elapsed_s)} elapsed{left}", flush=True)
+
+
+def print_run_summary(summary) -> None:
+    """How the run ended: what became of its sampled networks, what the front holds, which
+    presets a searched network beat, and the time used against the budget."""
+    resumed = f" (resumed run {summary.resumed_from})" if summary.resumed_from else ""
+    budget = f" of {fmt_time(summary.timeout_s)}" if summary.timeout_s else ""
+    print(f"run {summary.run_id}{resumed}: {summary.finished} trials finished in "
+          f"{fmt_time(summary.elapsed_s)}{budget}")
+    o = summary.outcome
+    if o is None:
+        return
+    floor = f" · {o.below_floor} trained below the accuracy floor" if o.below_floor else ""
+    print(f"  sampled networks: {o.trained} trained{floor} · {o.infeasible} infeasible · {o.invalid} invalid · "
+          f"{o.pruned} stopped early · {o.failed} failed; presets trained {o.presets_trained}")
+    n = len(o.seeded)
+    seeded = f" ({n} seeded nearest point{'' if n == 1 else 's'}, seed_nearest)" if n else ""
+    print(f"  front: {o.front} network{'' if o.front == 1 else 's'}, {o.front_searched} of them found by the search{seeded}")
+    if o.dominated:
+        def label(t: int) -> str:
+            return f"{t} (seeded: nearest {o.seeded[t]})" if t in o.seeded else str(t)
+        beaten = (f"{name} (by trial{'s' if len(ts) > 1 else ''} {', '.join(map(label, ts))})"
+                  for name, ts in sorted(o.dominated.items()))
+        print(f"  presets dominated by a searched network: {'; '.join(beaten)}")
+    if o.front and not o.front_searched:
+        print("  warning: no searched network is on the front, only presets: give the search more time "
+              "or widen the limits", flush=True)
+    if summary.artifacts is not None:
+        print(f"  trial weights in {summary.artifacts}")
+
+def print_front(rows: list[dict]) -> None:
+    if not rows:
+        print("the front is empty: no feasible trial has completed yet")
+        return
+    metric, split = rows[0]["metric"], rows[0]["split"]
+    objective = f"{'val' if split == 'validation' else split} {metric.replace('_', ' ')}"
+    latency = f"{rows[0]['latency_runtime']} ms"
+    print(f"{'trial':>5} {objective:>22} {'test acc':>8} {'worst test recall':>24} {latency:>16} "
+          f"{'params':>9}  architecture  [enhancements]")
+    for r in rows:
+        mark = "" if r["latency_retimed"] else "~"
+        flag = "!" if r["no_better_than_majority"] else ""
+        test = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
+        worst = r["worst_class_recall"]
+        worst = f"{worst['recall']:.3f} {worst['class'][:14]}" if worst else "-"
+        name = f"{r['preset']}: " if r["preset"] else ""
+        print(f"{r['trial']:>5} {flag + format(r['accuracy'], '.4f'):>22} {test:>8} {worst:>24} "
+              f"{mark + format(r['latency_ms'], '.3f'):>16} {fmt_int(r['params']):>9}  {name}{r['arch']}  "
+              f"[{r['enhancements']}]")
+    averaged = {len(r["seed_runs"]) for r in rows if r.get("seed_runs")}
+    if averaged:
+        single = any(not r.get("seed_runs") for r in rows)
+        print(f"{objective}: the mean over {'/'.join(map(str, sorted(averaged)))} trainings with different "
+              f"seeds (objectives.accuracy.seeds){', the others one training' if single else ''}; "
+              f"test figures: the first seed's network, the one saved")
+    if split == "validation":
+        print(f"ranked by {objective} only; the test figures were computed after training and chose nothing")
+    else:
+        print("this study ranked candidates on the test split (castsearch 0.1): its test figures are optimistic")
+    majority = rows[0]["majority"]
+    if any(r["no_better_than_majority"] for r in rows):
+        print(f"! no better than always answering the most common class ({objective} {majority:.4f}): "
+              f"do not ship it")
+    if any(not r["latency_retimed"] for r in rows):
+        print("~ latency measured during the search, not yet re-timed in a quiet phase")
+    paced = sorted({r["latency_paced_by"] for r in rows if r.get("latency_paced_by")})
+    if paced:
+        print(f"{latency}: at this machine's pace when the latency limit was set; each timing is divided by "
+              f"how much slower than then {', '.join(paced)} ran when timed beside it")
+    print_confirmed(rows, objective)
+
+
+def mean_sd(mean: float, sd: float, ci: list[float] | None = None) -> str:
+    interval = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+    return f"{mean:.4f} ± {sd:.4f}{interval}"
+
+
+def print_confirmed(rows: list[dict], objective: str) -> None:
+    """The seed-repeated figures of the front rows ``castsearch confirm`` retrained."""
+    done = [r for r in rows if "accuracy_mean" in r]
+    if not done:
+        return
+    print("\nconfirmed with other seeds (castsearch confirm): mean ± sd [95% interval]")
+    print(f"{'trial':>5} {objective + ' (objective)':>48} {'test accuracy':>36} {'worst test recall':>17}  seeds")
+    for r in done:
+        worst = r.get("test_worst_class_recall_mean")
+        print(f"{r['trial']:>5} {mean_sd(r['accuracy_mean'], r['accuracy_std'], r['accuracy_ci95']):>48} "
+              f"{mean_sd(r['test_accuracy_mean'], r['test_accuracy_std'], r['test_accuracy_ci95']):>36} "
+              f"{'-' if worst is None else format(worst, '.3f'):>17}  {','.join(map(str, r['seeds']))}")
+
+def print_references(references: list[dict]) -> None:
+    print(f"{'baseline':<13} {'pretrained':<10} {'accuracy':>8} {'latency ms':>10} {'params':>11} {'size':>4}  weights")
+    for ref in references:
+        print(f"{ref['baseline']:<13} {'yes' if ref['pretrained'] else 'no':<10} {ref['accuracy']:>8.4f} "
+              f"{ref['latency_ms']:>10.3f} {fmt_int(ref['params']):>11} {ref['image_size']:>4}  "
+              f"{ref['pretrained_from'] or 'trained from scratch'}")
+
+
+def print_dominated(rows: list[dict], references: list[dict]) -> None:
+    by_name = {ref["baseline"]: ref for ref in references}
+    print("\nfront trials that dominate a reference (at least as accurate, fast and small):")
+    for r in rows:
+        if r["dominates"]:
+            beaten = (f"{name} ({by_name[name]['latency_ms'] / r['latency_ms']:.1f}x faster, "
+                      f"{by_name[name]['params'] / r['params']:.1f}x fewer params)" for name in r["dominates"])
+            print(f"  trial {r['trial']}: {', '.join(beaten)}")
+    if not any(r["dominates"] for r in rows):
+        print("  none")
+
+def print_baseline(result) -> None:
+    ev, m = result.outcome.evaluation, result.outcome.measurement
+    print(f"  {result.name:<13} {'pretrained' if result.pretrained else 'scratch':<10} accuracy {ev.accuracy:.4f}  "
+          f"latency {m.latency_ms:.3f} ms  params {fmt_int(m.params)}  MACs {fmt_int(m.macs)}  "
+          f"({result.outcome.epochs_run} epoch(s), {result.outcome.train_seconds:.0f} s; trial {result.trial_number})",
+          flush=True)
+
+def print_confirmed_trial(record, summary: dict) -> None:
+    o, t = summary["objective"], summary["test_accuracy"]
+    name = f" ({record.preset})" if record.preset else ""
+    print(f"  trial {record.number}{name}: {summary['split']} {summary['metric']} {mean_sd(o['mean'], o['std'], o['ci95'])}"
+          f" (search run {record.accuracy:.4f}); test accuracy {mean_sd(t['mean'], t['std'])}, worst-class "
+          f"recall {summary['test_worst_class_recall']['mean']:.3f} (mean); seeds {','.join(map(str, summary['seeds']))}", flush=True)
+
