@@ -19,14 +19,24 @@ port may rename, edit or delete studies. :class:`Guard` sits in front of it and 
   static files) is a GET; its POST, PUT and DELETE routes write (or ask an LLM, which
   castsearch does not set up);
 - with writes enabled, a write whose ``Origin`` header names another site (403), and every
-  DELETE (403): deleting a study (trials have no delete route) cannot be undone, and
-  castsearch uses none of the other deletions (preferential-optimization history,
-  artifacts). Delete a study with ``optuna delete-study`` instead.
+  write but saving a note (:data:`NOTE_ROUTES`: ``PUT`` of a study's or a trial's note; 403).
+  The other write routes change what the search recorded or cannot be undone: renaming a
+  study (optuna-dashboard copies it and deletes the original), telling a trial (a RUNNING
+  trial ends with values typed in), setting a trial's user attributes (castsearch's
+  records: weights path, latency, accuracy), skipping a trial, creating a study, the
+  preferential-optimization routes, uploading or deleting artifacts, migrating the schema,
+  the LLM queries, and deleting a study (``optuna delete-study`` does that).
+
+Writes are unauthenticated: whoever reaches the port may save notes. :func:`dashboard_server`
+therefore refuses writes on an address other than loopback unless asked twice
+(``allow_remote_writes``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 import socket
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -39,6 +49,10 @@ log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD = ("0.0.0.0", "")
 READ_METHODS = ("GET", "HEAD")
+# The writes --allow-writes lets through, matched on the whole PATH_INFO, ASCII digits only
+# (optuna-dashboard 0.21's save_study_note and save_trial_note).
+NOTE_ROUTES = (re.compile(r"/api/studies/[0-9]+/note", re.ASCII),
+               re.compile(r"/api/studies/[0-9]+/[0-9]+/note", re.ASCII))
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -66,7 +80,7 @@ class Guard:
         self.app, self.hosts, self.allow_writes = app, hosts, allow_writes
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        method = environ["REQUEST_METHOD"]
+        method = environ["REQUEST_METHOD"].upper()  # as bottle routes it: "delete" is a DELETE
         if environ.get("HTTP_HOST", "").lower() not in self.hosts:
             return _refuse(start_response, "403 Forbidden",
                            "unknown Host header: open the dashboard by the URL castsearch printed")
@@ -75,14 +89,33 @@ class Guard:
         if not self.allow_writes:
             return _refuse(start_response, "405 Method Not Allowed",
                            "the dashboard is read-only: start it with `castsearch dashboard --allow-writes` "
-                           "to edit notes or trials", [("Allow", ", ".join(READ_METHODS))])
+                           "to save notes", [("Allow", ", ".join(READ_METHODS))])
         origin = environ.get("HTTP_ORIGIN")
         if origin is not None and origin.lower().split("://", 1)[-1] not in self.hosts:
             return _refuse(start_response, "403 Forbidden", f"writes from another site ({origin}) are refused")
         if method == "DELETE":
             return _refuse(start_response, "403 Forbidden",
                            "the dashboard deletes nothing: delete a study with `optuna delete-study`")
+        if not is_note_write(method, environ.get("PATH_INFO", "")):
+            return _refuse(start_response, "403 Forbidden",
+                           "the dashboard saves notes only: renaming studies, telling trials, editing their "
+                           "attributes and every other write are refused")
         return self.app(environ, start_response)
+
+
+def is_note_write(method: str, path: str) -> bool:
+    """Whether ``method`` ``path`` saves a study's or a trial's note (:data:`NOTE_ROUTES`)."""
+    return method.upper() == "PUT" and any(route.fullmatch(path) for route in NOTE_ROUTES)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to ``host`` is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name other than localhost, or "" (every address)
+        return False
 
 
 def _refuse(start_response: Callable, status: str, message: str,
@@ -94,9 +127,19 @@ def _refuse(start_response: Callable, status: str, message: str,
 
 
 def dashboard_server(storage: str, study_name: str, host: str = "127.0.0.1", port: int = 8080,
-                     allow_writes: bool = False) -> tuple[WSGIServer, str]:
+                     allow_writes: bool = False, allow_remote_writes: bool = False) -> tuple[WSGIServer, str]:
     """A bound (not yet serving) optuna-dashboard server on ``storage`` and the URL of the study;
-    read-only unless ``allow_writes``, and answering only requests addressed to it (see above)."""
+    read-only unless ``allow_writes``, and answering only requests addressed to it (see above).
+
+    Writes on a ``host`` other than loopback are a ValueError unless ``allow_remote_writes``
+    too (then logged as a warning): anyone who reaches the address could write."""
+    if allow_writes and not is_loopback(host):
+        if not allow_remote_writes:
+            raise ValueError(f"--allow-writes with --host {host or '0.0.0.0'} would let anyone who reaches it "
+                             f"write to the study unauthenticated: serve writes on 127.0.0.1 only "
+                             f"(and reach it through an SSH tunnel), or serve read-only")
+        log.warning("the dashboard on %s takes unauthenticated writes (notes) from the network",
+                    host or "0.0.0.0")
     import optuna_dashboard
 
     store = studylib.make_storage(storage)
