@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from search import data
 from search.data import (
     DataConfig,
     DataError,
     Dataset,
+    decoding,
     default_cache_dir,
     load_dataset,
 )
@@ -420,7 +420,7 @@ def test_second_load_reads_the_cache_without_decoding(
     def no_decode(*args: object) -> np.ndarray:
         raise AssertionError("decoded although the cache is valid")
 
-    monkeypatch.setattr(data, "_decode", no_decode)
+    monkeypatch.setattr(decoding, "_decode", no_decode)
     second = load_dataset(cfg, cache)
     assert second.identity == first.identity
     assert torch.equal(second.train_x, first.train_x) and torch.equal(second.test_y, first.test_y)
