@@ -77,7 +77,7 @@ import optuna  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.common import DATASETS, REPO, header, table  # noqa: E402
-from search.cli import load_sizes  # noqa: E402
+from search.data import load_sizes  # noqa: E402
 from search.latency.screen import LIMIT_PREFIX  # noqa: E402
 from search.run.confirm import confirm_study  # noqa: E402
 from search.run.runner import RunOptions, run_search  # noqa: E402

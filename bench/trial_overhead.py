@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from optuna.trial import TrialState  # noqa: E402
 
 from bench.common import DATASETS, REPO, header, median_iqr, table  # noqa: E402
-from search.cli import load_sizes  # noqa: E402
+from search.data import load_sizes  # noqa: E402
 from search.run.runner import RunOptions, run_search  # noqa: E402
 from search.space import load_space  # noqa: E402
 from search.study.record import TrialRecord  # noqa: E402
