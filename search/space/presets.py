@@ -1,0 +1,89 @@
+"""The paper's six networks (castmodels' PRESETS) in a study of this space: each as a point
+of the space where it can express the preset, otherwise as a fixed-architecture trial
+(:func:`preset_trials`), and the growing form's point nearest each preset it cannot express
+(:func:`nearest_trials`), all trained with the space's named recipe."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from castmodels import PRESETS, ArchSpec
+from search.space.encoding import encode, nearest
+from search.space.schema import SearchSpace
+from search.space.sections import _TRAINING, _base_switches
+from search.space.values import Fixed
+from search.space.walk import _recipe_params
+from search.training.recipe import AUGMENTATIONS, TrainRecipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PresetTrial:
+    """How a paper preset joins a study: as a point of the space (``arch`` None: ``params``
+    decode to it) or, where the space cannot express it, as a fixed-architecture trial
+    (``params`` hold only the recipe's searched values, ``arch`` is the network)."""
+
+    params: dict
+    arch: ArchSpec | None = None
+
+
+def _preset_recipe(space: SearchSpace) -> dict[str, Any]:
+    """The space's named recipe as parameter values, where the space admits them."""
+    recipe_params = _recipe_params(space)
+    base = TrainRecipe.named(space.recipe)
+    values = {key: getattr(base, key) for key in _TRAINING if key != "epochs"} | _base_switches(base)
+    values |= {f"aug_{name}": name in base.augmentations for name in AUGMENTATIONS}
+    return {name: value for name, value in values.items() if recipe_params[name].admits(value)}
+
+
+def preset_trials(space: SearchSpace) -> dict[str, PresetTrial]:
+    """Every castmodels preset, trained with the space's named recipe (``training.recipe``)
+    where the space allows it, so the presets are trained as well as the recipe trains any
+    candidate: as a point of the space where it can express the preset, otherwise as a
+    fixed-architecture trial."""
+    recipe = _preset_recipe(space)
+    searched = {name: value for name, value in recipe.items() if not isinstance(_recipe_params(space)[name], Fixed)}
+    out = {}
+    for name, arch in PRESETS.items():
+        try:
+            out[name] = PresetTrial(encode(space, arch, **recipe))
+        except ValueError as e:
+            log.debug("preset %s joins as a fixed-architecture trial: %s", name, e)
+            out[name] = PresetTrial(dict(searched), arch)
+    return out
+
+
+def nearest_trials(space: SearchSpace) -> dict[str, dict]:
+    """Params of the point nearest each preset the space cannot express (:func:`nearest`),
+    with the presets' recipe: where a search can start from the paper's designs as points it
+    learns from. Presets whose nearest points coincide keep the first name (in PRESETS'
+    order); a preset without one (too few stages) is left out with a warning."""
+    recipe = _preset_recipe(space)
+    out: dict[str, dict] = {}
+    for name, p in preset_trials(space).items():
+        if p.arch is None:
+            continue
+        try:
+            params = nearest(space, p.arch, **recipe)
+        except ValueError as e:
+            log.warning("preset %s has no nearest point in this space: %s", name, e)
+            continue
+        if params not in out.values():
+            out[name] = params
+    return out
+
+
+def preset_params(space: SearchSpace) -> dict[str, dict]:
+    """Params of each castmodels preset this space can express (see :func:`preset_trials`);
+    the others are left out with a warning."""
+    recipe = _preset_recipe(space)
+    out = {}
+    for name, arch in PRESETS.items():
+        try:
+            out[name] = encode(space, arch, **recipe)
+        except ValueError as e:
+            log.warning("preset %s is not a point of this space: %s", name, e)
+    return out
