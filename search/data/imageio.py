@@ -17,6 +17,12 @@ An image counts as grey (:attr:`Decoded.grey`) when its file holds a grey mode, 
 its colour pixels have equal red, green and blue (within GREY_TOLERANCE; looked at after
 resizing when three channels are wanted), as in grey images saved as RGB JPEGs. A colour
 JPEG that libjpeg decodes straight to grey (one channel wanted) is not looked at (``None``).
+When one channel is wanted the grey check resizes a colour copy as three channels would
+(one extra resize), never the full-size image.
+
+An image of more than :data:`MAX_PIXELS` pixels (as decoded: a JPEG is decoded at a reduced
+scale when that still covers image_size) is refused before decoding (:class:`ImageTooLarge`,
+one of :data:`DECODE_ERRORS`, so the loader and ``castsearch predict`` skip it as unreadable).
 
 Three ways to make the image square (``resize``): ``squash`` (default: resize to
 image_size x image_size, changing the aspect ratio), ``pad`` (fit the longer side, pad
@@ -34,7 +40,28 @@ from PIL import Image, ImageOps
 
 from search.data.rules import RESIZES
 
-# What Pillow raises for a file that is not a readable image.
+# The most pixels one image may decode to. Pillow's own limit (Image.MAX_IMAGE_PIXELS, about
+# 89 megapixels, and an error only at twice that) lets a 300 KB PNG whose header says
+# 10000x10000 cost seconds and about a gigabyte, on each of the loader's decoding threads.
+# 36 megapixels still holds the largest frames of industrial inspection cameras (a 25-megapixel
+# area sensor, 5120x5120; an 8K line-scan camera's 8192x4096 frames: 33.6 megapixels) and keeps
+# one decode of an 8-bit RGB image near 110 MB.
+MAX_PIXELS = 36_000_000
+
+
+class ImageTooLarge(ValueError):
+    """An image of more than :data:`MAX_PIXELS` pixels: ``path``, ``reason``; str(e) is
+    "path: reason", the reason naming its size."""
+
+    def __init__(self, path: str | Path, width: int, height: int, decoded: tuple[int, int]):
+        scale = "" if decoded == (width, height) else f", {decoded[0]}x{decoded[1]} at the reduced scale"
+        self.reason = (f"{width}x{height} pixels{scale} ({decoded[0] * decoded[1] / 1e6:.1f} megapixels, from a "
+                       f"file of {_file_size(path)}) is over the {MAX_PIXELS / 1e6:g}-megapixel limit on images")
+        super().__init__(f"{path}: {self.reason}")
+        self.path, self.width, self.height = path, width, height
+
+
+# What decode raises for a file that is not a readable image (Pillow's errors, ImageTooLarge).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 _GREY_BANDS = ("1", "L", "I", "F")  # first band of a grey mode: 1, L, LA, I, I;16..., F
 GREY_TOLERANCE = 2  # red, green and blue this close everywhere: a grey image (JPEG rounding)
@@ -60,9 +87,12 @@ def decode(path: str | Path, image_size: int, channels: int, resize: str = "squa
         width, height = im.size
         grey = True if im.getbands()[0] in _GREY_BANDS else None
         im.draft(mode, (image_size, image_size))  # JPEG: let libjpeg decode at a reduced scale
+        if im.size[0] * im.size[1] > MAX_PIXELS:
+            raise ImageTooLarge(path, width, height, im.size)
         im = _eight_bit(im)
         if grey is None and channels == 1 and im.mode != "L":
-            grey = _equal_channels(np.asarray(im.convert("RGB")))
+            colour = im if im.mode == "RGB" else im.convert("RGB")
+            grey = _equal_channels(np.asarray(_square(colour, image_size, resize)))
         im = _square(im.convert(mode), image_size, resize)
         array = np.asarray(im, dtype=np.uint8)
     if grey is None and channels == 3:
@@ -81,6 +111,14 @@ def grey_mode(path: str | Path) -> bool:
 def decode_image(path: str | Path, image_size: int, channels: int, resize: str = "squash") -> np.ndarray:
     """Only the pixels of :func:`decode`."""
     return decode(path, image_size, channels, resize).pixels
+
+
+def _file_size(path: str | Path) -> str:
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return "unknown size"
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} KB" if size >= 1e3 else f"{size} B"
 
 
 def _equal_channels(rgb: np.ndarray) -> bool:
