@@ -4,6 +4,9 @@ This path never imports torch: only numpy, Pillow (via :mod:`search.data.imageio
 the training data went through), onnxruntime and json. A model folder is what
 ``castsearch export`` writes; ``model.onnx`` is the network and ``card.json`` says how its
 input is made (image size, channels, normalisation) and what its outputs mean (classes).
+The card is checked when the model loads, against the model's own input and output shapes:
+a damaged or hand-edited card is a :class:`PredictError` naming the file and the key, not a
+traceback (or every image blamed) at the first batch.
 
 A file that cannot be decoded does not stop the others: ``castsearch predict`` classifies
 the readable ones, names each unreadable one on stderr, and exits with
@@ -24,13 +27,17 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from search.data.imageio import DECODE_ERRORS, RESIZES, decode_image
+from search.data.imageio import DECODE_ERRORS, RESIZES, ImageTooLarge, decode_image
+from search.data.rules import MIN_IMAGE_SIZE
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "card.json"
 NORMALISATIONS = {"x/255": lambda x: x.astype(np.float32) / 255.0}
 BATCH = 64
 UNREADABLE_STATUS = 1  # castsearch predict's exit status when some files could not be read
+# The largest image_size a model whose input size is not fixed may be fed (castsearch exports
+# fix it): the search space's largest (search.space.MAX_IMAGE_SIZE).
+MAX_IMAGE_SIZE = 1024
 
 
 class PredictError(ValueError):
@@ -89,6 +96,7 @@ class Predictor:
         if not folder.is_dir():
             raise PredictError(f"model folder {folder} does not exist (castsearch export writes one)")
         model, card = folder / MODEL_FILE, folder / CARD_FILE
+        self.card_path = card
         for path in (model, card):
             if not path.is_file():
                 raise PredictError(f"{folder} holds no exported model: {path.name} is missing "
@@ -96,23 +104,46 @@ class Predictor:
         try:
             self.card = json.loads(card.read_text())
             prep = self.card["preprocessing"]
-            self.classes: list[str] = list(self.card["classes"])
-            self.image_size, self.channels = int(prep["image_size"]), int(prep["channels"])
+            self.classes: list[str] = self.card["classes"]
+            self.image_size, self.channels = prep["image_size"], prep["channels"]
             self.square = prep.get("square", "squash")  # cards from before the choice: squash
             normalisation = prep["normalisation"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
             raise PredictError(f"{card}: not a castsearch model card ({type(e).__name__}: {e})") from None
-        if normalisation not in NORMALISATIONS:
-            raise PredictError(f"{card}: unknown normalisation {normalisation!r}; known: "
-                               f"{', '.join(NORMALISATIONS)}")
+        _check_card(card, self.classes, self.image_size, self.channels, normalisation, self.square)
         self.normalise = NORMALISATIONS[normalisation]
-        if self.square not in RESIZES:
-            raise PredictError(f"{card}: unknown preprocessing.square {self.square!r}; known: {', '.join(RESIZES)}")
         try:
             self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for unreadable models
             raise PredictError(f"{model}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+        self._check_model(card, model)
         self.input_name = self.session.get_inputs()[0].name
+
+    def _check_model(self, card: Path, model: Path) -> None:
+        """The card's image_size, channels and classes against the model's input
+        ``[batch, channels, height, width]`` and output ``[batch, classes]``; a dimension the
+        model leaves open (a name, not a number) is taken on trust, image_size up to
+        MAX_IMAGE_SIZE."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or not outputs or len(outputs[0].shape) != 2:
+            raise PredictError(f"{model}: not an image classifier: inputs {[i.shape for i in inputs]}, outputs "
+                               f"{[o.shape for o in outputs]}, not one [batch, channels, height, width] and "
+                               f"[batch, classes]")
+        channels, height, width = inputs[0].shape[1:]
+        if isinstance(channels, int) and channels != self.channels:
+            raise PredictError(f"{card}: preprocessing.channels is {self.channels}, but {model.name} takes "
+                               f"{channels}-channel images")
+        fixed = [d for d in (height, width) if isinstance(d, int)]
+        if fixed and fixed != [self.image_size] * len(fixed):
+            raise PredictError(f"{card}: preprocessing.image_size is {self.image_size}, but {model.name} takes "
+                               f"{height}x{width} images")
+        if len(fixed) < 2 and self.image_size > MAX_IMAGE_SIZE:
+            raise PredictError(f"{card}: preprocessing.image_size must be at most {MAX_IMAGE_SIZE} for a model "
+                               f"without a fixed input size, got {self.image_size}")
+        n_outputs = outputs[0].shape[1]
+        if isinstance(n_outputs, int) and n_outputs != len(self.classes):
+            raise PredictError(f"{card}: classes lists {len(self.classes)} names, but {model.name} has "
+                               f"{n_outputs} outputs")
 
     def decode(self, path: Path) -> np.ndarray:
         """uint8 ``[C, H, W]`` exactly as the training data was decoded; a file that cannot be
@@ -143,6 +174,9 @@ class Predictor:
             if not chunk:
                 continue
             logits = self.session.run(None, {self.input_name: self.normalise(np.stack(images))})[0]
+            if logits.ndim != 2 or logits.shape[1] != len(self.classes):  # an output size left open
+                raise PredictError(f"{self.card_path}: classes lists {len(self.classes)} names, but the model "
+                                   f"gave {logits.shape[1:]} outputs per image")
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
             probs = shifted / shifted.sum(axis=1, keepdims=True)
             for path, p in zip(chunk, probs, strict=True):
@@ -152,8 +186,31 @@ class Predictor:
         return out
 
 
+def _check_card(card: Path, classes: object, image_size: object, channels: object, normalisation: object,
+                square: object) -> None:
+    """The card's values predict uses, each of the type and range it needs (one-line PredictError)."""
+    def integer(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise PredictError(f"{card}: classes must be a list of distinct class names, got {classes!r:.80}")
+    if not integer(image_size) or image_size < MIN_IMAGE_SIZE:
+        raise PredictError(f"{card}: preprocessing.image_size must be an integer >= {MIN_IMAGE_SIZE}, "
+                           f"got {image_size!r:.80}")
+    if not integer(channels) or channels not in (1, 3):
+        raise PredictError(f"{card}: preprocessing.channels must be 1 (grey) or 3 (RGB), got {channels!r:.80}")
+    if not isinstance(normalisation, str) or normalisation not in NORMALISATIONS:
+        raise PredictError(f"{card}: unknown preprocessing.normalisation {normalisation!r:.80}; known: "
+                           f"{', '.join(NORMALISATIONS)}")
+    if not isinstance(square, str) or square not in RESIZES:
+        raise PredictError(f"{card}: unknown preprocessing.square {square!r:.80}; known: {', '.join(RESIZES)}")
+
+
 def _why(path: Path, e: BaseException) -> str:
     """Why ``path`` could not be decoded, in a few words."""
+    if isinstance(e, ImageTooLarge):
+        return e.reason
     if isinstance(e, OSError) and e.strerror:  # the file itself: permission denied, a folder, gone
         return e.strerror.lower()
     with contextlib.suppress(OSError):

@@ -186,3 +186,67 @@ def test_predict_makes_images_square_as_the_training_data_was(exported, tmp_path
     assert np.array_equal(Predictor(model).preprocess(files), data.test_x.numpy())
     squashed = Predictor(out).preprocess(files)
     assert not np.array_equal(squashed, data.test_x.numpy())  # the choice matters for these images
+
+
+def _damaged(exported: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the exported model folder whose card.json ``edit(card)`` changed."""
+    model = tmp_path / "damaged"
+    shutil.copytree(exported, model)
+    card = json.loads((model / "card.json").read_text())
+    edit(card)
+    (model / "card.json").write_text(json.dumps(card))
+    return model
+
+
+def _set(key: str, value):
+    def edit(card: dict) -> None:
+        target = card["preprocessing"] if key != "classes" else card
+        target[key] = value(target[key]) if callable(value) else value
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (_set("image_size", 0), "preprocessing.image_size must be an integer >= 8, got 0"),
+    (_set("image_size", -16), "preprocessing.image_size must be an integer >= 8, got -16"),
+    (_set("image_size", "16"), "preprocessing.image_size must be an integer >= 8, got '16'"),
+    (_set("image_size", 16.0), "preprocessing.image_size must be an integer >= 8, got 16.0"),
+    (_set("image_size", True), "preprocessing.image_size must be an integer >= 8, got True"),
+    (_set("image_size", 60000), "preprocessing.image_size is 60000, but model.onnx takes 16x16 images"),
+    (_set("image_size", 32), "preprocessing.image_size is 32, but model.onnx takes 16x16 images"),
+    (_set("channels", 1), "preprocessing.channels is 1, but model.onnx takes 3-channel images"),
+    (_set("channels", 2), "preprocessing.channels must be 1 (grey) or 3 (RGB), got 2"),
+    (_set("channels", None), "preprocessing.channels must be 1 (grey) or 3 (RGB), got None"),
+    (_set("classes", lambda c: c[:-1]), "classes lists {n-1} names, but model.onnx has {n} outputs"),
+    (_set("classes", lambda c: [*c, "extra"]), "classes lists {n+1} names, but model.onnx has {n} outputs"),
+    (_set("classes", lambda c: [c[0]] * len(c)), "classes must be a list of distinct class names"),
+    (_set("classes", lambda c: "".join(c)), "classes must be a list of distinct class names"),
+    (_set("classes", []), "classes must be a list of distinct class names, got []"),
+    (_set("normalisation", ["x/255"]), "unknown preprocessing.normalisation ['x/255']; known: x/255"),
+    (_set("normalisation", "x/127.5-1"), "unknown preprocessing.normalisation 'x/127.5-1'; known: x/255"),
+    (_set("square", {"pad": 1}), "unknown preprocessing.square {'pad': 1}; known: squash, pad, center-crop"),
+    (lambda card: card.update(preprocessing=[16, 3]), "not a castsearch model card (TypeError:"),
+    (lambda card: card.pop("classes"), "not a castsearch model card (KeyError: 'classes')"),
+])
+def test_a_damaged_card_is_one_line_naming_the_file_and_key(exported, images, tmp_path, cli_error, edit, message):
+    """A damaged or hand-edited card.json is refused when the model loads, checked against the
+    model's input and output shapes: before, image_size 0 was a ZeroDivisionError, 60000 a
+    MemoryError, a negative one blamed every image, a class too few an IndexError."""
+    out, _ = exported
+    n = len(json.loads((out / "card.json").read_text())["classes"])
+    model = _damaged(out, tmp_path, edit)
+    line = cli_error(["predict", str(model), str(images[0])])
+    expected = message.replace("{n-1}", str(n - 1)).replace("{n+1}", str(n + 1)).replace("{n}", str(n))
+    assert line.startswith(f"castsearch: error: {model / 'card.json'}: {expected}"), line
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_by_name_and_size(exported, images, tmp_path, capsys):
+    from tests.search.test_imageio import huge_png
+
+    out, _ = exported
+    huge = huge_png(tmp_path / "huge.png", 7000, 7000)
+    assert main(["predict", str(out), str(images[0]), str(huge)]) == UNREADABLE_STATUS
+    captured = capsys.readouterr()
+    assert [line.split()[0] for line in captured.out.splitlines()] == [str(images[0])]
+    assert captured.err.splitlines() == [
+        f"castsearch: skipped {huge}: 7000x7000 pixels (49.0 megapixels, from a file of 143 KB) is over the "
+        f"36-megapixel limit on images"]
