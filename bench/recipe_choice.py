@@ -31,7 +31,7 @@ PRESETS = ("custom-140k-3x3", "custom-590k-dw")
 DATASET_NAMES = ("neu-cls", "x-sdd")
 _MODERN = {"batch_size": 32, "weight_decay": 5e-4, "warmup": 0.25, "enhancements": ("label_smoothing",),
            "label_smoothing": 0.1, "augmentations": ("hflip",)}
-CANDIDATES: dict[str, dict] = {  # name -> TrainRecipe fields
+CANDIDATES: dict[str, dict] = {  # name -> TrainRecipe fields over the paper recipe
     "paper": {"optimizer": "adam", "lr": 1e-3, "batch_size": 32},
     "adamw-onecycle": {**_MODERN, "optimizer": "adamw", "lr": 3e-3, "schedule": "onecycle"},
     "adamw-cosine": {**_MODERN, "optimizer": "adamw", "lr": 3e-3, "schedule": "cosine"},
@@ -71,7 +71,7 @@ def run_job(job: Job, epochs: int, val_fraction: float, out: Path) -> dict:
 
     data = load_dataset(DataConfig(source=str(DATASETS / job.dataset), image_size=32, channels=3,
                                    test_fraction=0.1, val_fraction=val_fraction, split_seed=555))
-    recipe = TrainRecipe(**CANDIDATES[job.recipe], epochs=epochs, image_size=32, channels=3, seed=job.seed)
+    recipe = TrainRecipe.named("paper", **CANDIDATES[job.recipe], epochs=epochs, image_size=32, channels=3, seed=job.seed)
     torch.manual_seed(job.seed)
     model = build_candidate(NETS[job.preset], recipe, data.num_classes)
     result = train(model, data, recipe, device="cpu")

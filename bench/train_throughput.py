@@ -77,7 +77,7 @@ def main() -> None:
     load_dataset(DataConfig(source=args.data, image_size=args.image_size))
     cached_s = time.perf_counter() - t0
     channels = data.train_x.shape[1]  # 1 for grey datasets under channels: auto
-    recipe = TrainRecipe(epochs=args.epochs, image_size=args.image_size, channels=channels)
+    recipe = TrainRecipe.named("paper", epochs=args.epochs, image_size=args.image_size, channels=channels)
     rows, ratios = [], []
     for name in args.networks:
         spec = get_preset(name) if name in PRESETS else ArchSpec.from_code(name)

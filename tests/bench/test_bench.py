@@ -288,7 +288,7 @@ def test_retime_trials_bench_times_stored_trials_against_a_reference(tmp_path):
     data = load_dataset(DataConfig(source="synthetic", image_size=16, synthetic_count=60), cache_dir=tmp_path / "c")
     storage = f"sqlite:///{tmp_path}/r.db"
     study = studylib.open_study("r", storage)
-    recipe = TrainRecipe(image_size=16, epochs=1)
+    recipe = TrainRecipe.named("paper", image_size=16, epochs=1)
     for name in ("custom-140k-3x3", "custom-140k-dw"):
         arch = PRESETS[name]
         outcome = run_candidate(arch, recipe, data, out_dir=tmp_path / name, limits=Limits(), quick_measure=True)

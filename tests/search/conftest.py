@@ -74,7 +74,7 @@ def tiny_study(tmp_path_factory) -> TinyStudy:
     space = load_space(REPO / "spaces" / "paper.yaml")
     storage = f"sqlite:///{root}/tiny.db"
     study = studylib.open_study("tiny", storage)
-    recipe = TrainRecipe(epochs=1, batch_size=32, image_size=16, channels=3)
+    recipe = TrainRecipe.named("paper", epochs=1, batch_size=32, image_size=16, channels=3)
     nets = [
         (ArchSpec.from_code("C8 P D16 A"), TrainRecipe(**{**recipe.to_dict(), "enhancements": ("blurpool",)}),
          "tiny-preset"),

@@ -157,7 +157,7 @@ def test_predict_converts_rgb_files_for_an_auto_grey_model(tmp_path, capsys, mon
     monkeypatch.setenv("CASTSEARCH_CACHE", str(cache))
     data = load_dataset(DataConfig(source=str(_folder(tmp_path / "d")), image_size=8), cache)
     arch = ArchSpec.from_code("C8 A")
-    recipe = TrainRecipe(epochs=1, batch_size=8, image_size=8, channels=data.in_channels)
+    recipe = TrainRecipe.named("paper", epochs=1, batch_size=8, image_size=8, channels=data.in_channels)
     outcome = run_candidate(arch, recipe, data, out_dir=tmp_path / "trial", limits=Limits(), quick_measure=True)
     storage = f"sqlite:///{tmp_path}/grey.db"
     study = studylib.open_study("grey", storage)

@@ -119,7 +119,7 @@ def test_bad_weights_files_are_errors_naming_the_file(images, tmp_path):
     data = load_dataset(DataConfig(source=str(images), image_size=16), cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match=f"{other}: .*resnet20"):
         references.run_baseline("resnet20", references.resolve_weights("resnet20", str(other)),
-                               TrainRecipe(epochs=1, image_size=16), data)
+                               TrainRecipe.named("paper", epochs=1, image_size=16), data)
 
 
 def test_fine_tuning_from_a_local_weights_file(space, images, tmp_path, caplog):

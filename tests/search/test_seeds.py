@@ -41,7 +41,7 @@ def data(tmp_path_factory):
 
 
 def _recipe(**changes) -> TrainRecipe:
-    return dataclasses.replace(TrainRecipe(epochs=1, batch_size=16, image_size=16, channels=3, seed=5), **changes)
+    return dataclasses.replace(TrainRecipe.named("paper", epochs=1, batch_size=16, image_size=16, channels=3, seed=5), **changes)
 
 
 def test_the_space_reads_seeds_and_refuses_what_is_out_of_range():

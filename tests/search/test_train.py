@@ -70,7 +70,7 @@ def _nearest(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _recipe(**kw) -> TrainRecipe:
-    return TrainRecipe(**{"epochs": 1, "image_size": SIDE, **kw})
+    return TrainRecipe.named("paper", **{"epochs": 1, "image_size": SIDE, **kw})
 
 
 class Recorder(Callback):
@@ -402,6 +402,19 @@ def test_named_recipes():
         "adam", 1e-3, "constant", 0.0, 32)
     assert paper.enhancements == () and paper.augmentations == ()
     assert TrainRecipe.named("default", epochs=3).epochs == 3
+    assert TrainRecipe() == TrainRecipe.named("default")  # one default: the dataclass's is the named one
+    assert (TrainRecipe().optimizer, TrainRecipe().schedule) == ("adamw", "onecycle")
+
+
+def test_a_stored_recipe_without_a_field_reads_as_it_was_trained():
+    """Recipes stored before the optimiser fields existed trained with the paper's values (the
+    defaults then): reading one gives the paper recipe, not today's default."""
+    old = {"epochs": 5, "batch_size": 16, "image_size": 32, "channels": 3, "enhancements": [], "augmentations": [],
+           "label_smoothing": 0.1, "mixup_alpha": 0.2, "cutout_length": 0.25, "seed": 2}
+    assert TrainRecipe.from_dict(old) == TrainRecipe.named("paper", **old)
+    assert TrainRecipe.from_dict({**old, "optimizer": "sgd"}).optimizer == "sgd"
+    default = TrainRecipe(epochs=2).to_dict()
+    assert TrainRecipe.from_dict(default) == TrainRecipe(epochs=2)  # a complete dict is read as written
     with pytest.raises(ValueError, match="unknown recipe 'fast'; known recipes: paper, default"):
         TrainRecipe.named("fast")
     with pytest.raises(ValueError, match="unknown schedule 'step'; known: constant, onecycle, cosine"):
