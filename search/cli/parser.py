@@ -29,6 +29,13 @@ def _channels(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
+def _command(sub, name: str, func, summary: str, description: str, **kw) -> argparse.ArgumentParser:
+    """A subcommand: ``summary`` in ``castsearch --help``'s list, ``description`` atop its own help."""
+    c = sub.add_parser(name, help=summary, description=description, **kw)
+    c.set_defaults(func=func)
+    return c
+
+
 def build_parser() -> argparse.ArgumentParser:
     from search.data.rules import AUTO, CHANNELS  # torch-free
     from search.training.recipe import CLASS_BALANCES, OPTIMIZERS, RECIPES, SCHEDULES  # torch-free
@@ -38,48 +45,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    m = sub.add_parser("models", help="list the paper's preset networks")
+    m = _command(sub, "models", commands.cmd_models, "list the paper's preset networks",
+                 "List the paper's preset networks: parameters, multiply-accumulates at 32 px and layer code "
+                 "(3 channels, 10 classes).")
     m.add_argument("--json", action="store_true", help="print JSON")
-    m.set_defaults(func=commands.cmd_models)
 
-    ca = sub.add_parser("cache", help="list or clear the decoded images castsearch keeps between runs")
+    ca = _command(sub, "cache", commands.cmd_cache, "list or clear the decoded images castsearch keeps between runs",
+                  "List the decoded datasets castsearch keeps between runs (size, image side, channels, source), "
+                  "or remove them with --clear; a later run decodes its images again.")
     ca.add_argument("--dir", help="the cache folder (default: $CASTSEARCH_CACHE, else ~/.cache/castsearch; "
                                   "a space file's data.cache_dir when it sets one)")
     ca.add_argument("--clear", action="store_true", help="remove every file castsearch wrote there")
     ca.add_argument("--json", action="store_true", help="print the listing as JSON")
-    ca.set_defaults(func=commands.cmd_cache)
 
-    t = sub.add_parser("train", help="train and measure one network")
+    t = _command(sub, "train", commands.cmd_train, "train and measure one network",
+                 "Train one network, evaluate it on the validation split (what a search ranks by; its figures "
+                 "are named val_...) and the test split (test_...), and measure its ONNX Runtime CPU latency "
+                 "and parameters. Writes "
+                 "model.pt, spec.json, recipe.json and metrics.json to --out.")
     t.add_argument("arch", metavar="PRESET_OR_SPEC_JSON", help="a preset name, a spec .json file, or a layer code")
     t.add_argument("--data", default="synthetic", help="image folder, GC10-DET folder, or 'synthetic' (default)")
-    t.add_argument("--image-size", type=int, default=32)
+    t.add_argument("--image-size", type=int, default=32, help="image side in px (default 32)")
     t.add_argument("--channels", type=_channels, choices=CHANNELS, default=AUTO,
                    help="auto (default: 1 when every image is grey, else 3), 1 (grey) or 3 (RGB)")
     t.add_argument("--resize", choices=("squash", "pad", "center-crop"), default="squash",
                    help="how images are made square: squash (default), pad with black, or center-crop")
     t.add_argument("--recipe", default="default", choices=tuple(RECIPES),
-                   help="named recipe the other training flags override (default: default; paper: "
-                        "Adam at a constant 1e-3, nothing else)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--optimizer", choices=OPTIMIZERS)
-    t.add_argument("--lr", type=float, help="the schedule's peak learning rate")
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--schedule", choices=SCHEDULES)
-    t.add_argument("--warmup", type=float, help="fraction of training spent warming up, in [0, 1)")
-    t.add_argument("--class-balance", choices=CLASS_BALANCES)
+                   help="named recipe the other training flags override (default: default, AdamW with a "
+                        "one-cycle schedule; paper: Adam at a constant 1e-3, nothing else)")
+    t.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    t.add_argument("--batch-size", type=int, help="images per batch (default: the recipe's)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default: the recipe's)")
+    t.add_argument("--lr", type=float, help="the schedule's peak learning rate (default: the recipe's)")
+    t.add_argument("--weight-decay", type=float, help="weight decay (default: the recipe's)")
+    t.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default: the recipe's)")
+    t.add_argument("--warmup", type=float, help="fraction of training spent warming up, in [0, 1) "
+                                                "(default: the recipe's)")
+    t.add_argument("--class-balance", choices=CLASS_BALANCES,
+                   help="weighted_loss: inverse class frequency; sampler: class-balanced batches "
+                        "(default: the recipe's, none)")
     t.add_argument("--enhance", help="comma-separated: blurpool,squeeze_excite,swa,label_smoothing,mixup,cutout "
                                      "('' for none; default: the recipe's)")
     t.add_argument("--augment", help="comma-separated: hflip,vflip,rotate,gaussian_blur,"
                                      "shift_scale_rotate,random_crop,brightness_contrast "
                                      "('' for none; default: the recipe's)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     t.add_argument("--threads", type=int, default=0, help="torch threads for training (default: torch's)")
     t.add_argument("--out", help="output folder (default: studies/train/NAME-TIME)")
     t.add_argument("--json", action="store_true", help="print one JSON object")
-    t.set_defaults(func=commands.cmd_train)
 
-    r = sub.add_parser("run", help="run (or resume) a search over a space file")
+    r = _command(sub, "run", commands.cmd_run, "run (or resume) a search over a space file",
+                 "Run a search over a space file, or resume its study: Ray Tune workers train sampled "
+                 "networks, Optuna maximises their validation objective (balanced accuracy by default) "
+                 "against measured latency and parameters. "
+                 "Prints progress, a summary and the Pareto front.")
     _space_args(r, "search-space YAML, e.g. spaces/paper.yaml", "study name (overrides the space's)")
     r.add_argument("--trials", type=int, help="trials this run starts (overrides budget.trials)")
     r.add_argument("--timeout", help="time budget, e.g. 90s, 30m, 2h (overrides budget.timeout)")
@@ -91,56 +110,70 @@ def build_parser() -> argparse.ArgumentParser:
                    "<its folder>/STUDY/; studies/STUDY/ for PostgreSQL)")
     r.add_argument("--confirm", type=int, metavar="K", help="then retrain the front and the presets K times "
                                                             "with other seeds (castsearch confirm)")
-    r.set_defaults(func=commands.cmd_run)
 
-    f = sub.add_parser("front", help="show a study's Pareto front")
+    f = _command(sub, "front", commands.cmd_front, "show a study's Pareto front",
+                 "Show a study's Pareto front: the validation objective each trial was ranked by, its test "
+                 "figures (never ranked by), latency and parameters; with the confirmed figures where "
+                 "castsearch confirm retrained it, and the baselines it dominates.")
     _study_args(f)
     f.add_argument("--json", action="store_true", help="print a JSON list")
     f.add_argument("--references", action="store_true",
                    help="list the baselines stored by 'castsearch baselines' instead of the front")
-    f.set_defaults(func=commands.cmd_front)
 
-    c = sub.add_parser("confirm", help="retrain the front and the paper's presets with other seeds: mean, "
-                                      "spread and 95%% interval of validation and test accuracy")
+    c = _command(sub, "confirm", commands.cmd_confirm,
+                 "retrain the front and the paper's presets with other seeds: mean, "
+                 "spread and 95%% interval of validation and test accuracy",
+                 "Retrain every front trial and the paper's presets with other seeds and store the mean, "
+                 "standard deviation and 95% interval of the validation objective, the test accuracy and "
+                 "the test worst-class recall; a trial already confirmed with these seeds is not retrained.")
     _study_args(c)
     c.add_argument("--seeds", type=int, default=3, help="runs per trial, each with a seed of its own (default 3)")
     c.add_argument("--workers", type=int, help="runs at once, one CPU each (default: one per CPU)")
     c.add_argument("--top", type=int, metavar="N",
                    help="of the front's searched trials only the N most accurate and each preset's "
                         "challenger: the most accurate one that dominates it (and the presets)")
-    c.set_defaults(func=commands.cmd_confirm)
 
-    d = sub.add_parser("dashboard", help="serve optuna-dashboard on a study's database")
+    d = _command(sub, "dashboard", commands.cmd_dashboard, "serve optuna-dashboard on a study's database",
+                 "Serve optuna-dashboard on a study's database, read-only unless --allow-writes; Ctrl-C stops it.")
     _study_args(d)
     d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     d.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     d.add_argument("--allow-writes", action="store_true",
                    help="let the dashboard edit notes and trials (default: read-only; it never deletes)")
-    d.set_defaults(func=commands.cmd_dashboard)
 
-    rp = sub.add_parser("report", help="write an HTML report of a study, with plots")
+    rp = _command(sub, "report", commands.cmd_report, "write an HTML report of a study, with plots",
+                  "Write a self-contained HTML report of a study: the front table, which of the paper's presets "
+                  "a searched network dominates, the baselines, the machines and library versions, and PNG "
+                  "plots (the front, the hypervolume over trials, recall and confusion of chosen networks).")
     _study_args(rp)
     rp.add_argument("--out", help="output folder (default studies/STUDY/report)")
-    rp.set_defaults(func=commands.cmd_report)
 
-    e = sub.add_parser("export", help="export a trial's network: ONNX, TorchScript, spec, weights, model card")
+    e = _command(sub, "export", commands.cmd_export,
+                 "export a trial's network: ONNX, TorchScript, spec, weights, model card",
+                 "Export a trial's network: ONNX and TorchScript models checked against PyTorch, the spec, "
+                 "the weights, card.json and MODEL_CARD.md with the study's figures (val_... and test_...) and "
+                 "the exported models' measured latency.")
     e.add_argument("--trial", type=int, required=True, help="trial number")
     _study_args(e)
     e.add_argument("--out", help="output folder (default studies/STUDY/export/trial-N)")
     e.add_argument("--format", default="onnx,torchscript", help="comma-separated: onnx,torchscript (default both)")
     e.add_argument("--quantize", choices=("int8",), help="also write an int8 ONNX model, with its test accuracy and latency")
-    e.set_defaults(func=commands.cmd_export)
 
-    pr = sub.add_parser("predict", help="classify images with an exported model (onnxruntime only)",
-                        epilog="exit status: 0 every image classified; 1 some files could not be read (each "
-                               "named on stderr, the others classified); 2 bad input; 141 the output's "
-                               "reader went away (| head)")
+    pr = _command(sub, "predict", commands.cmd_predict, "classify images with an exported model (onnxruntime only)",
+                  "Classify images with a model written by castsearch export, with onnxruntime only (no torch): "
+                  "one line per image, its label and probability.",
+                  epilog="exit status: 0 every image classified; 1 some files could not be read (each "
+                         "named on stderr, the others classified); 2 bad input; 141 the output's "
+                         "reader went away (| head)")
     pr.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by castsearch export")
     pr.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     pr.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
-    pr.set_defaults(func=commands.cmd_predict)
 
-    b = sub.add_parser("baselines", help="train and measure the paper's reference networks beside a study")
+    b = _command(sub, "baselines", commands.cmd_baselines,
+                 "train and measure the paper's reference networks beside a study",
+                 "Train and measure the paper's reference networks (pretrained where weights are available) on "
+                 "a space's data and training settings, and store them in the study STUDY-baselines, which "
+                 "front and report compare against.")
     _space_args(b, "search-space YAML whose data and training settings to use",
                 "study name (overrides the space's); baselines go to STUDY-baselines")
     b.add_argument("--only", help="comma-separated baseline names (default: every baseline that takes "
@@ -151,6 +184,4 @@ def build_parser() -> argparse.ArgumentParser:
                    help="starting weights: ImageNet's when cached (auto, default), ImageNet's downloaded "
                         "if needed (imagenet), none, or a local state-dict file for one baseline")
     b.add_argument("--artifacts", help="where baseline weights go (default studies/STUDY-baselines/)")
-    b.set_defaults(func=commands.cmd_baselines)
     return p
-

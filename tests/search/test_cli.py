@@ -132,3 +132,50 @@ def test_a_guessed_study_is_named_and_several_are_an_error(tmp_path, monkeypatch
     for argv in (["front"], ["export", "--trial", "0"], ["report"]):
         line = cli_error(argv)
         assert "say which study with --study NAME" in line and "demo, line3" in line
+
+
+def _commands():
+    import argparse
+
+    from search.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return parser, sub
+
+
+def test_every_command_says_what_it_does_and_every_flag_has_help():
+    import argparse
+
+    parser, sub = _commands()
+    assert {c.dest for c in sub._choices_actions} == set(sub.choices)  # each listed with a summary
+    assert all(c.help for c in sub._choices_actions)
+    for name, command in [("castsearch", parser), *sub.choices.items()]:
+        assert command.description, f"{name}: no description"
+        for action in command._actions:
+            if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                assert action.help, f"{name} {'/'.join(action.option_strings) or action.dest}: no help"
+
+
+def test_the_command_reference_is_what_the_parser_generates():
+    """docs/cli.md is generated from the parser: a flag added, renamed or reworded without
+    regenerating it (python -m search.cli.reference) fails here."""
+    from search.cli import reference
+
+    _, sub = _commands()
+    text = reference.markdown()
+    assert reference.DOC.read_text() == text, "docs/cli.md is out of date: run python -m search.cli.reference"
+    for name, command in sub.choices.items():
+        assert f"## castsearch {name}\n" in text
+        assert all(option in text for a in command._actions for option in a.option_strings if option != "-h")
+    assert reference.main(["--check"]) == 0
+
+
+def test_the_reference_check_fails_on_a_stale_file(tmp_path, capsys):
+    from search.cli import reference
+
+    stale = tmp_path / "cli.md"
+    stale.write_text(reference.markdown().replace("--seeds SEEDS", "--seed-count N"))
+    assert reference.main(["--check", "--out", str(stale)]) == 1
+    assert "out of date" in capsys.readouterr().err
+    assert reference.main(["--out", str(stale)]) == 0 and reference.main(["--check", "--out", str(stale)]) == 0
