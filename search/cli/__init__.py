@@ -15,12 +15,21 @@ import logging
 import os
 import sys
 
-from search.cli.commands import load_sizes
 from search.cli.common import CLIError, stdout_closed
 from search.cli.parser import build_parser
 from search.cli.printing import live_epoch_line, print_front, print_run_summary
 
-__all__ = ["CLIError", "build_parser", "live_epoch_line", "load_sizes", "main", "print_front", "print_run_summary"]
+__all__ = ["CLIError", "build_parser", "live_epoch_line", "main", "print_front", "print_run_summary"]
+
+
+def __getattr__(name: str):
+    """``load_sizes`` lives in :mod:`search.data` (which imports torch): importers that took it from
+    here still get it, without the CLI importing torch for ``--help``."""
+    if name == "load_sizes":
+        from search.data import load_sizes
+
+        return load_sizes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,19 +154,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"  written to      {out}")
     return 0
 
-def load_sizes(space) -> dict:
-    """The space's data at each of its image sizes. ``channels: auto`` is decided at the first
-    size and the others load with what it decided, so every network of a study takes one input."""
-    from search.data import load_dataset
-
-    first, *rest = space.image_sizes
-    datasets = {first: load_dataset(space.data.config(first), cache_dir=space.data.cache_dir)}
-    decided = space.with_channels(datasets[first].in_channels).data
-    datasets.update({size: load_dataset(decided.config(size), cache_dir=decided.cache_dir) for size in rest})
-    return datasets
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from search.data import load_sizes
     from search.run.runner import RunOptions, check_options, run_search
     from search.space import load_space
     from search.study.storage import default_storage, front_rows, load_existing_study, redact_url
