@@ -3,7 +3,9 @@ tree, plus the inputs that would break them: weights load with ``torch.load(weig
 YAML with ``safe_load``, no shell and no command built from a string, no pickle or eval.
 
 (optuna-dashboard's loopback default and the HTML escaping of the report are tested with
-those commands, in test_dashboard.py and test_report.py.)
+those commands, in test_dashboard.py and test_report.py; the dashboard's writes over HTTP,
+the pixel limit on images and the model card checks in test_dashboard.py, test_imageio.py
+and test_predict.py. Here: which of optuna-dashboard's routes ``--allow-writes`` lets through.)
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import ast
 import os
 from pathlib import Path
 
+import optuna
+import optuna_dashboard
 import pytest
 import torch
 
 from search.run.references import read_state_dict
 from search.space import SpaceError, load_space
+from search.view.dashboard import READ_METHODS, is_note_write
 from tests.search.infra_helpers import REPO
 
 PACKAGES = ("castmodels", "search", "bench")
@@ -127,3 +132,24 @@ def test_a_space_file_with_python_tags_is_a_clean_error(tmp_path, tag):
         load_space(path)
     assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
     assert not marker.exists()
+
+
+def test_the_dashboard_lets_through_note_writes_only():
+    """Of every route the installed optuna-dashboard serves, ``--allow-writes`` passes the GETs
+    and the two note saves, nothing else (renaming, telling and user attributes among them)."""
+    app = optuna_dashboard.wsgi(optuna.storages.InMemoryStorage())
+    passed = set()
+    for route in app.routes:
+        if route.method in READ_METHODS:
+            continue
+        path = route.rule
+        for arg, value in (("<study_id:int>", "1"), ("<trial_id:int>", "2"), ("<history_id>", "3"),
+                           ("<artifact_id:re:[0-9a-fA-F-]+>", "0a1b")):
+            path = path.replace(arg, value)
+        assert "<" not in path, route.rule  # a route argument this test does not fill in
+        for method in (route.method, route.method.lower()):
+            if is_note_write(method, path):
+                passed.add((route.method, route.rule))
+    assert passed == {("PUT", "/api/studies/<study_id:int>/note"),
+                      ("PUT", "/api/studies/<study_id:int>/<trial_id:int>/note")}
+    assert len([r for r in app.routes if r.method not in READ_METHODS]) >= 15
