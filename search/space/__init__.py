@@ -29,10 +29,10 @@ Every candidate trains with seed ``sampler.seed`` (0 when unset): all trials see
 same initialisation and batch order, so their differences come from the point.
 
 A bad file fails here, before a study exists, with one line that names the file and the key
-path: the reader (:class:`~search.space.yamlfile._SpaceLoader`, a ``yaml.SafeLoader``) refuses files over 1 MiB,
-nesting deeper than 32 levels, a key written twice; the checks bound every number a file
-gives (``MAX_*``), refuse NaN and inf, stepped ranges of more than a million points and a
-per-block space whose least downsampling point leaves no feature map.
+path: the reader (:class:`~search.space.yamlfile._SpaceLoader`, a ``yaml.SafeLoader``)
+refuses files over 1 MiB, nesting deeper than 32 levels, a key written twice; the checks
+bound every number a file gives (``MAX_*``), refuse NaN and inf, stepped ranges of more than
+a million points and a per-block space whose least downsampling point leaves no feature map.
 
 The modules, one concern each:
 
