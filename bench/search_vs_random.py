@@ -82,6 +82,7 @@ from search.latency.screen import LIMIT_PREFIX  # noqa: E402
 from search.run.confirm import confirm_study  # noqa: E402
 from search.run.runner import RunOptions, run_search  # noqa: E402
 from search.space import load_space  # noqa: E402
+from search.study import front  # noqa: E402
 from search.study import storage as studylib  # noqa: E402
 from search.study.record import TrialRecord  # noqa: E402
 
@@ -181,10 +182,6 @@ def run(args, changes: dict, name: str) -> float:
     return wall
 
 
-def point(t: optuna.trial.FrozenTrial) -> list[float]:
-    return [t.values[0], t.values[1], t.values[2]]
-
-
 def stored_studies(args) -> dict[str, optuna.Study]:
     """The searches of ``--prefix`` stored in ``--storage``, in the order of STUDIES."""
     names = {x.study_name for x in optuna.get_all_study_summaries(studylib.make_storage(args.storage),
@@ -210,12 +207,6 @@ def describe(kind: str, s: optuna.Study) -> str:
     return f"{kind} ({sampler['name']}{pop}{stop}{seeds}{floor}{seed})"
 
 
-def confirmed_point(s: optuna.Study, t: optuna.trial.FrozenTrial) -> list[float] | None:
-    """``t``'s point with its confirmed mean accuracy (castsearch confirm), or None."""
-    summary = studylib.confirmed(s, t.number)
-    return None if summary is None else [summary["objective"]["mean"], t.values[1], t.values[2]]
-
-
 def pooled_presets(studies: dict[str, optuna.Study]) -> dict[str, dict[int, float]]:
     """Each preset's confirmed runs, by seed, pooled over every study that confirmed it: the
     presets are the same networks with the same recipe in every study, so a seed confirmed in
@@ -223,7 +214,7 @@ def pooled_presets(studies: dict[str, optuna.Study]) -> dict[str, dict[int, floa
     pooled: dict[str, dict[int, float]] = {}
     for s in studies.values():
         for t in s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            preset, summary = TrialRecord.read(t).preset, studylib.confirmed(s, t.number)
+            preset, summary = TrialRecord.read(t).preset, front.confirmed(s, t.number)
             if preset and summary:
                 pooled.setdefault(preset, {}).update(zip(summary["seeds"], summary["objective"]["runs"], strict=True))
     return pooled
@@ -239,14 +230,15 @@ def confirmed_dominance(studies: dict[str, optuna.Study], own: dict, presets: di
     sampled = dict.fromkeys(studies, 0)  # presets a trial the sampler drew dominates (not a seeded nearest point)
     for name in sorted(set(presets) & set(pooled)):
         runs = pooled[name]
-        base = [statistics.fmean(runs.values()), presets[name].values[1], presets[name].values[2]]
+        base = front.objective_point(statistics.fmean(runs.values()), *presets[name].values[1:])
         cells = [name, f"{100 * base[0]:.1f}", str(len(runs)), f"{base[1]:.2f}", f"{int(base[2]):,}"]
         for kind, s in studies.items():
-            confirmed = [(t, confirmed_point(s, t)) for t in own[kind]]
-            beaters = [(t, p) for t, p in confirmed if p is not None and studylib.dominates(p, base)]
-            sampled[kind] += any(TrialRecord.read(b).near_preset is None for b, _ in beaters)
+            confirmed = [(t, front.confirmed_point(s, t)) for t in own[kind]]
+            beaters = front.dominating(base, confirmed)  # most accurate first
+            drawn = {t.number for t in front.searched(b for b, _ in beaters)}
+            sampled[kind] += bool(drawn)
             if beaters:
-                t, p = max(beaters, key=lambda b: b[1][0])
+                t, p = beaters[0]
                 cells.append(f"yes, by {_by([b for b, _ in beaters])}; e.g. {_label(t)}: {100 * p[0]:.1f}%, "
                              f"{p[1]:.2f} ms, {int(p[2]):,} params")
             else:
@@ -288,8 +280,8 @@ def retiming_agreement(studies: dict[str, optuna.Study]) -> list[str]:
     rows, paced = [], False
     for kind, s in studies.items():
         ratios, clock = [], []
-        for t in studylib.pareto_front(s):
-            if (r := studylib.retimed(s, t.number)) is None:
+        for t in front.pareto_front(s):
+            if (r := front.retimed(s, t.number)) is None:
                 continue
             ratios.append(r["latency_ms"] / t.values[1])
             timings = TrialRecord.read(t).latency_timings_ms
@@ -329,18 +321,17 @@ def report(args) -> str:
     box = reference[1] * reference[2]  # accuracy spans 0..1
     # trained networks within the architecture limits, whether or not a search's min_accuracy
     # kept them off its front: searches with and without a floor are measured alike
-    feasible = {k: [t for t in s.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
-                    and (studylib.is_feasible(t) or studylib.below_floor(t))] for k, s in studies.items()}
+    feasible = {k: [t for t in s.get_trials(deepcopy=False) if front.within_limits(t)] for k, s in studies.items()}
     own = {k: [t for t in ts if not TrialRecord.read(t).preset] for k, ts in feasible.items()}
     budgets = [s.user_attrs[BUDGET_ATTR] for s in studies.values() if BUDGET_ATTR in s.user_attrs]
     if any(b != budgets[0] for b in budgets):
         raise SystemExit(f"the searches ran with different budgets, not comparable: {budgets}")
     budget = budgets[0] if budgets else {"minutes": args.minutes, "workers": args.workers, "epochs": args.epochs}
     minutes, workers, epochs = budget["minutes"], budget["workers"], budget["epochs"]
-    presets = {TrialRecord.read(t).preset: t for t in feasible[first] if TrialRecord.read(t).preset}
+    presets = front.presets(feasible[first])
 
     def hv(trials) -> float:
-        return studylib.hypervolume([point(t) for t in trials], reference) / box if trials else 0.0
+        return front.hypervolume([front.point(t) for t in trials], reference) / box if trials else 0.0
 
     def trained_epochs(s: optuna.Study) -> str:
         """Epochs the workers trained (a trial trained with several seeds: each training; a trial
@@ -361,19 +352,19 @@ def report(args) -> str:
     floor_box = (1.0 - floor) * box
 
     def hv_floor(trials) -> float:
-        return studylib.hypervolume([point(t) for t in trials], floor_ref) / floor_box if trials else 0.0
+        return front.hypervolume([front.point(t) for t in trials], floor_ref) / floor_box if trials else 0.0
 
     hv_own = {k: hv(ts) for k, ts in own.items()}
     hvf_own = {k: hv_floor(ts) for k, ts in own.items()}
     rows = []
     for kind, s in studies.items():
-        c = studylib.counts(s.get_trials(deepcopy=False))
+        c = front.counts(s.get_trials(deepcopy=False))
         best = max((t.values[0] for t in own[kind]), default=float("nan"))
         ratio = f"{hv_own[kind] / hv_own['random']:.2f}" if hv_own.get("random") else ""
         ratio_f = f"{hvf_own[kind] / hvf_own['random']:.2f}" if hvf_own.get("random") else ""
         rows.append([describe(kind, s), f"{s.user_attrs.get(WALL_ATTR, float('nan')) / 60:.1f}", c["complete"],
                      c["pruned"], trained_epochs(s), c["below_floor"], c["infeasible"], c["invalid"], c["failed"],
-                     len(studylib.pareto_front(s)),
+                     len(front.pareto_front(s)),
                      f"{100 * best:.1f}", f"{hv_own[kind]:.4f}", ratio, f"{hv(feasible[kind]):.4f}",
                      f"{hvf_own[kind]:.4f}", ratio_f, f"{hv_floor(feasible[kind]):.4f}"])
     preset_pts = list(presets.values())
@@ -385,9 +376,9 @@ def report(args) -> str:
     for name, pt in sorted(presets.items()):
         cells = [name, f"{100 * pt.values[0]:.1f}", f"{pt.values[1]:.2f}", f"{int(pt.values[2]):,}"]
         for kind in studies:
-            beaters = [t for t in own[kind] if studylib.dominates(point(t), point(pt))]
+            beaters = [t for t, _ in front.dominating(front.point(pt), ((t, front.point(t)) for t in own[kind]))]
             if beaters:
-                b = max(beaters, key=lambda t: t.values[0])
+                b = beaters[0]  # the most accurate
                 cells.append(f"yes, by {_by(beaters)}; e.g. {_label(b)}: {100 * b.values[0]:.1f}%, "
                              f"{b.values[1]:.2f} ms, {int(b.values[2]):,} params")
             else:

@@ -63,6 +63,7 @@ from search.run.runs import (
 )
 from search.space import Candidate, InvalidCandidate, SearchSpace, suggest
 from search.study import storage as studylib
+from search.study.front import objective_point
 from search.study.record import Limits, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -382,7 +383,7 @@ def joins_front(outcome, front: list[list[float]], min_accuracy: float | None = 
     and it is asked again of the mean so far before each seed after the second."""
     if min_accuracy is not None and outcome.objective < min_accuracy:
         return False
-    point = [outcome.objective, outcome.measurement.latency_ms, float(outcome.measurement.params)]
+    point = objective_point(outcome.objective, outcome.measurement.latency_ms, outcome.measurement.params)
     return not any(studylib.dominates(q, point) for q in front)
 
 
@@ -450,7 +451,7 @@ class ParetoRungs(FIFOScheduler):
                 continue
             passed.add(milestone)
             m = trial.config.get("measurement") or {}
-            point = [float(result[self.score_key]), float(m.get("latency_ms", 0.0)), float(m.get("params", 0))]
+            point = objective_point(result[self.score_key], m.get("latency_ms", 0.0), m.get("params", 0))
             dominated_by = sum(studylib.dominates(other, point) for other in self.rungs[milestone])
             self.rungs[milestone].append(point)
             if dominated_by >= REDUCTION - 1 and not trial.config.get("protect"):

@@ -255,10 +255,6 @@ class TrialRecord:
         name = min(self.per_class_recall, key=self.per_class_recall.get)
         return name, self.per_class_recall[name]
 
-    def point(self) -> list[float]:
-        """The objective values, in :data:`OBJECTIVES` order."""
-        return [self.accuracy, self.latency_ms, self.params]
-
     def arch_spec(self) -> ArchSpec:
         from castmodels import ArchSpec
 

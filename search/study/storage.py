@@ -1,8 +1,11 @@
-"""The Optuna study: storage, locks, sampler, telling outcomes, the Pareto front and its references.
+"""The Optuna study in SQL: storage, locks, opening a study, its sampler, telling outcomes.
 
 Every trial and the front live in SQL (SQLite by default, any SQLAlchemy URL such as
 PostgreSQL when several machines share a study). A trial's facts are read and written
-through :class:`search.study.record.TrialRecord`. Nothing here imports Ray, torch or composer.
+through :class:`search.study.record.TrialRecord`; what the trials add up to (the objective
+point, dominance, the Pareto front, presets dominated, hypervolume, the front's rows) is
+:mod:`search.study.front`, whose names this module re-exports for its older importers.
+Nothing here imports Ray, torch or composer.
 
 Optuna's public API is used throughout, with one exception: failing another driver's
 orphaned RUNNING trial needs its storage id (``FrozenTrial._trial_id``) to set the
@@ -21,20 +24,34 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.front import (  # noqa: F401  (re-exported: the front's names, as importers knew them here)
+    CONFIRMED,
+    RETIMED,
+    add_dominated,
+    below_floor,
+    confirmed,
+    counts,
+    dominates,
+    front_rows,
+    hypervolume,
+    is_feasible,
+    least_accurate_preset,
+    objective_point,
+    pareto_front,
+    reference_row,
+    retimed,
+)
 from search.study.record import DEFAULT_METRIC, DIRECTIONS, OBJECTIVES, Limits, TrialRecord
 
 log = logging.getLogger(__name__)
 
 STUDIES_DIR = Path("studies")
 OBJECTIVE_METRIC = "objective_metric"  # study user attr: what the accuracy objective measures
-RETIMED = "retimed:"
 BASELINES_SUFFIX = "-baselines"
 EXPORTED = "onnx:"
-CONFIRMED = "confirmed:"
 FLOOR_ATTR = "accuracy_floor"  # study user attr: min_accuracy: presets as the run resolved it
 
 
@@ -263,7 +280,7 @@ def tell_outcome(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, 
         trial.set_constraint(name, value)
     # An untrained (infeasible) trial's accuracy is recorded as 0.0: it has none, and its
     # broken constraint keeps it off the front and tells the sampler to avoid the region.
-    study.tell(trial, values=[accuracy if accuracy is not None else 0.0, m["latency_ms"], float(m["params"])])
+    study.tell(trial, values=objective_point(accuracy if accuracy is not None else 0.0, m["latency_ms"], m["params"]))
 
 
 def fail_orphan(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
@@ -271,42 +288,6 @@ def fail_orphan(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
     # Optuna has no public way to write to a trial another process asked for but its storage id.
     optuna.Trial(study, trial._trial_id).set_user_attr("error", reason)
     study.tell(trial.number, state=TrialState.FAIL)
-
-
-def is_feasible(trial: FrozenTrial) -> bool:
-    return all(v <= 0.0 for v in trial.constraints.values()) and not TrialRecord.read(trial).infeasible
-
-
-def below_floor(trial: FrozenTrial) -> bool:
-    """A trained trial that meets the architecture limits but is less accurate than ``min_accuracy``."""
-    c = trial.constraints
-    return (c.get("min_accuracy", 0.0) > 0.0 and not TrialRecord.read(trial).infeasible
-            and all(v <= 0.0 for k, v in c.items() if k != "min_accuracy"))
-
-
-def least_accurate_preset(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The trained, feasible preset with the lowest accuracy objective (``min_accuracy: presets``)."""
-    presets = [t for t in trials if t.state == TrialState.COMPLETE and TrialRecord.read(t).preset is not None
-               and is_feasible(t)]
-    return min(presets, key=lambda t: t.values[0], default=None)
-
-
-def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible COMPLETE trials that no other feasible COMPLETE trial dominates, by accuracy."""
-    front = [t for t in study.best_trials if is_feasible(t)]
-    return sorted(front, key=lambda t: (-t.values[0], t.values[1]))
-
-
-def dominates(a: list[float], b: list[float], directions=DIRECTIONS) -> bool:
-    """Whether objective vector ``a`` Pareto-dominates ``b`` (at least as good everywhere, better once)."""
-    better = False
-    for x, y, d in zip(a, b, directions, strict=False):
-        if d == "minimize":
-            x, y = -x, -y
-        if x < y:
-            return False
-        better = better or x > y
-    return better
 
 
 def baselines_study_name(study_name: str) -> str:
@@ -331,166 +312,13 @@ def reference_trials(study_name: str, storage: str) -> list[FrozenTrial]:
     return sorted(latest.values(), key=lambda t: (-t.values[0], t.values[1]))
 
 
-def retimed(study: optuna.Study, number: int) -> dict | None:
-    """The quiet-phase re-timing of front trial ``number``, if the run that found it did one."""
-    return study.user_attrs.get(f"{RETIMED}{number}")
-
-
-def confirmed(study: optuna.Study, number: int) -> dict | None:
-    """The seed-repeated figures ``castsearch confirm`` stored for trial ``number``
-    (study user attr ``confirmed:<trial number>``; see :mod:`search.run.confirm`)."""
-    return study.user_attrs.get(f"{CONFIRMED}{number}")
-
-
 def exported(study: optuna.Study, number: int) -> dict | None:
     """The ONNX Runtime timings (and int8 results) recorded when ``castsearch export``
     exported trial ``number``, stored as the study user attr ``onnx:<trial number>``."""
     return study.user_attrs.get(f"{EXPORTED}{number}")
 
 
-def counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    """Trials by outcome, for progress lines. ``invalid``: sampled points that cannot be
-    built (skipped at once, never trained, not counted in the budget)."""
-    c = {"complete": 0, "running": 0, "pruned": 0, "infeasible": 0, "below_floor": 0, "invalid": 0, "failed": 0,
-         "waiting": 0}
-    for t in trials:
-        if TrialRecord.read(t).invalid:
-            c["invalid"] += 1
-        elif t.state == TrialState.COMPLETE:
-            c["complete" if is_feasible(t) else "below_floor" if below_floor(t) else "infeasible"] += 1
-        elif t.state == TrialState.RUNNING:
-            c["running"] += 1
-        elif t.state == TrialState.PRUNED:
-            c["pruned"] += 1
-        elif t.state == TrialState.FAIL:
-            c["failed"] += 1
-        else:
-            c["waiting"] += 1
-    return c
-
-
-# ---------------------------------------------------------------------------------------
-# The front and its references, as rows for people and for JSON
-
-
-def front_rows(study: optuna.Study) -> list[dict]:
-    """One dict per front trial, with the quiet-phase latency when the run re-timed it.
-
-    ``accuracy`` is the objective: ``metric`` on ``split`` (the validation split; the test split
-    in studies of castsearch 0.1). The test figures beside it were never ranked by.
-    ``majority`` is what always answering the most common class scores on the objective, and
-    ``no_better_than_majority`` flags a network that does not beat it. After ``castsearch
-    confirm``, ``accuracy_mean`` / ``accuracy_std`` / ``accuracy_ci95`` and the same for
-    ``test_accuracy`` summarise the retraining with other seeds (``seeds``)."""
-    from search.latency.screen import LIMIT_PREFIX
-
-    rows = []
-    for t in pareto_front(study):
-        r = TrialRecord.read(t)
-        quiet = retimed(study, t.number) or {}
-        paced = (quiet.get("paces") if quiet else r.latency_paces) is not None
-        limit = (study.user_attrs.get(f"{LIMIT_PREFIX}{r.input_shape()[1]}") or {}) if paced else {}
-        metric, split = r.objective
-        majority = r.majority_score()
-        worst = r.worst_recall
-        rows.append({
-            "trial": r.number,
-            "accuracy": r.accuracy,
-            "metric": metric,
-            "split": split,
-            "majority": majority,
-            "no_better_than_majority": majority is not None and r.accuracy <= majority,
-            "test_accuracy": r.test_score,
-            "test_balanced_accuracy": r.test_balanced_accuracy,
-            "worst_class_recall": {"class": worst[0], "recall": worst[1]} if worst else None,
-            "macro_f1": r.macro_f1,
-            "latency_ms": quiet.get("latency_ms", r.latency_ms),
-            "latency_ms_during_search": r.latency_ms,
-            "latency_runtime": r.runtime,
-            "latency_retimed": bool(quiet),
-            # each timing divided by this reference's slowdown timed beside it (search.latency.screen.Pacer)
-            "latency_paced_by": limit.get("relative_to") if paced else None,
-            "batch_latency_ms": quiet.get("batch_latency_ms", r.batch_latency_ms),
-            "params": int(r.params),
-            "macs": r.macs,
-            "arch": r.arch_code,
-            "enhancements": r.enhancements,
-            "preset": r.preset,
-            "weights_path": r.weights_path,
-            "seed_runs": r.seed_runs,  # objectives.accuracy.seeds > 1: the accuracy is their mean
-        })
-        again = confirmed(study, r.number)
-        if again is not None:
-            rows[-1].update(seeds=again["seeds"], accuracy_mean=again["objective"]["mean"],
-                            accuracy_std=again["objective"]["std"], accuracy_ci95=again["objective"]["ci95"],
-                            test_accuracy_mean=again["test_accuracy"]["mean"],
-                            test_accuracy_std=again["test_accuracy"]["std"],
-                            test_accuracy_ci95=again["test_accuracy"]["ci95"])
-            if "test_worst_class_recall" in again:  # confirmed before castsearch stored it: absent
-                rows[-1]["test_worst_class_recall_mean"] = again["test_worst_class_recall"]["mean"]
-    return rows
-
-
 def reference_rows(study_name: str, storage: str) -> list[dict]:
-    """One dict per baseline reference point stored by ``castsearch baselines`` for the study."""
-    rows = []
-    for t in reference_trials(study_name, storage):
-        r = TrialRecord.read(t)
-        rows.append({
-            "reference": True,
-            "baseline": r.baseline,
-            "pretrained": r.pretrained,
-            "pretrained_from": r.pretrained_from,
-            "trial": r.number,
-            "accuracy": r.accuracy,
-            "metric": r.objective[0],
-            "split": r.objective[1],
-            "test_accuracy": r.test_score,
-            "macro_f1": r.macro_f1,
-            "latency_ms": r.latency_ms,
-            "batch_latency_ms": r.batch_latency_ms,
-            "params": int(r.params),
-            "macs": r.macs,
-            "image_size": r.recipe["image_size"] if r.recipe else None,
-            "epochs": r.epochs_run,
-            "weights_path": r.weights_path,
-        })
-    return rows
-
-
-def add_dominated(rows: list[dict], references: list[dict]) -> None:
-    """Set each front row's ``dominates``: the baselines it Pareto-dominates on the objectives
-    (the confirmed mean accuracy where ``castsearch confirm`` measured one)."""
-    for row in rows:
-        point = [row.get("accuracy_mean", row["accuracy"]), row["latency_ms"], row["params"]]
-        row["dominates"] = [ref["baseline"] for ref in references
-                            if dominates(point, [ref[k] for k in OBJECTIVES])]
-
-
-def hypervolume(points: list[list[float]], reference: list[float]) -> float:
-    """Hypervolume of (accuracy, latency_ms, params) points against ``reference``: the volume
-    of the region they dominate inside the box the reference point bounds.
-
-    Exact, by slicing: sorted along the first objective, each slab between two consecutive
-    first-objective values adds its width times the 2-D hypervolume of the points at least
-    that good. O(n^2 log n), fine for fronts of hundreds of points."""
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in DIRECTIONS])  # all minimised
-    pts = np.array(points, dtype=float).reshape(-1, len(DIRECTIONS)) * signs
-    ref = np.array(reference, dtype=float) * signs
-    pts = pts[(pts < ref).all(axis=1)]
-    if len(pts) == 0:
-        return 0.0
-    pts = pts[np.argsort(pts[:, 0], kind="stable")]
-    edges = np.append(pts[1:, 0], ref[0])
-    return float(sum((edges[i] - pts[i, 0]) * _hypervolume_2d(pts[:i + 1, 1:], ref[1:])
-                     for i in range(len(pts))))
-
-
-def _hypervolume_2d(pts: np.ndarray, ref: np.ndarray) -> float:
-    """Area dominated by minimised 2-D points ``pts`` (all inside ``ref``), bounded by ``ref``."""
-    area, best_y = 0.0, ref[1]
-    for x, y in pts[np.lexsort((pts[:, 1], pts[:, 0]))]:
-        if y < best_y:
-            area += (ref[0] - x) * (best_y - y)
-            best_y = y
-    return area
+    """One dict per baseline reference point stored by ``castsearch baselines`` for the study
+    (:func:`search.study.front.reference_row`)."""
+    return [reference_row(t) for t in reference_trials(study_name, storage)]

@@ -10,8 +10,10 @@ as data URIs, so the one file can be mailed or archived) and the plots as PNG fi
   0 on the y axis (with a note when it never changes);
 - ``recall-<n>.png`` and ``confusion-<n>.png`` for the front's most accurate and fastest nets;
 
-and a table of the front, the machine fingerprint(s) and library versions.
-``front`` is :func:`search.study.storage.front_rows` of the study (latencies re-timed in the quiet
+and a table of the front, which of the paper's presets a searched network dominates (single
+and confirmed figures: :func:`search.study.front.headline`), the machine fingerprint(s) and
+library versions.
+``front`` is :func:`search.study.front.front_rows` of the study (latencies re-timed in the quiet
 phase where the run did that) and ``baselines`` its :func:`search.study.storage.reference_rows`.
 """
 
@@ -30,6 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study import front as frontlib
 from search.study import storage as studylib
 from search.study.record import TrialRecord
 
@@ -48,7 +51,7 @@ class ReportFiles:
 def _trained(study: optuna.Study) -> list[FrozenTrial]:
     """Feasible trained trials (COMPLETE, constraints met), by number."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if studylib.is_feasible(t)]
+            if frontlib.is_feasible(t)]
 
 
 def _size(params: np.ndarray | float, largest: float) -> np.ndarray:
@@ -121,7 +124,7 @@ def hypervolume_curve(trials: list[FrozenTrial], n_trials: int) -> tuple[list[in
         if n in by_number:
             points.append(by_number[n])
         numbers.append(n)
-        volumes.append(studylib.hypervolume(points, ref) / box if points else 0.0)
+        volumes.append(frontlib.hypervolume(points, ref) / box if points else 0.0)
     return numbers, volumes
 
 
@@ -246,6 +249,15 @@ def _objective_note(front: list[dict]) -> str:
     return html.escape(note)
 
 
+def _headline(study: optuna.Study) -> str:
+    """Which of the paper's presets a searched network dominates, on the search's single
+    figures and on confirmed means (:func:`search.study.front.headline`)."""
+    h = frontlib.headline(study)
+    table = _table(["preset", "dominated on single figures", "dominated on confirmed means"],
+                   frontlib.headline_rows(h)) if h.presets else ""
+    return f"<h3>Against the paper's presets</h3>\n<p>{html.escape(frontlib.headline_summary(h))}</p>\n{table}"
+
+
 def _machines(front_trials: list[TrialRecord]) -> str:
     """One table per distinct machine fingerprint and per distinct set of library versions."""
     parts = []
@@ -304,7 +316,7 @@ def write_report(study: optuna.Study, front: list[dict], out_dir: str | Path,
         per_net.append(f"<h3>Trial {number}: {role} on the front</h3>"
                        f'<div class="pair">{_img(recall, "per-class recall")}{_img(confusion, "confusion matrix")}</div>')
 
-    c = studylib.counts(all_trials)
+    c = frontlib.counts(all_trials)
     data = front_trials[0].data
     split_sizes = " / ".join(f"{n} {split}" for split, n in data["counts"].items())
     baseline_table = _table(["baseline", "pretrained", "accuracy", "latency ms", "params"],
@@ -324,6 +336,7 @@ Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</p>
 <p class="note">{_objective_note(front)} Front latencies are the quiet-phase re-timings (~: measured during
 the search); the other trials show the latency measured during the search. Grey: feasible trials off the front.</p>
 {_front_table(study, front, trials)}
+{_headline(study)}
 <h3>Pretrained baselines</h3>
 {baseline_table}
 <h2>Hypervolume</h2>

@@ -10,16 +10,6 @@ def _study(tmp_path, name="s"):
     return studylib.open_study(name, f"sqlite:///{tmp_path}/s.db", sampler=optuna.samplers.RandomSampler(seed=0))
 
 
-def _complete(study, values, constraints=None, **attrs):
-    t = study.ask()
-    for k, v in attrs.items():
-        t.set_user_attr(k, v)
-    for name, v in (constraints or {n: 0.0 for n in CONSTRAINT_NAMES}).items():
-        t.set_constraint(name, v)
-    study.tell(t, values=values)
-    return t.number
-
-
 def test_open_study_names_objectives_and_directions(tmp_path):
     study = _study(tmp_path)
     assert study.metric_names == ["val_balanced_accuracy", "latency_ms", "params"]
@@ -75,52 +65,9 @@ def test_each_sampler_searches_a_conditional_space_under_constraints(tmp_path, n
     assert len(studylib.pareto_front(study)) >= 1
 
 
-def test_front_excludes_pruned_failed_and_infeasible(tmp_path):
-    study = _study(tmp_path)
-    good = _complete(study, [0.9, 2.0, 1000])
-    fast = _complete(study, [0.8, 1.0, 1000])
-    _complete(study, [0.7, 3.0, 5000])  # dominated
-    broken = {"max_latency_ms": 0.5, "max_params": 0.0, "min_accuracy": 0.0}
-    _complete(study, [0.0, 0.1, 10], constraints=broken, infeasible=True)
-    t = study.ask()
-    study.tell(t, state=TrialState.PRUNED)
-    t = study.ask()
-    study.tell(t, state=TrialState.FAIL)
-    front = studylib.pareto_front(study)
-    assert [t.number for t in front] == [good, fast]
-    c = studylib.counts(study.get_trials())
-    assert (c["complete"], c["pruned"], c["failed"], c["infeasible"]) == (3, 1, 1, 1)
-
-
 def test_constraint_values_sign_convention():
     limits = Limits(max_latency_ms=5.0, max_params=1000, min_accuracy=0.8)
     v = limits.constraint_values(accuracy=0.9, latency_ms=6.0, params=500)
     assert v == {"max_latency_ms": 1.0, "max_params": -500.0, "min_accuracy": pytest.approx(-0.1)}
     assert Limits().constraint_values(None, 1.0, 1) == {n: 0.0 for n in CONSTRAINT_NAMES}
     assert limits.architecture_met(5.0, 1000) and not limits.architecture_met(5.1, 10)
-
-
-def test_dominates():
-    assert studylib.dominates([0.9, 1.0, 10], [0.8, 1.0, 10])
-    assert not studylib.dominates([0.9, 2.0, 10], [0.8, 1.0, 10])
-    assert not studylib.dominates([0.9, 1.0, 10], [0.9, 1.0, 10])
-
-
-def test_hypervolume_grows_with_a_dominating_point():
-    ref = [0.0, 100.0, 1e6]
-    hv1 = studylib.hypervolume([[0.5, 50.0, 5e5]], ref)
-    hv2 = studylib.hypervolume([[0.5, 50.0, 5e5], [0.8, 40.0, 4e5]], ref)
-    assert hv1 == pytest.approx(0.5 * 50 * 5e5)
-    assert hv2 > hv1
-    assert studylib.hypervolume([[0.5, 500.0, 5e5]], ref) == 0.0  # outside the reference box
-
-
-def test_hypervolume_is_exact_on_overlapping_boxes():
-    # two boxes against the reference: 0.5*(10-4)*(10-6) + 0.8*(10-6)*(10-2), less their
-    # overlap 0.5*(10-6)*(10-6)
-    ref = [0.0, 10.0, 10.0]
-    points = [[0.5, 4.0, 6.0], [0.8, 6.0, 2.0]]
-    expected = 0.5 * 6 * 4 + 0.8 * 4 * 8 - 0.5 * 4 * 4
-    assert studylib.hypervolume(points, ref) == pytest.approx(expected)
-    assert studylib.hypervolume(points + [[0.4, 5.0, 7.0]], ref) == pytest.approx(expected)  # dominated
-    assert studylib.hypervolume([], ref) == 0.0
