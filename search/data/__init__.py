@@ -66,11 +66,19 @@ Modules, one concern each (the names below are re-exported here):
 
 from __future__ import annotations
 
-from search.data.cache import default_cache_dir
-from search.data.config import DataConfig
-from search.data.dataset import Dataset
-from search.data.rules import DataError
-from search.data.sizes import load_sizes
-from search.data.sources import load_dataset
+from castmodels.registry import lazy_exports
 
-__all__ = ["DataConfig", "DataError", "Dataset", "default_cache_dir", "load_dataset", "load_sizes"]
+# Imported on first use, so that reading a space (search.data.rules) or listing the cache
+# (search.data.cache) never pays for torch.
+_EXPORTS = {  # module -> the names it exports
+    "search.data.cache": ("default_cache_dir",),
+    "search.data.config": ("DataConfig",),
+    "search.data.dataset": ("Dataset",),
+    "search.data.rules": ("DataError",),
+    "search.data.sizes": ("load_sizes",),
+    "search.data.sources": ("load_dataset",),
+}
+
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
