@@ -64,6 +64,7 @@ from search.space.schema import (
     SamplerConfig,
     SearchSpace,
 )
+from search.space.sections import valid_study_name
 from search.space.values import Choice, Fixed, InvalidCandidate, Param, Range, SpaceError
 from search.space.walk import decode, suggest
 
@@ -92,4 +93,5 @@ __all__ = [
     "preset_trials",
     "space_from_dict",
     "suggest",
+    "valid_study_name",
 ]

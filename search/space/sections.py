@@ -73,6 +73,12 @@ from search.training.recipe import (
 
 _STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
+
+def valid_study_name(name: str) -> bool:
+    """A name that is one plain path component: artifacts and the database are named after it,
+    so ``.`` and ``..`` (the folder itself, its parent) are refused."""
+    return bool(_STUDY_NAME.fullmatch(name)) and name not in (".", "..")
+
 # (check, whether a {low, high} range is allowed) per key
 _ARCHITECTURE: dict[str, tuple[Check, bool]] = {
     "stages": (_integer(1, MAX_STAGES), True),
@@ -277,9 +283,9 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         r.fail("architecture", "required section is missing (see spaces/paper.yaml)")
     architecture = _architecture(r, top)
     study = r.get(top, "", "study", _text, Path(path).stem if path else "castsearch")
-    if not _STUDY_NAME.fullmatch(study):
+    if not valid_study_name(study):
         origin = "" if "study" in top else " (taken from the file name; set study: to choose one)"
-        r.fail("study", f"a study name must match [A-Za-z0-9_.-]+, {_got(study)}{origin}")
+        r.fail("study", f"a study name must match [A-Za-z0-9_.-]+ and not be . or .., {_got(study)}{origin}")
     metric, seeds, seeds_for = _objectives(r, top)
     section = r.section(top, "training", (*_TRAINING, "recipe"))
     recipe = r.get(section, "training", "recipe", _one_of(tuple(RECIPES)), DEFAULT_RECIPE)

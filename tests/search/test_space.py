@@ -345,6 +345,8 @@ def test_candidate_json_round_trip(space):
     ([(("data", "image_size"), 32)], "data.image_size", "unknown key"),
     ([(("training", "image_size"), [32, 4])], "training.image_size[1]", "integer in [8, 1024]"),
     ([(("study",), "my study")], "study", "[A-Za-z0-9_.-]+"),
+    ([(("study",), "..")], "study", "not be . or .., got '..'"),
+    ([(("study",), ".")], "study", "not be . or .., got '.'"),
     ([(("seed_presets",), "yes please")], "seed_presets", "true or false"),
 ])
 def test_validation_errors_name_file_and_key_path(tmp_path, changes, path, fragment):
