@@ -95,8 +95,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one network. The objective a search would rank it by is printed first (validation);
-    the test figures follow."""
+    """Train one network. The validation figures a search would rank it by (``val_*``) come
+    first, the test figures (``test_*``) after, named alike in the table and in ``--json``."""
     import torch
 
     from search.data import DataConfig, load_dataset
@@ -125,9 +125,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         outcome = run_candidate(arch, recipe, data, out_dir=out)
     ev, val, m = outcome.evaluation, outcome.validation, outcome.measurement
     result = {
-        "arch": name, "code": arch.code(), "accuracy": ev.accuracy, "macro_f1": ev.macro_f1,
-        "balanced_accuracy": ev.balanced_accuracy, "per_class_recall": ev.per_class_recall,
+        "arch": name, "code": arch.code(),
         "val_accuracy": val.accuracy, "val_balanced_accuracy": val.balanced_accuracy, "val_macro_f1": val.macro_f1,
+        "test_accuracy": ev.accuracy, "test_balanced_accuracy": ev.balanced_accuracy, "test_macro_f1": ev.macro_f1,
+        "test_per_class_recall": ev.per_class_recall,
         "params": m.params, "macs": m.macs,
         "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms, "latency_runtime": m.runtime,
         "eager_latency_ms": m.eager_latency_ms,
@@ -139,11 +140,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{name}: {arch.code()}")
-    print(f"  val accuracy    {val.accuracy:.4f}   balanced {val.balanced_accuracy:.4f}   macro-F1 {val.macro_f1:.4f}")
-    print(f"  test accuracy   {ev.accuracy:.4f}   balanced {ev.balanced_accuracy:.4f}   macro-F1 {ev.macro_f1:.4f}")
+    for split, e in (("val", val), ("test", ev)):
+        print(f"  {split + '_accuracy':<15} {e.accuracy:.4f}   {split}_balanced_accuracy {e.balanced_accuracy:.4f}   "
+              f"{split}_macro_f1 {e.macro_f1:.4f}")
     width = max(len(c) for c in ev.per_class_recall)
+    print("  test_per_class_recall")
     for cls, rec in ev.per_class_recall.items():
-        print(f"    recall {cls:<{width}}  {rec:.3f}")
+        print(f"    {cls:<{width}}  {rec:.3f}")
     print(f"  params          {fmt_int(m.params)}   MACs {fmt_int(m.macs)}")
     print(f"  latency         {m.latency_ms:.3f} ms (IQR {m.latency_iqr_ms:.3f}) per image, "
           f"{m.batch_latency_ms:.2f} ms per batch of {m.batch_size}, {m.threads} thread(s), {m.runtime}; "
@@ -323,7 +326,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"  {kind:<12} onnxruntime, {t['threads']} thread: {t['latency_ms']:.3f} ms per image "
               f"(IQR {t['latency_iqr_ms']:.3f}), {t['batch_latency_ms']:.2f} ms per batch of {t['batch_size']}")
     if "int8" in r.accuracy:
-        print(f"  test accuracy: study {r.accuracy['study']:.4f}, onnx {r.accuracy['onnx']:.4f}, "
+        print(f"  test_accuracy: study {r.accuracy['study']:.4f}, onnx {r.accuracy['onnx']:.4f}, "
               f"int8 {r.accuracy['int8']:.4f}")
     print(f"  files: {', '.join(r.files)}")
     return 0

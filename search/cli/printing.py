@@ -87,22 +87,23 @@ def print_run_summary(summary) -> None:
         print(f"  trial weights in {summary.artifacts}")
 
 def print_front(rows: list[dict]) -> None:
+    """The front's rows (:func:`search.study.front.front_rows`) as a table, columns named as in
+    ``front --json``: the objective (``val_<metric>``), then the test figures, never ranked by."""
     if not rows:
         print("the front is empty: no feasible trial has completed yet")
         return
-    metric, split = rows[0]["metric"], rows[0]["split"]
-    objective = f"{'val' if split == 'validation' else split} {metric.replace('_', ' ')}"
+    objective, split = rows[0]["objective"], rows[0]["split"]
     latency = f"{rows[0]['latency_runtime']} ms"
-    print(f"{'trial':>5} {objective:>22} {'test acc':>8} {'worst test recall':>24} {latency:>16} "
+    print(f"{'trial':>5} {objective:>22} {'test_accuracy':>13} {'test_worst_class_recall':>24} {latency:>16} "
           f"{'params':>9}  architecture  [enhancements]")
     for r in rows:
         mark = "" if r["latency_retimed"] else "~"
         flag = "!" if r["no_better_than_majority"] else ""
         test = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
-        worst = r["worst_class_recall"]
+        worst = r["test_worst_class_recall"]
         worst = f"{worst['recall']:.3f} {worst['class'][:14]}" if worst else "-"
         name = f"{r['preset']}: " if r["preset"] else ""
-        print(f"{r['trial']:>5} {flag + format(r['accuracy'], '.4f'):>22} {test:>8} {worst:>24} "
+        print(f"{r['trial']:>5} {flag + format(r[objective], '.4f'):>22} {test:>13} {worst:>24} "
               f"{mark + format(r['latency_ms'], '.3f'):>16} {fmt_int(r['params']):>9}  {name}{r['arch']}  "
               f"[{r['enhancements']}]")
     averaged = {len(r["seed_runs"]) for r in rows if r.get("seed_runs")}
@@ -115,8 +116,10 @@ def print_front(rows: list[dict]) -> None:
         print(f"ranked by {objective} only; the test figures were computed after training and chose nothing")
     else:
         print("this study ranked candidates on the test split (castsearch 0.1): its test figures are optimistic")
-    majority = rows[0]["majority"]
     if any(r["no_better_than_majority"] for r in rows):
+        from search.study.front import figure_name  # optuna: not for --help
+
+        majority = rows[0][figure_name(f"majority_{rows[0]['metric']}", split)]
         print(f"! no better than always answering the most common class ({objective} {majority:.4f}): "
               f"do not ship it")
     if any(not r["latency_retimed"] for r in rows):
@@ -135,21 +138,25 @@ def mean_sd(mean: float, sd: float, ci: list[float] | None = None) -> str:
 
 def print_confirmed(rows: list[dict], objective: str) -> None:
     """The seed-repeated figures of the front rows ``castsearch confirm`` retrained."""
-    done = [r for r in rows if "accuracy_mean" in r]
+    done = [r for r in rows if f"{objective}_mean" in r]
     if not done:
         return
     print("\nconfirmed with other seeds (castsearch confirm): mean ± sd [95% interval]")
-    print(f"{'trial':>5} {objective + ' (objective)':>48} {'test accuracy':>36} {'worst test recall':>17}  seeds")
+    print(f"{'trial':>5} {objective + ' (objective)':>48} {'test_accuracy':>36} {'test_worst_class_recall':>23}  "
+          "seeds")
     for r in done:
         worst = r.get("test_worst_class_recall_mean")
-        print(f"{r['trial']:>5} {mean_sd(r['accuracy_mean'], r['accuracy_std'], r['accuracy_ci95']):>48} "
+        print(f"{r['trial']:>5} {mean_sd(r[f'{objective}_mean'], r[f'{objective}_std'], r[f'{objective}_ci95']):>48} "
               f"{mean_sd(r['test_accuracy_mean'], r['test_accuracy_std'], r['test_accuracy_ci95']):>36} "
-              f"{'-' if worst is None else format(worst, '.3f'):>17}  {','.join(map(str, r['seeds']))}")
+              f"{'-' if worst is None else format(worst, '.3f'):>23}  {','.join(map(str, r['seeds']))}")
+
 
 def print_references(references: list[dict]) -> None:
-    print(f"{'baseline':<13} {'pretrained':<10} {'accuracy':>8} {'latency ms':>10} {'params':>11} {'size':>4}  weights")
+    objective = references[0]["objective"]
+    print(f"{'baseline':<13} {'pretrained':<10} {objective:>22} {'latency ms':>10} {'params':>11} {'size':>4}  "
+          "weights")
     for ref in references:
-        print(f"{ref['baseline']:<13} {'yes' if ref['pretrained'] else 'no':<10} {ref['accuracy']:>8.4f} "
+        print(f"{ref['baseline']:<13} {'yes' if ref['pretrained'] else 'no':<10} {ref[ref['objective']]:>22.4f} "
               f"{ref['latency_ms']:>10.3f} {fmt_int(ref['params']):>11} {ref['image_size']:>4}  "
               f"{ref['pretrained_from'] or 'trained from scratch'}")
 
@@ -173,9 +180,14 @@ def print_baseline(result) -> None:
           flush=True)
 
 def print_confirmed_trial(record, summary: dict) -> None:
+    """One trial as ``castsearch confirm`` stored it (:func:`search.run.confirm.confirm_study`)."""
+    from search.study.front import figure_name  # optuna: not for --help
+
     o, t = summary["objective"], summary["test_accuracy"]
     name = f" ({record.preset})" if record.preset else ""
-    print(f"  trial {record.number}{name}: {summary['split']} {summary['metric']} {mean_sd(o['mean'], o['std'], o['ci95'])}"
-          f" (search run {record.accuracy:.4f}); test accuracy {mean_sd(t['mean'], t['std'])}, worst-class "
-          f"recall {summary['test_worst_class_recall']['mean']:.3f} (mean); seeds {','.join(map(str, summary['seeds']))}", flush=True)
+    print(f"  trial {record.number}{name}: {figure_name(summary['metric'], summary['split'])} "
+          f"{mean_sd(o['mean'], o['std'], o['ci95'])} (search run {record.accuracy:.4f}); "
+          f"test_accuracy {mean_sd(t['mean'], t['std'])}, test_worst_class_recall "
+          f"{summary['test_worst_class_recall']['mean']:.3f} (mean); seeds {','.join(map(str, summary['seeds']))}",
+          flush=True)
 

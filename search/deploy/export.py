@@ -323,17 +323,7 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
             "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32"},
             "output": {"name": OUTPUT_NAME, "meaning": "logits; softmax gives class probabilities"},
         },
-        "metrics": {
-            "objective": {"metric": record.objective[0], "split": record.objective[1], "value": record.accuracy},
-            "validation": record.validation,
-            "test_accuracy": record.test_score,
-            "test_balanced_accuracy": record.test_balanced_accuracy,
-            "macro_f1": record.macro_f1,
-            "per_class_recall": record.per_class_recall,
-            "confusion": record.confusion,
-            "accuracy_by_runtime": result.accuracy,
-            "confirmed": studylib.confirmed(study, record.number),  # castsearch confirm: other seeds
-        },
+        "metrics": _card_metrics(study, record, result),
         "params": int(record.params),
         "macs": record.macs,
         "latency": {"during_search": search_latency, "quiet": quiet,
@@ -349,6 +339,33 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
     }
 
 
+def _card_metrics(study: optuna.Study, record: TrialRecord, result: ExportResult) -> dict:
+    """The card's figures, each named by its split as everywhere in castsearch: ``val_<metric>``
+    (the validation split, where ``objective`` names the one the search ranked by) and
+    ``test_<metric>`` (computed after training, chose nothing)."""
+    from search.study.front import figure_name
+
+    objective = figure_name(*record.objective)
+    confirmed = studylib.confirmed(study, record.number)  # castsearch confirm: other seeds
+    if confirmed is not None:
+        confirmed = {"seeds": confirmed["seeds"], "objective": objective, objective: confirmed["objective"],
+                     "test_accuracy": confirmed["test_accuracy"],
+                     "test_worst_class_recall": confirmed.get("test_worst_class_recall")}
+    return {
+        "objective": {"name": objective, "metric": record.objective[0], "split": record.objective[1],
+                      "value": record.accuracy},
+        **{f"val_{k}": v for k, v in (record.validation or {}).items()},
+        objective: record.accuracy,  # the objective itself (the mean over seeds where the search averaged)
+        "test_accuracy": record.test_score,
+        "test_balanced_accuracy": record.test_balanced_accuracy,
+        "test_macro_f1": record.macro_f1,
+        "test_per_class_recall": record.per_class_recall,
+        "test_confusion": record.confusion,
+        "test_accuracy_by_runtime": result.accuracy,
+        "confirmed": confirmed,
+    }
+
+
 def _ms(timing: dict | None) -> str:
     if not timing:
         return "-"
@@ -358,9 +375,29 @@ def _ms(timing: dict | None) -> str:
     return f"{timing['latency_ms']:.3f} ms{iqr} per image{batch}"
 
 
+def _named_figures(metrics: dict) -> dict:
+    """A card's metrics with every figure under its split's name: cards written before castsearch
+    named them so (``macro_f1``, ``per_class_recall``, ``accuracy_by_runtime``; the objective and
+    the confirmed figures without names) read as a card written today."""
+    from search.study.front import figure_name
+
+    if "name" in metrics["objective"]:
+        return metrics
+    m = dict(metrics)
+    objective = figure_name(m["objective"]["metric"], m["objective"]["split"])
+    m["objective"] = {**m["objective"], "name": objective}
+    for old in ("macro_f1", "per_class_recall", "confusion", "accuracy_by_runtime"):
+        if old in m:
+            m[f"test_{old}"] = m.pop(old)
+    m.update({f"val_{k}": v for k, v in (m.pop("validation", None) or {}).items()})
+    if m.get("confirmed") and "test_accuracy" in m["confirmed"] and objective not in m["confirmed"]:
+        m["confirmed"] = {**m["confirmed"], "objective": objective, objective: m["confirmed"]["objective"]}
+    return m
+
+
 def card_markdown(card: dict) -> str:
     """The card as markdown, for people."""
-    m, p, d = card["metrics"], card["preprocessing"], card["data"]
+    m, p, d = _named_figures(card["metrics"]), card["preprocessing"], card["data"]
     lines = [
         f"# Model card: trial {card['trial']} of study `{card['study']}`",
         "",
@@ -370,25 +407,23 @@ def card_markdown(card: dict) -> str:
         "",
         "## Metrics",
         "",
-        f"- Chosen on: {m['objective']['split']} {m['objective']['metric'].replace('_', ' ')} "
-        f"{m['objective']['value']:.4f}",
+        f"- Chosen on: {m['objective']['name']} {m['objective']['value']:.4f}",
         "",
         "Test split (computed after training; it chose nothing):",
         "",
-        f"- Accuracy: {m['test_accuracy']:.4f}" + (f"; macro-F1: {m['macro_f1']:.4f}" if m["macro_f1"] is not None else "")
-        + (f"; balanced accuracy: {m['test_balanced_accuracy']:.4f}" if m["test_balanced_accuracy"] is not None else ""),
+        f"- test_accuracy: {m['test_accuracy']:.4f}"
+        + "".join(f"; {k}: {m[k]:.4f}" for k in ("test_balanced_accuracy", "test_macro_f1") if m.get(k) is not None),
     ]
-    lines += [f"- Accuracy with {k}: {v:.4f}" for k, v in m["accuracy_by_runtime"].items() if k != "study"]
+    lines += [f"- test_accuracy with {k}: {v:.4f}" for k, v in m["test_accuracy_by_runtime"].items() if k != "study"]
     if m["confirmed"]:
         c = m["confirmed"]
         lines += ["", f"Trained again with seeds {', '.join(map(str, c['seeds']))} (castsearch confirm), "
                       "mean ± sd [95% interval]:", ""]
         lines += [f"- {name}: {s['mean']:.4f} ± {s['std']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
-                  for name, s in ((f"{c['split']} {c['metric']}", c["objective"]),
-                                  ("test accuracy", c["test_accuracy"]))]
-    if m["per_class_recall"]:
-        lines += ["", "| class | recall |", "|---|---|"]
-        lines += [f"| {c} | {r:.3f} |" for c, r in m["per_class_recall"].items()]
+                  for name, s in ((c["objective"], c[c["objective"]]), ("test_accuracy", c["test_accuracy"]))]
+    if m["test_per_class_recall"]:
+        lines += ["", "| class | test recall |", "|---|---|"]
+        lines += [f"| {c} | {r:.3f} |" for c, r in m["test_per_class_recall"].items()]
     lines += ["", "## Classes (output index: name)", ""]
     lines += [f"{i}. {name}" for i, name in enumerate(card["classes"])]
     lines += [

@@ -29,8 +29,9 @@ from optuna.trial import FrozenTrial, TrialState
 from search.study.record import DIRECTIONS, OBJECTIVES, TrialRecord
 
 __all__ = ["CONFIRMED", "RETIMED", "Headline", "Win", "add_dominated", "below_floor", "confirmed",
-           "confirmed_point", "counts", "dominates", "dominating", "format_headline", "front_rows",
-           "headline", "headline_rows", "headline_summary", "hypervolume", "is_feasible", "least_accurate_preset",
+           "confirmed_point", "counts", "dominates", "dominating", "figure_name", "format_headline", "front_rows",
+           "headline",
+           "headline_rows", "headline_summary", "hypervolume", "is_feasible", "least_accurate_preset",
            "objective_point", "pareto_front", "point", "presets", "reference_row", "retimed", "searched",
            "within_limits"]
 
@@ -301,16 +302,24 @@ def _win(w: Win | None, mean: str) -> str:
 # The front and its references, as rows for people and for JSON
 
 
+def figure_name(metric: str, split: str) -> str:
+    """What castsearch calls ``metric`` measured on ``split`` in every row, table and card:
+    ``val_<metric>`` or ``test_<metric>``."""
+    return f"{'val' if split == 'validation' else split}_{metric}"
+
+
 def front_rows(study: optuna.Study) -> list[dict]:
     """One dict per front trial, with the quiet-phase latency when the run re-timed it.
 
-    ``accuracy`` is the objective: ``metric`` on ``split`` (the validation split; the test split
-    in studies of castsearch 0.1). The test figures beside it were never ranked by.
-    ``majority`` is what always answering the most common class scores on the objective, and
+    Every figure names its split: ``val_<metric>`` or ``test_<metric>`` (:func:`figure_name`).
+    ``objective`` names the one the search ranked by: ``metric`` on ``split`` (the validation
+    split, ``val_balanced_accuracy`` by default; ``test_accuracy`` in studies of castsearch 0.1).
+    The test figures beside it were never ranked by. ``<split>_majority_<metric>`` is what
+    always answering the most common class scores on the objective, and
     ``no_better_than_majority`` flags a network that does not beat it. After ``castsearch
-    confirm``, ``accuracy_mean`` / ``accuracy_std`` / ``accuracy_ci95`` and the same for
-    ``test_accuracy`` summarise the retraining with other seeds (``seeds``)."""
-    from search.latency.screen import LIMIT_PREFIX
+    confirm``, ``<objective>_mean`` / ``_std`` / ``_ci95`` and the same for ``test_accuracy``
+    summarise the retraining with other seeds (``seeds``)."""
+    from search.latency.config import LIMIT_PREFIX
 
     rows = []
     for t in pareto_front(study):
@@ -319,19 +328,21 @@ def front_rows(study: optuna.Study) -> list[dict]:
         paced = (quiet.get("paces") if quiet else r.latency_paces) is not None
         limit = (study.user_attrs.get(f"{LIMIT_PREFIX}{r.input_shape()[1]}") or {}) if paced else {}
         metric, split = r.objective
+        objective = figure_name(metric, split)
         majority = r.majority_score()
         worst = r.worst_recall
         rows.append({
             "trial": r.number,
-            "accuracy": r.accuracy,
+            "objective": objective,
             "metric": metric,
             "split": split,
-            "majority": majority,
+            objective: r.accuracy,
+            figure_name(f"majority_{metric}", split): majority,
             "no_better_than_majority": majority is not None and r.accuracy <= majority,
             "test_accuracy": r.test_score,
             "test_balanced_accuracy": r.test_balanced_accuracy,
-            "worst_class_recall": {"class": worst[0], "recall": worst[1]} if worst else None,
-            "macro_f1": r.macro_f1,
+            "test_worst_class_recall": {"class": worst[0], "recall": worst[1]} if worst else None,
+            "test_macro_f1": r.macro_f1,
             "latency_ms": quiet.get("latency_ms", r.latency_ms),
             "latency_ms_during_search": r.latency_ms,
             "latency_runtime": r.runtime,
@@ -349,9 +360,10 @@ def front_rows(study: optuna.Study) -> list[dict]:
         })
         again = confirmed(study, r.number)
         if again is not None:
-            rows[-1].update(seeds=again["seeds"], accuracy_mean=again["objective"]["mean"],
-                            accuracy_std=again["objective"]["std"], accuracy_ci95=again["objective"]["ci95"],
-                            test_accuracy_mean=again["test_accuracy"]["mean"],
+            rows[-1].update({"seeds": again["seeds"], f"{objective}_mean": again["objective"]["mean"],
+                             f"{objective}_std": again["objective"]["std"],
+                             f"{objective}_ci95": again["objective"]["ci95"]})
+            rows[-1].update(test_accuracy_mean=again["test_accuracy"]["mean"],
                             test_accuracy_std=again["test_accuracy"]["std"],
                             test_accuracy_ci95=again["test_accuracy"]["ci95"])
             if "test_worst_class_recall" in again:  # confirmed before castsearch stored it: absent
@@ -368,11 +380,12 @@ def reference_row(trial: FrozenTrial) -> dict:
         "pretrained": r.pretrained,
         "pretrained_from": r.pretrained_from,
         "trial": r.number,
-        "accuracy": r.accuracy,
+        "objective": figure_name(*r.objective),
         "metric": r.objective[0],
         "split": r.objective[1],
+        figure_name(*r.objective): r.accuracy,
         "test_accuracy": r.test_score,
-        "macro_f1": r.macro_f1,
+        "test_macro_f1": r.macro_f1,
         "latency_ms": r.latency_ms,
         "batch_latency_ms": r.batch_latency_ms,
         "params": int(r.params),
@@ -387,6 +400,7 @@ def add_dominated(rows: list[dict], references: list[dict]) -> None:
     """Set each front row's ``dominates``: the baselines it Pareto-dominates on the objectives
     (the confirmed mean accuracy where ``castsearch confirm`` measured one)."""
     for row in rows:
-        mine = objective_point(row.get("accuracy_mean", row["accuracy"]), row["latency_ms"], row["params"])
+        accuracy = row.get(f"{row['objective']}_mean", row[row["objective"]])
+        mine = objective_point(accuracy, row["latency_ms"], row["params"])
         row["dominates"] = [ref["baseline"] for ref in references
-                            if dominates(mine, [ref[k] for k in OBJECTIVES])]
+                            if dominates(mine, objective_point(ref[ref["objective"]], ref["latency_ms"], ref["params"]))]

@@ -79,11 +79,11 @@ def plot_front(study: optuna.Study, front: list[dict], baselines: list[dict], pa
         ax.scatter([t.values[1] for t in rest], [t.values[0] for t in rest],
                    s=_size([t.values[2] for t in rest], largest), c="#bbbbbb", alpha=0.6,
                    edgecolors="#888888", label="other trials")
-    ax.scatter([r["latency_ms"] for r in front], [r["accuracy"] for r in front],
+    ax.scatter([r["latency_ms"] for r in front], [r[r["objective"]] for r in front],
                s=_size([r["params"] for r in front], largest), c="#1f77b4", alpha=0.75,
                edgecolors="#0b3c66", label="Pareto front", zorder=3)
     for r in front:
-        ax.annotate(f"#{r['trial']}", (r["latency_ms"], r["accuracy"]), xytext=(6, 4),
+        ax.annotate(f"#{r['trial']}", (r["latency_ms"], r[r["objective"]]), xytext=(6, 4),
                     textcoords="offset points", fontsize=8, color="#0b3c66")
     presets = [r for r in map(TrialRecord.read, trials) if r.preset]
     if presets:
@@ -94,18 +94,18 @@ def plot_front(study: optuna.Study, front: list[dict], baselines: list[dict], pa
             ax.annotate(r.preset, (x, r.accuracy), xytext=(6, -10),
                         textcoords="offset points", fontsize=7, color="#8a4500")
     if baselines:
-        ax.scatter([b["latency_ms"] for b in baselines], [b["accuracy"] for b in baselines], marker="D",
+        ax.scatter([b["latency_ms"] for b in baselines], [b[b["objective"]] for b in baselines], marker="D",
                    s=_size([b["params"] for b in baselines], largest) / 3, c="#d62728", edgecolors="#6b1010",
                    label="pretrained baselines", zorder=4)
         for b in baselines:
-            ax.annotate(b["baseline"], (b["latency_ms"], b["accuracy"]), xytext=(6, 4), textcoords="offset points",
+            ax.annotate(b["baseline"], (b["latency_ms"], b[b["objective"]]), xytext=(6, 4), textcoords="offset points",
                         fontsize=8, color="#6b1010")
     latencies = ([t.values[1] for t in trials] + [r["latency_ms"] for r in front]
                  + [b["latency_ms"] for b in baselines])
     if max(latencies) > 10 * min(latencies):
         ax.set_xscale("log")
     ax.set_xlabel(f"CPU latency per image, ms ({front[0]['latency_runtime']}, one thread)")
-    ax.set_ylabel(f"{front[0]['split']} {front[0]['metric'].replace('_', ' ')}")
+    ax.set_ylabel(front[0]["objective"])
     ax.set_title(f"study {study.study_name}: accuracy against latency (marker area grows with parameters)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, markerscale=0.6)
@@ -211,10 +211,10 @@ def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, Trial
         onnx = (studylib.exported(study, t.number) or {}).get("onnx")
         rows.append([
             r["trial"] if not r["preset"] else f"{r['trial']} ({r['preset']})",
-            ("! " if r["no_better_than_majority"] else "") + f"{r['accuracy']:.4f}"
-            + _confirmed(r, "accuracy"),
+            ("! " if r["no_better_than_majority"] else "") + f"{r[r['objective']]:.4f}"
+            + _confirmed(r, r["objective"]),
             (f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-") + _confirmed(r, "test_accuracy"),
-            f"{r['macro_f1']:.4f}" if r["macro_f1"] is not None else "-",
+            f"{r['test_macro_f1']:.4f}" if r["test_macro_f1"] is not None else "-",
             _worst_recall(t),
             ("" if r["latency_retimed"] else "~") + f"{r['latency_ms']:.3f}",
             f"{onnx['latency_ms']:.3f}" if onnx else "-",
@@ -222,9 +222,8 @@ def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, Trial
             t.arch_spec().summary(),
             r["enhancements"],
         ])
-    metric, split = front[0]["metric"], front[0]["split"]
-    return _table(["trial", f"{split} {metric.replace('_', ' ')} (objective)", "test accuracy",
-                   "test macro-F1", "worst-class recall (test)", f"latency ms ({front[0]['latency_runtime']})",
+    return _table(["trial", f"{front[0]['objective']} (objective)", "test_accuracy",
+                   "test_macro_f1", "test_worst_class_recall", f"latency ms ({front[0]['latency_runtime']})",
                    "exported ONNX Runtime ms",
                    "params", "architecture", "enhancements"], rows)
 
@@ -238,12 +237,13 @@ def _confirmed(row: dict, key: str) -> str:
 
 def _objective_note(front: list[dict]) -> str:
     r = front[0]
-    objective = f"{r['split']} {r['metric'].replace('_', ' ')}"
-    note = (f"Accuracy here is {objective}, what the search ranked by; the test figures were computed "
-            "after training and chose nothing." if r["split"] == "validation" else
+    objective = r["objective"]
+    majority = r[frontlib.figure_name(f"majority_{r['metric']}", r["split"])]
+    note = (f"Every figure names its split (val_ or test_); {objective} is what the search ranked by; the "
+            "test figures were computed after training and chose nothing." if r["split"] == "validation" else
             "This study ranked candidates on the test split (castsearch 0.1): its test figures are optimistic.")
-    if r["majority"] is not None:
-        note += f" Always answering the most common class scores {r['majority']:.4f} on {objective}"
+    if majority is not None:
+        note += f" Always answering the most common class scores {majority:.4f} on {objective}"
         note += "; ! marks a front network that does no better." if any(
             x["no_better_than_majority"] for x in front) else "."
     return html.escape(note)
@@ -319,8 +319,9 @@ def write_report(study: optuna.Study, front: list[dict], out_dir: str | Path,
     c = frontlib.counts(all_trials)
     data = front_trials[0].data
     split_sizes = " / ".join(f"{n} {split}" for split, n in data["counts"].items())
-    baseline_table = _table(["baseline", "pretrained", "accuracy", "latency ms", "params"],
-                            [[b["baseline"], b["pretrained"], f"{b['accuracy']:.4f}", f"{b['latency_ms']:.3f}",
+    baseline_table = _table(["baseline", "pretrained", baselines[0]["objective"] if baselines else "", "latency ms",
+                             "params"],
+                            [[b["baseline"], b["pretrained"], f"{b[b['objective']]:.4f}", f"{b['latency_ms']:.3f}",
                               f"{b['params']:,}"]
                              for b in baselines]) if baselines else "<p class='note'>no baselines study</p>"
     body = f"""

@@ -38,12 +38,15 @@ def test_train_json_writes_artifacts(capsys, tmp_path, monkeypatch):
                          "--epochs", "1", "--out", str(out_dir), "--json")
     assert code == 0, err
     result = json.loads(out)
-    for key in ("accuracy", "macro_f1", "params", "macs", "latency_ms", "batch_latency_ms"):
+    for key in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "test_accuracy", "test_balanced_accuracy",
+                "test_macro_f1", "test_per_class_recall", "params", "macs", "latency_ms", "batch_latency_ms"):
         assert key in result
-    assert 0.0 <= result["accuracy"] <= 1.0
+    assert not {"accuracy", "macro_f1", "balanced_accuracy", "per_class_recall"} & set(result)  # each names its split
+    assert 0.0 <= result["test_accuracy"] <= 1.0
     assert {p.name for p in out_dir.iterdir()} >= {"model.pt", "spec.json", "recipe.json", "metrics.json"}
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert metrics["evaluation"]["accuracy"] == result["accuracy"]
+    assert metrics["evaluation"]["accuracy"] == result["test_accuracy"]
+    assert metrics["validation"]["accuracy"] == result["val_accuracy"]
     assert metrics["data"]["class_names"]
 
 

@@ -51,8 +51,9 @@ def test_confirm_retrains_front_and_presets_and_front_shows_it(tiny_study, tmp_p
 
     assert main(["front", "--json", *args]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows and all({"accuracy_mean", "accuracy_std", "test_accuracy_mean", "test_worst_class_recall_mean",
-                         "seeds"} <= set(r) for r in rows)
+    assert rows and all(r["objective"] == "val_balanced_accuracy" for r in rows)
+    assert all({"val_balanced_accuracy_mean", "val_balanced_accuracy_std", "val_balanced_accuracy_ci95",
+                "test_accuracy_mean", "test_worst_class_recall_mean", "seeds"} <= set(r) for r in rows)
 
 
 def test_confirm_needs_two_seeds(tiny_study, cli_error):

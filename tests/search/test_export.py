@@ -25,7 +25,7 @@ def test_export_writes_every_file_and_passes_its_checks(tiny_study, exported):
         assert (out / name).is_file(), name
     assert "onnx         max abs difference to PyTorch" in printed
     assert "torchscript  max abs difference to PyTorch" in printed
-    assert "int8" in printed and "test accuracy: study" in printed
+    assert "int8" in printed and "test_accuracy: study" in printed
 
     card = json.loads((out / "card.json").read_text())
     assert card["classes"] == tiny_study.data.class_names
@@ -35,7 +35,7 @@ def test_export_writes_every_file_and_passes_its_checks(tiny_study, exported):
     assert all(d <= exportlib.TOLERANCE for d in card["checks"]["max_abs_diff"].values())
     assert card["latency"]["onnxruntime_onnx"]["latency_ms"] > 0
     assert card["latency"]["onnxruntime_int8"]["threads"] == 1
-    assert 0.0 <= card["metrics"]["accuracy_by_runtime"]["int8"] <= 1.0
+    assert 0.0 <= card["metrics"]["test_accuracy_by_runtime"]["int8"] <= 1.0
     text = (out / "MODEL_CARD.md").read_text()
     for heading in ("## Metrics", "## Classes", "## Preprocessing", "## Latency", "## Data"):
         assert heading in text
@@ -46,6 +46,26 @@ def test_export_writes_every_file_and_passes_its_checks(tiny_study, exported):
     record = studylib.exported(study, 0)
     assert record["onnx"]["latency_ms"] == card["latency"]["onnxruntime_onnx"]["latency_ms"]
     assert record["int8"]["latency_ms"] > 0 and "int8" in record["accuracy"]
+
+
+def test_the_card_names_each_figure_by_its_split_and_reads_older_cards(exported):
+    """card.json says val_<metric> or test_<metric> for every figure, as front and train do; a
+    card written before (macro_f1, per_class_recall, accuracy_by_runtime, validation, an
+    unnamed objective) gives the same MODEL_CARD.md."""
+    out, _ = exported
+    card = json.loads((out / "card.json").read_text())
+    m = card["metrics"]
+    assert m["objective"]["name"] == "val_balanced_accuracy" and m["val_balanced_accuracy"] == m["objective"]["value"]
+    figures = set(m) - {"objective", "confirmed"}
+    assert figures and all(k.startswith(("val_", "test_")) for k in figures), figures
+    assert {"val_accuracy", "test_accuracy", "test_macro_f1", "test_per_class_recall"} <= figures
+    old = {"objective": {k: v for k, v in m["objective"].items() if k != "name"}, "confirmed": m["confirmed"],
+           "validation": {k.removeprefix("val_"): v for k, v in m.items() if k.startswith("val_")},
+           "test_accuracy": m["test_accuracy"], "test_balanced_accuracy": m["test_balanced_accuracy"],
+           "macro_f1": m["test_macro_f1"], "per_class_recall": m["test_per_class_recall"],
+           "confusion": m["test_confusion"], "accuracy_by_runtime": m["test_accuracy_by_runtime"]}
+    assert exportlib.card_markdown({**card, "metrics": old}) == (out / "MODEL_CARD.md").read_text()
+    assert "test_accuracy with onnx" in (out / "MODEL_CARD.md").read_text()
 
 
 def test_exported_models_reproduce_the_trial(tiny_study, exported):

@@ -170,7 +170,7 @@ def test_command_stores_references_and_front_shows_them(space, images, tmp_path,
     assert main(["front", "--study", "t", "--storage", storage, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["trial"]: sorted(r["dominates"]) for r in rows} == {0: ["mobilenet_v2", "resnet20"], 1: []}
-    assert all({"trial", "accuracy", "latency_ms", "params"} <= set(r) for r in rows)
+    assert all({"trial", "objective", r["objective"], "latency_ms", "params"} <= set(r) for r in rows)
     assert main(["front", "--study", "t", "--storage", storage, "--references", "--json"]) == 0
     refs = json.loads(capsys.readouterr().out)
     assert sorted(r["baseline"] for r in refs) == ["mobilenet_v2", "resnet20"]

@@ -38,7 +38,7 @@ def test_report_writes_html_and_plots(tiny_study, report, capsys):
     sources = re.findall(r'<img src="([^"]{0,30})', page)
     assert len(sources) >= 4 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in page and "https://" not in page
-    for text in ("worst-class recall", "macro-F1", "enhancements", "tiny-preset", "resnet18", "cpu_model",
+    for text in ("test_worst_class_recall", "test_macro_f1", "val_balanced_accuracy (objective)", "enhancements", "tiny-preset", "resnet18", "cpu_model",
                  "Library versions", "blurpool", "x/255", "1 pruned", "1 failed", "1 infeasible"):
         assert text in page, text
 

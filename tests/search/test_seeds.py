@@ -193,10 +193,11 @@ def test_the_driver_hands_the_front_only_when_seeds_are_for_the_front(tmp_path):
 def test_the_front_says_which_accuracies_are_means_over_seeds(capsys):
     from search.cli import print_front
 
-    row = {"metric": "balanced_accuracy", "split": "validation", "latency_runtime": "onnxruntime",
-           "latency_retimed": True, "no_better_than_majority": False, "test_accuracy": 0.9,
-           "worst_class_recall": None, "preset": None, "trial": 1, "accuracy": 0.91, "latency_ms": 0.2,
-           "params": 1000, "arch": "C8 A", "enhancements": "none", "majority": 0.5}
+    row = {"objective": "val_balanced_accuracy", "metric": "balanced_accuracy", "split": "validation",
+           "latency_runtime": "onnxruntime", "latency_retimed": True, "no_better_than_majority": False,
+           "test_accuracy": 0.9, "test_worst_class_recall": None, "preset": None, "trial": 1,
+           "val_balanced_accuracy": 0.91, "latency_ms": 0.2, "params": 1000, "arch": "C8 A", "enhancements": "none",
+           "val_majority_balanced_accuracy": 0.5}
     print_front([{**row, "seed_runs": [{}, {}, {}]}, {**row, "trial": 2, "seed_runs": [{}, {}]}, {**row, "trial": 3}])
     assert "the mean over 2/3 trainings with different seeds (objectives.accuracy.seeds), the others one training" \
         in capsys.readouterr().out

@@ -200,7 +200,8 @@ def test_front_flags_a_network_no_better_than_the_majority_class(tmp_path, capsy
 
     rows = {r["trial"]: r for r in studylib.front_rows(study)}
     assert set(rows) == {0, 1}
-    assert all(r["majority"] == pytest.approx(1 / 3) for r in rows.values())
+    assert all(r["val_majority_balanced_accuracy"] == pytest.approx(1 / 3) for r in rows.values())
+    assert all(r["objective"] == "val_balanced_accuracy" for r in rows.values())
     assert all((r["metric"], r["split"]) == ("balanced_accuracy", "validation") for r in rows.values())
     assert rows[0]["no_better_than_majority"] is True
     assert rows[1]["no_better_than_majority"] is False
@@ -209,12 +210,12 @@ def test_front_flags_a_network_no_better_than_the_majority_class(tmp_path, capsy
     assert main(["front", *args]) == 0
     flagged = [line for line in capsys.readouterr().out.splitlines() if line.startswith("!")]
     assert len(flagged) == 1
-    assert "most common class" in flagged[0] and "val balanced accuracy 0.3333" in flagged[0]
+    assert "most common class" in flagged[0] and "val_balanced_accuracy 0.3333" in flagged[0]
 
     assert main(["front", "--json", *args]) == 0
     printed = {r["trial"]: r for r in json.loads(capsys.readouterr().out)}
     assert printed[0]["no_better_than_majority"] is True and printed[1]["no_better_than_majority"] is False
-    assert printed[0]["majority"] == pytest.approx(1 / 3)
+    assert printed[0]["val_majority_balanced_accuracy"] == pytest.approx(1 / 3)
 
 
 def test_majority_score_per_metric():
