@@ -1,1 +1,3 @@
-"""The study: what a trial stores (record) and the Optuna storage it lives in (storage)."""
+"""The study: what a trial stores (record), what the trials add up to (front: the objective
+point, dominance, the Pareto front, presets dominated, hypervolume, the headline) and the
+Optuna storage they live in (storage: SQL, locks, opening a study)."""
