@@ -268,10 +268,11 @@ def headline_summary(h: Headline) -> str:
     """The headline in one sentence: how many presets are dominated, single and confirmed."""
     if not h.presets:
         return "No paper preset was trained within the limits in this study: nothing to compare against."
-    on_confirmed = (f"{len(h.dominated_confirmed)} of {len(h.confirmed)} confirmed" if h.confirmed
-                    else "not confirmed (castsearch confirm)")
+    left_out = f" ({len(h.unconfirmed)} preset(s) not confirmed)" if h.confirmed and h.unconfirmed else ""
+    on_confirmed = (f"{len(h.dominated_confirmed)} of {len(h.confirmed)} on confirmed means{left_out}" if h.confirmed
+                    else "not confirmed on means (castsearch confirm)")
     return (f"Paper presets dominated by a searched network (not a preset, not a seeded nearest point): "
-            f"{len(h.dominated_single)} of {len(h.presets)} on single figures, {on_confirmed} on confirmed means.")
+            f"{len(h.dominated_single)} of {len(h.presets)} on single figures, {on_confirmed}.")
 
 
 def headline_rows(h: Headline) -> list[list[str]]:

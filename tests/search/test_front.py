@@ -143,7 +143,7 @@ def test_headline_on_single_figures_counts_only_searched_trials(contested):
     assert h.not_dominated == ["custom-590k-dw"]
     lines = front.format_headline(h)
     assert lines[0] == ("Paper presets dominated by a searched network (not a preset, not a seeded nearest point): "
-                        "1 of 2 on single figures, not confirmed (castsearch confirm) on confirmed means.")
+                        "1 of 2 on single figures, not confirmed on means (castsearch confirm).")
     assert lines[1].split() == ["custom-140k-3x3", "single:", "by", f"#{n['drawn']}:", "85.0%", "against", "80.0%,",
                                 "1.00", "ms,", "100,000", "params;", "confirmed:", "not", "confirmed"]
     assert lines[2].split() == ["custom-590k-dw", "single:", "no;", "confirmed:", "not", "confirmed"]
@@ -166,7 +166,7 @@ def test_a_preset_dominated_on_single_figures_may_not_be_once_confirmed(conteste
     assert win.point == pytest.approx([0.93, 1.2, 400_000]) and win.preset_point == pytest.approx([0.90, 1.3, 590_000])
     assert h.confirmed == h.presets and h.not_dominated == []
     lines = front.format_headline(h)
-    assert "1 of 2 on single figures, 1 of 2 confirmed on confirmed means" in lines[0]
+    assert lines[0].endswith("1 of 2 on single figures, 1 of 2 on confirmed means.")
     assert lines[1].endswith("confirmed: no")
     assert lines[2].split("confirmed: ")[1].startswith(f"by #{n['short']}: 93.0% mean against 90.0%")
     as_json = json.loads(json.dumps(h.to_dict()))
@@ -182,7 +182,7 @@ def test_a_trial_not_confirmed_does_not_count_on_confirmed_means(contested):
     h = front.headline(study)
     assert h.confirmed == ["custom-140k-3x3"] and h.dominated_confirmed == {}
     assert h.unconfirmed == ["custom-590k-dw"]
-    assert "0 of 1 confirmed on confirmed means" in front.format_headline(h)[0]
+    assert front.format_headline(h)[0].endswith("0 of 1 on confirmed means (1 preset(s) not confirmed).")
 
 
 def test_the_most_accurate_of_several_searched_trials_is_named(tmp_path):
