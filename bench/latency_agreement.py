@@ -10,7 +10,7 @@ lasts minutes):
 
 - ``loaded 1``, ``loaded 2``: as the driver times during a search, while two processes train
   a network (torch, one thread each) at the niceness Ray workers train at
-  (search.run.runner.WORKER_NICE);
+  (search.run.worker.WORKER_NICE);
 - ``quiet 1``, ``quiet 2``: nothing else running, as the front is re-timed at the end of a run.
 
 In each pass a network gets search.latency.measure's full protocol, in its order (eager torch, two
@@ -21,7 +21,7 @@ the same timings, the single-image latency by protocol:
 - ``lowest of 3``: the lowest of the first pass's three (search.latency.measure.measure);
 - ``lowest of 3, twice``: the lowest of both passes' six, the second set minutes after the
   first (the screen and its re-check once a network has trained, search.latency.screen.Screen.recheck;
-  the front's re-timing passes, search.run.runs.retime_front).
+  the front's re-timing passes, search.latency.retime.retime_front).
 
 For each protocol: the screen under load against the quiet re-timing (loaded / quiet), and,
 for the first two, the quiet machine against itself (quiet 2 / quiet 1): median ratio,
@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO, header, table  # noqa: E402
-from search.run.runner import WORKER_NICE  # noqa: E402
+from search.run.worker import WORKER_NICE  # noqa: E402
 
 LOAD = """
 import os, torch

@@ -7,7 +7,7 @@ On a machine with nothing else running, the limit's reference is timed as
 search.latency.screen.resolve_limits times it (the lowest of three timings of three, 1 s and 3 s
 apart), and then, for ``--minutes``, rounds of: each network's slot as the screen's re-check
 takes it (search.latency.measure.time_single, the lowest of three timings) followed by the pacer's one
-timing of the reference (search.latency.screen.Pacer.pace). Each slot's figure as the clock read it
+timing of the reference (search.latency.timer.Pacer.pace). Each slot's figure as the clock read it
 is compared with the network's quiet latency, the lowest timing it had in the whole run; the
 figure divided by its pace, with the quiet latency at the pace of the limit's setting (times
 the reference's latency then over its lowest timing in the run: what a perfect pacer would
@@ -55,7 +55,8 @@ def run(args) -> str:
     import torch
 
     from search.latency.measure import busy_wait, time_single
-    from search.latency.screen import RETRY_AFTER_S, Pacer
+    from search.latency.screen import reference_pacer
+    from search.latency.timer import RETRY_AFTER_S, Timer
 
     torch.set_num_threads(1)
     recipe, ref_model, ref_shape, ref_onnx = _build(args.reference)
@@ -65,7 +66,7 @@ def run(args) -> str:
         timing = time_single(ref_model, ref_shape, runtime="onnxruntime", onnx=ref_onnx)
         base.append(timing.robust_ms)
         reference_ms += timing.spread_ms
-    pacer = Pacer.build(args.reference, min(base), recipe, 6, "onnxruntime")
+    pacer = reference_pacer(Timer("onnxruntime"), args.reference, min(base), recipe, 6)
     networks = {name: _build(name)[1:] for name in args.networks}
     slots: dict[str, list[tuple[float, float, float, list[float]]]] = {name: [] for name in networks}
     start = time.monotonic()

@@ -3,11 +3,11 @@
     python bench/retime_protocols.py --storage sqlite:///x.db --study NAME [--reps 8] [--gap 30]
 
 The study is copied to a temporary database (the original is not changed) and its front is
-re-timed with search.run.runs.retime_front ``--reps`` times under each protocol, alternating:
+re-timed with search.run.runs.retime_study_front (search.latency.retime.retime_front) ``--reps`` times under each protocol, alternating:
 
 - ``2 passes, back to back``: what castsearch did before (a short front's two passes seconds
   apart);
-- ``N passes, G s apart``: what it does now (search.run.runs.RETIME_PASSES passes, a network's
+- ``N passes, G s apart``: what it does now (search.latency.retime.RETIME_PASSES passes, a network's
   timings in successive passes at least ``--gap`` seconds apart).
 
 For each protocol: how often a re-timed latency is off the trial's latency objective by more
@@ -33,7 +33,7 @@ OFF = 0.15
 
 
 def main() -> None:
-    from search.run.runs import RETIME_GAP_S, RETIME_PASSES
+    from search.latency.retime import RETIME_GAP_S, RETIME_PASSES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--storage", required=True)
@@ -68,7 +68,7 @@ def main() -> None:
         for rep in range(args.reps):
             for name, protocol in protocols.items():
                 start = time.time()
-                runs.retime_front(study, None, **protocol)
+                runs.retime_study_front(study, None, **protocol)
                 got = {n: studylib.retimed(study, n)["latency_ms"] for n in objective}
                 retimed[name].append(got)
                 rows.append([rep + 1, name, f"{time.time() - start:.0f}",

@@ -40,11 +40,12 @@ def screen_form(name: str, doc: dict, points: int, seed: int, classes: int) -> l
     import optuna
 
     from search.latency.screen import Screen, resolve_limits
+    from search.latency.timer import Timer
     from search.space import InvalidCandidate, space_from_dict, suggest
 
     space = space_from_dict(doc, name)
     study = optuna.create_study(directions=space.directions, sampler=optuna.samplers.RandomSampler(seed=seed))
-    screen = Screen(study, space.latency_runtime, classes)
+    screen = Screen(study, Timer(space.latency_runtime), classes)
     limits = resolve_limits(space.constraints, space.relative_latency, screen, 32, space.input_channels)
     counts = {"invalid": 0, "params": 0, "latency": 0, "feasible": 0}
     latencies, params = [], []

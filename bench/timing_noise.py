@@ -13,7 +13,7 @@ screen times it. Three measurements, on a machine with nothing else running:
    against the quiet level.
 3. Verdicts: with a limit at 1.25x the quiet level (the network is feasible), ``--verdicts``
    times: one full timing (search.latency.measure's protocol) and the screen's verdict
-   (search.latency.screen.settle: a timing over the limit by less than 2x is taken again, seconds
+   (search.latency.timer.settle: a timing over the limit by less than 2x is taken again, seconds
    apart, and the lowest kept). How often each calls the feasible network too slow.
 """
 
@@ -65,7 +65,7 @@ def main() -> None:
     from castmodels import PRESETS
     from search.latency.measure import Measurement, busy_wait, measure_ort
     from search.latency.onnxrt import export_onnx, ort_call, ort_session
-    from search.latency.screen import settle
+    from search.latency.timer import settle
     from search.training.recipe import TrainRecipe
     from search.trial.pipeline import build_candidate, input_shape
 

@@ -1,9 +1,9 @@
-"""The whole suite times networks with the quick protocol (search.latency.measure.QUICK_ENV): its
+"""The whole suite times networks with the quick protocol (search.latency.config.QUICK_ENV): its
 searches, also those run as subprocesses, would otherwise spend minutes on full timings.
 tests/search/test_measure.py checks the full protocol itself."""
 
 import os
 
-from search.latency.measure import QUICK_ENV
+from search.latency.config import QUICK_ENV
 
 os.environ[QUICK_ENV] = "quick"

@@ -11,10 +11,11 @@
   identity, checks, machine and library versions. ``castsearch predict`` reads ``card.json``.
 
 Both exports must reproduce PyTorch's logits on sample inputs within :data:`TOLERANCE`.
-The ONNX model is re-timed with ONNX Runtime on one thread with the protocol of
-:func:`search.latency.measure.measure_latency` (warm-up, then median and IQR of many runs, one
-image and a batch of 50); the result goes into the card and into the study as the user
-attr ``onnx:<trial number>`` (:func:`search.study.storage.exported`).
+The ONNX model is re-timed with ONNX Runtime on one thread as the search times its objective
+(:meth:`search.latency.timer.Timer.time_onnx`): ``latency_ms`` is the lowest of the
+single-image timings listed in ``latency_timings_ms`` (each the median of many runs), beside
+the batch of 50; the result goes into the card and into the study as the user attr
+``onnx:<trial number>`` (:func:`search.study.storage.exported`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from search.data import Dataset, load_dataset
-from search.latency.measure import library_versions, machine_fingerprint, measure_ort
+from search.latency.measure import library_versions, machine_fingerprint
 from search.latency.onnxrt import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -45,6 +46,7 @@ from search.latency.onnxrt import (
     ort_session,
     runtime_version,
 )
+from search.latency.timer import BATCH_SIZE, Timer
 from search.study import storage as studylib
 from search.study.record import TrialRecord
 
@@ -54,7 +56,6 @@ FORMATS = ("onnx", "torchscript")
 QUANTIZATIONS = ("int8",)
 TOLERANCE = 1e-4  # max |exported - PyTorch| over the logits of the check inputs
 CHECK_BATCH = 8  # check inputs: this many random images, and the first one alone
-BATCH_SIZE = 50  # batch latency, as in search.latency.measure.measure
 CALIBRATION_IMAGES = 256  # training images int8 calibration sees
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 EVAL_BATCH = 256
@@ -156,12 +157,15 @@ def _checked(fmt: str, diff: float) -> float:
 # ONNX Runtime: timing, accuracy, int8
 
 
-def time_model(path: Path, shape: tuple[int, int, int]) -> dict:
+def time_model(path: Path, shape: tuple[int, int, int], timer: Timer | None = None) -> dict:
     """Single-image and batch-of-50 ONNX Runtime latency on one thread, keyed like the study's
-    re-timings (castsearch's protocol, :func:`search.latency.measure.measure_ort`)."""
-    single, batch = measure_ort(ort_session(path), shape, BATCH_SIZE, threads=1)
-    return {"latency_ms": single.median_ms, "latency_iqr_ms": single.iqr_ms,
-            "batch_latency_ms": batch.median_ms, "batch_latency_iqr_ms": batch.iqr_ms,
+    re-timings and the same statistic as the search's objective (:meth:`Timer.time_onnx`):
+    ``latency_ms`` is the lowest of the single-image timings in ``latency_timings_ms``,
+    ``preempted`` says whether a timing fell back to CPU time."""
+    single, batch = (timer or Timer()).time_onnx(path, shape, BATCH_SIZE)
+    return {"latency_ms": single.robust_ms, "latency_iqr_ms": single.iqr_ms,
+            "latency_timings_ms": single.spread_ms, "preempted": single.preempted or batch.preempted,
+            "batch_latency_ms": batch.robust_ms, "batch_latency_iqr_ms": batch.iqr_ms,
             "batch_size": BATCH_SIZE, "threads": single.threads, "runtime": runtime_version()}
 
 

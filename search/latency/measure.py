@@ -39,11 +39,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from search.study.record import DEFAULT_RUNTIME, RUNTIMES
+from search.latency.config import DEFAULT_RUNTIME, RUNTIMES, quick_protocol
 
 log = logging.getLogger(__name__)
 
-# measure(): timing settings for a full measurement and for a quick one (tests, smoke runs)
+# time_calls() settings for a full measurement and for a quick one (tests, smoke runs), see Timing
 TIMING: dict[str, dict] = {
     "full": {"warmup": 10, "warmup_seconds": 0.25, "repeats": 50, "min_seconds": 0.5},
     "quick": {"warmup": 2, "warmup_seconds": 0.02, "repeats": 5, "min_seconds": 0.05},
@@ -58,6 +58,29 @@ LIBRARIES = ("torch", "torchvision", "mosaicml", "optuna", "ray", "onnx", "onnxr
 
 SPREAD = 3  # single-image timings per measurement; the lowest is the latency
 PREEMPTED = 1.2  # wall median / CPU median above this: the timing shared its core with other work
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The protocol's settings (:func:`time_calls`' keywords) for a single-image timing and for
+    the batch timing: :data:`FULL`, or :data:`QUICK` under ``$CASTSEARCH_TIMING=quick``."""
+
+    name: str
+    single: dict
+    batch: dict
+
+    @property
+    def quick(self) -> bool:
+        return self.name == "quick"
+
+    @classmethod
+    def current(cls) -> Timing:
+        """:data:`QUICK` when :func:`search.latency.config.quick_protocol` says so, else :data:`FULL`."""
+        return QUICK if quick_protocol() else FULL
+
+
+FULL = Timing("full", TIMING["full"], TIMING["batch"])
+QUICK = Timing("quick", TIMING["quick"], TIMING["quick"])
 
 
 @dataclass
@@ -255,39 +278,21 @@ def _lowest(singles: list[LatencyResult]) -> LatencyResult:
     return dataclasses.replace(lowest, spread_ms=[r.robust_ms for r in singles])
 
 
-QUICK_ENV = "CASTSEARCH_TIMING"  # =quick: every measurement uses the quick protocol (the test suite's searches)
-
-
-def quick_protocol() -> bool:
-    """Whether ``$CASTSEARCH_TIMING`` is ``quick``: every measurement then uses the quick
-    protocol and nothing waits between timings (the test suite sets it, so that its searches
-    do not spend minutes timing)."""
-    return os.environ.get(QUICK_ENV) == "quick"
-
-
-def _timing(quick: bool) -> tuple[dict, dict]:
-    """(single-image, batch) timing settings: quick when asked or under :func:`quick_protocol`."""
-    if quick or quick_protocol():
-        return TIMING["quick"], TIMING["quick"]
-    return TIMING["full"], TIMING["batch"]
-
-
-def _ort_timers(session, input_shape: tuple[int, int, int], batch_size: int, threads: int, quick: bool):
+def _ort_timers(session, input_shape: tuple[int, int, int], batch_size: int, threads: int, timing: Timing):
     """(time one image, time a batch of ``batch_size``) of an ONNX Runtime ``session``."""
     from search.latency.onnxrt import ort_call
 
-    timing, batch_timing = _timing(quick)
     single, batch = ort_call(session, input_shape, 1), ort_call(session, input_shape, batch_size)
-    return (lambda: time_calls(single, 1, threads, **timing),
-            lambda: time_calls(batch, batch_size, threads, **batch_timing))
+    return (lambda: time_calls(single, 1, threads, **timing.single),
+            lambda: time_calls(batch, batch_size, threads, **timing.batch))
 
 
 def measure_ort(session, input_shape: tuple[int, int, int], batch_size: int = 50, threads: int = 1,
-                quick: bool = False) -> tuple[LatencyResult, LatencyResult]:
+                timing: Timing | None = None) -> tuple[LatencyResult, LatencyResult]:
     """(single image, batch of ``batch_size``) latency of an ONNX Runtime ``session`` with
-    castsearch's protocol (:func:`spread_timings`). The session decides the threads it runs
-    on; ``threads`` is recorded."""
-    return spread_timings(*_ort_timers(session, input_shape, batch_size, threads, quick))
+    castsearch's protocol (:func:`spread_timings`; ``timing``: :meth:`Timing.current` unless
+    given). The session decides the threads it runs on; ``threads`` is recorded."""
+    return spread_timings(*_ort_timers(session, input_shape, batch_size, threads, timing or Timing.current()))
 
 
 def export_for_timing(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
@@ -297,32 +302,33 @@ def export_for_timing(model: nn.Module, input_shape: tuple[int, int, int]) -> by
     return export_onnx(model, torch.rand((2, *input_shape), generator=torch.Generator().manual_seed(0)))
 
 
-def _timers(model: nn.Module, input_shape: tuple[int, int, int], threads: int, batch_size: int, quick: bool,
+def _timers(model: nn.Module, input_shape: tuple[int, int, int], threads: int, batch_size: int, timing: Timing,
             runtime: str, onnx: bytes | None):
     """(time one image, time a batch of ``batch_size``) of ``model`` in ``runtime``."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
     if runtime == "torch":
-        timing, batch_timing = _timing(quick)
-        return (lambda: measure_latency(model, input_shape, batch_size=1, threads=threads, **timing),
-                lambda: measure_latency(model, input_shape, batch_size=batch_size, threads=threads, **batch_timing))
+        return (lambda: measure_latency(model, input_shape, batch_size=1, threads=threads, **timing.single),
+                lambda: measure_latency(model, input_shape, batch_size=batch_size, threads=threads, **timing.batch))
     from search.latency.onnxrt import ort_session
 
     session = ort_session(onnx if onnx is not None else export_for_timing(model, input_shape), threads)
-    return _ort_timers(session, input_shape, batch_size, threads, quick)
+    return _ort_timers(session, input_shape, batch_size, threads, timing)
 
 
 def measure(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 1, batch_size: int = 50,
-            quick: bool = False, runtime: str = DEFAULT_RUNTIME, onnx: bytes | None = None) -> Measurement:
+            runtime: str = DEFAULT_RUNTIME, onnx: bytes | None = None, timing: Timing | None = None) -> Measurement:
     """Parameters, MACs, single-image latency and batch latency (``batch_size``, 50 as in
     the paper) of ``model`` on the CPU in ``runtime``, and its eager torch single-image latency.
-    ``quick``: far fewer timed runs (tests); ``onnx``: the model already exported
-    (:func:`export_for_timing`). A network ONNX cannot export raises
-    :class:`search.latency.onnxrt.UnexportableNetwork` (with ``runtime="onnxruntime"``)."""
+    ``onnx``: the model already exported (:func:`export_for_timing`); ``timing``: the
+    protocol's settings (:meth:`Timing.current` unless given). A network ONNX cannot export
+    raises :class:`search.latency.onnxrt.UnexportableNetwork` (with ``runtime="onnxruntime"``).
+    The search times through :class:`search.latency.timer.Timer`, which calls this."""
+    timing = timing or Timing.current()
     eager = None
     if runtime == "onnxruntime":  # eager torch too, for comparison; in torch it is the latency itself
-        eager = measure_latency(model, input_shape, batch_size=1, threads=threads, **_timing(quick)[0])
-    single, batch = spread_timings(*_timers(model, input_shape, threads, batch_size, quick, runtime, onnx))
+        eager = measure_latency(model, input_shape, batch_size=1, threads=threads, **timing.single)
+    single, batch = spread_timings(*_timers(model, input_shape, threads, batch_size, timing, runtime, onnx))
     eager = eager or single
     result = Measurement(
         params=count_params(model),
@@ -342,11 +348,12 @@ def measure(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 
     return result
 
 
-def time_single(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 1, quick: bool = False,
-                runtime: str = DEFAULT_RUNTIME, onnx: bytes | None = None, spread: int = SPREAD) -> LatencyResult:
+def time_single(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 1,
+                runtime: str = DEFAULT_RUNTIME, onnx: bytes | None = None, spread: int = SPREAD,
+                timing: Timing | None = None) -> LatencyResult:
     """The single-image latency alone (the search's objective), as :func:`measure` takes it:
     the lowest of ``spread`` timings (its ``spread_ms`` lists them all)."""
-    timer, _ = _timers(model, input_shape, threads, 1, quick, runtime, onnx)
+    timer, _ = _timers(model, input_shape, threads, 1, timing or Timing.current(), runtime, onnx)
     return _lowest([timer() for _ in range(spread)])
 
 

@@ -2,8 +2,8 @@
 latency, against the space's limits.
 
 Parameters are exact from the spec. Latency is measured once per distinct network on the
-machine the driver runs on, in the space's runtime, with :func:`search.latency.measure.measure`'s
-load-robust protocol (Ray workers train niced, search.run.runner.WORKER_NICE, and a timing
+machine the driver runs on, in the space's runtime, by the run's
+:class:`search.latency.timer.Timer` with :func:`search.latency.measure.measure`'s load-robust protocol (Ray workers train niced, search.run.worker.WORKER_NICE, and a timing
 that waited for the CPU falls back to CPU time), and cached in the study as a user attr
 ``latency:<key>``: the key is a hash of the network as built (spec, model surgery, input
 shape, classes), the runtime and the machine (CPU model, cores, torch and ONNX Runtime
@@ -14,7 +14,8 @@ timing can see: on a virtual machine the host's own load slows every call by 10%
 for stretches of a second or two while the guest is idle (bench/timing_noise.py), and now
 and then for tens of seconds (bench/latency_agreement.py). So the lowest timing is the
 truest. A measurement's single-image latency is already the lowest of three timings over a
-second or two (:func:`search.latency.measure.measure`); :func:`settle` takes the measurement again,
+second or two (:func:`search.latency.measure.measure`); :func:`search.latency.timer.settle` takes the
+measurement again,
 seconds apart, when it was preempted or would rule the network out by less than
 :data:`RECHECK` times the limit, keeping the lowest: a verdict of "too slow" stands only
 when timings in separate stretches all say so. A network that trains is timed once more
@@ -22,7 +23,7 @@ when its trial ends, minutes later (:meth:`Screen.recheck`), and the lowest of a
 timings is its latency objective.
 Load on the machine is the search's own: the trials training beside the driver. A worker
 on the other core slows a timing even at its niceness (it shares the core's cache and
-clock), so settle's timings taken again, and the re-check, run in a quiet slot: the
+clock), so the timings settle takes again, and the re-check, run in a quiet slot: the
 machine's trials are paused for their length (:mod:`search.latency.quiet`). A verdict of "too
 slow" that load could have caused is thus always taken again with no training running.
 
@@ -30,7 +31,7 @@ A latency limit may be written relative to one of the paper's networks measured 
 way (``max_latency_ms: {relative_to: custom-590k-dw, factor: 1.0}``), so a space file
 travels between machines; :func:`resolve_limits` turns it into milliseconds for this
 machine and records it in the study (``latency_limit:<image size>``).
-A relative limit also paces every timing that follows (:class:`Pacer`): the host's slow
+A relative limit also paces every timing that follows (:class:`search.latency.timer.Pacer`): the host's slow
 stretches can outlast the minutes between a network's screening and its re-check (the
 lowest of its timings then stays 10-25% slow), but they slow the reference as much as the
 candidate, nearly. So each slot of timings ends with one timing of the reference, and the
@@ -41,7 +42,6 @@ together, and the objective is in milliseconds at the machine's pace when the li
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -50,121 +50,55 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import optuna
 
 from castmodels import PRESETS, ArchSpec
+from search.latency.config import CACHE_PREFIX, LIMIT_PREFIX
 from search.latency.measure import (
     SPREAD,
     LatencyResult,
     Measurement,
-    busy_wait,
     count_params,
-    export_for_timing,
     library_versions,
     machine_fingerprint,
-    measure,
-    time_single,
 )
-from search.study.record import Limits, RelativeLimit
+from search.latency.timer import Pacer, Timer
 from search.training.recipe import TrainRecipe
+
+if TYPE_CHECKING:  # the study's limits, as the caller passes them (the latency package imports no study module)
+    from search.study.record import Limits, RelativeLimit
 
 log = logging.getLogger(__name__)
 
-CACHE_PREFIX = "latency:"
-LIMIT_PREFIX = "latency_limit:"
-RECHECK = 2.0  # a latency over the limit by less than this factor is timed again
-RETRY_AFTER_S = (1.0, 3.0)  # the wait before each extra timing: longer than a slow stretch
+__all__ = ["CACHE_PREFIX", "LIMIT_PREFIX", "Screen", "Verdict", "cache_key", "reference_pacer", "resolve_limits",
+           "study_pacer"]
+
 # part of the cache key: a timing taken under an older protocol is taken again
 PROTOCOL = f"lowest of {SPREAD}, again once trained"
 KEEP_EXPORTED = 32  # exported networks kept for their re-check (Screen.recheck)
 
 
-def _unpaced() -> None:
-    return None
+def reference_pacer(timer: Timer, relative_to: str, base_ms: float, recipe: TrainRecipe,
+                    num_classes: int) -> Pacer:
+    """``timer``'s pacer of ``relative_to`` built as the limit's reference was (``recipe``: its
+    image size and channels), whose latency was ``base_ms`` when the limit was set."""
+    from search.trial.pipeline import build_candidate, input_shape
+
+    return timer.pacer(relative_to, base_ms, build_candidate(PRESETS[relative_to], recipe, num_classes),
+                       input_shape(recipe))
 
 
-def settle(measure_once: Callable[[], Measurement], limit: float | None,
-           waits: tuple[float, ...] = RETRY_AFTER_S, every: bool = False,
-           quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-           time_again: Callable[[], LatencyResult] | None = None,
-           pace: Callable[[], float | None] = _unpaced) -> Measurement:
-    """The measurement a latency verdict rests on: ``measure_once()``, its single-image latency
-    taken again after each of ``waits`` (seconds) while the lowest so far was preempted or is
-    over ``limit`` by less than :data:`RECHECK` times, or every time with ``every`` (a reference
-    the limit is derived from); the lowest is kept. A timing under the limit is not taken
-    again: noise can only slow it, so it cannot have made the network feasible. Each timing
-    taken again is ``time_again()`` (the single-image timing alone, :func:`time_single`; without
-    it, a whole ``measure_once()``) and runs inside ``quiet()``
-    (:meth:`search.latency.quiet.Workers.paused`: no training on the machine while it runs), followed
-    there by ``pace()``, the machine's pace it is divided by (:class:`Pacer`; ``measure_once``
-    paces its own)."""
-    m = measure_once()
-    for wait in waits:
-        suspect = limit is not None and limit < m.latency_ms < RECHECK * limit
-        if not (every or m.preempted or suspect):
-            break
-        busy_wait(wait)
-        before = m
-        with quiet():
-            if time_again is None:
-                again = measure_once()
-                m = min(m, again, key=lambda x: x.latency_ms)
-            else:
-                timing = time_again()
-                m = m.with_timing(timing, pace())
-                if m.latency_ms < before.latency_ms:  # the verdict rests on this timing alone now
-                    m = dataclasses.replace(m, preempted=timing.preempted)
-        log.debug("timed again (%s): %.3f then %.3f ms",
-                  "preempted" if before.preempted else "over the limit" if suspect else "a limit's reference",
-                  before.latency_ms, m.latency_ms)
-    return m
-
-
-@dataclass
-class Pacer:
-    """The machine's pace: a latency limit's reference network (``relative_to``) timed once
-    more, over its latency when the limit was set (``base_ms``). A slot of timings ends with
-    :meth:`pace`, and its timings are divided by it (:meth:`search.latency.measure.Measurement.paced`).
-
-    One timing of the reference adds 0.75 s to a slot (0.1 s under the quick protocol). On the
-    idle host over twelve minutes (bench/paced_latency.py, BENCHMARKS.md "Paced latency"), a
-    re-check's slot read 1.00-1.22x each network's quiet latency as the clock read it (median
-    1.10x), and 0.92-1.08x paced (median 1.00x, against the quiet latency at the pace of the
-    limit's setting)."""
-
-    relative_to: str
-    base_ms: float
-    time_once: Callable[[], LatencyResult]
-
-    @classmethod
-    def build(cls, relative_to: str, base_ms: float, recipe: TrainRecipe, num_classes: int, runtime: str,
-              quick: bool = False) -> Pacer:
-        """The pacer of ``relative_to`` built as the limit's reference was (``recipe``: its
-        image size and channels)."""
-        from search.trial.pipeline import build_candidate, input_shape
-
-        model, shape = build_candidate(PRESETS[relative_to], recipe, num_classes), input_shape(recipe)
-        onnx = export_for_timing(model, shape) if runtime == "onnxruntime" else None
-        return cls(relative_to, base_ms, lambda: time_single(model, shape, threads=1, quick=quick, runtime=runtime,
-                                                             onnx=onnx, spread=1))
-
-    @classmethod
-    def of_study(cls, study: optuna.Study, image_size: int, channels: int, num_classes: int,
-                 runtime: str) -> Pacer | None:
-        """The pacer of the relative limit the study recorded at ``image_size`` in ``runtime``
-        (:func:`resolve_limits`), or None where it has none."""
-        limit = study.user_attrs.get(f"{LIMIT_PREFIX}{image_size}") or {}
-        if "relative_to" not in limit or limit.get("runtime") != runtime:
-            return None
-        recipe = TrainRecipe(image_size=image_size, channels=channels)
-        return cls.build(limit["relative_to"], limit["reference_ms"], recipe, num_classes, runtime)
-
-    def pace(self) -> float:
-        """The reference's timing now over its latency when the limit was set."""
-        return self.time_once().robust_ms / self.base_ms
+def study_pacer(study: optuna.Study, timer: Timer, image_size: int, channels: int, num_classes: int) -> Pacer | None:
+    """``timer``'s pacer of the relative limit the study recorded at ``image_size`` in its
+    runtime (:func:`resolve_limits`), or None where it has none."""
+    limit = study.user_attrs.get(f"{LIMIT_PREFIX}{image_size}") or {}
+    if "relative_to" not in limit or limit.get("runtime") != timer.runtime:
+        return None
+    recipe = TrainRecipe(image_size=image_size, channels=channels)
+    return reference_pacer(timer, limit["relative_to"], limit["reference_ms"], recipe, num_classes)
 
 
 @dataclass
@@ -198,7 +132,7 @@ def _machine() -> tuple[list, list]:
 def cache_key(arch: ArchSpec, recipe: TrainRecipe, num_classes: int, runtime: str,
               paced_by: str | None = None) -> str:
     """The latency cache key of ``arch`` built with ``recipe`` for ``num_classes`` classes,
-    timed in ``runtime`` (``paced_by``: the :class:`Pacer`'s reference, if any)."""
+    timed in ``runtime`` (``paced_by``: the :class:`search.latency.timer.Pacer`'s reference, if any)."""
     machine, versions = _machine()
     identity = {
         "arch": {**arch.to_dict(), "name": None},
@@ -216,16 +150,19 @@ def cache_key(arch: ArchSpec, recipe: TrainRecipe, num_classes: int, runtime: st
 
 
 class Screen:
-    """Screens candidates for one study: ``quick`` uses the short timing protocol (tests)."""
+    """Screens candidates for one study, timing them with the run's ``timer`` (its runtime, its
+    quiet slot: search.latency.quiet, its protocol)."""
 
-    def __init__(self, study: optuna.Study, runtime: str, num_classes: int, quick: bool = False,
-                 quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
-        self.study, self.runtime, self.num_classes, self.quick = study, runtime, num_classes, quick
-        self.quiet = quiet  # pauses this machine's training while a verdict is re-timed (search.latency.quiet)
+    def __init__(self, study: optuna.Study, timer: Timer, num_classes: int):
+        self.study, self.timer, self.num_classes = study, timer, num_classes
         self.timed = 0  # measurements taken (cache misses), for tests and the summary
         self.rechecked = 0  # re-checks taken (Screen.recheck)
         self._exported: dict[str, bytes] = {}  # cache key -> ONNX model, for the re-check
         self.pacers: dict[int, Pacer] = {}  # by image size: a relative limit's reference (resolve_limits)
+
+    @property
+    def runtime(self) -> str:
+        return self.timer.runtime
 
     def _build(self, arch: ArchSpec, recipe: TrainRecipe):
         from search.trial.pipeline import build_candidate
@@ -248,8 +185,8 @@ class Screen:
                 model=None, reference: bool = False) -> tuple[Measurement, bool]:
         """(the measurement of ``arch`` built with ``recipe``, whether it came from the cache);
         ``model``: the network already built, when the caller has it; ``reference``: a limit
-        is derived from it, so it is the lowest of all :func:`settle`'s timings (a slow stretch
-        would loosen the limit for the whole run)."""
+        is derived from it, so it is the lowest of all the timings settle takes
+        (:func:`search.latency.timer.settle`: a slow stretch would loosen the limit for the whole run)."""
         key = self._key(arch, recipe)
         cached = self.study.user_attrs.get(key)
         if cached is not None:
@@ -258,14 +195,14 @@ class Screen:
 
         model = model if model is not None else self._build(arch, recipe)
         shape = input_shape(recipe)
-        onnx = export_for_timing(model, shape) if self.runtime == "onnxruntime" else None
+        onnx = self.timer.exported(model, shape)
 
         def measure_once() -> Measurement:  # the slot's timings, then the pace they are divided by
             timed = self._measure(model, shape, onnx)
             return timed.paced(self._pace(recipe))
 
-        m = settle(measure_once, limit, every=reference, quiet=self.quiet,
-                   time_again=lambda: self._time_single(model, shape, onnx), pace=lambda: self._pace(recipe))
+        m = self.timer.settle(measure_once, limit, every=reference,
+                              time_again=lambda: self._time_single(model, shape, onnx), pace=lambda: self._pace(recipe))
         self.study.set_user_attr(key, {"measurement": m.to_dict(), "arch_code": arch.code(), "at": time.time()})
         if onnx is not None:
             self._exported[key] = onnx
@@ -275,19 +212,19 @@ class Screen:
 
     def _measure(self, model, shape, onnx: bytes | None) -> Measurement:
         self.timed += 1
-        return measure(model, shape, threads=1, quick=self.quick, runtime=self.runtime, onnx=onnx)
+        return self.timer.measure(model, shape, onnx)
 
     def _time_single(self, model, shape, onnx: bytes | None) -> LatencyResult:
         self.timed += 1
-        return time_single(model, shape, threads=1, quick=self.quick, runtime=self.runtime, onnx=onnx)
+        return self.timer.time_single(model, shape, onnx)
 
     def recheck(self, arch: ArchSpec, recipe: TrainRecipe) -> Measurement:
         """The cached measurement of ``arch`` with its single-image latency timed again now
-        (:func:`search.latency.measure.time_single`) and the lowest of all its timings kept, in the
+        (:meth:`search.latency.timer.Timer.time_single`) and the lowest of all its timings kept, in the
         cache too; once per architecture. The screen's timings span a second or two, and the
         host's slow stretches can last tens of seconds (bench/latency_agreement.py), so the
         driver re-checks a network when it has trained, minutes after it was screened, in a
-        quiet slot (``quiet``)."""
+        quiet slot (the timer's ``quiet``)."""
         from search.trial.pipeline import input_shape
 
         key = self._key(arch, recipe)
@@ -299,10 +236,10 @@ class Screen:
             return m
         self.rechecked += 1
         model, shape, onnx = self._build(arch, recipe), input_shape(recipe), self._exported.pop(key, None)
-        if onnx is None and self.runtime == "onnxruntime":  # exported before the pause, not during it
-            onnx = export_for_timing(model, shape)
-        with self.quiet():
-            again = time_single(model, shape, threads=1, quick=self.quick, runtime=self.runtime, onnx=onnx)
+        if onnx is None:  # exported before the pause, not during it
+            onnx = self.timer.exported(model, shape)
+        with self.timer.quiet():
+            again = self.timer.time_single(model, shape, onnx)
             pace = self._pace(recipe)
         m = m.with_timing(again, pace)
         log.debug("re-checked %s: %s ms", arch.code(), ", ".join(f"{t:.3f}" for t in m.latency_timings_ms))
@@ -326,7 +263,7 @@ def resolve_limits(limits: Limits, relative: RelativeLimit | None, screen: Scree
                    channels: int) -> Limits:
     """``limits`` with a relative latency limit turned into milliseconds on this machine at
     ``image_size`` (recorded in the study as ``latency_limit:<image_size>``); the reference
-    paces ``screen``'s timings at that size from then on (:class:`Pacer`)."""
+    paces ``screen``'s timings at that size from then on (:class:`search.latency.timer.Pacer`)."""
     if relative is None:
         return limits
     recipe = TrainRecipe(image_size=image_size, channels=channels)
@@ -337,8 +274,8 @@ def resolve_limits(limits: Limits, relative: RelativeLimit | None, screen: Scree
     screen.study.set_user_attr(f"{LIMIT_PREFIX}{image_size}", {
         "max_latency_ms": ms, "relative_to": relative.relative_to, "factor": relative.factor,
         "reference_ms": m.latency_ms, "runtime": screen.runtime, "at": time.time()})
-    screen.pacers[image_size] = Pacer.build(relative.relative_to, m.latency_ms, recipe, screen.num_classes,
-                                            screen.runtime, screen.quick)
+    screen.pacers[image_size] = reference_pacer(screen.timer, relative.relative_to, m.latency_ms, recipe,
+                                                screen.num_classes)
     # the reference at its own pace is its latency when the limit was set: its preset's trial
     # meets the limit it defines, as an unpaced one did (cached: a resumed run's entry stands)
     key = screen._key(PRESETS[relative.relative_to], recipe)

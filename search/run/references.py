@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import torch
 
 from castmodels.baselines import BASELINES, build_baseline, get_baseline
+from search.latency.timer import Timer
 from search.space import Fixed, SearchSpace
 from search.study import storage as studylib
 from search.study.record import DEFAULT_METRIC, DEFAULT_RUNTIME, TrialRecord
@@ -147,8 +148,8 @@ def baseline_recipe(space: SearchSpace, epochs: int | None = None, image_size: i
 
 
 def run_baseline(name: str, weights: InitialWeights, recipe: TrainRecipe, data,
-                 out_dir: str | Path | None = None, quick_measure: bool = False,
-                 metric: str = DEFAULT_METRIC, runtime: str = DEFAULT_RUNTIME) -> TrialOutcome:
+                 out_dir: str | Path | None = None, metric: str = DEFAULT_METRIC,
+                 runtime: str = DEFAULT_RUNTIME) -> TrialOutcome:
     """Build baseline ``name`` for ``data``, load ``weights`` into it, then measure, train,
     evaluate and (with ``out_dir``) save it exactly as a search trial is."""
     torch.manual_seed(recipe.seed)
@@ -163,7 +164,7 @@ def run_baseline(name: str, weights: InitialWeights, recipe: TrainRecipe, data,
                  f"; not in the network, ignored: {', '.join(report.unexpected)}" if report.unexpected else "")
     return run_model(model, name, {"baseline": name, "pretrained": weights.pretrained,
                                    "pretrained_from": weights.source},
-                     recipe, data, out_dir=out_dir, quick_measure=quick_measure, metric=metric, runtime=runtime)
+                     recipe, data, out_dir=out_dir, metric=metric, timer=Timer(runtime))
 
 
 def store_baseline(study, name: str, weights: InitialWeights, recipe: TrainRecipe, outcome: TrialOutcome,
@@ -177,7 +178,7 @@ def store_baseline(study, name: str, weights: InitialWeights, recipe: TrainRecip
 
 
 def run_baselines(space: SearchSpace, data, names: Sequence[str], weights: str, recipe: TrainRecipe,
-                  storage: str, artifacts: Path, quick_measure: bool = False,
+                  storage: str, artifacts: Path,
                   on_result: Callable[[BaselineResult], None] | None = None) -> list[BaselineResult]:
     """Train, measure and store each of ``names`` (see the module docstring); weights files
     and downloads are checked for every baseline before any of them trains."""
@@ -191,8 +192,7 @@ def run_baselines(space: SearchSpace, data, names: Sequence[str], weights: str, 
         stamp = time.strftime("%Y%m%d-%H%M%S")
         start_weights = initial.pop(name)  # popped: each state dict is freed after its baseline
         outcome = run_baseline(name, start_weights, recipe, data, out_dir=artifacts / f"{name}-{stamp}",
-                               metric=space.metric, runtime=space.latency_runtime,
-                               quick_measure=quick_measure)
+                               metric=space.metric, runtime=space.latency_runtime)
         number = store_baseline(study, name, start_weights, recipe, outcome, data, space)
         result = BaselineResult(name, start_weights.pretrained, start_weights.source, outcome, number)
         results.append(result)

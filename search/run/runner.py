@@ -51,6 +51,7 @@ from search.data.rules import AUTO
 from search.latency.measure import Measurement
 from search.latency.quiet import Workers
 from search.latency.screen import Screen, Verdict, resolve_limits
+from search.latency.timer import Timer
 from search.run.runs import (
     RunOutcome,
     RunRecord,
@@ -58,7 +59,7 @@ from search.run.runs import (
     enqueue_presets,
     finished_by,
     heartbeat,
-    retime_front,
+    retime_study_front,
     run_outcome,
 )
 from search.space import Candidate, InvalidCandidate, SearchSpace, suggest
@@ -571,7 +572,8 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     # Latency is timed here, on the driver, before Ray starts training: the first timings
     # (a relative limit's reference among them) meet an idle machine.
     workers = Workers(artifacts / WORKERS_DIR)
-    screen = Screen(study, space.latency_runtime, num_classes, quiet=workers.paused)
+    timer = Timer(space.latency_runtime, quiet=workers.paused)  # every timing of this run
+    screen = Screen(study, timer, num_classes)
     limits = {size: resolve_limits(space.constraints, space.relative_latency, screen, size, space.data.channels)
               for size in space.image_sizes}
     searcher = StudySearcher(study, space, run, artifacts, deadline, on_progress, screen, limits)
@@ -611,7 +613,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
         if started_ray:
             ray.shutdown()
     if opts.quiet_retime:  # a trial the budget cut may still be training after ray.shutdown()
-        retime_front(study, run.run_id, quiet=workers.paused)
+        retime_study_front(study, run.run_id, timer)
     run.done = True
     run.heartbeat = time.time()
     run.save(study)

@@ -1,5 +1,6 @@
 """Runs: which ``castsearch run`` invocation owns which trials, whether it is alive, and what
-a run does to the study before and after its trials (queue the presets, re-time the front).
+a run does to the study before and after its trials (queue the presets, re-time the front:
+the re-timing itself is :mod:`search.latency.retime`).
 
 Each invocation is a :class:`RunRecord` stored in the study's user attrs (``run:<id>``:
 budget, heartbeat, host, pid, its index among the study's runs and its sampler seed); its
@@ -13,19 +14,19 @@ imports Ray.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.latency.retime import RETIME_PASSES, FrontNetwork, retime_front
+from search.latency.timer import Timer
 from search.space import SearchSpace, nearest_trials, preset_trials
 from search.study import storage as studylib
 from search.study.record import TrialRecord
@@ -228,77 +229,35 @@ def others_live(study: optuna.Study, run_id: str, now: float | None = None) -> l
     return [r for r in runs(study) if r.run_id != run_id and not r.done and not r.is_dead(now)]
 
 
-RETIME_PASSES = 3  # passes over the front when it is re-timed
-RETIME_GAP_S = 30.0  # the least time between two passes' timings of one network
+def retime_study_front(study: optuna.Study, run_id: str | None = None, timer: Timer | None = None,
+                       passes: int = RETIME_PASSES, gap_s: float | None = None) -> int:
+    """Re-time the study's front with nothing else running (:func:`search.latency.retime.retime_front`,
+    with the run's ``timer``: its quiet slot pauses the run's workers); the number re-timed.
 
-
-def retime_front(study: optuna.Study, run_id: str | None = None,
-                 quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                 passes: int = RETIME_PASSES, gap_s: float | None = None) -> int:
-    """Re-time the front's latencies with nothing else running; the number re-timed.
-
-    ``quiet`` is held for the whole re-timing: the runner passes its workers' pause
-    (:meth:`search.latency.quiet.Workers.paused`), as a trial the time budget cut can still be
-    training when Ray has shut down.
-
-    ``passes`` passes over the front, each network's single-image latency the lowest of all
-    its timings. The host's slow stretches (10% to 1.5x, for seconds to tens of seconds) can
-    outlast one network's timings, so a network's timings in successive passes are at least
-    ``gap_s`` seconds apart (:data:`RETIME_GAP_S`; none under
-    :func:`search.latency.measure.quick_protocol`): a long front's passes are that far apart anyway,
-    a short one's wait. Its latency objective is likewise the lowest of timings minutes apart
-    (the screen's and its re-check once trained, :meth:`search.latency.screen.Screen.recheck`).
-    Where the study's latency limit is relative, each timing is paced by the limit's reference
-    as the run's were (:class:`search.latency.screen.Pacer`).
     Not while another run of the study is live (its workers would be training beside the
     timing): the last run to finish re-times. A finished Optuna trial cannot be changed, so
     the quiet timings are stored as study user attrs ``retimed:<trial number>`` (see
     :func:`search.study.storage.retimed`)."""
-    import torch
-
-    from search.latency.measure import export_for_timing, measure, quick_protocol, time_single
-    from search.latency.screen import Pacer
-
     if run_id is not None and (busy := others_live(study, run_id)):
         log.info("front not re-timed: run %s of this study is still training; it re-times when it ends",
                  busy[0].run_id)
         return 0
-    if passes < 1:
-        raise ValueError(f"passes must be >= 1, got {passes}")
-    if gap_s is None:
-        gap_s = 0.0 if quick_protocol() else RETIME_GAP_S
-    threads = torch.get_num_threads()
-    pacers: dict[tuple, Pacer | None] = {}  # by (channels, image size, classes, runtime)
-    with quiet():
-        front = studylib.pareto_front(study)
-        networks, measured, timed_at = {}, {}, {}  # by trial number: (model, shape, onnx, pace), Measurement
-        for t in front:
-            record = TrialRecord.read(t)
-            model, shape = record.build_network(), record.input_shape()
-            onnx = export_for_timing(model, shape) if record.runtime == "onnxruntime" else None
-            which = (*shape[:2], len(record.class_names), record.runtime)
-            if which not in pacers:
-                pacers[which] = Pacer.of_study(study, shape[1], shape[0], *which[2:])
-            pacer = pacers[which]
-            pace = pacer.pace if pacer is not None else lambda: None
-            networks[t.number] = (model, shape, onnx, pace)
-            timed_at[t.number] = time.monotonic()
-            measured[t.number] = measure(model, shape, threads=1, runtime=record.runtime, onnx=onnx).paced(pace())
-        for _ in range(passes - 1):
-            for t in front:
-                (model, shape, onnx, pace), m = networks[t.number], measured[t.number]
-                time.sleep(max(0.0, timed_at[t.number] + gap_s - time.monotonic()))
-                timed_at[t.number] = time.monotonic()
-                again = time_single(model, shape, threads=1, runtime=m.runtime, onnx=onnx)
-                measured[t.number] = m.with_timing(again, pace())
-        for t in front:
-            m = measured[t.number]
-            study.set_user_attr(f"{studylib.RETIMED}{t.number}", {
-                "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
-                "batch_latency_ms": m.batch_latency_ms, "threads": m.threads, "runtime": m.runtime,
-                "eager_latency_ms": m.eager_latency_ms, "latency_timings_ms": m.latency_timings_ms,
-                "paces": m.paces, "at": time.time()})
-    torch.set_num_threads(threads)
+    front: list[FrozenTrial] = []
+
+    def networks() -> dict[int, FrontNetwork]:  # read inside the quiet slot
+        front.extend(studylib.pareto_front(study))
+        records = {t.number: TrialRecord.read(t) for t in front}
+        return {n: FrontNetwork(r.build_network(), r.input_shape(), len(r.class_names), r.runtime)
+                for n, r in records.items()}
+
+    measured = retime_front(study, networks, timer or Timer(), passes, gap_s)
+    for t in front:
+        m = measured[t.number]
+        study.set_user_attr(f"{studylib.RETIMED}{t.number}", {
+            "latency_ms": m.latency_ms, "latency_iqr_ms": m.latency_iqr_ms,
+            "batch_latency_ms": m.batch_latency_ms, "threads": m.threads, "runtime": m.runtime,
+            "eager_latency_ms": m.eager_latency_ms, "latency_timings_ms": m.latency_timings_ms,
+            "paces": m.paces, "at": time.time()})
     return len(front)
 
 

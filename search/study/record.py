@@ -20,6 +20,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+# what the latency objective can be timed in: the latency package's (no torch), re-exported here
+from search.latency.config import DEFAULT_RUNTIME, RUNTIMES
+
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
@@ -40,10 +43,6 @@ CONSTRAINT_NAMES = ("max_latency_ms", "max_params", "min_accuracy")
 # than a mis-sorted common one, and always answering the majority class scores 1 / classes.
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
 DEFAULT_METRIC = "balanced_accuracy"
-# What the latency objective is timed in: the network exported to ONNX and run by ONNX Runtime
-# (what castsearch export ships; default), or torch eager (search.latency.measure).
-RUNTIMES = ("onnxruntime", "torch")
-DEFAULT_RUNTIME = "onnxruntime"
 
 
 @dataclass(frozen=True)

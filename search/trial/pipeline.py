@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 
 from castmodels import ArchSpec, build_model
-from search.latency.measure import Measurement, library_versions, machine_fingerprint, measure
-from search.study.record import DEFAULT_METRIC, DEFAULT_RUNTIME, Limits
+from search.latency.measure import Measurement, library_versions, machine_fingerprint
+from search.latency.timer import Timer
+from search.study.record import DEFAULT_METRIC, Limits
 from search.training.recipe import TrainRecipe
 from search.training.train import EvalResult, evaluate, prepare_model, train
 
@@ -144,9 +145,8 @@ def run_model(
     out_dir: str | Path | None = None,
     limits: Limits = NO_LIMITS,
     on_epoch: Callable[[int, float], bool | None] | None = None,
-    quick_measure: bool = False,
     metric: str = DEFAULT_METRIC,
-    runtime: str = DEFAULT_RUNTIME,
+    timer: Timer | None = None,
     measurement: Measurement | None = None,
     seeds: int = 1,
     rebuild: Callable[[TrainRecipe], torch.nn.Module] | None = None,
@@ -155,8 +155,9 @@ def run_model(
     """:func:`run_candidate` for an already-built network ``name`` (a baseline, say): measure
     ``model``; if it meets ``limits`` train it (``on_epoch`` sees the validation ``metric``),
     evaluate it on the validation and the test split and (with ``out_dir``) save it with
-    ``spec``, the JSON description written as spec.json. Latency is measured in ``runtime``
-    (:data:`search.latency.measure.RUNTIMES`), unless ``measurement`` brings it already (a search's
+    ``spec``, the JSON description written as spec.json. Latency is measured by ``timer``
+    (:class:`search.latency.timer.Timer`: the search's protocol and statistic, in its runtime; ONNX
+    Runtime without one), unless ``measurement`` brings it already (a search's
     driver measured the network before dispatch, see :mod:`search.latency.screen`). With ``seeds``
     above 1 and all epochs trained, ``rebuild`` makes the network afresh for each further seed
     (module docstring), unless ``repeat_if`` says the first training's outcome is not worth
@@ -172,7 +173,7 @@ def run_model(
         outcome.seconds[phase] = now - clock
         clock = now
 
-    m = measurement or measure(model, input_shape(recipe), threads=1, quick=quick_measure, runtime=runtime)
+    m = measurement or (timer or Timer()).measure(model, input_shape(recipe))
     outcome = TrialOutcome(measurement=m, feasible=limits.architecture_met(m.latency_ms, m.params), metric=metric)
     lap("measure")
     if not outcome.feasible:

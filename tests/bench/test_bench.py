@@ -291,7 +291,7 @@ def test_retime_trials_bench_times_stored_trials_against_a_reference(tmp_path):
     recipe = TrainRecipe.named("paper", image_size=16, epochs=1)
     for name in ("custom-140k-3x3", "custom-140k-dw"):
         arch = PRESETS[name]
-        outcome = run_candidate(arch, recipe, data, out_dir=tmp_path / name, limits=Limits(), quick_measure=True)
+        outcome = run_candidate(arch, recipe, data, out_dir=tmp_path / name, limits=Limits())
         record = TrialRecord(run_id="t", arch=arch.to_dict(), arch_code=arch.code(), recipe=recipe.to_dict(),
                              enhancements="none", preset=name)
         studylib.tell_outcome(study, study.ask(), record, json.loads(json.dumps(outcome.provenance(data))),

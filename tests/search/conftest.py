@@ -61,7 +61,7 @@ def _ask(study: optuna.Study, arch: ArchSpec, recipe: TrainRecipe, preset: str |
 
 
 def _run(study, arch, recipe, data, out_dir, space, preset=None, limits: Limits | None = None) -> None:
-    outcome = run_candidate(arch, recipe, data, out_dir=out_dir, limits=limits or Limits(), quick_measure=True)
+    outcome = run_candidate(arch, recipe, data, out_dir=out_dir, limits=limits or Limits())
     studylib.tell_outcome(study, study.ask(), _record(arch, recipe, preset),
                           json.loads(json.dumps(outcome.provenance(data))), space.constraints)
 

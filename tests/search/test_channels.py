@@ -158,7 +158,7 @@ def test_predict_converts_rgb_files_for_an_auto_grey_model(tmp_path, capsys, mon
     data = load_dataset(DataConfig(source=str(_folder(tmp_path / "d")), image_size=8), cache)
     arch = ArchSpec.from_code("C8 A")
     recipe = TrainRecipe.named("paper", epochs=1, batch_size=8, image_size=8, channels=data.in_channels)
-    outcome = run_candidate(arch, recipe, data, out_dir=tmp_path / "trial", limits=Limits(), quick_measure=True)
+    outcome = run_candidate(arch, recipe, data, out_dir=tmp_path / "trial", limits=Limits())
     storage = f"sqlite:///{tmp_path}/grey.db"
     study = studylib.open_study("grey", storage)
     record = TrialRecord(run_id="test", arch=arch.to_dict(), arch_code=arch.code(), recipe=recipe.to_dict(),

@@ -10,18 +10,20 @@ import pytest
 import torch
 from torch import nn
 
+from search.latency.config import QUICK_ENV, quick_protocol
 from search.latency.measure import (
-    QUICK_ENV,
+    FULL,
+    QUICK,
     SPREAD,
     LatencyResult,
     Measurement,
+    Timing,
     count_macs,
     count_params,
     library_versions,
     machine_fingerprint,
     measure,
     measure_latency,
-    quick_protocol,
     spread_timings,
     time_calls,
     time_single,
@@ -100,7 +102,7 @@ def test_the_warm_up_lasts_its_seconds_before_the_timed_calls():
 
 
 def test_measure_collects_everything():
-    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, quick=True, runtime="torch")
+    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, timing=QUICK, runtime="torch")
     assert m.params == count_params(_net()) and m.macs == count_macs(_net(), (3, 8, 8))
     assert m.latency_ms > 0 and m.batch_latency_ms > 0 and m.latency_iqr_ms >= 0
     assert m.batch_size == 5 and m.threads == 1
@@ -108,7 +110,7 @@ def test_measure_collects_everything():
     assert set(m.to_dict()) == {"params", "macs", "latency_ms", "latency_iqr_ms", "batch_latency_ms",
                                 "batch_latency_iqr_ms", "batch_size", "threads", "runtime", "eager_latency_ms",
                                 "latency_timings_ms", "preempted", "paces"}
-    assert m.paces is None  # unpaced unless a pacer's reference was timed beside it (search.latency.screen.Pacer)
+    assert m.paces is None  # unpaced unless a pacer's reference was timed beside it (search.latency.timer.Pacer)
 
 
 def _result(ms: float, preempted: bool = False) -> LatencyResult:
@@ -151,30 +153,31 @@ def test_the_single_image_latency_is_the_lowest_of_timings_around_the_batch():
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_measure_records_every_single_image_timing(runtime):
-    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, quick=True, runtime=runtime)
+    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, timing=QUICK, runtime=runtime)
     assert len(m.latency_timings_ms) == SPREAD and m.latency_ms == min(m.latency_timings_ms)
-    again = time_single(_net(), (3, 8, 8), quick=True, runtime=runtime, spread=2)
+    again = time_single(_net(), (3, 8, 8), timing=QUICK, runtime=runtime, spread=2)
     assert again.batch_size == 1 and len(again.spread_ms) == 2 and again.robust_ms == min(again.spread_ms)
 
 
 def test_the_full_protocol_runs_unless_quick_is_asked_for(monkeypatch):
     """The suite sets $CASTSEARCH_TIMING=quick (tests/conftest.py); without it a timing warms
     up for 0.25 s and times for at least 0.5 s, with it for a fraction of that."""
-    def seconds() -> float:
+    def seconds(timing: Timing | None = None) -> float:
         start = time.perf_counter()
-        time_single(_net(), (3, 8, 8), runtime="torch", spread=1)
+        time_single(_net(), (3, 8, 8), runtime="torch", spread=1, timing=timing)
         return time.perf_counter() - start
 
     monkeypatch.delenv(QUICK_ENV)
-    assert not quick_protocol() and seconds() >= 0.75
+    assert not quick_protocol() and Timing.current() is FULL and seconds() >= 0.75
     monkeypatch.setenv(QUICK_ENV, "full")
-    assert not quick_protocol()
+    assert not quick_protocol() and not Timing.current().quick
     monkeypatch.setenv(QUICK_ENV, "quick")
-    assert quick_protocol() and seconds() < 0.5
+    assert quick_protocol() and Timing.current() is QUICK and seconds() < 0.5
+    assert seconds(FULL) >= 0.75  # settings handed in are the ones used
 
 
 def test_default_latency_is_the_exported_onnx_model_in_onnx_runtime():
-    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, quick=True)
+    m = measure(_net(), (3, 8, 8), threads=1, batch_size=5, timing=QUICK)
     assert m.runtime == "onnxruntime" and m.latency_ms > 0 and m.batch_latency_ms > 0
     assert m.eager_latency_ms > 0 and m.eager_latency_ms != m.latency_ms  # both timed, separately
     with pytest.raises(ValueError, match="unknown runtime 'tflite'; known: onnxruntime, torch"):
@@ -187,7 +190,7 @@ def test_a_network_onnx_cannot_export_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(torch.onnx, "export", refuse)
     with pytest.raises(UnexportableNetwork, match="ONNX export failed: UnsupportedOperatorError"):
-        measure(_net(), (3, 8, 8), quick=True)
+        measure(_net(), (3, 8, 8), timing=QUICK)
 
 
 def test_machine_fingerprint_and_versions(monkeypatch):

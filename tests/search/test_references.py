@@ -131,7 +131,7 @@ def test_fine_tuning_from_a_local_weights_file(space, images, tmp_path, caplog):
     storage = f"sqlite:///{tmp_path}/b.db"
     with caplog.at_level(logging.INFO, logger="search.run.references"):
         [result] = references.run_baselines(space, data, ["resnet20"], str(weights), recipe, storage,
-                                           tmp_path / "artifacts", quick_measure=True)
+                                           tmp_path / "artifacts")
     assert "skipped (another class count): 1.2.weight, 1.2.bias" in caplog.text
     assert result.pretrained and result.pretrained_from == str(weights)
     [trial] = optuna.load_study(study_name="tiny-baselines", storage=storage).trials

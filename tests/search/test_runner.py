@@ -13,9 +13,10 @@ from optuna.trial import TrialState
 from search.data import DataConfig, load_dataset
 from search.latency.measure import SPREAD
 from search.latency.quiet import Workers, is_stopped
+from search.latency.retime import RETIME_PASSES
 from search.latency.screen import Screen
+from search.latency.timer import Timer
 from search.run import runner, runs
-from search.run.runs import RETIME_PASSES
 from search.space import load_space
 from search.study import storage as studylib
 
@@ -115,16 +116,16 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny, capfd, monkeyp
     # The same command again adds its budget to the same study. Its front is re-timed with the
     # run's training processes stopped: one the time budget cut may still be training.
     busy, stopped = [], []
-    retime_front = runner.retime_front
+    retime_study_front = runner.retime_study_front
 
-    def retime_with_a_cut_trial_alive(study, run_id, quiet):
+    def retime_with_a_cut_trial_alive(study, run_id, timer):
         busy.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
         Workers(root / "artifacts" / runner.WORKERS_DIR).register(busy[0].pid)
-        with quiet():
+        with timer.quiet():
             stopped.append(is_stopped(busy[0].pid))
-        return retime_front(study, run_id, quiet=quiet)
+        return retime_study_front(study, run_id, timer)
 
-    monkeypatch.setattr(runner, "retime_front", retime_with_a_cut_trial_alive)
+    monkeypatch.setattr(runner, "retime_study_front", retime_with_a_cut_trial_alive)
     try:
         second = runner.run_search(space, datasets, _opts(root, trials=2, workers=1))
         assert stopped == [True] and not is_stopped(busy[0].pid)
@@ -150,7 +151,7 @@ def _searcher(tmp_path, space, trials=5):
     """A StudySearcher as run_search builds it, without Ray (quick latency timings)."""
     study = studylib.open_study("s", f"sqlite:///{tmp_path}/s.db", sampler=optuna.samplers.RandomSampler(seed=0))
     run = runs.RunRecord(run_id="r1", trials=trials, timeout_s=None)
-    screen = Screen(study, space.latency_runtime, num_classes=9, quick=True)
+    screen = Screen(study, Timer(space.latency_runtime), num_classes=9)
     limits = {size: space.constraints for size in space.image_sizes}
     return study, runner.StudySearcher(study, space, run, tmp_path, None, None, screen, limits)
 

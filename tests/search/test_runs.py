@@ -21,6 +21,7 @@ from search.cli import main
 from search.latency.measure import SPREAD
 from search.latency.quiet import Workers, is_stopped
 from search.latency.screen import Screen
+from search.latency.timer import Timer
 from search.run import runner, runs
 from search.space import load_space
 from search.study import storage as studylib
@@ -174,10 +175,10 @@ def test_front_is_not_retimed_while_another_run_of_the_study_trains(tmp_path, mo
     monkeypatch.setattr(studylib, "pareto_front", lambda s: timed.append(1) or [])
     other = runs.RunRecord(run_id="other", trials=5, timeout_s=None)  # this process: alive
     other.save(study)
-    assert runs.retime_front(study, "mine") == 0 and timed == []
+    assert runs.retime_study_front(study, "mine") == 0 and timed == []
     other.done = True
     other.save(study)
-    runs.retime_front(study, "mine")
+    runs.retime_study_front(study, "mine")
     assert timed == [1]
 
 
@@ -191,7 +192,7 @@ def test_the_front_is_retimed_with_the_runs_workers_paused(tmp_path, monkeypatch
         workers.register(busy.pid)
         states = []
         monkeypatch.setattr(studylib, "pareto_front", lambda s: states.append(is_stopped(busy.pid)) or [])
-        runs.retime_front(study, "mine", quiet=workers.paused)
+        runs.retime_study_front(study, "mine", Timer(quiet=workers.paused))
         assert states == [True] and not is_stopped(busy.pid)
     finally:
         busy.kill()
@@ -220,7 +221,7 @@ def test_a_short_fronts_re_timing_passes_are_spread_in_time(tmp_path, monkeypatc
 
     monkeypatch.setattr(measurelib, "measure", spy(measurelib.measure))
     monkeypatch.setattr(measurelib, "time_single", spy(measurelib.time_single))
-    assert runs.retime_front(study, passes=3, gap_s=0.5) == 2
+    assert runs.retime_study_front(study, passes=3, gap_s=0.5) == 2
     assert len(started) == 2 and all(len(times) == 3 for times in started.values())
     for times in started.values():
         assert all(later - earlier >= 0.45 for earlier, later in itertools.pairwise(times))
@@ -228,13 +229,14 @@ def test_a_short_fronts_re_timing_passes_are_spread_in_time(tmp_path, monkeypatc
         r = studylib.retimed(study, t.number)
         assert len(r["latency_timings_ms"]) == 3 * SPREAD and r["latency_ms"] == min(r["latency_timings_ms"])
     with pytest.raises(ValueError, match="passes must be >= 1"):
-        runs.retime_front(study, passes=0)
+        runs.retime_study_front(study, passes=0)
 
 
 def test_the_front_is_re_timed_at_the_pace_of_the_studys_relative_limit(tmp_path, monkeypatch):
     """Where the run's limit was relative, each re-timing is paced by the limit's reference, as
-    the run's timings were (search.latency.screen.Pacer): the reference timed at twice its latency when
+    the run's timings were (search.latency.timer.Pacer): the reference timed at twice its latency when
     the limit was set halves every timing beside it; the clock's timings stay on record."""
+    from search.latency import measure as measurelib
     from search.latency import screen as screenlib
     from search.training.recipe import TrainRecipe
 
@@ -244,16 +246,17 @@ def test_the_front_is_re_timed_at_the_pace_of_the_studys_relative_limit(tmp_path
               recipe=recipe, data={"class_names": ["a", "b"]}, latency_runtime="torch")
     study.set_user_attr(f"{screenlib.LIMIT_PREFIX}16", {"max_latency_ms": 9.0, "relative_to": "custom-140k-3x3",
                                                         "factor": 1.0, "reference_ms": 0.5, "runtime": "torch"})
-    reference, paced = screenlib.time_single, []
+    reference, paced = measurelib.time_single, []
 
     def twice_as_slow(model, input_shape, **kwargs):
-        assert kwargs["spread"] == 1  # the pacer's one timing per slot
-        paced.append(model)
+        if kwargs["spread"] != 1:  # the front network's own timings, by the clock
+            return reference(model, input_shape, **kwargs)
+        paced.append(model)  # the pacer's one timing per slot
         r = reference(model, input_shape, **kwargs)
         return dataclasses.replace(r, median_ms=1.0, cpu_median_ms=1.0, spread_ms=[1.0])
 
-    monkeypatch.setattr(screenlib, "time_single", twice_as_slow)
-    assert runs.retime_front(study, passes=2, gap_s=0.0) == 1
+    monkeypatch.setattr(measurelib, "time_single", twice_as_slow)
+    assert runs.retime_study_front(study, passes=2, gap_s=0.0) == 1
     r = studylib.retimed(study, studylib.pareto_front(study)[0].number)
     assert r["paces"] == [2.0] * (2 * SPREAD) and len(r["latency_timings_ms"]) == 2 * SPREAD
     assert r["latency_ms"] == pytest.approx(min(r["latency_timings_ms"]) / 2)
@@ -324,7 +327,7 @@ def test_tunes_pickle_of_the_searcher_holds_no_database_url(tmp_path):
     url = f"sqlite:///{tmp_path}/SECRETPW.db"
     study = studylib.open_study("s", url)
     run = runs.RunRecord(run_id="r", trials=1, timeout_s=None)
-    screen = Screen(study, space.latency_runtime, num_classes=3, quick=True)
+    screen = Screen(study, Timer(space.latency_runtime), num_classes=3)
     searcher = runner.StudySearcher(study, space, run, tmp_path, None, print, screen, {})
     blob = pickle.dumps(searcher)
     assert b"SECRETPW" not in blob

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from castmodels import PRESETS
 from search.latency.measure import (
+    QUICK,
     LatencyResult,
     Measurement,
     busy_wait,
@@ -25,11 +26,12 @@ from search.latency.measure import (
     measure_ort,
     time_calls,
 )
-from search.latency.screen import LIMIT_PREFIX, Screen, cache_key, resolve_limits, settle
-from search.run import runner, runs
-from search.run.runner import WORKER_NICE
+from search.latency.screen import LIMIT_PREFIX, Screen, cache_key, resolve_limits
+from search.latency.timer import Timer, settle
+from search.run import runs
+from search.run.searcher import StudySearcher
+from search.run.worker import WORKER_NICE
 from search.space import (
-    Candidate,
     InvalidCandidate,
     SpaceError,
     load_space,
@@ -39,6 +41,7 @@ from search.space import (
 from search.study import storage as studylib
 from search.study.record import Limits
 from search.training.recipe import TrainRecipe
+from search.trial.config import KEY
 
 ARCHITECTURE = {
     "stages": {"low": 1, "high": 3},
@@ -62,8 +65,8 @@ def _study(tmp_path, name="s") -> optuna.Study:
     return studylib.open_study(name, f"sqlite:///{tmp_path}/{name}.db", sampler=optuna.samplers.RandomSampler(seed=0))
 
 
-def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, runtime="onnxruntime",
-                  onnx=None) -> Measurement:
+def _fake_measure(model, input_shape, threads=1, batch_size=50, runtime="onnxruntime", onnx=None,
+                  timing=None) -> Measurement:
     """Latency from the parameter count: deterministic, so a test can place a limit."""
     params = count_params(model)
     latency_ms = params / 1000
@@ -75,20 +78,20 @@ def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, run
 def _searcher(tmp_path, space, limits: Limits, trials: int = 6):
     study = _study(tmp_path)
     run = runs.RunRecord(run_id="r1", trials=trials, timeout_s=None)
-    screen = Screen(study, space.latency_runtime, num_classes=5, quick=True)
-    return study, screen, runner.StudySearcher(study, space, run, tmp_path, None, None, screen,
-                                               {size: limits for size in space.image_sizes})
+    screen = Screen(study, Timer(space.latency_runtime), num_classes=5)
+    return study, screen, StudySearcher(study, space, run, tmp_path, None, None, screen,
+                                        {size: limits for size in space.image_sizes})
 
 
 def test_the_driver_never_dispatches_a_candidate_over_the_latency_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr("search.latency.screen.measure", _fake_measure)
-    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.measure.measure", _fake_measure)
+    monkeypatch.setattr("search.latency.measure.export_for_timing", lambda model, shape: None)
     space = _space()
     limits = Limits(max_latency_ms=2.0)  # 2,000 parameters under the fake timing
     study, _, searcher = _searcher(tmp_path, space, limits)
-    configs = [searcher.suggest(f"t{i}") for i in range(6)]
+    configs = [searcher.suggest(f"t{i}")[KEY] for i in range(6)]
     for config in configs:
-        assert config["measurement"]["latency_ms"] <= 2.0  # the worker trains with the driver's measurement
+        assert config.measurement.latency_ms <= 2.0  # the worker trains with the driver's measurement
     screened = [t for t in study.trials if t.user_attrs.get("screened")]
     assert screened, "this space draws networks over 2,000 parameters; some must have been screened"
     for t in screened:
@@ -104,35 +107,35 @@ def test_the_latency_cache_is_hit_for_a_repeated_architecture(tmp_path):
              for key, value in ARCHITECTURE.items()}
     space = _space(architecture=fixed, training={"epochs": 1, "image_size": [16], "lr": [1.0e-3, 2.0e-3]})
     study, screen, searcher = _searcher(tmp_path, space, Limits())
-    first, second = searcher.suggest("a"), searcher.suggest("b")
+    first, second = searcher.suggest("a")[KEY], searcher.suggest("b")[KEY]
     assert screen.timed == 1  # one network, timed once although the recipes differ
-    assert first["measurement"] == second["measurement"]
+    assert first.measurement == second.measurement
     cached = [k for k in study.user_attrs if k.startswith("latency:")]
     assert len(cached) == 1
     # a later run (a new screen on the same study) reads the study's cache
-    again = Screen(study, space.latency_runtime, num_classes=5, quick=True)
+    again = Screen(study, Timer(space.latency_runtime), num_classes=5)
     cand = suggest(space, study.ask())
     m, hit = again.latency(cand.arch, cand.recipe)
-    assert hit and again.timed == 0 and m.to_dict() == first["measurement"]
+    assert hit and again.timed == 0 and m.to_dict() == first.measurement.to_dict()
 
 
 def test_a_trained_network_is_timed_again_and_keeps_its_lowest_latency(tmp_path, monkeypatch):
     """Screening times a network within a second or two; the re-check once it has trained
     comes minutes later, and the lower reading is the latency, in the study's cache too."""
-    monkeypatch.setattr("search.latency.screen.measure", _fake_measure)
-    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.measure.measure", _fake_measure)
+    monkeypatch.setattr("search.latency.measure.export_for_timing", lambda model, shape: None)
     again = {"ms": 0.0}
     slot = _Slot()
 
-    def fake_time_single(model, input_shape, threads=1, quick=False, runtime="onnxruntime", onnx=None, spread=3):
+    def fake_time_single(model, input_shape, threads=1, runtime="onnxruntime", onnx=None, spread=3, timing=None):
         assert slot.inside, "the re-check runs in a quiet slot"
         ms = again["ms"]
         return LatencyResult(median_ms=ms, iqr_ms=0.01, q1_ms=ms, q3_ms=ms, runs=5, batch_size=1, threads=threads,
                              cpu_median_ms=ms, spread_ms=[ms + 0.1, ms, ms + 0.2])
 
-    monkeypatch.setattr("search.latency.screen.time_single", fake_time_single)
+    monkeypatch.setattr("search.latency.measure.time_single", fake_time_single)
     study = _study(tmp_path)
-    screen = Screen(study, "onnxruntime", num_classes=5, quick=True, quiet=slot)
+    screen = Screen(study, Timer("onnxruntime", quiet=slot), num_classes=5)
     recipe = TrainRecipe(image_size=16)
     fast, slow = PRESETS["custom-140k-3x3"], PRESETS["custom-140k-dw"]
     screened = {arch.code(): screen.latency(arch, recipe)[0] for arch in (fast, slow)}
@@ -171,7 +174,7 @@ def test_a_relative_latency_limit_is_resolved_on_this_machine(tmp_path):
     assert space.constraints.max_latency_ms is None
     assert (space.relative_latency.relative_to, space.relative_latency.factor) == ("custom-140k-3x3", 2.0)
     study = _study(tmp_path)
-    screen = Screen(study, "onnxruntime", num_classes=5, quick=True)
+    screen = Screen(study, Timer("onnxruntime"), num_classes=5)
     limits = resolve_limits(space.constraints, space.relative_latency, screen, 16, 3)
     recorded = study.user_attrs[f"{LIMIT_PREFIX}16"]
     assert limits.max_latency_ms == pytest.approx(2.0 * recorded["reference_ms"])
@@ -186,7 +189,7 @@ def test_a_relative_latency_limit_is_resolved_on_this_machine(tmp_path):
     own, hit = screen.latency(PRESETS["custom-140k-3x3"], TrainRecipe(image_size=16, channels=3))
     assert hit and own.latency_ms == recorded["reference_ms"] and set(own.paces) == {1.0}
     # a study resumed reads its reference from the cache: the limit and the pace stay put
-    again = Screen(study, "onnxruntime", num_classes=5, quick=True)
+    again = Screen(study, Timer("onnxruntime"), num_classes=5)
     assert resolve_limits(space.constraints, space.relative_latency, again, 16, 3) == limits and again.timed == 0
 
 
@@ -202,23 +205,23 @@ def test_a_relative_limit_paces_each_timing_by_its_reference(tmp_path, monkeypat
     def slowed(model) -> float:
         return count_params(model) / 1000 * host["slow"]
 
-    def fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, runtime="onnxruntime", onnx=None):
+    def fake_measure(model, input_shape, threads=1, batch_size=50, runtime="onnxruntime", onnx=None, timing=None):
         ms = slowed(model)
-        return dataclasses.replace(_fake_measure(model, input_shape, threads, batch_size, quick, runtime, onnx),
+        return dataclasses.replace(_fake_measure(model, input_shape, threads, batch_size, runtime, onnx),
                                    latency_ms=ms, latency_timings_ms=[ms * 1.2, ms, ms * 1.1])
 
-    def fake_time_single(model, input_shape, threads=1, quick=False, runtime="onnxruntime", onnx=None, spread=3):
+    def fake_time_single(model, input_shape, threads=1, runtime="onnxruntime", onnx=None, spread=3, timing=None):
         if spread == 1:  # the pacer's one timing of the reference
             paced_in.append(slot.inside)
         ms = slowed(model)
         return LatencyResult(median_ms=ms, iqr_ms=0.0, q1_ms=ms, q3_ms=ms, runs=5, batch_size=1, threads=threads,
                              cpu_median_ms=ms, spread_ms=[ms] * spread)
 
-    monkeypatch.setattr("search.latency.screen.measure", fake_measure)
-    monkeypatch.setattr("search.latency.screen.time_single", fake_time_single)
-    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.measure.measure", fake_measure)
+    monkeypatch.setattr("search.latency.measure.time_single", fake_time_single)
+    monkeypatch.setattr("search.latency.measure.export_for_timing", lambda model, shape: None)
     space = _space(constraints={"max_latency_ms": {"relative_to": "custom-140k-3x3", "factor": 1.0}})
-    screen = Screen(_study(tmp_path), "onnxruntime", num_classes=5, quick=True, quiet=slot)
+    screen = Screen(_study(tmp_path), Timer("onnxruntime", quiet=slot), num_classes=5)
     limits = resolve_limits(space.constraints, space.relative_latency, screen, 16, 3)
     recipe = TrainRecipe(image_size=16)
     smaller = PRESETS["custom-140k-dw"]  # a few hundred parameters fewer than the reference: just under the limit
@@ -239,7 +242,7 @@ def test_a_relative_limit_paces_each_timing_by_its_reference(tmp_path, monkeypat
     assert len(m.latency_timings_ms) == 6
 
     # an unpaced screen (an absolute limit) would have ruled it out, and its cache entry is apart
-    unpaced = Screen(screen.study, "onnxruntime", num_classes=5, quick=True)
+    unpaced = Screen(screen.study, Timer("onnxruntime"), num_classes=5)
     host["slow"] = 1.5
     assert not unpaced.check(smaller, recipe, limits).feasible
     assert unpaced.timed == 3  # settle took it again twice in the quiet slot, slow each time
@@ -348,7 +351,7 @@ ATTEMPTS = 4  # measurements of a phase whose verdicts disagree (see below)
 
 def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
     """Networks the space draws get the screen's verdict (its quick protocol and its re-timing,
-    :func:`settle`) on an idle machine and again while two processes keep both cores busy at
+    :func:`search.latency.timer.settle`) on an idle machine and again while two processes keep both cores busy at
     the workers' niceness, registered as the run's trials are (search.latency.quiet.Workers), so that
     settle's re-timings pause them as they pause a search's training. With the limit in the
     widest gap between the idle latencies, every verdict is the same.
@@ -373,7 +376,7 @@ def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
     workers = Workers(tmp_path / "workers")
 
     def once(session, shape) -> Measurement:
-        single, batch = measure_ort(session, shape, quick=True)
+        single, batch = measure_ort(session, shape, timing=QUICK)
         return Measurement(params=0, macs=0, latency_ms=single.robust_ms, latency_iqr_ms=single.iqr_ms,
                            batch_latency_ms=batch.robust_ms, batch_latency_iqr_ms=batch.iqr_ms, batch_size=50,
                            threads=1, runtime="onnxruntime", preempted=single.preempted or batch.preempted)
@@ -408,7 +411,7 @@ def test_cpu_load_does_not_change_a_latency_verdict(tmp_path):
             break
     assert quiet == [x <= limit for x in idle], ("idle", idle, limit)
     for _ in range(ATTEMPTS):
-        # two processes at the niceness Ray workers train at (search.run.runner.WORKER_NICE)
+        # two processes at the niceness Ray workers train at (search.run.worker.WORKER_NICE)
         hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.nice({WORKER_NICE})\nwhile True: pass"])
                 for _ in range(2)]
         try:
@@ -446,17 +449,16 @@ def test_points_of_the_default_space_build_and_export_at_32px():
 
 
 def test_presets_a_space_cannot_express_are_trained_as_fixed_networks(tmp_path, monkeypatch):
-    monkeypatch.setattr("search.latency.screen.measure", _fake_measure)
-    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.measure.measure", _fake_measure)
+    monkeypatch.setattr("search.latency.measure.export_for_timing", lambda model, shape: None)
     space = load_space(PAPER, overrides={("study",): "fixed"})
     study, _, searcher = _searcher(tmp_path, space, Limits())
     assert runs.enqueue_presets(study, space, f"sqlite:///{tmp_path}/s.db") == len(PRESETS)
-    configs = [searcher.suggest(f"t{i}") for i in range(len(PRESETS))]
+    configs = [searcher.suggest(f"t{i}")[KEY] for i in range(len(PRESETS))]
     got = {}
     for config in configs:
-        t = study.trials[config["number"]]
-        arch = Candidate.from_dict(config["candidate"]).arch
-        got[t.user_attrs["preset"]] = arch
-        assert config["protect"]  # exempt from early stopping
+        t = study.trials[config.number]
+        got[t.user_attrs["preset"]] = config.arch
+        assert config.protect  # exempt from early stopping
         assert not any(name.startswith("s1_") or name == "width" for name in t.params)  # no sampled network
     assert got == PRESETS

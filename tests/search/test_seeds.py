@@ -13,6 +13,7 @@ import pytest
 from castmodels import ArchSpec
 from search.data import DataConfig, load_dataset
 from search.latency.screen import Screen
+from search.latency.timer import Timer
 from search.run import runs
 from search.run.confirm import new_seeds
 from search.run.runner import StudySearcher
@@ -56,7 +57,7 @@ def test_the_space_reads_seeds_and_refuses_what_is_out_of_range():
 
 
 def test_a_fully_trained_candidate_is_ranked_by_the_mean_of_its_seeds(data, one_thread, tmp_path):
-    outcome = run_candidate(ARCH, _recipe(), data, quick_measure=True, seeds=3, metric="accuracy")
+    outcome = run_candidate(ARCH, _recipe(), data, seeds=3, metric="accuracy")
     runs_ = outcome.seed_runs
     assert [r["seed"] for r in runs_] == [5, 6, 7]
     assert runs_[0]["validation"] == outcome.validation.accuracy  # the first seed's network is the one kept
@@ -64,7 +65,7 @@ def test_a_fully_trained_candidate_is_ranked_by_the_mean_of_its_seeds(data, one_
     assert runs_[0]["test_worst_class_recall"] == min(outcome.evaluation.per_class_recall.values())
     assert outcome.objective == pytest.approx(statistics.fmean(r["validation"] for r in runs_))
     # each further seed is a training from scratch, the same as a trial run with that seed
-    again = run_candidate(ARCH, _recipe(seed=6), data, quick_measure=True, metric="accuracy")
+    again = run_candidate(ARCH, _recipe(seed=6), data, metric="accuracy")
     assert again.objective == pytest.approx(runs_[1]["validation"])
     assert again.evaluation.accuracy == pytest.approx(runs_[1]["test_accuracy"])
 
@@ -80,14 +81,14 @@ def test_a_fully_trained_candidate_is_ranked_by_the_mean_of_its_seeds(data, one_
 
 
 def test_a_trial_stopped_early_is_not_trained_again(data, one_thread):
-    outcome = run_candidate(ARCH, _recipe(epochs=2), data, quick_measure=True, seeds=3,
+    outcome = run_candidate(ARCH, _recipe(epochs=2), data, seeds=3,
                             on_epoch=lambda epoch, score: True)
     assert outcome.stopped_early and outcome.seed_runs == []
     assert outcome.objective == outcome.validation.balanced_accuracy
 
 
 def test_one_seed_keeps_the_single_training(data, one_thread):
-    outcome = run_candidate(ARCH, _recipe(), data, quick_measure=True)
+    outcome = run_candidate(ARCH, _recipe(), data)
     assert outcome.seed_runs == [] and TrialRecord(recipe=_recipe().to_dict()).seed_runs is None
     assert new_seeds(TrialRecord(recipe=_recipe().to_dict()), 2) == [6, 7]
 
@@ -97,7 +98,7 @@ def test_the_driver_hands_the_seeds_to_every_trial(tmp_path):
                                                      "params": "minimize"}})
     study = studylib.open_study("seeds", f"sqlite:///{tmp_path}/drive.db", sampler=optuna.samplers.RandomSampler(0))
     searcher = StudySearcher(study, space, runs.RunRecord(run_id="r", trials=2, timeout_s=None), tmp_path, None,
-                             None, Screen(study, space.latency_runtime, num_classes=3, quick=True),
+                             None, Screen(study, Timer(space.latency_runtime), num_classes=3),
                              {16: space.constraints})
     assert searcher.suggest("t0")["seeds"] == 2
 
@@ -117,11 +118,11 @@ def test_seeds_for_is_read_and_front_needs_extra_seeds():
 
 def test_repeat_if_decides_whether_the_further_seeds_are_trained(data, one_thread):
     seen = []
-    kept = run_candidate(ARCH, _recipe(), data, quick_measure=True, seeds=3,
+    kept = run_candidate(ARCH, _recipe(), data, seeds=3,
                          repeat_if=lambda o: seen.append(o.objective) or False)
     assert kept.seed_runs == [] and seen == [kept.validation.balanced_accuracy]
     assert kept.objective == kept.validation.balanced_accuracy  # one training, its own figure
-    retrained = run_candidate(ARCH, _recipe(), data, quick_measure=True, seeds=3, repeat_if=lambda o: True)
+    retrained = run_candidate(ARCH, _recipe(), data, seeds=3, repeat_if=lambda o: True)
     assert [r["seed"] for r in retrained.seed_runs] == [5, 6, 7]
 
 
@@ -132,7 +133,7 @@ def test_the_further_seeds_stop_once_the_mean_so_far_would_not_join(data, one_th
         asked.append((len(outcome.seed_runs), outcome.objective))
         return len(asked) < 3
 
-    raced = run_candidate(ARCH, _recipe(), data, quick_measure=True, seeds=5, repeat_if=repeat_if)
+    raced = run_candidate(ARCH, _recipe(), data, seeds=5, repeat_if=repeat_if)
     assert [r["seed"] for r in raced.seed_runs] == [5, 6, 7]
     assert [n for n, _ in asked] == [0, 2, 3]  # asked of the first training, then of each mean before a next seed
     first, second, third = (r["validation"] for r in raced.seed_runs)
@@ -173,7 +174,7 @@ def test_the_driver_hands_the_front_only_when_seeds_are_for_the_front(tmp_path):
         for values in ([0.9, 0.5, 5000.0], [0.8, 0.1, 900.0], [0.7, 0.6, 6000.0]):  # the last is dominated
             study.add_trial(optuna.trial.create_trial(values=values, constraints={"params": -1.0}))
         return StudySearcher(study, space, runs.RunRecord(run_id="r", trials=trials, timeout_s=None), tmp_path, None,
-                             None, Screen(study, space.latency_runtime, num_classes=3, quick=True),
+                             None, Screen(study, Timer(space.latency_runtime), num_classes=3),
                              {16: space.constraints})
 
     assert searcher("finished", "all").suggest("t0")["front"] is None

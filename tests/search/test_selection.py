@@ -22,6 +22,7 @@ from search.cli import main
 from search.data import DataConfig, Dataset, load_dataset
 from search.latency.measure import LatencyResult, Measurement, count_macs, count_params
 from search.latency.screen import Screen
+from search.latency.timer import Timer
 from search.run import runs
 from search.run.runner import StudySearcher
 from search.space import Candidate, SearchSpace, SpaceError, space_from_dict
@@ -60,8 +61,8 @@ SPACE = {
 # Helpers
 
 
-def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, runtime="onnxruntime",
-                  onnx=None) -> Measurement:
+def _fake_measure(model, input_shape, threads=1, batch_size=50, runtime="onnxruntime", onnx=None,
+                  timing=None) -> Measurement:
     """A deterministic stand-in for search.latency.measure.measure: latency from the parameter count,
     so timing noise cannot change NSGA-II's picks between two runs."""
     params = count_params(model)
@@ -71,8 +72,8 @@ def _fake_measure(model, input_shape, threads=1, batch_size=50, quick=False, run
                        batch_size=batch_size, threads=threads, runtime=runtime, eager_latency_ms=latency_ms)
 
 
-def _fake_time_single(model, input_shape, threads=1, quick=False, runtime="onnxruntime", onnx=None,
-                      spread=3) -> LatencyResult:
+def _fake_time_single(model, input_shape, threads=1, runtime="onnxruntime", onnx=None, spread=3,
+                      timing=None) -> LatencyResult:
     """The driver's re-check of a trained network (search.latency.screen.Screen.recheck), as deterministic."""
     ms = 0.01 + count_params(model) / 10_000
     return LatencyResult(median_ms=ms, iqr_ms=0.0, q1_ms=ms, q3_ms=ms, runs=5, batch_size=1, threads=threads,
@@ -84,7 +85,7 @@ def _searcher(tmp_path, name: str, space: SearchSpace) -> tuple[optuna.Study, St
     sampler = studylib.make_sampler(space.sampler.name, space.sampler.seed, space.sampler.population_size)
     study = studylib.open_study(name, f"sqlite:///{tmp_path}/{name}.db", sampler=sampler, metric=space.metric)
     run = runs.RunRecord(run_id=name, trials=TRIALS, timeout_s=None)
-    screen = Screen(study, space.latency_runtime, num_classes=9, quick=True)
+    screen = Screen(study, Timer(space.latency_runtime), num_classes=9)
     limits = {size: space.constraints for size in space.image_sizes}
     return study, StudySearcher(study, space, run, tmp_path / name, None, None, screen, limits)
 
@@ -125,8 +126,8 @@ def test_the_sampler_listens_to_the_told_values(tmp_path, monkeypatch):
     """The guard for the next test: under this space and seed, and its deterministic timings,
     telling other values changes what NSGA-II samples next (so equal picks there are not equal
     by construction)."""
-    monkeypatch.setattr("search.latency.screen.measure", _fake_measure)
-    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.measure.measure", _fake_measure)
+    monkeypatch.setattr("search.latency.measure.export_for_timing", lambda model, shape: None)
     space = space_from_dict(SPACE)
 
     def picks(name: str, accuracy_of) -> list[dict]:
@@ -142,9 +143,9 @@ def test_the_sampler_listens_to_the_told_values(tmp_path, monkeypatch):
 
 
 def test_permuting_the_test_labels_changes_no_choice(tmp_path, data, monkeypatch, one_thread):
-    monkeypatch.setattr("search.latency.screen.measure", _fake_measure)
-    monkeypatch.setattr("search.latency.screen.export_for_timing", lambda model, shape: None)
-    monkeypatch.setattr("search.latency.screen.time_single", _fake_time_single)
+    monkeypatch.setattr("search.latency.measure.measure", _fake_measure)
+    monkeypatch.setattr("search.latency.measure.export_for_timing", lambda model, shape: None)
+    monkeypatch.setattr("search.latency.measure.time_single", _fake_time_single)
     space = space_from_dict(SPACE)
     original = _search(tmp_path, "original", space, data).trials
     permuted = _search(tmp_path, "permuted", space, _with_shuffled_test_labels(data)).trials
