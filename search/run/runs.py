@@ -186,7 +186,7 @@ def _enqueue_nearest(study: optuna.Study, space: SearchSpace) -> int:
     """With ``seed_nearest``, queue the space's point nearest each preset it cannot express
     (:func:`search.space.nearest_trials`), after the presets, as searched trials marked
     ``near_preset``: they train with the presets' recipe and count towards the budget; like
-    the presets they are never stopped early (:class:`search.run.runner.ParetoRungs`), so the
+    the presets they are never stopped early (:class:`search.run.scheduler.ParetoRungs`), so the
     sampler learns what the paper's designs reach trained out, not at a rung. Each is queued
     once per study (the caller holds the study's lock); the number queued."""
     if not space.seed_nearest:

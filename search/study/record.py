@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
     from castmodels import ArchSpec
     from search.data import DataConfig
+    from search.latency.measure import Measurement
     from search.training.recipe import TrainRecipe
+    from search.trial.pipeline import TrialResult
 
 __all__ = ["CONSTRAINT_NAMES", "DEFAULT_METRIC", "DEFAULT_RUNTIME", "DIRECTIONS", "METRICS", "OBJECTIVES",
            "RUNTIMES", "Limits", "TrialRecord", "majority_score", "read_weights"]
@@ -183,30 +185,30 @@ class TrialRecord:
         not know are left out."""
         return cls(**{name: user_attrs[name] for name in cls.attr_names() if name in user_attrs})
 
-    def add_outcome(self, outcome: dict) -> None:
-        """Fill the measured and trained fields from a pipeline outcome as JSON
-        (:meth:`search.trial.pipeline.TrialOutcome.to_dict` plus ``data``, ``machine``, ``versions``)."""
-        ev, val = outcome["evaluation"], outcome["validation"]
-        self.add_measurement(outcome["measurement"])
-        self.data, self.machine, self.versions = outcome["data"], outcome["machine"], outcome["versions"]
-        self.worker_seconds = outcome["seconds"]
+    def add_outcome(self, result: TrialResult) -> None:
+        """Fill the measured and trained fields from what the pipeline produced
+        (:meth:`search.trial.pipeline.TrialOutcome.provenance`)."""
+        outcome, ev, val = result.outcome, result.outcome.evaluation, result.outcome.validation
+        self.add_measurement(outcome.measurement)
+        self.data, self.machine, self.versions = result.data, result.machine, result.versions
+        self.worker_seconds = dict(outcome.seconds)
         if ev is None:
             self.infeasible = True
             return
-        self.objective_metric, self.objective_split, self.validation = outcome["metric"], "validation", val
-        self.test_accuracy, self.test_balanced_accuracy = ev["accuracy"], ev["balanced_accuracy"]
-        self.macro_f1, self.per_class_recall, self.confusion = ev["macro_f1"], ev["per_class_recall"], ev["confusion"]
-        self.val_accuracy, self.epochs_run = outcome["val_scores"], outcome["epochs_run"]
-        self.train_seconds, self.weights_path = outcome["train_seconds"], outcome["weights_path"]
-        self.seed_runs = outcome.get("seed_runs") or None
+        self.objective_metric, self.objective_split, self.validation = outcome.metric, "validation", val.to_dict()
+        self.test_accuracy, self.test_balanced_accuracy = ev.accuracy, ev.balanced_accuracy
+        self.macro_f1, self.per_class_recall, self.confusion = ev.macro_f1, ev.per_class_recall, ev.confusion
+        self.val_accuracy, self.epochs_run = list(outcome.val_scores), outcome.epochs_run
+        self.train_seconds, self.weights_path = outcome.train_seconds, outcome.weights_path
+        self.seed_runs = outcome.seed_runs or None
 
-    def add_measurement(self, m: dict) -> None:
-        """Fill the measured fields from :meth:`search.latency.measure.Measurement.to_dict`."""
-        self.macs, self.latency_iqr_ms = m["macs"], m["latency_iqr_ms"]
-        self.batch_latency_ms, self.batch_size, self.threads = m["batch_latency_ms"], m["batch_size"], m["threads"]
-        self.latency_runtime, self.eager_latency_ms = m["runtime"], m["eager_latency_ms"]
-        self.latency_preempted = m.get("preempted") or None
-        self.latency_timings_ms, self.latency_paces = m.get("latency_timings_ms"), m.get("paces")
+    def add_measurement(self, m: Measurement) -> None:
+        """Fill the measured fields from a latency and size measurement."""
+        self.macs, self.latency_iqr_ms = m.macs, m.latency_iqr_ms
+        self.batch_latency_ms, self.batch_size, self.threads = m.batch_latency_ms, m.batch_size, m.threads
+        self.latency_runtime, self.eager_latency_ms = m.runtime, m.eager_latency_ms
+        self.latency_preempted = m.preempted or None
+        self.latency_timings_ms, self.latency_paces = m.latency_timings_ms, m.paces
 
     # -- derived facts ----------------------------------------------------------------------
 

@@ -19,10 +19,12 @@ import contextlib
 import hashlib
 import logging
 import random
+import re
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -45,6 +47,9 @@ from search.study.front import (  # noqa: F401  (re-exported: the front's names,
     retimed,
 )
 from search.study.record import DEFAULT_METRIC, DIRECTIONS, OBJECTIVES, Limits, TrialRecord
+
+if TYPE_CHECKING:
+    from search.trial.pipeline import TrialResult
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +154,24 @@ def _is_schema_race(e: Exception) -> bool:
         and ("already exists" in text or "duplicate" in text))
 
 
+_SECRET_KEYS = ("password", "passwd", "pwd", "sslpassword", "secret", "token")
+_USERINFO = re.compile(r"(?P<user>(?:^|//|\s)[^/:@\s]*):(?P<secret>(?!//)[^@\s]*)@")  # [//]user:secret@
+_SECRET_QUERY = re.compile(rf"(?i)(?P<key>\b(?:{'|'.join(_SECRET_KEYS)})=)[^&;\s]*")
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) masked, for messages."""
+    """``url`` with every password masked, for messages: the one in ``user:password@`` and any
+    query parameter that carries one (``?password=...``), also when the URL does not parse."""
     try:
         import sqlalchemy.engine
 
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        parsed = sqlalchemy.engine.make_url(url)
+        query = {k: ("***" if k.lower() in _SECRET_KEYS else v) for k, v in parsed.query.items()}
+        url = parsed.update_query_dict(query).render_as_string(hide_password=True)
     except Exception:
-        return url
+        pass
+    url = _USERINFO.sub(lambda m: f"{m['user']}:***@" if m["secret"] != "***" else m[0], url)
+    return _SECRET_QUERY.sub(lambda m: f"{m['key']}***", url)
 
 
 @contextlib.contextmanager
@@ -266,21 +281,21 @@ def load_existing_study(name: str, storage: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=store)
 
 
-def tell_outcome(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, outcome: dict,
+def tell_outcome(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, result: TrialResult,
                  limits: Limits) -> None:
-    """Store everything a finished candidate produced (``outcome``: the pipeline's
+    """Store everything a finished candidate produced (``result``: the pipeline's
     :meth:`~search.trial.pipeline.TrialOutcome.provenance`) in ``record``, write it to ``trial``,
     set the constraints and tell the study COMPLETE."""
-    record.add_outcome(outcome)
+    record.add_outcome(result)
     record.write(trial)
-    m, val = outcome["measurement"], outcome["validation"]
+    m = result.outcome.measurement
     # validation only (the mean over the seeds where it trained with several): test never chooses
-    accuracy = None if val is None else outcome.get("objective", val[outcome["metric"]])
-    for name, value in limits.constraint_values(accuracy, m["latency_ms"], m["params"]).items():
+    accuracy = result.outcome.objective
+    for name, value in limits.constraint_values(accuracy, m.latency_ms, m.params).items():
         trial.set_constraint(name, value)
     # An untrained (infeasible) trial's accuracy is recorded as 0.0: it has none, and its
     # broken constraint keeps it off the front and tells the sampler to avoid the region.
-    study.tell(trial, values=objective_point(accuracy if accuracy is not None else 0.0, m["latency_ms"], m["params"]))
+    study.tell(trial, values=objective_point(accuracy if accuracy is not None else 0.0, m.latency_ms, m.params))
 
 
 def fail_orphan(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:

@@ -1,1 +1,2 @@
-"""One trial: build, train over seeds, measure and save a candidate (pipeline)."""
+"""One trial: its configuration as a search hands it to a worker (config), and the pipeline
+that builds, measures, trains over seeds and saves a candidate (pipeline)."""

@@ -76,11 +76,32 @@ class TrialOutcome:
             return statistics.fmean(run["validation"] for run in self.seed_runs)
         return getattr(self.validation, self.metric)
 
-    def provenance(self, data) -> dict:
-        """:meth:`to_dict` with where it ran: the data's identity, the machine and the library
-        versions (what :meth:`search.study.record.TrialRecord.add_outcome` reads)."""
-        return {**self.to_dict(), "data": data.identity, "machine": machine_fingerprint(),
-                "versions": library_versions()}
+    def provenance(self, data) -> TrialResult:
+        """This outcome with where it ran: the data's identity, this machine and the library
+        versions."""
+        return TrialResult(outcome=self, data=data.identity, machine=machine_fingerprint(),
+                           versions=library_versions())
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """A finished candidate as the study stores it: what the pipeline produced and where it
+    ran. A search's worker hands it to the driver as it is, and
+    :meth:`search.study.record.TrialRecord.add_outcome` reads it; :meth:`to_dict` is what a
+    trial's ``metrics.json`` holds."""
+
+    outcome: TrialOutcome
+    data: dict  # the dataset's identity (search.data.Dataset.identity)
+    machine: dict  # search.latency.measure.machine_fingerprint()
+    versions: dict  # search.latency.measure.library_versions()
+
+    def to_dict(self) -> dict:
+        return {**self.outcome.to_dict(), "data": self.data, "machine": self.machine, "versions": self.versions}
+
+    def with_measurement(self, measurement: Measurement) -> TrialResult:
+        """This result with the candidate measured again (the search's driver re-times a trained
+        trial's latency as it ends)."""
+        return replace(self, outcome=replace(self.outcome, measurement=measurement))
 
 
 def input_shape(recipe: TrainRecipe) -> tuple[int, int, int]:
@@ -218,7 +239,7 @@ def save_artifacts(out: Path, spec: dict, recipe: TrainRecipe, data, model, outc
     (out / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
     metrics = {
-        **outcome.provenance(data),
+        **outcome.provenance(data).to_dict(),
         "weights_path": str(weights),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

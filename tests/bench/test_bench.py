@@ -294,8 +294,7 @@ def test_retime_trials_bench_times_stored_trials_against_a_reference(tmp_path):
         outcome = run_candidate(arch, recipe, data, out_dir=tmp_path / name, limits=Limits())
         record = TrialRecord(run_id="t", arch=arch.to_dict(), arch_code=arch.code(), recipe=recipe.to_dict(),
                              enhancements="none", preset=name)
-        studylib.tell_outcome(study, study.ask(), record, json.loads(json.dumps(outcome.provenance(data))),
-                              Limits())
+        studylib.tell_outcome(study, study.ask(), record, outcome.provenance(data), Limits())
     run = subprocess.run([sys.executable, str(REPO / "bench" / "retime_trials.py"), "--storage", storage,
                           "--trials", "r:0", "--reference", "r:1", "--passes", "1", "--gap", "0"],
                          capture_output=True, text=True, timeout=300)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +48,7 @@ class TinyStudy:
 
 
 def _record(arch: ArchSpec, recipe: TrainRecipe, preset: str | None = None) -> TrialRecord:
-    """What the searcher's suggest stores (see search.run.runner)."""
+    """What the searcher's suggest stores (see search.run.searcher)."""
     return TrialRecord(run_id="fixture", arch=arch.to_dict(), arch_code=arch.code(), recipe=recipe.to_dict(),
                        enhancements="+".join(recipe.enhancements) or "none", preset=preset)
 
@@ -63,7 +62,7 @@ def _ask(study: optuna.Study, arch: ArchSpec, recipe: TrainRecipe, preset: str |
 def _run(study, arch, recipe, data, out_dir, space, preset=None, limits: Limits | None = None) -> None:
     outcome = run_candidate(arch, recipe, data, out_dir=out_dir, limits=limits or Limits())
     studylib.tell_outcome(study, study.ask(), _record(arch, recipe, preset),
-                          json.loads(json.dumps(outcome.provenance(data))), space.constraints)
+                          outcome.provenance(data), space.constraints)
 
 
 @pytest.fixture(scope="session")

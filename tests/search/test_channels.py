@@ -163,7 +163,7 @@ def test_predict_converts_rgb_files_for_an_auto_grey_model(tmp_path, capsys, mon
     study = studylib.open_study("grey", storage)
     record = TrialRecord(run_id="test", arch=arch.to_dict(), arch_code=arch.code(), recipe=recipe.to_dict(),
                          enhancements="none")
-    studylib.tell_outcome(study, study.ask(), record, json.loads(json.dumps(outcome.provenance(data))), Limits())
+    studylib.tell_outcome(study, study.ask(), record, outcome.provenance(data), Limits())
     out = tmp_path / "export"
     assert main(["export", "--trial", "0", "--study", "grey", "--storage", storage, "--out", str(out),
                  "--format", "onnx"]) == 0

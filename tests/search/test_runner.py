@@ -10,15 +10,20 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from castmodels import ArchSpec
 from search.data import DataConfig, load_dataset
-from search.latency.measure import SPREAD
+from search.latency.measure import SPREAD, Measurement
 from search.latency.quiet import Workers, is_stopped
 from search.latency.retime import RETIME_PASSES
 from search.latency.screen import Screen
 from search.latency.timer import Timer
-from search.run import runner, runs
+from search.run import runner, runs, scheduler
+from search.run.searcher import StudySearcher
+from search.run.worker import ERROR, FINAL, OUTCOME, PREVIEW, VAL_SCORE, WORKERS_DIR
 from search.space import load_space
 from search.study import storage as studylib
+from search.training.recipe import TrainRecipe
+from search.trial.config import KEY, TrialConfig
 
 TINY_SPACE = """
 study: tiny
@@ -120,7 +125,7 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny, capfd, monkeyp
 
     def retime_with_a_cut_trial_alive(study, run_id, timer):
         busy.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
-        Workers(root / "artifacts" / runner.WORKERS_DIR).register(busy[0].pid)
+        Workers(root / "artifacts" / WORKERS_DIR).register(busy[0].pid)
         with timer.quiet():
             stopped.append(is_stopped(busy[0].pid))
         return retime_study_front(study, run_id, timer)
@@ -143,7 +148,7 @@ def test_tiny_search_end_to_end_with_two_workers_then_again(tiny, capfd, monkeyp
     assert o.trained + o.infeasible + o.invalid + o.pruned + o.failed + o.presets_trained == len(mine)
     assert second.artifacts == (root / "artifacts").resolve()
     # the trials registered their processes for the screen's quiet slots (search.latency.quiet); none outlives the run
-    workers = second.artifacts / runner.WORKERS_DIR
+    workers = second.artifacts / WORKERS_DIR
     assert workers.is_dir() and Workers(workers).pids() == []
 
 
@@ -153,23 +158,26 @@ def _searcher(tmp_path, space, trials=5):
     run = runs.RunRecord(run_id="r1", trials=trials, timeout_s=None)
     screen = Screen(study, Timer(space.latency_runtime), num_classes=9)
     limits = {size: space.constraints for size in space.image_sizes}
-    return study, runner.StudySearcher(study, space, run, tmp_path, None, None, screen, limits)
+    return study, StudySearcher(study, space, run, tmp_path, None, None, screen, limits)
+
+
+def _suggest(searcher: StudySearcher, trial_id: str) -> TrialConfig:
+    """The configuration the searcher hands Tune for its trial ``trial_id``."""
+    return searcher.suggest(trial_id)[KEY]
 
 
 def test_candidates_over_max_params_never_reach_a_worker(tiny, tmp_path):
     """The parameter count is exact from the spec: the driver tells an over-limit candidate to
     the study at once, and only candidates within the limit are handed to Tune."""
     from search.latency.measure import count_params
-    from search.space import Candidate
     from search.trial.pipeline import build_candidate
 
     space = tiny[0]
     limit = space.constraints.max_params
     study, searcher = _searcher(tmp_path, space, trials=6)
-    configs = [searcher.suggest(f"t{i}") for i in range(6)]
+    configs = [_suggest(searcher, f"t{i}") for i in range(6)]
     for config in configs:
-        cand = Candidate.from_dict(config["candidate"])
-        assert count_params(build_candidate(cand.arch, cand.recipe, 9)) <= limit
+        assert count_params(build_candidate(config.arch, config.recipe, 9)) <= limit
     screened = [t for t in study.trials if t.user_attrs.get("screened")]
     assert screened, "the tiny space draws over-limit networks; some must have been screened"
     for t in screened:
@@ -184,11 +192,13 @@ def test_candidates_over_max_params_never_reach_a_worker(tiny, tmp_path):
 def test_early_stopped_trial_is_pruned_never_complete(tiny, tmp_path):
     space = tiny[0]
     study, searcher = _searcher(tmp_path, space)
-    config = searcher.suggest("a")
-    assert set(config) >= {"number", "candidate", "out_dir", "measurement"}
-    searcher.on_trial_result("a", {"epoch": 1, runner.VAL_SCORE: 0.4})
-    searcher.on_trial_complete("a", {"epoch": 1, runner.VAL_SCORE: 0.4})  # ASHA stopped it: no final result
-    t = study.trials[config["number"]]
+    suggestion = searcher.suggest("a")
+    assert set(suggestion) == {KEY}  # Tune's config holds the trial's one typed configuration
+    config = suggestion[KEY]
+    assert isinstance(config, TrialConfig) and config.out_dir == tmp_path / f"trial-{config.number:05d}"
+    searcher.on_trial_result("a", {"epoch": 1, VAL_SCORE: 0.4})
+    searcher.on_trial_complete("a", {"epoch": 1, VAL_SCORE: 0.4})  # ASHA stopped it: no final result
+    t = study.trials[config.number]
     assert t.state == TrialState.PRUNED and t.values is None
     assert t.user_attrs["val_accuracy"] == [0.4] and t.user_attrs["pruned_at_epoch"] == 1
     assert studylib.pareto_front(study) == []
@@ -197,36 +207,34 @@ def test_early_stopped_trial_is_pruned_never_complete(tiny, tmp_path):
 def test_a_failed_latency_recheck_keeps_the_screening_figure(tiny, tmp_path, monkeypatch, caplog):
     """The re-check as a trial ends must not cost the search: if it raises, the trial is told
     with the latency it was screened at."""
-    from search.latency.measure import Measurement
-    from search.space import Candidate
     from search.trial.pipeline import run_candidate
 
     space, datasets, _ = tiny
     study, searcher = _searcher(tmp_path, space)
-    config = searcher.suggest("a")
-    cand = Candidate.from_dict(config["candidate"])
-    outcome = run_candidate(cand.arch, cand.recipe, datasets[16], out_dir=config["out_dir"], metric=config["metric"],
-                            measurement=Measurement(**config["measurement"]))
+    config = _suggest(searcher, "a")
+    screened = config.measurement.latency_ms
+    outcome = run_candidate(config.arch, config.recipe, datasets[16], out_dir=config.out_dir, metric=config.metric,
+                            measurement=config.measurement)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no core left")
 
     monkeypatch.setattr(searcher.screen, "recheck", broken)
-    searcher.on_trial_complete("a", {"final": True, "outcome": json.dumps(outcome.provenance(datasets[16]))})
-    t = study.trials[config["number"]]
-    assert t.state == TrialState.COMPLETE and t.values[1] == config["measurement"]["latency_ms"]
+    searcher.on_trial_complete("a", {FINAL: True, OUTCOME: outcome.provenance(datasets[16])})
+    t = study.trials[config.number]
+    assert t.state == TrialState.COMPLETE and t.values[1] == screened
     assert "latency re-check failed (RuntimeError: no core left)" in caplog.text
 
 
 def test_trial_error_is_failed_with_its_message(tiny, tmp_path):
     study, searcher = _searcher(tmp_path, tiny[0])
-    config = searcher.suggest("a")
-    searcher.on_trial_complete("a", {"final": True, "error": "RuntimeError: out of memory"})
-    t = study.trials[config["number"]]
+    config = _suggest(searcher, "a")
+    searcher.on_trial_complete("a", {FINAL: True, ERROR: "RuntimeError: out of memory"})
+    t = study.trials[config.number]
     assert t.state == TrialState.FAIL and "out of memory" in t.user_attrs["error"]
-    config = searcher.suggest("b")
+    config = _suggest(searcher, "b")
     searcher.on_trial_complete("b", None, error=True)  # the worker died: Tune knows no more
-    assert study.trials[config["number"]].state == TrialState.FAIL
+    assert study.trials[config.number].state == TrialState.FAIL
 
 
 def test_searcher_stops_at_its_budget(tiny, tmp_path):
@@ -271,23 +279,26 @@ def test_a_killed_driver_on_this_host_is_dead_at_once(tmp_path):
 
 @pytest.mark.parametrize(("epochs", "grace"), [(1, 1), (2, 1), (3, 1), (4, 2), (10, 4), (30, 10)])
 def test_the_first_early_stopping_rung_is_past_the_warm_up(epochs, grace):
-    assert runner.grace_epochs(epochs) == grace
-    scheduler = runner._scheduler(epochs)
-    assert min(scheduler.milestones, default=epochs) >= grace
-    assert all(m < epochs for m in scheduler.milestones)
+    assert scheduler.grace_epochs(epochs) == grace
+    rungs = scheduler.make_scheduler(epochs)
+    assert min(rungs.milestones, default=epochs) >= grace
+    assert all(m < epochs for m in rungs.milestones)
 
 
 class _Trial:
     def __init__(self, trial_id, latency_ms, params, protect=False):
         self.trial_id = trial_id
-        self.config = {"measurement": {"latency_ms": latency_ms, "params": params}, "protect": protect}
+        m = Measurement(params=params, macs=0, latency_ms=latency_ms, latency_iqr_ms=0.0, batch_latency_ms=0.0,
+                        batch_latency_iqr_ms=0.0, batch_size=1, threads=1)
+        self.config = {KEY: TrialConfig(number=0, arch=ArchSpec.from_code("C8 A"), recipe=TrainRecipe(), measurement=m,
+                                        out_dir=Path("unused"), workers_dir=Path("unused"), protect=protect)}
 
 
 def test_pareto_rungs_stop_only_what_two_trials_dominate_at_the_same_rung():
     """Small fast networks are not stopped for being less accurate than big slow ones."""
-    s = runner.ParetoRungs(max_t=10, grace=4)
+    s = scheduler.ParetoRungs(max_t=10, grace=4)
     assert s.milestones == [4]
-    score = runner.VAL_SCORE
+    score = VAL_SCORE
 
     def at_rung(trial, value, epoch=4):
         return s.on_trial_result(None, trial, {"epoch": epoch, score: value})
@@ -301,7 +312,7 @@ def test_pareto_rungs_stop_only_what_two_trials_dominate_at_the_same_rung():
     t = _Trial("once", 3.0, 900_000)
     assert at_rung(t, 0.97, epoch=1) == "CONTINUE"  # before the rung
     assert at_rung(t, 0.97) == "CONTINUE" and at_rung(t, 0.10, epoch=5) == "CONTINUE"  # judged once per rung
-    assert s.on_trial_result(None, t, {"epoch": 10, score: 0.1, runner.FINAL: True}) == "CONTINUE"
+    assert s.on_trial_result(None, t, {"epoch": 10, score: 0.1, FINAL: True}) == "CONTINUE"
 
 
 def test_early_stopping_none_lets_a_dominated_trial_train_on(tmp_path):
@@ -320,19 +331,19 @@ def test_early_stopping_none_lets_a_dominated_trial_train_on(tmp_path):
     assert space.budget.early_stopping == "none"
     assert load_space(paper).budget.early_stopping == "preview"
     for kind, verdict in (("pareto", "STOP"), ("none", "CONTINUE")):
-        s = runner._scheduler(10, kind)
+        s = scheduler.make_scheduler(10, kind)
         for i, value in enumerate((0.9, 0.92)):
-            s.on_trial_result(None, _Trial(f"p{i}", 2.0, 600_000, protect=True), {"epoch": 4, runner.VAL_SCORE: value})
-        assert s.on_trial_result(None, _Trial("slow", 3.0, 700_000), {"epoch": 4, runner.VAL_SCORE: 0.8}) == verdict
+            s.on_trial_result(None, _Trial(f"p{i}", 2.0, 600_000, protect=True), {"epoch": 4, VAL_SCORE: value})
+        assert s.on_trial_result(None, _Trial("slow", 3.0, 700_000), {"epoch": 4, VAL_SCORE: 0.8}) == verdict
 
 
 def test_preview_rungs_judge_the_preview_alone():
     """Under early_stopping: preview the one rung reads each trial's preview (the result marked
     PREVIEW) and never the epochs of its full training: a dominated preview stops the trial,
     and the full training's scores, however low, do not."""
-    s = runner._scheduler(10, "preview")
+    s = scheduler.make_scheduler(10, "preview")
     assert s.milestones == [4]
-    score, look = runner.VAL_SCORE, {runner.PREVIEW: 5.0}
+    score, look = VAL_SCORE, {PREVIEW: 5.0}
     for i, value in enumerate((0.9, 0.92)):  # two previews that dominate slow, large networks
         assert s.on_trial_result(None, _Trial(f"p{i}", 2.0, 600_000, protect=True),
                                  {"epoch": 4, score: value, **look}) == "CONTINUE"
@@ -342,7 +353,7 @@ def test_preview_rungs_judge_the_preview_alone():
     for epoch in range(1, 10):  # its full training starts again at epoch 1: not judged
         assert s.on_trial_result(None, t, {"epoch": epoch, score: 0.05}) == "CONTINUE"
     # the midway rungs ignore previews, and the preview rung a full training's epoch 4
-    assert runner._scheduler(10, "pareto").on_trial_result(None, _Trial("x", 3.0, 700_000),
+    assert scheduler.make_scheduler(10, "pareto").on_trial_result(None, _Trial("x", 3.0, 700_000),
                                                            {"epoch": 4, score: 0.1, **look}) == "CONTINUE"
     assert s.on_trial_result(None, _Trial("y", 3.0, 700_000), {"epoch": 4, score: 0.1}) == "CONTINUE"
 
@@ -353,7 +364,7 @@ def test_preview_rungs_judge_the_preview_alone():
     ("preview", 1, 1, None), ("pareto", 10, 10, None), ("none", 10, 10, None),
 ])
 def test_preview_epochs(mode, max_epochs, epochs, expected):
-    assert runner.preview_epochs(mode, max_epochs, epochs) == expected
+    assert scheduler.preview_epochs(mode, max_epochs, epochs) == expected
 
 
 def test_a_preview_is_the_schedule_compressed_and_a_stopped_trial_keeps_it(tiny, tmp_path):
@@ -362,21 +373,19 @@ def test_a_preview_is_the_schedule_compressed_and_a_stopped_trial_keeps_it(tiny,
     trial stopped at its preview is PRUNED with the preview on record."""
     from dataclasses import replace
 
-    from search.space import Candidate
     from search.trial.pipeline import preview, run_candidate
 
     space, datasets, _ = tiny
     study, searcher = _searcher(tmp_path, space)
-    config = searcher.suggest("a")
-    assert config["preview"] == 1  # the tiny space trains 2 epochs and stops early by previews (the default)
-    cand = Candidate.from_dict(config["candidate"])
+    config = _suggest(searcher, "a")
+    assert config.preview == 1  # the tiny space trains 2 epochs and stops early by previews (the default)
     data = datasets[16]
-    recipe = replace(cand.recipe, epochs=1)
-    whole = run_candidate(cand.arch, recipe, data, metric="balanced_accuracy")
-    assert preview(cand.arch, recipe, data, 1, "balanced_accuracy") == whole.objective
-    searcher.on_trial_result("a", {"epoch": 1, runner.VAL_SCORE: 0.4, runner.PREVIEW: 2.5})
-    searcher.on_trial_complete("a", {"epoch": 1, runner.VAL_SCORE: 0.4, runner.PREVIEW: 2.5})
-    t = study.trials[config["number"]]
+    recipe = replace(config.recipe, epochs=1)
+    whole = run_candidate(config.arch, recipe, data, metric="balanced_accuracy")
+    assert preview(config.arch, recipe, data, 1, "balanced_accuracy") == whole.objective
+    searcher.on_trial_result("a", {"epoch": 1, VAL_SCORE: 0.4, PREVIEW: 2.5})
+    searcher.on_trial_complete("a", {"epoch": 1, VAL_SCORE: 0.4, PREVIEW: 2.5})
+    t = study.trials[config.number]
     assert t.state == TrialState.PRUNED and t.values is None
     assert t.user_attrs["preview"] == {"epochs": 1, "score": 0.4, "seconds": 2.5}
     assert t.user_attrs["val_accuracy"] == [] and t.user_attrs["pruned_at_epoch"] == 1
@@ -394,8 +403,6 @@ def test_min_accuracy_presets_holds_the_search_until_the_presets_set_the_floor(t
     counted apart from the infeasible ones; a stopped one carries its shortfall as a constraint."""
     import dataclasses
 
-    from search.latency.measure import Measurement
-    from search.space import Candidate
     from search.trial.pipeline import run_candidate
 
     data = tiny[1][16]
@@ -405,15 +412,14 @@ def test_min_accuracy_presets_holds_the_search_until_the_presets_set_the_floor(t
     assert space.accuracy_floor == "presets" and space.constraints.min_accuracy is None
     study, searcher = _searcher(tmp_path, space, trials=20)
     assert runs.enqueue_presets(study, space, f"sqlite:///{tmp_path}/s.db") == 6
-    configs = {f"p{i}": searcher.suggest(f"p{i}") for i in range(6)}
-    assert all(c["protect"] and c["min_accuracy"] is None for c in configs.values())
+    configs = {f"p{i}": _suggest(searcher, f"p{i}") for i in range(6)}
+    assert all(c.protect and c.min_accuracy is None for c in configs.values())
     assert searcher.suggest("early") is None  # presets are training: no candidate yet
 
     def train(trial_id, config):
-        cand = Candidate.from_dict(config["candidate"])
-        outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
-                                measurement=Measurement(**config["measurement"]))
-        searcher.on_trial_complete(trial_id, {"final": True, "outcome": json.dumps(outcome.provenance(data))})
+        outcome = run_candidate(config.arch, config.recipe, data, out_dir=config.out_dir, metric=config.metric,
+                                measurement=config.measurement)
+        searcher.on_trial_complete(trial_id, {FINAL: True, OUTCOME: outcome.provenance(data)})
 
     for trial_id, config in list(configs.items())[:5]:
         train(trial_id, config)
@@ -422,8 +428,8 @@ def test_min_accuracy_presets_holds_the_search_until_the_presets_set_the_floor(t
 
     presets = [t for t in study.trials if t.user_attrs.get("preset")]
     floor = min(t.values[0] for t in presets)
-    config = searcher.suggest("a")
-    assert not config["protect"] and config["min_accuracy"] == floor
+    config = _suggest(searcher, "a")
+    assert not config.protect and config.min_accuracy == floor
     stored = study.user_attrs[studylib.FLOOR_ATTR]
     assert stored["min_accuracy"] == floor and stored["trial"] in [t.number for t in presets]
     assert all(studylib.is_feasible(t) for t in presets)  # the least accurate preset meets its own floor
@@ -431,14 +437,14 @@ def test_min_accuracy_presets_holds_the_search_until_the_presets_set_the_floor(t
     # a floor no one-epoch network reaches: the trained candidate is below it, not infeasible
     searcher.limits = {16: dataclasses.replace(searcher.limits[16], min_accuracy=0.99)}
     train("a", config)
-    t = study.trials[config["number"]]
+    t = study.trials[config.number]
     assert t.state == TrialState.COMPLETE and t.constraints["min_accuracy"] > 0 and studylib.below_floor(t)
     assert t not in studylib.pareto_front(study)
     c = studylib.counts(study.trials)
     assert c["below_floor"] == 1 and c["infeasible"] == 0 and c["complete"] == 6
 
-    config = searcher.suggest("b")
-    searcher.on_trial_result("b", {"epoch": 1, runner.VAL_SCORE: 0.4})
-    searcher.on_trial_complete("b", {"epoch": 1, runner.VAL_SCORE: 0.4})  # stopped early
-    t = study.trials[config["number"]]
+    config = _suggest(searcher, "b")
+    searcher.on_trial_result("b", {"epoch": 1, VAL_SCORE: 0.4})
+    searcher.on_trial_complete("b", {"epoch": 1, VAL_SCORE: 0.4})  # stopped early
+    t = study.trials[config.number]
     assert t.state == TrialState.PRUNED and t.constraints["min_accuracy"] == pytest.approx(0.59)

@@ -23,6 +23,7 @@ from search.latency.quiet import Workers, is_stopped
 from search.latency.screen import Screen
 from search.latency.timer import Timer
 from search.run import runner, runs
+from search.run.searcher import StudySearcher
 from search.space import load_space
 from search.study import storage as studylib
 from search.study.record import TrialRecord
@@ -328,7 +329,7 @@ def test_tunes_pickle_of_the_searcher_holds_no_database_url(tmp_path):
     study = studylib.open_study("s", url)
     run = runs.RunRecord(run_id="r", trials=1, timeout_s=None)
     screen = Screen(study, Timer(space.latency_runtime), num_classes=3)
-    searcher = runner.StudySearcher(study, space, run, tmp_path, None, print, screen, {})
+    searcher = StudySearcher(study, space, run, tmp_path, None, print, screen, {})
     blob = pickle.dumps(searcher)
     assert b"SECRETPW" not in blob
     assert searcher.study is study  # the live searcher keeps its study

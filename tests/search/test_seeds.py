@@ -16,11 +16,12 @@ from search.latency.screen import Screen
 from search.latency.timer import Timer
 from search.run import runs
 from search.run.confirm import new_seeds
-from search.run.runner import StudySearcher
+from search.run.searcher import StudySearcher
 from search.space import SpaceError, space_from_dict
 from search.study import storage as studylib
 from search.study.record import Limits, TrialRecord
 from search.training.recipe import TrainRecipe
+from search.trial.config import KEY
 from search.trial.pipeline import run_candidate
 
 ARCH = ArchSpec.from_code("C8 C16s2 A")
@@ -73,7 +74,7 @@ def test_a_fully_trained_candidate_is_ranked_by_the_mean_of_its_seeds(data, one_
     study = studylib.open_study("seeds", f"sqlite:///{tmp_path}/seeds.db")
     trial = study.ask()
     studylib.tell_outcome(study, trial, TrialRecord(arch=ARCH.to_dict(), recipe=_recipe().to_dict()),
-                          json.loads(json.dumps(outcome.provenance(data))), Limits())
+                          outcome.provenance(data), Limits())
     stored = study.trials[0]
     assert stored.values[0] == pytest.approx(outcome.objective)
     assert TrialRecord.read(stored).seed_runs == json.loads(json.dumps(runs_))
@@ -100,7 +101,7 @@ def test_the_driver_hands_the_seeds_to_every_trial(tmp_path):
     searcher = StudySearcher(study, space, runs.RunRecord(run_id="r", trials=2, timeout_s=None), tmp_path, None,
                              None, Screen(study, Timer(space.latency_runtime), num_classes=3),
                              {16: space.constraints})
-    assert searcher.suggest("t0")["seeds"] == 2
+    assert searcher.suggest("t0")[KEY].seeds == 2
 
 
 def test_seeds_for_is_read_and_front_needs_extra_seeds():
@@ -143,7 +144,7 @@ def test_the_further_seeds_stop_once_the_mean_so_far_would_not_join(data, one_th
 
 def test_only_a_first_training_that_joins_the_front_is_retrained():
     from search.latency.measure import Measurement
-    from search.run.runner import joins_front
+    from search.run.worker import joins_front
     from search.training.train import EvalResult
     from search.trial.pipeline import TrialOutcome
 
@@ -177,18 +178,18 @@ def test_the_driver_hands_the_front_only_when_seeds_are_for_the_front(tmp_path):
                              None, Screen(study, Timer(space.latency_runtime), num_classes=3),
                              {16: space.constraints})
 
-    assert searcher("finished", "all").suggest("t0")["front"] is None
-    assert searcher("front", "front").suggest("t0")["front"] == [[0.9, 0.5, 5000.0], [0.8, 0.1, 900.0]]
+    assert searcher("finished", "all").suggest("t0")[KEY].front is None
+    assert searcher("front", "front").suggest("t0")[KEY].front == ((0.9, 0.5, 5000.0), (0.8, 0.1, 900.0))
 
     # a preset trains with every seed whatever the front (no front handed, so nothing to join);
     # it and a seeded nearest point are never stopped early; a sampled trial is neither
     s = searcher("front", "queued", trials=3)
     s.study.enqueue_trial({}, user_attrs=TrialRecord(preset="custom-140k-3x3").attrs())
     s.study.enqueue_trial({}, user_attrs=TrialRecord(near_preset="custom-140k-3x3").attrs())
-    preset, near, sampled = (s.suggest(f"t{i}") for i in range(3))
-    assert preset["front"] is None and preset["protect"]
-    assert near["front"] == sampled["front"] == [[0.9, 0.5, 5000.0], [0.8, 0.1, 900.0]]
-    assert near["protect"] and not sampled["protect"]
+    preset, near, sampled = (s.suggest(f"t{i}")[KEY] for i in range(3))
+    assert preset.front is None and preset.protect
+    assert near.front == sampled.front == ((0.9, 0.5, 5000.0), (0.8, 0.1, 900.0))
+    assert near.protect and not sampled.protect
 
 
 def test_the_front_says_which_accuracies_are_means_over_seeds(capsys):

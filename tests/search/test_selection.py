@@ -24,10 +24,12 @@ from search.latency.measure import LatencyResult, Measurement, count_macs, count
 from search.latency.screen import Screen
 from search.latency.timer import Timer
 from search.run import runs
-from search.run.runner import StudySearcher
-from search.space import Candidate, SearchSpace, SpaceError, space_from_dict
+from search.run.searcher import StudySearcher
+from search.run.worker import FINAL, OUTCOME
+from search.space import SearchSpace, SpaceError, space_from_dict
 from search.study import storage as studylib
 from search.study.record import METRICS, TrialRecord, majority_score
+from search.trial.config import KEY
 from search.trial.pipeline import run_candidate
 
 TRIALS = 6
@@ -94,12 +96,11 @@ def _search(tmp_path, name: str, space: SearchSpace, data: Dataset) -> optuna.St
     """What Tune does with the searcher, in process: suggest, run the candidate, report it final."""
     study, searcher = _searcher(tmp_path, name, space)
     for i in range(TRIALS):
-        config = searcher.suggest(f"t{i}")
-        cand = Candidate.from_dict(config["candidate"])
-        outcome = run_candidate(cand.arch, cand.recipe, data, out_dir=config["out_dir"], metric=config["metric"],
-                                measurement=Measurement(**config["measurement"]))
-        assert outcome.objective == getattr(outcome.validation, config["metric"])
-        searcher.on_trial_complete(f"t{i}", {"final": True, "outcome": json.dumps(outcome.provenance(data))})
+        config = searcher.suggest(f"t{i}")[KEY]
+        outcome = run_candidate(config.arch, config.recipe, data, out_dir=config.out_dir, metric=config.metric,
+                                measurement=config.measurement)
+        assert outcome.objective == getattr(outcome.validation, config.metric)
+        searcher.on_trial_complete(f"t{i}", {FINAL: True, OUTCOME: outcome.provenance(data)})
     assert searcher.suggest("over") == "FINISHED"
     return study
 
@@ -133,7 +134,7 @@ def test_the_sampler_listens_to_the_told_values(tmp_path, monkeypatch):
     def picks(name: str, accuracy_of) -> list[dict]:
         study, searcher = _searcher(tmp_path, name, space)
         for i in range(TRIALS):
-            number = searcher.suggest(f"t{i}")["number"]
+            number = searcher.suggest(f"t{i}")[KEY].number
             study.tell(number, values=[accuracy_of(number), 1.0, 100.0])
         return [t.params for t in study.trials]
 
