@@ -285,13 +285,34 @@ def test_the_first_early_stopping_rung_is_past_the_warm_up(epochs, grace):
     assert all(m < epochs for m in rungs.milestones)
 
 
+def _config(latency_ms=1.0, params=1000, **fields) -> TrialConfig:
+    m = Measurement(params=params, macs=0, latency_ms=latency_ms, latency_iqr_ms=0.0, batch_latency_ms=0.0,
+                    batch_latency_iqr_ms=0.0, batch_size=1, threads=1)
+    return TrialConfig(**{"number": 0, "arch": ArchSpec.from_code("C8 A"), "recipe": TrainRecipe(epochs=4),
+                          "measurement": m, "out_dir": Path("trial-00000"), "workers_dir": Path("workers"), **fields})
+
+
+def test_a_trial_config_checks_itself_and_crosses_a_process_whole():
+    """What Ray does with it: a pickle of the typed configuration is the same configuration."""
+    import pickle
+
+    config = _config(seeds=3, front=((0.9, 0.5, 5000.0),), min_accuracy=0.5, preview=2, metric="macro_f1")
+    assert pickle.loads(pickle.dumps({KEY: config})) == {KEY: config}
+    assert (config.image_size, config.epochs) == (TrainRecipe().image_size, 4)
+    with pytest.raises(ValueError, match=r"trial 0 must train with at least one seed \(seeds=0\)"):
+        _config(seeds=0)
+    with pytest.raises(ValueError, match="unknown metric 'f1' for trial 0; known: balanced_accuracy"):
+        _config(metric="f1")
+    with pytest.raises(ValueError, match=r"preview must be shorter than its schedule .*\(preview=4, epochs=4\)"):
+        _config(preview=4)
+    with pytest.raises(ValueError, match=r"number cannot be negative \(number=-1\)"):
+        _config(number=-1)
+
+
 class _Trial:
     def __init__(self, trial_id, latency_ms, params, protect=False):
         self.trial_id = trial_id
-        m = Measurement(params=params, macs=0, latency_ms=latency_ms, latency_iqr_ms=0.0, batch_latency_ms=0.0,
-                        batch_latency_iqr_ms=0.0, batch_size=1, threads=1)
-        self.config = {KEY: TrialConfig(number=0, arch=ArchSpec.from_code("C8 A"), recipe=TrainRecipe(), measurement=m,
-                                        out_dir=Path("unused"), workers_dir=Path("unused"), protect=protect)}
+        self.config = {KEY: _config(latency_ms, params, protect=protect)}
 
 
 def test_pareto_rungs_stop_only_what_two_trials_dominate_at_the_same_rung():
