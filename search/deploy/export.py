@@ -306,7 +306,7 @@ def model_card(study: optuna.Study, record: TrialRecord, result: ExportResult) -
                       "batch_latency_ms": record.batch_latency_ms, "batch_size": record.batch_size,
                       "threads": record.threads, "runtime": runtime,
                       "eager_torch_latency_ms": record.eager_latency_ms,
-                      "paces": record.latency_paces}  # search.latency.screen.Pacer: each timing over its pace
+                      "paces": record.latency_paces}  # search.latency.timer.Pacer: each timing over its pace
     return {
         "study": study.study_name,
         "trial": record.number,

@@ -126,7 +126,7 @@ class Measurement:
     eager_latency_ms: float | None = None  # torch eager, one image, for comparison
     latency_timings_ms: list[float] | None = None  # each single-image timing, as the clock read it
     preempted: bool = False  # other work held the core while it was timed (the CPU-time medians were used)
-    # the machine's pace when each of latency_timings_ms was taken (search.latency.screen.Pacer), None
+    # the machine's pace when each of latency_timings_ms was taken (search.latency.timer.Pacer), None
     # when unpaced: latency_ms is the lowest timing divided by its pace
     paces: list[float] | None = None
 

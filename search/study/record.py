@@ -116,7 +116,7 @@ class TrialRecord:
     threads: int | None = None
     latency_preempted: bool | None = None  # other work held the core while it was timed (CPU time used)
     latency_timings_ms: list[float] | None = None  # each single-image timing, as the clock read it
-    latency_paces: list[float] | None = None  # the machine's pace at each (search.latency.screen.Pacer); the
+    latency_paces: list[float] | None = None  # the machine's pace at each (search.latency.timer.Pacer); the
     # objective is the lowest timing divided by its pace (each 1 when unpaced: the lowest timing)
     infeasible: bool | None = None  # broke an architecture limit: measured, never trained
     screened: str | None = None  # why the driver judged it infeasible before dispatch (never reached a worker)
