@@ -278,7 +278,7 @@ class TrialRecord:
 
     def build_network(self) -> nn.Module:
         """The trial's network as it was trained and is shipped, freshly initialised."""
-        from search.trial.pipeline import build_candidate
+        from search.trial.build import build_candidate
 
         return build_candidate(self.arch_spec(), self.train_recipe(), len(self.class_names))
 

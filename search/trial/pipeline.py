@@ -27,12 +27,13 @@ from pathlib import Path
 
 import torch
 
-from castmodels import ArchSpec, build_model
+from castmodels import ArchSpec
 from search.latency.measure import Measurement, library_versions, machine_fingerprint
 from search.latency.timer import Timer
 from search.study.record import DEFAULT_METRIC, Limits
 from search.training.recipe import TrainRecipe
-from search.training.train import EvalResult, evaluate, prepare_model, train
+from search.training.train import EvalResult, evaluate, train
+from search.trial.build import build_candidate, input_shape
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +103,6 @@ class TrialResult:
         """This result with the candidate measured again (the search's driver re-times a trained
         trial's latency as it ends)."""
         return replace(self, outcome=replace(self.outcome, measurement=measurement))
-
-
-def input_shape(recipe: TrainRecipe) -> tuple[int, int, int]:
-    return (recipe.channels, recipe.image_size, recipe.image_size)
-
-
-def build_candidate(arch: ArchSpec, recipe: TrainRecipe, num_classes: int) -> torch.nn.Module:
-    """The network exactly as it is trained and shipped: spec + the recipe's model surgery."""
-    model = build_model(arch, recipe.channels, num_classes, image_size=recipe.image_size)
-    return prepare_model(model, recipe)
 
 
 def run_candidate(arch: ArchSpec, recipe: TrainRecipe, data, **options) -> TrialOutcome:
