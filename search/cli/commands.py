@@ -21,6 +21,7 @@ from search.cli.common import (
     quiet_optuna,
     resolve_arch,
     stdout_closed,
+    storage_option,
     study_and_storage,
 )
 from search.cli.printing import (
@@ -172,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else os.cpu_count() or 1
     if space.budget.trials is None and space.budget.timeout_s is None:
         raise CLIError(f"{args.space}: the search needs a budget: budget.trials or budget.timeout (or --trials / --timeout)")
-    storage = args.storage or default_storage(space.study)
+    storage = storage_option(args) or default_storage(space.study)
     opts = RunOptions(study_name=space.study, storage=storage, trials=space.budget.trials,
                       timeout_s=space.budget.timeout_s, workers=workers, address=args.address,
                       artifacts=Path(args.artifacts) if args.artifacts else None)
@@ -204,11 +205,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_front(args: argparse.Namespace) -> int:
+    from search.study.front import format_headline, headline
     from search.study.storage import add_dominated, front_rows, load_existing_study, reference_rows
 
     quiet_optuna()
     name, storage = study_and_storage(args)
     study = load_existing_study(name, storage)
+    if args.headline:
+        found = headline(study)
+        print(json.dumps(found.to_dict(), indent=2) if args.json else "\n".join(format_headline(found)))
+        return 0
     references = reference_rows(name, storage)
     if args.references:
         if args.json:
@@ -224,11 +230,14 @@ def cmd_front(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print_front(rows)
+        print()
+        print("\n".join(format_headline(headline(study))))
         if references:
             print("\nreferences (castsearch baselines, not searched):")
             print_references(references)
             print_dominated(rows, references)
     return 0
+
 
 def cmd_baselines(args: argparse.Namespace) -> int:
     from castmodels import get_baseline
@@ -242,7 +251,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     quiet_optuna()
     image_size = args.image_size or space.image_sizes[0]
     names, left_out = select_baselines(csv(args.only), image_size)
-    storage = args.storage or default_storage(space.study)
+    storage = storage_option(args) or default_storage(space.study)
     study_name = baselines_study_name(space.study)
     data = load_dataset(space.data.config(image_size), cache_dir=space.data.cache_dir)
     space = space.with_channels(data.in_channels)  # what channels: auto decided

@@ -46,14 +46,39 @@ def resolve_arch(text: str):
                    "(or give a spec .json file or a layer code like 'C16 P D32 A')")
 
 
+STORAGE_ENV = "CASTSEARCH_STORAGE"  # the storage URL, kept off the command line
+
+
+def storage_option(args: argparse.Namespace) -> str | None:
+    """--storage, else ``$CASTSEARCH_STORAGE``, else None (the command's default).
+
+    A password on the command line is readable by every local user (``ps``) and is kept by
+    Ray as the job's entrypoint, so it is warned about: libpq reads ``PGPASSWORD`` and
+    ``~/.pgpass`` for a password-less URL, or the whole URL can come from the environment."""
+    from search.study.storage import redact_url
+
+    if args.storage:
+        if redact_url(args.storage) != args.storage:
+            log.warning("--storage carries a password, which other users can read in the process list "
+                        "and Ray keeps as the job's command line; leave it out of the URL and give it by "
+                        "PGPASSWORD or ~/.pgpass, or put the whole URL in $%s", STORAGE_ENV)
+        return args.storage
+    return os.environ.get(STORAGE_ENV) or None
+
+
 def study_and_storage(args: argparse.Namespace) -> tuple[str, str]:
-    """--study/--storage, defaulting to the only study database under studies/."""
+    """--study/--storage (or $CASTSEARCH_STORAGE), defaulting to the only study database under studies/."""
+    from search.space import valid_study_name
     from search.study.storage import STUDIES_DIR, default_storage
 
+    storage = storage_option(args)
     if args.study:
-        return args.study, args.storage or default_storage(args.study)
-    if args.storage:
-        raise CLIError("--storage needs --study NAME too")
+        if not valid_study_name(args.study):
+            raise CLIError(f"--study: a study name must match [A-Za-z0-9_.-]+ and not be . or .., got {args.study!r}")
+        return args.study, storage or default_storage(args.study)
+    if storage:
+        given = "--storage" if args.storage else f"${STORAGE_ENV}"
+        raise CLIError(f"{given} needs --study NAME too")
     dbs = sorted(STUDIES_DIR.glob("*.db"))
     if len(dbs) != 1:
         found = ", ".join(d.stem for d in dbs) or "none"

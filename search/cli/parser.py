@@ -7,7 +7,8 @@ import argparse
 
 from search.cli import commands
 
-STORAGE_HELP = "SQLAlchemy URL (default sqlite:///studies/STUDY.db)"
+STORAGE_HELP = ("SQLAlchemy URL (default: $CASTSEARCH_STORAGE, else sqlite:///studies/STUDY.db); keep a "
+                "password out of it: libpq reads PGPASSWORD and ~/.pgpass")
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
@@ -114,9 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     f = _command(sub, "front", commands.cmd_front, "show a study's Pareto front",
                  "Show a study's Pareto front: the validation objective each trial was ranked by, its test "
                  "figures (never ranked by), latency and parameters; with the confirmed figures where "
-                 "castsearch confirm retrained it, and the baselines it dominates.")
+                 "castsearch confirm retrained it, and the baselines it dominates; then which of the paper's "
+                 "presets a searched network dominates, on single figures and on confirmed means.")
     _study_args(f)
-    f.add_argument("--json", action="store_true", help="print a JSON list")
+    f.add_argument("--json", action="store_true", help="print JSON: the front's rows, or with --headline the headline")
+    f.add_argument("--headline", action="store_true",
+                   help="print only which presets a searched network (not a preset, not a seeded nearest point) "
+                        "dominates, on single figures and on confirmed means")
     f.add_argument("--references", action="store_true",
                    help="list the baselines stored by 'castsearch baselines' instead of the front")
 
@@ -139,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     d.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     d.add_argument("--allow-writes", action="store_true",
-                   help="let the dashboard edit notes and trials (default: read-only; it never deletes)")
+                   help="let the dashboard save study and trial notes, nothing else (default: read-only); refused with a --host other than this machine")
 
     rp = _command(sub, "report", commands.cmd_report, "write an HTML report of a study, with plots",
                   "Write a self-contained HTML report of a study: the front table, which of the paper's presets "

@@ -226,6 +226,7 @@ class Headline:
     dominated_single: dict[str, Win] = field(default_factory=dict)
     dominated_confirmed: dict[str, Win] = field(default_factory=dict)
     confirmed: list[str] = field(default_factory=list)  # presets with confirmed means
+    objective: str = "val_balanced_accuracy"  # the figure the points' first value is (figure_name)
 
     @property
     def not_dominated(self) -> list[str]:
@@ -237,12 +238,16 @@ class Headline:
         return [p for p in self.presets if p not in self.confirmed]
 
     def to_dict(self) -> dict:
-        """The headline as JSON: per comparison, preset -> the dominating trial and both points."""
-        def wins(found: dict[str, Win]) -> dict:
-            return {p: {"trial": w.trial, "by": w.by, **dict(zip(OBJECTIVES, w.point, strict=True)),
-                        "preset": dict(zip(OBJECTIVES, w.preset_point, strict=True))} for p, w in found.items()}
+        """The headline as JSON: per comparison, preset -> the dominating trial and both points,
+        each figure named as everywhere else (``objective``: ``val_balanced_accuracy`` by default)."""
+        names = (self.objective, *OBJECTIVES[1:])
 
-        return {"presets": self.presets, "dominated_single": wins(self.dominated_single),
+        def wins(found: dict[str, Win]) -> dict:
+            return {p: {"trial": w.trial, "by": w.by, **dict(zip(names, w.point, strict=True)),
+                        "preset": dict(zip(names, w.preset_point, strict=True))} for p, w in found.items()}
+
+        return {"objective": self.objective, "presets": self.presets,
+                "dominated_single": wins(self.dominated_single),
                 "dominated_confirmed": wins(self.dominated_confirmed), "confirmed": self.confirmed,
                 "not_dominated": self.not_dominated}
 
@@ -261,7 +266,8 @@ def headline(study: optuna.Study) -> Headline:
         confirmed_presets.append(name)
         if beaters := dominating(base, ((t, confirmed_point(study, t)) for t in drawn)):
             confirmed_wins[name] = Win(beaters[0][0].number, beaters[0][1], base, len(beaters))
-    return Headline(sorted(found), single, confirmed_wins, confirmed_presets)
+    objective = figure_name(*TrialRecord.read(next(iter(found.values()))).objective) if found else Headline.objective
+    return Headline(sorted(found), single, confirmed_wins, confirmed_presets, objective)
 
 
 def headline_summary(h: Headline) -> str:

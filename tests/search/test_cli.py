@@ -182,3 +182,30 @@ def test_the_reference_check_fails_on_a_stale_file(tmp_path, capsys):
     assert reference.main(["--check", "--out", str(stale)]) == 1
     assert "out of date" in capsys.readouterr().err
     assert reference.main(["--out", str(stale)]) == 0 and reference.main(["--check", "--out", str(stale)]) == 0
+
+
+def test_the_storage_can_come_from_the_environment_and_a_password_is_warned_about(
+        tmp_path, monkeypatch, capsys, caplog, cli_error):
+    """$CASTSEARCH_STORAGE keeps a database URL (and its password) off the command line;
+    a password given with --storage is named as visible to other users."""
+    from search.study import storage as studylib
+
+    url = f"sqlite:///{tmp_path}/env.db"
+    studylib.open_study("kept", url)
+    monkeypatch.chdir(tmp_path)  # no studies/ here: the URL must come from the environment
+    monkeypatch.setenv("CASTSEARCH_STORAGE", url)
+    assert main(["front", "--study", "kept"]) == 0
+    assert "the front is empty" in capsys.readouterr().out
+    assert "$CASTSEARCH_STORAGE needs --study NAME too" in cli_error(["front"])
+
+    monkeypatch.delenv("CASTSEARCH_STORAGE")
+    with caplog.at_level("WARNING", logger="castsearch"):
+        assert main(["front", "--study", "kept", "--storage", "postgresql://u:SECRET@127.0.0.1:1/db"]) != 0
+    shown = caplog.text + "".join(capsys.readouterr())
+    assert "--storage carries a password" in shown and "SECRET" not in shown
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b"])
+def test_a_study_name_that_is_not_one_path_component_is_refused(name, cli_error):
+    line = cli_error(["front", "--study", name])
+    assert "--study: a study name must match" in line and repr(name) in line

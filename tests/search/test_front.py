@@ -22,6 +22,7 @@ def _study(tmp_path, name="s") -> optuna.Study:
 
 def _add(study, values, constraints=None, **attrs) -> int:
     """A COMPLETE trial as a search stores it; its number."""
+    attrs = {"objective_metric": "balanced_accuracy", "objective_split": "validation", **attrs}
     study.add_trial(create_trial(state=TrialState.COMPLETE, values=values, user_attrs=attrs,
                                  constraints=constraints or MET))
     return study.get_trials(deepcopy=False)[-1].number
@@ -171,8 +172,8 @@ def test_a_preset_dominated_on_single_figures_may_not_be_once_confirmed(conteste
     assert lines[2].split("confirmed: ")[1].startswith(f"by #{n['short']}: 93.0% mean against 90.0%")
     as_json = json.loads(json.dumps(h.to_dict()))
     assert as_json["dominated_confirmed"]["custom-590k-dw"]["trial"] == n["short"]
-    assert as_json["dominated_confirmed"]["custom-590k-dw"]["preset"]["accuracy"] == pytest.approx(0.90)
-    assert as_json["dominated_single"]["custom-140k-3x3"]["accuracy"] == 0.85
+    assert as_json["dominated_confirmed"]["custom-590k-dw"]["preset"]["val_balanced_accuracy"] == pytest.approx(0.90)
+    assert as_json["dominated_single"]["custom-140k-3x3"]["val_balanced_accuracy"] == 0.85
     assert as_json["not_dominated"] == []
 
 
@@ -215,3 +216,20 @@ def test_the_report_shows_the_headline(tiny_study, tmp_path):
     assert h.presets and all(name in page for name in h.presets)
     assert html.escape(front.headline_summary(h)) in page
     assert "dominated on confirmed means" in page
+
+
+def test_castsearch_front_prints_the_headline_as_text_and_json(contested, tmp_path, capsys):
+    from search.cli import main
+
+    study, n = contested
+    storage = f"sqlite:///{tmp_path}/s.db"
+    assert main(["front", "--study", "s", "--storage", storage]) == 0
+    out = capsys.readouterr().out
+    assert "Paper presets dominated by a searched network" in out and f"by #{n['drawn']}:" in out
+
+    assert main(["front", "--study", "s", "--storage", storage, "--headline", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["objective"] == "val_balanced_accuracy"
+    assert found["not_dominated"] == ["custom-590k-dw"]
+    win = found["dominated_single"]["custom-140k-3x3"]
+    assert (win["trial"], win["val_balanced_accuracy"], win["preset"]["params"]) == (n["drawn"], 0.85, 200_000)

@@ -153,3 +153,26 @@ def test_the_dashboard_lets_through_note_writes_only():
     assert passed == {("PUT", "/api/studies/<study_id:int>/note"),
                       ("PUT", "/api/studies/<study_id:int>/<trial_id:int>/note")}
     assert len([r for r in app.routes if r.method not in READ_METHODS]) >= 15
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://u:SECRET1@db.example/castsearch", "SECRET1"),
+    ("postgresql+psycopg2://u:p%40ss@h:5432/db", "p%40ss"),
+    ("postgresql//u:SECRET2@h/db", "SECRET2"),  # does not parse as a URL
+    ("postgresql://u@h/db?password=SECRET3", "SECRET3"),
+    ("postgresql://u@h/db?sslmode=require&PASSWORD=SECRET4&x=1", "SECRET4"),
+    ("u:SECRET5@h", "SECRET5"),
+])
+def test_redact_url_hides_every_password(url, secret):
+    from search.study.storage import redact_url
+
+    shown = redact_url(url)
+    assert secret not in shown, shown
+    assert "***" in shown, shown
+
+
+def test_redact_url_keeps_what_is_not_a_secret():
+    from search.study.storage import redact_url
+
+    assert redact_url("sqlite:///studies/x.db") == "sqlite:///studies/x.db"
+    assert redact_url("postgresql://u:pw@h:5432/db?sslmode=require") == "postgresql://u:***@h:5432/db?sslmode=require"
