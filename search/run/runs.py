@@ -3,13 +3,16 @@ a run does to the study before and after its trials (queue the presets, re-time 
 the re-timing itself is :mod:`search.latency.retime`).
 
 Each invocation is a :class:`RunRecord` stored in the study's user attrs (``run:<id>``:
-budget, heartbeat, host, pid, its index among the study's runs and its sampler seed); its
-trials carry its id. A run whose driver died (a dead pid on this host, or a heartbeat older
-than :data:`STALE_AFTER_S`) has its RUNNING trials failed and its remaining budget resumed by
-the next invocation (:func:`begin`); a run that died before it dispatched a trial has
-nothing to resume. Each run samples with its own seed (:func:`run_seed`), so two drivers on
-one study draw different points while a single driver stays reproducible. Nothing here
-imports Ray.
+budget, heartbeat, host, pid and the process's start time, its index among the study's runs
+and its sampler seed); its trials carry its id. A run whose driver died has its RUNNING
+trials failed and its remaining budget resumed by the next invocation (:func:`begin`); a run
+that died before it dispatched a trial has nothing to resume. On the driver's own host it
+died exactly when its process is gone (its pid is free, or names a later process), however
+long ago it last beat: a driver stalled for minutes is alive. Another host's driver died when
+its heartbeat is older than :data:`STALE_AFTER_S`, both times read from the database's clock
+(:func:`search.study.storage.database_now`), so hosts whose clocks disagree judge alike.
+Each run samples with its own seed (:func:`run_seed`), so two drivers on one study draw
+different points while a single driver stays reproducible. Nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.latency.quiet import HOST, start_time
 from search.latency.retime import RETIME_PASSES, FrontNetwork, retime_front
 from search.latency.timer import Timer
 from search.space import SearchSpace, nearest_trials, preset_trials
@@ -43,27 +46,42 @@ class RunRecord:
     run_id: str
     trials: int | None          # trials this run must finish (None: until the time budget)
     timeout_s: float | None
-    started: float = field(default_factory=time.time)
-    heartbeat: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.time)    # by the database's clock once begun
+    heartbeat: float = field(default_factory=time.time)  # by the database's clock once begun
     done: bool = False
     resumed_from: str | None = None
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=lambda: HOST)
     pid: int = field(default_factory=os.getpid)
     index: int = 0              # 0 for a study's first run, 1 for the next, ...
     seed: int | None = None     # the seed its sampler drew with (see run_seed)
+    pid_start: str | None = None  # its process's start time (quiet.start_time); None in older records
 
     def is_dead(self, now: float) -> bool:
-        """Unfinished, and its driver is gone: a dead process on this host, or a stale heartbeat."""
+        """Unfinished, and its driver is gone: on this host, its process has ended (its
+        heartbeat is not looked at); on another, its heartbeat is older than
+        :data:`STALE_AFTER_S` at ``now``, both by the database's clock."""
         if self.done:
             return False
-        if self.host == socket.gethostname() and self.pid != os.getpid():
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                pass  # a process of another user holds that pid: judge by the heartbeat
+        if self.host == HOST:
+            return not self.driver_alive()
         return now - self.heartbeat > STALE_AFTER_S
+
+    def driver_alive(self) -> bool:
+        """Whether this host's process ``pid`` is the run's driver: the pid is taken and the
+        process holding it started when the driver did (a pid the system gave to a later
+        process is a dead driver). A record without the start time is judged by the pid alone."""
+        if self.pid_start is not None:
+            current = start_time(self.pid)
+            if current is not None:
+                return current == self.pid_start
+            # no such process, or /proc cannot tell: ask the kernel
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # a process of another user holds that pid
+        return True
 
     @property
     def key(self) -> str:
@@ -111,9 +129,14 @@ def begin(study: optuna.Study, storage_url: str, run: RunRecord, seed: int | Non
     died; return the dead run ``run`` resumes, if any.
 
     Holds the study's lock, so drivers starting together resume a dead run once, not each,
-    and get distinct indices (so distinct seeds)."""
+    and get distinct indices (so distinct seeds). ``run`` is stamped with its process's start
+    time and the database's clock (its start and first heartbeat)."""
     with studylib.exclusive(storage_url, study.study_name, "recover"):
-        dead = _recover(study, now or time.time())
+        clock = studylib.database_now(study)
+        dead = _recover(study, now or clock)
+        run.started = run.heartbeat = clock
+        if run.host == HOST:
+            run.pid_start = start_time(run.pid)
         run.index = len(runs(study))
         run.seed = run_seed(seed, run.index)
         if dead is not None and dead.trials is not None:
@@ -128,12 +151,13 @@ def recover(study: optuna.Study, storage_url: str, now: float | None = None) -> 
 
     Holds the study's lock, so drivers starting together resume a dead run once, not each."""
     with studylib.exclusive(storage_url, study.study_name, "recover"):
-        return _recover(study, now or time.time())
+        return _recover(study, now or studylib.database_now(study))
 
 
 def _recover(study: optuna.Study, now: float) -> RunRecord | None:
-    """Close the dead runs; the latest that dispatched a trial is the one to resume (a run that
-    died at start-up, before any trial, has no budget in progress)."""
+    """Close the runs dead at ``now`` (the database's clock); the latest that dispatched a
+    trial is the one to resume (a run that died at start-up, before any trial, has no budget
+    in progress)."""
     dead = [r for r in runs(study) if r.is_dead(now)]
     if not dead:
         return None
@@ -214,18 +238,20 @@ def retry_preset(trials: list[FrozenTrial]) -> bool:
 
 
 def heartbeat(study: optuna.Study, run: RunRecord, stop: threading.Event) -> None:
-    """Save ``run``'s heartbeat every :data:`HEARTBEAT_S` until ``stop`` is set (a thread's target)."""
+    """Save ``run``'s heartbeat, the database's clock, every :data:`HEARTBEAT_S` until ``stop``
+    is set (a thread's target)."""
     while not stop.wait(HEARTBEAT_S):
-        run.heartbeat = time.time()
         try:
+            run.heartbeat = studylib.database_now(study)
             run.save(study)
         except Exception as e:  # a database hiccup must not kill the search
             log.warning("heartbeat not saved: %s", e)
 
 
 def others_live(study: optuna.Study, run_id: str, now: float | None = None) -> list[RunRecord]:
-    """The study's runs other than ``run_id`` whose drivers are still at work."""
-    now = now or time.time()
+    """The study's runs other than ``run_id`` whose drivers are still at work (``now``: the
+    database's clock by default)."""
+    now = now or studylib.database_now(study)
     return [r for r in runs(study) if r.run_id != run_id and not r.done and not r.is_dead(now)]
 
 

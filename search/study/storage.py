@@ -7,10 +7,11 @@ point, dominance, the Pareto front, presets dominated, hypervolume, the front's 
 :mod:`search.study.front`, whose names this module re-exports for its older importers.
 Nothing here imports Ray, torch or composer.
 
-Optuna's public API is used throughout, with one exception: failing another driver's
+Optuna's public API is used throughout, with two exceptions: failing another driver's
 orphaned RUNNING trial needs its storage id (``FrozenTrial._trial_id``) to set the
-``error`` attr, which Optuna exposes no other way; pyproject pins the Optuna range
-this is tested with.
+``error`` attr, which Optuna exposes no other way, and the database's clock
+(:func:`database_now`) is read through the study's storage engine; pyproject pins the
+Optuna range this is tested with.
 """
 
 from __future__ import annotations
@@ -296,6 +297,33 @@ def tell_outcome(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, 
     # An untrained (infeasible) trial's accuracy is recorded as 0.0: it has none, and its
     # broken constraint keeps it off the front and tells the sampler to avoid the region.
     study.tell(trial, values=objective_point(accuracy if accuracy is not None else 0.0, m.latency_ms, m.params))
+
+
+# The database's clock, in seconds since the epoch, by SQLAlchemy dialect.
+_DATABASE_NOW = {
+    "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0",
+    "postgresql": "SELECT extract(epoch from now())",
+    "mysql": "SELECT UNIX_TIMESTAMP(NOW(6))",
+}
+
+
+def database_now(study: optuna.Study) -> float:
+    """The current time by the clock of the database that holds ``study``, in seconds since
+    the epoch: one clock for every host that shares the study, so a host whose own clock is
+    off does not misjudge another's heartbeat. This host's clock where the storage is not
+    SQL (an in-memory study) or its dialect is not known.
+
+    Optuna keeps the storage of a study private (``Study._storage``, wrapped in a cache whose
+    ``_backend`` is the :class:`optuna.storages.RDBStorage`); its ``engine`` is public."""
+    storage = getattr(study, "_storage", None)
+    storage = getattr(storage, "_backend", storage)
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return time.time()
+    query = _DATABASE_NOW.get(storage.engine.dialect.name)
+    if query is None:
+        return time.time()
+    with storage.engine.connect() as conn:
+        return float(conn.exec_driver_sql(query).scalar())
 
 
 def fail_orphan(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:

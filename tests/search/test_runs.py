@@ -9,6 +9,7 @@ import itertools
 import pickle
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from optuna.trial import TrialState
 from castmodels import PRESETS
 from search.cli import main
 from search.latency.measure import SPREAD
-from search.latency.quiet import Workers, is_stopped
+from search.latency.quiet import Workers, is_stopped, start_time
 from search.latency.screen import Screen
 from search.latency.timer import Timer
 from search.run import runner, runs
@@ -83,6 +84,104 @@ def test_a_run_killed_mid_budget_is_resumed_by_the_next(tmp_path):
     new = runs.RunRecord(run_id="new", trials=9, timeout_s=None)
     runs.begin(study, url, new, seed=1)
     assert (new.resumed_from, new.trials) == ("killed", 4)
+
+
+@pytest.fixture
+def sleeper():
+    """A live process of this host that does nothing: a driver stalled for as long as a test needs."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _running_trial(study, run_id: str) -> int:
+    t = study.ask()
+    TrialRecord(run_id=run_id).write(t)
+    return t.number
+
+
+def _state(study, number: int) -> TrialState:
+    return study.get_trials(deepcopy=False)[number].state
+
+
+def test_a_stalled_driver_on_this_host_is_not_recovered(tmp_path, sleeper):
+    """Its process is alive and is the one that began the run: however old its heartbeat, its
+    trials are left running and its budget is not resumed."""
+    study, url = _study(tmp_path)
+    stalled = runs.RunRecord(run_id="stalled", trials=5, timeout_s=None, pid=sleeper.pid)
+    runs.begin(study, url, stalled, seed=1)
+    assert stalled.pid_start == start_time(sleeper.pid) is not None  # recorded as the run began
+    stalled.heartbeat = studylib.database_now(study) - 10 * runs.STALE_AFTER_S  # no beat for 10 minutes
+    stalled.save(study)
+    running = _running_trial(study, "stalled")
+    assert runs.recover(study, url) is None
+    assert _state(study, running) == TrialState.RUNNING
+    assert [r.run_id for r in runs.others_live(study, "mine")] == ["stalled"]
+    new = runs.RunRecord(run_id="new", trials=3, timeout_s=None)
+    assert runs.begin(study, url, new, seed=1) is None and (new.resumed_from, new.trials) == (None, 3)
+    assert not {r.run_id: r for r in runs.runs(study)}["stalled"].done
+
+
+def test_a_driver_whose_pid_is_gone_or_recycled_is_recovered(tmp_path, sleeper):
+    """On this host a driver is its process: a pid no process holds is a dead driver, and so is
+    a pid held by a process that started at another time than the one that began the run
+    (the system gave the pid to a later process), whatever their heartbeats say. A record
+    written before start times were kept is judged by its pid alone."""
+    study, url = _study(tmp_path)
+    clock = studylib.database_now(study)
+    gone = _dead("gone")
+    gone.pid_start, gone.heartbeat = "12345", clock  # beat just now
+    recycled = runs.RunRecord(run_id="recycled", trials=5, timeout_s=None, pid=sleeper.pid,
+                              pid_start=str(int(start_time(sleeper.pid)) - 1), heartbeat=clock)
+    older = runs.RunRecord(run_id="older", trials=5, timeout_s=None, pid=sleeper.pid, heartbeat=clock - 3600)
+    for r in (gone, recycled, older):
+        r.save(study)
+    trials = {run_id: _running_trial(study, run_id) for run_id in ("gone", "recycled", "older")}
+    assert runs.recover(study, url) is not None
+    assert {run_id: _state(study, n) for run_id, n in trials.items()} == {
+        "gone": TrialState.FAIL, "recycled": TrialState.FAIL, "older": TrialState.RUNNING}
+    done = {r.run_id: r.done for r in runs.runs(study)}
+    assert done == {"gone": True, "recycled": True, "older": False}
+
+
+def test_another_hosts_driver_is_judged_by_the_databases_clock(tmp_path, monkeypatch):
+    """A driver on another host beats with the database's clock, and is judged by it: this
+    host's clock ten minutes ahead does not make it look dead; a heartbeat truly older than
+    STALE_AFTER_S by the database's clock does."""
+    study, url = _study(tmp_path)
+    remote = runs.RunRecord(run_id="remote", trials=5, timeout_s=None)
+    runs.begin(study, url, remote, seed=1)
+    running = _running_trial(study, "remote")
+    assert abs(remote.heartbeat - studylib.database_now(study)) < 5
+    monkeypatch.setattr(runs, "HOST", "another-host")  # the record's host is now another machine
+    clock = time.time
+    monkeypatch.setattr(runs.time, "time", lambda: clock() + 600)
+    assert runs.recover(study, url) is None
+    assert _state(study, running) == TrialState.RUNNING
+    assert [r.run_id for r in runs.others_live(study, "mine")] == ["remote"]
+
+    # its heartbeat writes the database's clock, not this host's
+    monkeypatch.setattr(runs, "HEARTBEAT_S", 0.01)
+    stop, before = threading.Event(), remote.heartbeat
+    beat = threading.Thread(target=runs.heartbeat, args=(study, remote, stop))
+    beat.start()
+    try:
+        deadline = time.monotonic() + 10
+        while remote.heartbeat == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        beat.join(timeout=10)
+    assert remote.heartbeat != before and abs(remote.heartbeat - clock()) < 5
+    assert runs.recover(study, url) is None
+
+    remote.heartbeat = studylib.database_now(study) - 2 * runs.STALE_AFTER_S  # its last beat, long ago
+    remote.save(study)
+    assert runs.recover(study, url).run_id == "remote"
+    assert _state(study, running) == TrialState.FAIL
 
 
 def test_run_refuses_impossible_flags_before_writing_anything(tmp_path, capsys):
