@@ -12,15 +12,26 @@ driver stops those processes (SIGSTOP) for the length of a re-timing and continu
 (SIGCONT) after it: a few seconds per borderline verdict and per trained network
 (search.latency.screen). Processes on other machines of a cluster are not touched: they do not
 share the driver's CPU. Where ``/proc`` is missing (not Linux), nothing is paused.
+
+A file in that folder is a request to stop a process, so the driver stops only what is this
+run's training: the folder is owner-only (:meth:`Workers.create`: made 0o700, or set to it,
+and refused where another user owns it), and before each stop the process must be a
+descendant of the driver (a local Ray's workers are children of the raylet its ``ray.init``
+started) or, for a Ray cluster started elsewhere, whose workers are not, a process of the
+driver's user started after this run began, with the start time its file records. Anything
+else a file names (pid 1, a user's shell, another run's worker) is left running, with a
+warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,10 +45,10 @@ def _stat(pid: int) -> list[str] | None:
     """The fields of ``/proc/<pid>/stat`` from field 3 (the state) on, or None when there is
     no such process or no ``/proc``; the command name before them may hold spaces."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()
+    return text.rsplit(")", 1)[1].split()
 
 
 def start_time(pid: int) -> str | None:
@@ -46,6 +57,48 @@ def start_time(pid: int) -> str | None:
     ``/proc``."""
     fields = _stat(pid)
     return None if fields is None else fields[19]
+
+
+def _parent(pid: int) -> int | None:
+    """The parent of process ``pid`` (field 4), or None when there is no such process."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[1])
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process ``pid`` is a child, grandchild... of process ``ancestor``, by the chain
+    of parents in ``/proc``."""
+    for _ in range(4096):  # deeper than any real tree: a chain that changes while read cannot loop forever
+        parent = _parent(pid)
+        if parent is None:
+            return False
+        if parent == ancestor:
+            return True
+        if parent <= 1:  # init's children, and init itself (whose parent is 0)
+            return False
+        pid = parent
+    return False
+
+
+def _uids(pid: int) -> set[int] | None:
+    """The real, effective, saved and file-system user ids of process ``pid``, or None."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            return {int(uid) for uid in line.split()[1:]}
+    return None
+
+
+def _ticks_since_boot() -> int | None:
+    """Now, in the unit of :func:`start_time` (clock ticks since boot); None without ``/proc``."""
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return int(uptime * os.sysconf("SC_CLK_TCK"))
 
 
 def is_stopped(pid: int) -> bool:
@@ -69,11 +122,54 @@ def _wait_stopped(pids: list[int], timeout_s: float = 1.0) -> None:
 
 
 class Workers:
-    """The training processes registered in ``directory`` by this machine's trials."""
+    """The training processes registered in ``directory`` by this machine's trials. Made by the
+    driver when its run begins: the processes it may stop are its own descendants and those of
+    its user started since (see the module docstring)."""
 
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
+        self.driver = os.getpid()
+        self.uid = os.getuid()
+        self.since = _ticks_since_boot()  # when this run began, in start_time's unit (a tick, 10 ms)
         self.slots, self.paused_s = 0, 0.0  # slots that stopped at least one process, and their length
+        self._refused: set[tuple[int, str]] = set()  # (pid, start time) already warned about
+
+    def create(self) -> Path:
+        """The folder, owner-only: made with mode 0o700, or set to it where it exists with
+        another mode. A folder of another user, or anything that is not a folder (a symbolic
+        link among them), is refused with a PermissionError naming it: whoever can write
+        there could have this driver stop their choice of process."""
+        self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            self.directory.mkdir(mode=0o700)
+        try:  # the folder itself, not where a link would lead, checked and set through one descriptor
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as e:
+            if e.errno not in (errno.ENOTDIR, errno.ELOOP):  # a file, a link
+                raise
+            raise PermissionError(f"{self.directory} is not a folder: it cannot hold this run's training "
+                                  f"processes; remove it or choose other --artifacts") from None
+        try:
+            info = os.fstat(fd)
+            if info.st_uid != self.uid:
+                raise PermissionError(f"{self.directory} belongs to user id {info.st_uid}, not to this user "
+                                      f"({self.uid}): refusing to take the processes to pause from it; remove it "
+                                      f"or choose other --artifacts")
+            if stat.S_IMODE(info.st_mode) != 0o700:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+        return self.directory
+
+    def is_run_worker(self, pid: int, recorded: str) -> bool:
+        """Whether process ``pid``, registered with start time ``recorded``, is one of this
+        run's training processes: a descendant of the driver, or a process of the driver's user
+        that started after this run began and at the time its file records."""
+        if descends_from(pid, self.driver):
+            return True
+        started = start_time(pid)
+        return (started is not None and started == recorded and self.since is not None
+                and int(started) > self.since and _uids(pid) == {self.uid})
 
     def _file(self, pid: int) -> Path:
         return self.directory / f"{HOST}-{pid}"
@@ -85,7 +181,7 @@ class Workers:
         started = start_time(pid)
         if started is None:
             return None
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._file(pid)
         path.write_text(started)
         return path
@@ -94,8 +190,10 @@ class Workers:
         self._file(os.getpid() if pid is None else pid).unlink(missing_ok=True)
 
     def pids(self) -> list[int]:
-        """The registered processes of this machine that still run (not this one); a file
-        whose process has ended, or whose pid now names another process, is removed."""
+        """The registered processes of this machine that still run and are this run's training
+        (:meth:`is_run_worker`; never the driver); a file whose process has ended, or whose pid
+        now names another process, is removed, and one naming a process that is not this run's
+        is ignored, with a warning."""
         alive = []
         for path in self.directory.glob(f"{HOST}-*"):
             try:
@@ -104,8 +202,14 @@ class Workers:
                 continue
             if start_time(pid) != recorded:
                 path.unlink(missing_ok=True)
-            elif pid != os.getpid():
+            elif pid == os.getpid():
+                continue
+            elif self.is_run_worker(pid, recorded):
                 alive.append(pid)
+            elif (pid, recorded) not in self._refused:
+                self._refused.add((pid, recorded))
+                log.warning("not pausing process %d named by %s: it is neither a descendant of this driver nor "
+                            "a process of this user started during this run", pid, path)
         return sorted(alive)
 
     @contextlib.contextmanager

@@ -139,6 +139,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     # Latency is timed here, on the driver, before Ray starts training: the first timings
     # (a relative limit's reference among them) meet an idle machine.
     workers = Workers(artifacts / WORKERS_DIR)
+    workers.create()  # owner-only: a file there has this driver stop a process (search.latency.quiet)
     timer = Timer(space.latency_runtime, quiet=workers.paused)  # every timing of this run
     screen = Screen(study, timer, num_classes)
     limits = {size: resolve_limits(space.constraints, space.relative_latency, screen, size, space.data.channels)

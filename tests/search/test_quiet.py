@@ -1,16 +1,22 @@
 """Quiet slots: the driver pauses this machine's registered training processes while it
-re-times a latency, and always continues them."""
+re-times a latency, and always continues them; only this run's training processes, listed in
+an owner-only folder."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from search.latency.quiet import HOST, Workers, start_time
+from search.latency.quiet import HOST, Workers, descends_from, start_time
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 
@@ -61,3 +67,104 @@ def test_stale_and_foreign_files_pause_nothing(tmp_path, busy):
     with workers.paused() as n:
         assert n == 0 and _state(busy.pid) != "T"
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"another-host-{os.getpid()}"]
+
+
+def _detached_sleep(user: int | None = None) -> int:
+    """The pid of a ``sleep`` that is no descendant of this process: started by a shell that
+    exits at once, so its parent becomes init (or the nearest subreaper above this process)."""
+    done = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
+                          start_new_session=True, check=True, timeout=30, user=user)
+    pid = int(done.stdout)
+    assert not descends_from(pid, os.getpid()) and _state(pid) != "T"
+    return pid
+
+
+@pytest.fixture
+def detached():
+    """Start detached sleeps (``detached(user=None)``); each is killed, by its pid, afterwards."""
+    pids = []
+
+    def start(user: int | None = None) -> int:
+        pids.append(_detached_sleep(user))
+        return pids[-1]
+
+    yield start
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_file_naming_a_process_that_is_not_this_runs_training_stops_nothing(tmp_path, busy, detached, caplog):
+    """Whoever can write the folder cannot have the driver stop their choice of process: pid 1
+    and a process of this user started before the run are left running, with a warning, though
+    their files record their true start times; the driver's own child (a local Ray's worker
+    descends from the driver) is stopped."""
+    before = detached()
+    time.sleep(0.05)  # a few clock ticks (start times count in ticks): surely before the run began
+    workers = Workers(tmp_path / "workers")
+    for pid in (before, 1, busy.pid):
+        workers.register(pid)
+    with caplog.at_level(logging.WARNING, logger="search.latency.quiet"), workers.paused() as n:
+        assert n == 1
+        assert _state(busy.pid) == "T"
+        assert _state(before) != "T" and _state(1) != "T"
+    assert _state(busy.pid) != "T"
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and all("not pausing process" in m for m in warned)
+    assert any(f"process {before} " in m for m in warned) and any("process 1 " in m for m in warned)
+    with workers.paused():  # warned once per process, and still not stopped
+        assert _state(before) != "T" and _state(1) != "T"
+    assert len(caplog.records) == 2
+
+
+def test_a_process_of_this_user_started_during_the_run_is_stopped_though_not_a_descendant(tmp_path, detached):
+    """A Ray cluster started elsewhere runs the trials in processes that do not descend from
+    the driver: one of the driver's user, started after the run began at the time its file
+    records, is stopped; one with a forged start time, or of another user, is not."""
+    workers = Workers(tmp_path / "workers")
+    time.sleep(0.05)  # a few clock ticks: surely after the run began
+    during = detached()
+    workers.register(during)
+    assert workers.pids() == [during]
+    with workers.paused() as n:
+        assert n == 1 and _state(during) == "T"
+    assert _state(during) != "T"
+    assert workers.is_run_worker(during, start_time(during))
+    assert not workers.is_run_worker(during, str(int(start_time(during)) + 1))  # not the process the file names
+    if os.getuid() == 0:  # a process of another user, started during the run
+        other = detached(user=65534)
+        workers.register(other)
+        assert not workers.is_run_worker(other, start_time(other))
+        with workers.paused() as n:
+            assert n == 1 and _state(other) != "T"
+
+
+def test_the_workers_folder_is_made_owner_only(tmp_path):
+    made = Workers(tmp_path / "artifacts" / "workers").create()
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    loose.chmod(0o777)  # an --artifacts folder that exists already, writable by everyone
+    (loose / "workers").mkdir()
+    (loose / "workers").chmod(0o777)
+    assert Workers(loose / "workers").create() == loose / "workers"
+    assert stat.S_IMODE((loose / "workers").stat().st_mode) == 0o700
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "workers").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PermissionError, match="is not a folder"):
+        Workers(tmp_path / "linked" / "workers").create()
+    (tmp_path / "file").mkdir()
+    (tmp_path / "file" / "workers").write_text("")
+    with pytest.raises(PermissionError, match="is not a folder"):
+        Workers(tmp_path / "file" / "workers").create()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a folder of another user needs root")
+def test_a_workers_folder_of_another_user_is_refused(tmp_path):
+    theirs = tmp_path / "workers"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(PermissionError, match=r"belongs to user id 65534, not to this user"):
+        Workers(theirs).create()
+    assert stat.S_IMODE(theirs.stat().st_mode) == 0o755
