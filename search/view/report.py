@@ -68,7 +68,10 @@ def _save(fig: Figure, path: Path) -> Path:
 # Plots
 
 
-def plot_front(study: optuna.Study, front: list[dict], baselines: list[dict], path: Path) -> Path:
+def front_figure(study: optuna.Study, front: list[dict], baselines: list[dict]) -> Figure:
+    """Accuracy against latency: the feasible trials, the front, the presets and baselines.
+    Every label taken from the study (preset and baseline names, the runtime, the objective's
+    name) is drawn as written, never parsed as matplotlib math."""
     trials = _trained(study)
     on_front = {r["trial"]: r for r in front}
     largest = max([t.values[2] for t in trials] + [b["params"] for b in baselines])
@@ -92,24 +95,29 @@ def plot_front(study: optuna.Study, front: list[dict], baselines: list[dict], pa
                    edgecolors="#8a4500", label="paper presets", zorder=4)
         for x, r in zip(xs, presets, strict=True):
             ax.annotate(r.preset, (x, r.accuracy), xytext=(6, -10),
-                        textcoords="offset points", fontsize=7, color="#8a4500")
+                        textcoords="offset points", fontsize=7, color="#8a4500", parse_math=False)
     if baselines:
         ax.scatter([b["latency_ms"] for b in baselines], [b[b["objective"]] for b in baselines], marker="D",
                    s=_size([b["params"] for b in baselines], largest) / 3, c="#d62728", edgecolors="#6b1010",
                    label="pretrained baselines", zorder=4)
         for b in baselines:
             ax.annotate(b["baseline"], (b["latency_ms"], b[b["objective"]]), xytext=(6, 4), textcoords="offset points",
-                        fontsize=8, color="#6b1010")
+                        fontsize=8, color="#6b1010", parse_math=False)
     latencies = ([t.values[1] for t in trials] + [r["latency_ms"] for r in front]
                  + [b["latency_ms"] for b in baselines])
     if max(latencies) > 10 * min(latencies):
         ax.set_xscale("log")
-    ax.set_xlabel(f"CPU latency per image, ms ({front[0]['latency_runtime']}, one thread)")
-    ax.set_ylabel(front[0]["objective"])
-    ax.set_title(f"study {study.study_name}: accuracy against latency (marker area grows with parameters)")
+    ax.set_xlabel(f"CPU latency per image, ms ({front[0]['latency_runtime']}, one thread)", parse_math=False)
+    ax.set_ylabel(front[0]["objective"], parse_math=False)
+    ax.set_title(f"study {study.study_name}: accuracy against latency (marker area grows with parameters)",
+                 parse_math=False)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, markerscale=0.6)
-    return _save(fig, path)
+    return fig
+
+
+def plot_front(study: optuna.Study, front: list[dict], baselines: list[dict], path: Path) -> Path:
+    return _save(front_figure(study, front, baselines), path)
 
 
 def hypervolume_curve(trials: list[FrozenTrial], n_trials: int) -> tuple[list[int], list[float]]:
@@ -152,21 +160,28 @@ def plot_hypervolume(study: optuna.Study, path: Path) -> Path:
     return _save(hypervolume_figure(study), path)
 
 
-def plot_recall(trial: TrialRecord, path: Path) -> Path:
+def recall_figure(trial: TrialRecord) -> Figure:
+    """Per-class recall as bars, the first class on top; class names drawn as written."""
     recall = trial.per_class_recall
     fig = Figure(figsize=(6, 0.35 * len(recall) + 1.2))
     ax = fig.subplots()
     names = list(recall)[::-1]
-    ax.barh(names, [recall[n] for n in names], color="#1f77b4")
+    ax.barh(range(len(names)), [recall[n] for n in names], color="#1f77b4")
+    ax.set_yticks(range(len(names)), names, parse_math=False)
     for i, n in enumerate(names):
         ax.text(min(recall[n] + 0.01, 0.9), i, f"{recall[n]:.2f}", va="center", fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("recall (test split)")
     ax.set_title(f"trial {trial.number}: per-class recall")
-    return _save(fig, path)
+    return fig
 
 
-def plot_confusion(trial: TrialRecord, path: Path) -> Path:
+def plot_recall(trial: TrialRecord, path: Path) -> Path:
+    return _save(recall_figure(trial), path)
+
+
+def confusion_figure(trial: TrialRecord) -> Figure:
+    """The test split's confusion matrix, counts in the cells; class names drawn as written."""
     matrix = np.array(trial.confusion)
     names = trial.class_names
     side = 0.45 * len(names) + 2.5
@@ -176,26 +191,39 @@ def plot_confusion(trial: TrialRecord, path: Path) -> Path:
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
                 color="white" if count > matrix.max() / 2 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8, parse_math=False)
+    ax.set_yticks(range(len(names)), names, fontsize=8, parse_math=False)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"trial {trial.number}: confusion matrix (test split)")
-    return _save(fig, path)
+    return fig
+
+
+def plot_confusion(trial: TrialRecord, path: Path) -> Path:
+    return _save(confusion_figure(trial), path)
 
 
 # ---------------------------------------------------------------------------------------
 # HTML
+#
+# Whatever a study holds (class names, the data's identity, architecture codes, machine
+# fingerprints, library versions, notes) was written by whoever could write its database:
+# every value goes into the page through _e, even those that should be numbers.
+
+
+def _e(value: object) -> str:
+    """``value`` as HTML text (quotes too, so it may stand in an attribute)."""
+    return html.escape(str(value))
 
 
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
 
 
 def _table(header: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -246,7 +274,7 @@ def _objective_note(front: list[dict]) -> str:
         note += f" Always answering the most common class scores {majority:.4f} on {objective}"
         note += "; ! marks a front network that does no better." if any(
             x["no_better_than_majority"] for x in front) else "."
-    return html.escape(note)
+    return _e(note)
 
 
 def _headline(study: optuna.Study) -> str:
@@ -255,7 +283,7 @@ def _headline(study: optuna.Study) -> str:
     h = frontlib.headline(study)
     table = _table(["preset", "dominated on single figures", "dominated on confirmed means"],
                    frontlib.headline_rows(h)) if h.presets else ""
-    return f"<h3>Against the paper's presets</h3>\n<p>{html.escape(frontlib.headline_summary(h))}</p>\n{table}"
+    return f"<h3>Against the paper's presets</h3>\n<p>{_e(frontlib.headline_summary(h))}</p>\n{table}"
 
 
 def _machines(front_trials: list[TrialRecord]) -> str:
@@ -274,7 +302,7 @@ def _machines(front_trials: list[TrialRecord]) -> str:
             else:
                 seen.append((value, [t.number]))
         for value, numbers in seen:
-            parts.append(f"<h3>{title} (trials {', '.join(map(str, numbers))})</h3>")
+            parts.append(f"<h3>{title} (trials {_e(', '.join(map(str, numbers)))})</h3>")
             parts.append(_table(["name", "value"], [[k, v] for k, v in value.items()]))
     return "\n".join(parts)
 
@@ -313,24 +341,24 @@ def write_report(study: optuna.Study, front: list[dict], out_dir: str | Path,
         recall = plot_recall(t, out / f"recall-{number}.png")
         confusion = plot_confusion(t, out / f"confusion-{number}.png")
         plots += [recall, confusion]
-        per_net.append(f"<h3>Trial {number}: {role} on the front</h3>"
+        per_net.append(f"<h3>Trial {_e(number)}: {role} on the front</h3>"
                        f'<div class="pair">{_img(recall, "per-class recall")}{_img(confusion, "confusion matrix")}</div>')
 
     c = frontlib.counts(all_trials)
     data = front_trials[0].data
-    split_sizes = " / ".join(f"{n} {split}" for split, n in data["counts"].items())
+    split_sizes = " / ".join(f"{_e(n)} {_e(split)}" for split, n in data["counts"].items())
     baseline_table = _table(["baseline", "pretrained", baselines[0]["objective"] if baselines else "", "latency ms",
                              "params"],
                             [[b["baseline"], b["pretrained"], f"{b[b['objective']]:.4f}", f"{b['latency_ms']:.3f}",
                               f"{b['params']:,}"]
                              for b in baselines]) if baselines else "<p class='note'>no baselines study</p>"
     body = f"""
-<h1>castsearch report: study {html.escape(study.study_name)}</h1>
+<h1>castsearch report: study {_e(study.study_name)}</h1>
 <p>{len(trials)} trials: {c['complete']} complete, {c['infeasible']} infeasible, {c['below_floor']} below the accuracy floor, {c['pruned']} pruned,
 {c['failed']} failed, {c['invalid']} invalid, {c['running']} running, {c['waiting']} waiting.
-Data: {html.escape(data['source'])}, {len(data['class_names'])} classes
-({html.escape(', '.join(data['class_names']))}), {split_sizes} images, {data['image_size']} px,
-{data['channels']} channel(s), normalisation {html.escape(data['normalisation'])}.
+Data: {_e(data['source'])}, {len(data['class_names'])} classes
+({_e(', '.join(map(str, data['class_names'])))}), {split_sizes} images, {_e(data['image_size'])} px,
+{_e(data['channels'])} channel(s), normalisation {_e(data['normalisation'])}.
 Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</p>
 <h2>Pareto front</h2>
 {_img(front_png, "accuracy against latency")}
@@ -348,7 +376,7 @@ the search); the other trials show the latency measured during the search. Grey:
 {_machines(front_trials)}
 """
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>castsearch: {html.escape(study.study_name)}</title><style>{CSS}</style></head>"
+            f"<title>castsearch: {_e(study.study_name)}</title><style>{CSS}</style></head>"
             f"<body>{body}</body></html>\n")
     path = out / REPORT_FILE
     path.write_text(page, encoding="utf-8")

@@ -136,3 +136,48 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Strings a crafted study may carry in any user attr: HTML, a markdown table's delimiter and
+# line break, matplotlib math markup that does not parse (matplotlib raises drawing it) and
+# some that does (drawn as math, not as written).
+HOSTILE = ("<script>alert(1)</script>", "a|b", "$\\frac{a}{$", "a$b$c", "two\nlines")
+
+
+@pytest.fixture(scope="session")
+def hostile_study(tiny_study: TinyStudy, tmp_path_factory) -> TinyStudy:
+    """A copy of ``tiny`` whose trained trials' user attrs (class names, data identity, machine,
+    library versions, preset, enhancements, runtime) and baseline name carry :data:`HOSTILE`
+    strings, as anyone who can write the database could store them."""
+    import json
+    import shutil
+    import sqlite3
+
+    root = tmp_path_factory.mktemp("hostile")
+    shutil.copyfile(tiny_study.root / "tiny.db", root / "tiny.db")
+    tag = "<script>alert(2)</script>$\\frac{x}{$"
+    names = dict(zip(tiny_study.data.identity["class_names"][:len(HOSTILE)], HOSTILE, strict=True))
+    db = sqlite3.connect(root / "tiny.db")
+    with db:
+        rows = db.execute("SELECT a.trial_id, a.key, a.value_json FROM trial_user_attributes a "
+                          "JOIN trials t ON t.trial_id = a.trial_id WHERE t.number IN (0, 1) AND t.study_id = "
+                          "(SELECT study_id FROM studies WHERE study_name = 'tiny')").fetchall()
+        for trial_id, key, value_json in rows:
+            value = json.loads(value_json)
+            if key == "data":
+                value = {**value, "class_names": [names.get(c, c) for c in value["class_names"]], "source": tag,
+                         "image_size": tag, "channels": tag, "normalisation": tag,
+                         "counts": {f"{tag}{split}": f"{tag}{n}" for split, n in value["counts"].items()}}
+            elif key == "per_class_recall":
+                value = {names.get(c, c): r for c, r in value.items()}
+            elif key in ("machine", "versions"):
+                value = {**value, tag: tag}
+            elif key in ("preset", "enhancements", "latency_runtime"):
+                value = f"{value}{tag}"
+            else:
+                continue
+            db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = ?",
+                       (json.dumps(value), trial_id, key))
+        db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = 'baseline'", (json.dumps(tag),))
+    db.close()
+    return TinyStudy(**{**tiny_study.__dict__, "storage": f"sqlite:///{root}/tiny.db", "root": root})

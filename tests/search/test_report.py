@@ -108,3 +108,54 @@ def test_hypervolume_plot_shows_the_curve(constant, tmp_path):
     notes = [t.get_text() for t in ax.texts]
     assert notes == ([f"constant at {volumes[0]:.4g} over all 3 trials"] if constant else [])
     assert plot_hypervolume(study, tmp_path / "hv.png").stat().st_size > 0
+
+
+def test_a_crafted_study_is_escaped_everywhere(hostile_study, tmp_path):
+    """Class names, data identity, machine, versions, preset, runtime and baseline name carrying
+    HTML, table pipes and broken matplotlib math: the report is written, and no string of the
+    study reaches the page as markup."""
+    from tests.search.conftest import HOSTILE
+
+    assert main(["report", *hostile_study.args(), "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "<script>" not in page and "alert(" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # a class name
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;$\\frac{x}{$train" in page  # a split's name in data.counts
+    for name in HOSTILE[1:4]:
+        assert name in page, name
+    best = studylib.front_rows(hostile_study.load())[0]["trial"]
+    for plot in ("front.png", f"recall-{best}.png", f"confusion-{best}.png"):
+        assert (tmp_path / plot).stat().st_size > 0, plot
+
+
+def test_labels_from_the_data_are_drawn_as_written(hostile_study):
+    """Class names, preset and baseline names and the runtime are drawn as they are stored:
+    never parsed as matplotlib math, which raises on ``$\\frac{a}{$`` and would stop the report."""
+    from matplotlib.figure import Figure
+
+    from search.study.record import TrialRecord
+    from search.view.report import confusion_figure, front_figure, recall_figure
+    from tests.search.conftest import HOSTILE
+
+    study = hostile_study.load()
+    record = TrialRecord.read(study.trials[0])
+    names = record.class_names
+    assert names[:len(HOSTILE)] == list(HOSTILE)
+    recall, confusion = recall_figure(record), confusion_figure(record)
+    front = front_figure(study, studylib.front_rows(study), studylib.reference_rows("tiny", hostile_study.storage))
+    for fig in (recall, confusion, front):
+        FigureCanvasAgg(fig).draw()
+    labels = recall.axes[0].get_yticklabels()
+    assert [t.get_text() for t in labels] == list(record.per_class_recall)[::-1]
+    assert sorted(t.get_text() for t in labels) == sorted(names)
+    (ax,) = confusion.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == names == [t.get_text() for t in ax.get_yticklabels()]
+    (ax,) = front.axes
+    stored = [t for t in ax.texts if "$" in t.get_text()] + [ax.xaxis.label, ax.title]
+    assert len(stored) == 4 and all("$\\frac{x}{$" in t.get_text() for t in stored[:3])
+    for t in [*labels, *confusion.axes[0].get_xticklabels(), *confusion.axes[0].get_yticklabels(), *stored]:
+        assert not t.get_parse_math(), t.get_text()
+    parsed = Figure()
+    parsed.text(0, 0, HOSTILE[2])
+    with pytest.raises(ValueError):  # what drawing these labels as math would do
+        FigureCanvasAgg(parsed).draw()
