@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -168,3 +169,93 @@ def test_a_workers_folder_of_another_user_is_refused(tmp_path):
     with pytest.raises(PermissionError, match=r"belongs to user id 65534, not to this user"):
         Workers(theirs).create()
     assert stat.S_IMODE(theirs.stat().st_mode) == 0o755
+
+
+RUN_SPACE = """
+study: quiet
+seed_presets: false
+sampler: {name: random, seed: 0}
+budget: {trials: 2}
+architecture:
+  stages: 1
+  blocks_per_stage: 1
+  channels: {low: 4, high: 8}
+  conv: [conv3x3]
+  last_block: [plain]
+  dropout: 0.0
+  pool: [true]
+  head: [gap]
+training:
+  epochs: 1
+  batch_size: 32
+  image_size: [16]
+"""
+
+
+def test_a_run_stops_its_training_only_and_makes_its_workers_folder_owner_only(tmp_path, detached, monkeypatch,
+                                                                              caplog):
+    """A run whose --artifacts and workers folder exist writable by everyone, holding files that
+    name pid 1 and a process of this user started before the run: trial 0's re-check stops
+    trial 1's worker (it waits on its hold until trial 0 is told), those two processes are
+    never stopped, and the folder is owner-only after the run."""
+    from search.data import DataConfig, load_dataset
+    from search.run import runner
+    from search.run.worker import WORKERS_DIR
+    from search.space import load_space
+    from tests.search.infra_helpers import wait_for
+
+    (tmp_path / "quiet.yaml").write_text(RUN_SPACE)
+    space = load_space(tmp_path / "quiet.yaml")
+    data = load_dataset(DataConfig(source="synthetic", image_size=16, synthetic_count=120), cache_dir=tmp_path / "cache")
+    artifacts = tmp_path / "artifacts"
+    folder = artifacts / WORKERS_DIR
+    folder.mkdir(parents=True)
+    artifacts.chmod(0o777)
+    folder.chmod(0o777)
+    intruders = [detached(), 1]
+    for pid in intruders:
+        Workers(folder).register(pid)
+    holds = tmp_path / "holds"
+    holds.mkdir()
+    for number in (0, 1):
+        (holds / f"trial-{number}.hold").touch()
+    monkeypatch.setenv("CASTSEARCH_TRIAL_PIDFILE_DIR", str(holds))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    caplog.set_level(logging.INFO, logger="search.run.runner")
+    stopped: set[int] = set()
+    running = True
+
+    def watch() -> None:
+        while running:
+            stopped.update(pid for pid in intruders if _state(pid) == "T")
+            time.sleep(0.002)
+
+    def release_trial_0() -> None:  # once trial 1's worker has registered: it writes its pid file after
+        try:
+            wait_for(lambda: (holds / "trial-1.pid").exists(), 240, "trial 1 to start")
+        finally:
+            (holds / "trial-0.hold").unlink()
+
+    def on_progress(progress) -> None:  # trial 0 has been re-checked and told: let trial 1 go on
+        if progress.run_finished >= 1:
+            (holds / "trial-1.hold").unlink(missing_ok=True)
+
+    threads = [threading.Thread(target=watch, daemon=True), threading.Thread(target=release_trial_0, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        summary = runner.run_search(space, {16: data}, runner.RunOptions(
+            study_name="quiet", storage=f"sqlite:///{tmp_path}/quiet.db", trials=2, timeout_s=None, workers=2,
+            artifacts=artifacts), on_progress=on_progress)
+    finally:
+        running = False
+        for name in ("trial-0.hold", "trial-1.hold"):
+            (holds / name).unlink(missing_ok=True)
+        for t in threads:
+            t.join(timeout=10)
+    assert summary.finished == 2
+    assert stopped == set(), "a process the run does not own was stopped"
+    assert all(_state(pid) != "T" for pid in intruders)
+    (slots,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training paused for")]
+    assert int(slots.split()[3]) >= 1, slots  # trial 1's worker, at least while trial 0 was re-checked
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
