@@ -1,6 +1,8 @@
-"""Run bookkeeping without Ray: seeds of a study's runs, what a dead run leaves to resume, the
-presets queued once (and once more when a crash lost one), the quiet re-timing deferred while
-another run trains, the run's closing summary, and a Tune pickle without the database URL."""
+"""Run bookkeeping: seeds of a study's runs, which drivers are alive (this host's by their
+process, another host's by a heartbeat on the database's clock), what a dead run leaves to
+resume, the presets queued once (and once more when a crash lost one), the quiet re-timing
+deferred while another run trains, the run's closing summary, and a Tune pickle without the
+database URL; all without Ray but two ``castsearch run`` drivers on one study at once."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from search.run.searcher import StudySearcher
 from search.space import load_space
 from search.study import storage as studylib
 from search.study.record import TrialRecord
+from tests.search.infra_helpers import castsearch, env, started, write_space
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -432,3 +435,33 @@ def test_tunes_pickle_of_the_searcher_holds_no_database_url(tmp_path):
     blob = pickle.dumps(searcher)
     assert b"SECRETPW" not in blob
     assert searcher.study is study  # the live searcher keeps its study
+
+
+def test_two_drivers_search_one_sqlite_study_at_once(tmp_path):
+    """Two ``castsearch run`` processes on one SQLite study, started together: neither takes the
+    other for dead (each sees the other's live process on this host), both finish their own
+    budget, and no trial is failed or run twice. The space queues no presets (they would take
+    the two budgets of two trials); queueing them once from drivers started together is
+    tests/search/test_postgres.py's."""
+    space = write_space(tmp_path, study="pair", data="synthetic", trials=2)
+    storage = f"sqlite:///{tmp_path}/pair.db"
+    command = castsearch("run", str(space), "--storage", storage, "--trials", "2", "--workers", "1",
+                         "--artifacts", str(tmp_path / "artifacts"))
+    logs = [tmp_path / "driver-a.log", tmp_path / "driver-b.log"]
+    quick = env(CASTSEARCH_TIMING="quick")
+    with started(command, logs[0], env=quick, cwd=tmp_path) as a, started(command, logs[1], env=quick, cwd=tmp_path) as b:
+        codes = [a.wait(timeout=300), b.wait(timeout=300)]
+    outputs = [log.read_text() for log in logs]
+    assert codes == [0, 0], "\n\n".join(o[-4000:] for o in outputs)
+    for out in outputs:
+        assert "2 trials finished" in out and "Traceback" not in out, out[-4000:]
+
+    study = optuna.load_study(study_name="pair", storage=storage)
+    records = runs.runs(study)
+    assert len(records) == 2 and all(r.done and r.pid_start is not None for r in records)
+    assert {r.resumed_from for r in records} == {None}  # neither resumed the other
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials if t.state != TrialState.COMPLETE] == []  # nothing failed, pruned or left running
+    assert len(trials) == 4 and {TrialRecord.read(t).preset for t in trials} == {None}  # 2 sampled per driver
+    assert sorted(runs.finished_by(trials, r.run_id) for r in records) == [2, 2]
+    assert len({r.seed for r in records}) == 2  # each drew with its own seed
