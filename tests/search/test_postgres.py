@@ -87,6 +87,27 @@ def test_drivers_starting_together_resume_a_dead_run_once(pg):
     assert orphan.state == TrialState.FAIL and "driver died" in orphan.user_attrs["error"]
 
 
+def test_another_hosts_driver_is_judged_by_postgresqls_clock(pg, monkeypatch):
+    """Heartbeats and their staleness are read from the server's clock: this host's clock ten
+    minutes ahead leaves a driver of another host alive; a heartbeat stale by the server's
+    clock does not."""
+    url = pg.create_database("clock")
+    study = studylib.open_study("s", url)
+    assert abs(studylib.database_now(study) - time.time()) < 5  # the server runs on this machine
+    remote = runs.RunRecord(run_id="remote", trials=5, timeout_s=None)
+    runs.begin(study, url, remote, seed=1)
+    study.ask().set_user_attr("run_id", "remote")
+    monkeypatch.setattr(runs, "HOST", "another-host")
+    clock = time.time
+    monkeypatch.setattr(runs.time, "time", lambda: clock() + 600)
+    assert runs.recover(study, url) is None
+    remote.heartbeat = studylib.database_now(study) - 2 * runs.STALE_AFTER_S
+    remote.save(study)
+    assert runs.recover(study, url).run_id == "remote"
+    (orphan,) = study.trials
+    assert orphan.state == TrialState.FAIL
+
+
 def _finished(trials, run_id: str) -> int:
     return runs.finished_by(trials, run_id)
 
