@@ -109,6 +109,17 @@ def test_top_adds_each_presets_challenger_chosen_before_retraining(contested):
     assert sorted(r.number for r in trials_to_confirm(contested)) == [0, 1, 2, 3, 4, 5]
 
 
+def test_a_seeded_nearest_point_is_no_challenger(contested):
+    from dataclasses import replace
+
+    from search.run.confirm import challengers
+
+    records = trials_to_confirm(contested)
+    seeded = [replace(r, near_preset="custom-140k-3x3") if r.number == 3 else r for r in records]
+    # trial 3 dominated custom-140k-3x3; seeded, the next most accurate sampled trial that does is chosen
+    assert {name: r.number for name, r in challengers(seeded).items()} == {"custom-140k-3x3": 4}
+
+
 def test_a_trial_confirmed_with_the_same_seeds_is_not_trained_again(contested, tmp_path, capsys):
     from search.run.confirm import already_confirmed, new_seeds
 

@@ -855,3 +855,14 @@ def test_data_resize_reaches_the_loader_and_is_checked(tmp_path):
     path.write_text(text.replace("resize: pad", "resize: stretch"))
     with pytest.raises(SpaceError, match="data.resize"):
         load_space(path)
+
+
+def test_the_demo_space_is_the_paper_space_cut_short():
+    """spaces/demo.yaml (make demo) sets the keys paper.yaml sets, on the built-in data, with the
+    presets as reference points, every later trial drawn by the sampler and a budget of minutes."""
+    demo_file = PAPER.parent / "demo.yaml"
+    assert set(yaml.safe_load(demo_file.read_text())) == set(yaml.safe_load(PAPER.read_text()))
+    demo, paper = load_space(demo_file), load_space(PAPER)
+    assert demo.data.source == "synthetic" and demo.seed_presets and not demo.seed_nearest
+    assert demo.seeds == 1 and demo.max_epochs <= 2 and demo.budget.timeout_s <= 180
+    assert demo.latency_runtime == paper.latency_runtime and demo.metric == paper.metric
