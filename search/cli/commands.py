@@ -40,27 +40,33 @@ def cmd_cache(args: argparse.Namespace) -> int:
     import datetime
 
     from search.data import cache as tensorcache  # torch-free
+    from search.trial import reuse  # torch-free
 
     folder = Path(args.dir).expanduser() if args.dir else tensorcache.default_cache_dir()
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"cache folder is a file: {folder}")
+    stored = folder / reuse.FOLDER  # finished trainings kept for reuse (search.trial.reuse)
     if args.clear:
         removed, freed, left = tensorcache.clear(folder)
-        print(f"removed {removed} file(s), {tensorcache.human_bytes(freed)}, from {folder}")
+        trainings_removed, trainings_freed = reuse.clear(stored)
+        print(f"removed {removed + trainings_removed} file(s), {tensorcache.human_bytes(freed + trainings_freed)}, "
+              f"from {folder}")
         if left:
             print(f"  left {len(left)} file(s) castsearch did not write: "
                   + ", ".join(p.name for p in left[:5]) + (" ..." if len(left) > 5 else ""))
         return 0
     contents = tensorcache.scan(folder)
+    trainings, trainings_bytes = reuse.scan(stored)
     if args.json:
         print(json.dumps({"folder": str(folder), "bytes": contents.nbytes, "datasets": [
             {"file": str(e.path), "name": e.name, "source": e.source, "image_size": e.image_size,
              "channels": e.channels, "bytes": e.nbytes,
              "modified": datetime.datetime.fromtimestamp(e.modified, datetime.UTC).isoformat()}
             for e in contents.entries], "other_files": [str(p) for p in contents.other],
-            "foreign_files": [str(p) for p in contents.foreign]}, indent=2))
+            "foreign_files": [str(p) for p in contents.foreign],
+            "trainings": {"folder": str(stored), "count": trainings, "bytes": trainings_bytes}}, indent=2))
         return 0
-    if not contents.entries and not contents.other:
+    if not contents.entries and not contents.other and not trainings:
         print(f"cache {folder}: empty")
         return 0
     print(f"cache {folder}: {len(contents.entries)} decoded dataset(s), {tensorcache.human_bytes(contents.nbytes)}; "
@@ -74,6 +80,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"  and {choices} small file(s) recording what channels: auto chose")
     if len(contents.other) > choices:
         print(f"  and {len(contents.other) - choices} file(s) left by interrupted writes or removed datasets")
+    if line := reuse.describe(stored):
+        print(line)
     return 0
 
 

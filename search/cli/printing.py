@@ -69,8 +69,12 @@ def print_run_summary(summary) -> None:
     if o is None:
         return
     floor = f" · {o.below_floor} trained below the accuracy floor" if o.below_floor else ""
-    print(f"  sampled networks: {o.trained} trained{floor} · {o.infeasible} infeasible · {o.invalid} invalid · "
-          f"{o.pruned} stopped early · {o.failed} failed; presets trained {o.presets_trained}")
+    sampled = f" ({o.sampled_reused} reused)" if o.sampled_reused else ""
+    presets = f" ({o.presets_reused} reused)" if o.presets_reused else ""
+    print(f"  sampled networks: {o.trained} trained{sampled}{floor} · {o.infeasible} infeasible · {o.invalid} "
+          f"invalid · {o.pruned} stopped early · {o.failed} failed; presets trained {o.presets_trained}{presets}")
+    if o.reused:
+        print(f"  reused: {'; '.join(f'{name} {reused_from(runs)}' for name, runs in o.reused.items())}")
     n = len(o.seeded)
     seeded = f" ({n} seeded nearest point{'' if n == 1 else 's'}, seed_nearest)" if n else ""
     print(f"  front: {o.front} network{'' if o.front == 1 else 's'}, {o.front_searched} of them found by the search{seeded}")
@@ -85,6 +89,16 @@ def print_run_summary(summary) -> None:
               "or widen the limits", flush=True)
     if summary.artifacts is not None:
         print(f"  trial weights in {summary.artifacts}")
+
+def reused_from(reused: list[dict]) -> str:
+    """``3 seeds from study paper-a`` (``, 1 seed from study b`` per further study): where the
+    reused trainings of one network were trained."""
+    by_study: dict[str | None, int] = {}
+    for run in reused:
+        by_study[run.get("study")] = by_study.get(run.get("study"), 0) + 1
+    return ", ".join(f"{n} seed{'' if n == 1 else 's'} from " + (f"study {study}" if study else "an earlier training")
+                     for study, n in by_study.items())
+
 
 def print_front(rows: list[dict]) -> None:
     """The front's rows (:func:`search.study.front.front_rows`) as a table, columns named as in
@@ -188,6 +202,6 @@ def print_confirmed_trial(record, summary: dict) -> None:
     print(f"  trial {record.number}{name}: {figure_name(summary['metric'], summary['split'])} "
           f"{mean_sd(o['mean'], o['std'], o['ci95'])} (search run {record.accuracy:.4f}); "
           f"test_accuracy {mean_sd(t['mean'], t['std'])}, test_worst_class_recall "
-          f"{summary['test_worst_class_recall']['mean']:.3f} (mean); seeds {','.join(map(str, summary['seeds']))}",
-          flush=True)
+          f"{summary['test_worst_class_recall']['mean']:.3f} (mean); seeds {','.join(map(str, summary['seeds']))}"
+          + (f"; reused {reused_from(summary['reused'])}" if summary.get("reused") else ""), flush=True)
 

@@ -10,7 +10,10 @@ run with their mean, standard deviation and 95% interval (Student's t), as the s
 attr ``confirmed:<trial number>``
 (:func:`search.study.front.confirmed`). ``front``, the report and the model card show these
 figures, and dominance claims use their means. Runs go to a pool of worker processes, one
-torch thread each.
+torch thread each. A run already trained, by an earlier confirm or as a search's further seed
+in any study on the same data, is taken from the store of trainings (:mod:`search.trial.reuse`,
+in ``cache_dir``) and each one trained here is stored; the summary lists the reused seeds and
+the study each was trained in (``reused``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class _Run:
     number: int
     seed: int
     record: dict  # TrialRecord.attrs() of the trial
+    study: str  # the study confirmed: what the trainings stored here are credited to
 
 
 def _init_worker() -> None:
@@ -68,11 +72,13 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _retrain(run: _Run, cache_dir: str | None) -> tuple[int, dict]:
-    """Train trial ``run.number``'s network again with ``run.seed``: (number,
-    :func:`search.trial.pipeline.seed_run`)."""
+def _retrain(run: _Run, cache_dir: str | None) -> tuple[int, dict, dict | None]:
+    """Train trial ``run.number``'s network again with ``run.seed``, or take that training from
+    the store: (number, :func:`search.trial.pipeline.seed_run`, ``{"seed", "study"}`` when it
+    was reused, with the study it was trained in)."""
     from search.data import load_dataset
-    from search.trial.pipeline import build_candidate, seed_run, train_seed
+    from search.trial.pipeline import build_candidate, seed_run, seed_training
+    from search.trial.reuse import Trainings
 
     record = TrialRecord.of_attrs(run.record)
     data = load_dataset(record.data_config(), cache_dir=cache_dir)
@@ -80,9 +86,11 @@ def _retrain(run: _Run, cache_dir: str | None) -> tuple[int, dict]:
         raise ValueError(f"the data at {record.data['source']} is not what trial {run.number} was trained on "
                          f"(split hash {data.identity['split_hash'][:12]}, expected {record.data['split_hash'][:12]})")
     metric, arch, classes = record.objective[0], record.arch_spec(), len(record.class_names)
-    val, test = train_seed(lambda recipe: build_candidate(arch, recipe, classes), record.train_recipe(),
-                           run.seed, data, metric, device="cpu")
-    return run.number, seed_run(run.seed, val, test, metric)
+    trained = seed_training(lambda recipe: build_candidate(arch, recipe, classes), record.train_recipe(),
+                            run.seed, data, metric, device="cpu", spec=arch.to_dict(),
+                            trainings=Trainings.in_cache(cache_dir, run.study))
+    reused = None if trained.reused is None else {"seed": run.seed, "study": trained.reused.study}
+    return run.number, seed_run(run.seed, trained.validation, trained.test, metric), reused
 
 
 def new_seeds(record: TrialRecord, seeds: int) -> list[int]:
@@ -117,8 +125,10 @@ def trials_to_confirm(study: optuna.Study, top: int | None = None) -> list[Trial
 
 def challengers(records: list[TrialRecord]) -> dict[str, TrialRecord]:
     """For each preset among ``records``, the most accurate searched record that dominates it
-    (ties: the first in ``records``); presets nothing dominates are left out."""
-    searched = [(r, front.point(r)) for r in records if not r.preset]
+    (ties: the first in ``records``); presets nothing dominates are left out. Searched is what
+    the headline counts (:func:`search.study.front.searched`): not a preset, not a seeded
+    nearest point, so confirm retrains the network that the headline will judge."""
+    searched = [(r, front.point(r)) for r in records if not r.preset and not r.near_preset]
     found = {}
     for preset in (r for r in records if r.preset):
         if beaters := front.dominating(front.point(preset), searched):
@@ -151,11 +161,14 @@ def confirm_study(study: optuna.Study, seeds: int = 3, workers: int = 1, cache_d
         raise ValueError(f"study {study.study_name!r} has no trained feasible trial on its front to confirm")
     summaries = {n: stored for n, r in records.items() if (stored := already_confirmed(study, r, seeds))}
     records = {n: r for n, r in records.items() if n not in summaries}
-    runs = [_Run(n, seed, r.attrs()) for n, r in records.items() for seed in new_seeds(r, seeds)]
+    runs = [_Run(n, seed, r.attrs(), study.study_name) for n, r in records.items() for seed in new_seeds(r, seeds)]
     results: dict[int, list[dict]] = {n: [] for n in records}
+    reused: dict[int, list[dict]] = {n: [] for n in records}
     with ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        for number, run in pool.map(_retrain, runs, [cache_dir] * len(runs)):
+        for number, run, source in pool.map(_retrain, runs, [cache_dir] * len(runs)):
             results[number].append(run)
+            if source is not None:
+                reused[number].append(source)
             if len(results[number]) < seeds:
                 continue
             record = records[number]
@@ -166,6 +179,8 @@ def confirm_study(study: optuna.Study, seeds: int = 3, workers: int = 1, cache_d
                        "test_accuracy": summarise([r["test_accuracy"] for r in done]),
                        "test_worst_class_recall": summarise([r["test_worst_class_recall"] for r in done]),
                        "at": time.time()}
+            if reused[number]:  # taken from the store of trainings, not trained by this confirm
+                summary["reused"] = sorted(reused[number], key=lambda r: r["seed"])
             study.set_user_attr(f"{front.CONFIRMED}{number}", summary)
             summaries[number] = summary
             if on_trial is not None:

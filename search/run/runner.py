@@ -42,6 +42,7 @@ from search.run.worker import WORKERS_DIR, train_trial
 from search.space import SearchSpace
 from search.study import storage as studylib
 from search.study.front import pareto_front
+from search.trial.reuse import Trainings
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     limits = {size: resolve_limits(space.constraints, space.relative_latency, screen, size, space.data.channels)
               for size in space.image_sizes}
     searcher = StudySearcher(study, space, run, artifacts, deadline, on_progress, screen, limits)
+    # full trainings done before, in any study on this data, are reused (search.trial.reuse)
+    trainings = Trainings.in_cache(space.data.cache_dir, opts.study_name)
 
     started_ray = not ray.is_initialized()
     logging.getLogger("ray").setLevel(logging.ERROR)  # before init: its token-auth banner is not for users
@@ -163,7 +166,8 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     try:
         if trials is None or trials > 0:
             tuner = tune.Tuner(
-                tune.with_resources(tune.with_parameters(train_trial, datasets=datasets), {"cpu": opts.cpus_per_trial}),
+                tune.with_resources(tune.with_parameters(train_trial, datasets=datasets, trainings=trainings),
+                                    {"cpu": opts.cpus_per_trial}),
                 tune_config=tune.TuneConfig(
                     search_alg=searcher, scheduler=make_scheduler(space.max_epochs, space.budget.early_stopping),
                     num_samples=-1, max_concurrent_trials=opts.workers, reuse_actors=True,

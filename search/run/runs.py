@@ -31,6 +31,7 @@ from search.latency.quiet import HOST, start_time
 from search.latency.retime import RETIME_PASSES, FrontNetwork, retime_front
 from search.latency.timer import Timer
 from search.space import SearchSpace, nearest_trials, preset_trials
+from search.study import front as frontlib
 from search.study import storage as studylib
 from search.study.record import TrialRecord
 
@@ -296,7 +297,11 @@ class RunOutcome:
     invalid: int = 0          # could not be built
     pruned: int = 0           # stopped early
     failed: int = 0
-    presets_trained: int = 0
+    presets_trained: int = 0  # completed presets that trained something here
+    presets_reused: int = 0   # completed presets whose every training came from the store of trainings
+    sampled_reused: int = 0   # sampled networks (in trained) whose every training came from the store
+    # preset name, or "trial <n>" for a sampled network -> its reused seeds, {"seed", "study"} each
+    reused: dict[str, list[dict]] = field(default_factory=dict)
     front: int = 0
     front_searched: int = 0   # sampled networks on the front (of any run)
     dominated: dict[str, list[int]] = field(default_factory=dict)  # preset -> sampled trials dominating it
@@ -312,13 +317,18 @@ def run_outcome(study: optuna.Study, run_id: str) -> RunOutcome:
         r = TrialRecord.read(t)
         if r.run_id != run_id:
             continue
+        whole = bool(r.reused) and len(r.reused) >= len(r.seed_runs or [None])  # no training of it ran here
+        if r.reused:
+            out.reused[r.preset or f"trial {t.number}"] = r.reused
         if r.preset is not None:
-            out.presets_trained += t.state == TrialState.COMPLETE
+            out.presets_trained += t.state == TrialState.COMPLETE and not whole
+            out.presets_reused += t.state == TrialState.COMPLETE and whole
         elif r.invalid:
             out.invalid += 1
         elif t.state == TrialState.COMPLETE:
             if studylib.is_feasible(t):
                 out.trained += 1
+                out.sampled_reused += whole
             elif studylib.below_floor(t):
                 out.below_floor += 1
             else:
@@ -327,14 +337,12 @@ def run_outcome(study: optuna.Study, run_id: str) -> RunOutcome:
             out.pruned += 1
         elif t.state == TrialState.FAIL:
             out.failed += 1
-    front = studylib.pareto_front(study)
-    searched = [t for t in front if TrialRecord.read(t).preset is None]
-    out.front, out.front_searched = len(front), len(searched)
+    on_front = frontlib.pareto_front(study)
+    searched = [t for t in on_front if TrialRecord.read(t).preset is None]
+    out.front, out.front_searched = len(on_front), len(searched)
     out.seeded = {t.number: near for t in searched if (near := TrialRecord.read(t).near_preset)}
-    presets = [t for t in trials if t.state == TrialState.COMPLETE and studylib.is_feasible(t)
-               and TrialRecord.read(t).preset is not None]
-    for p in presets:
-        beaten = [t.number for t in searched if studylib.dominates(t.values, p.values)]
-        if beaten:
-            out.dominated[TrialRecord.read(p).preset] = beaten
+    drawn = [(t, frontlib.point(t)) for t in searched]  # seeded points too, named as such
+    for name, preset in frontlib.presets(trials).items():
+        if beaters := frontlib.dominating(frontlib.point(preset), drawn):
+            out.dominated[name] = [t.number for t, _ in beaters]
     return out

@@ -7,7 +7,10 @@ preview``) and reports each epoch's validation score under :data:`VAL_SCORE`. It
 is marked :data:`FINAL` and carries either the :class:`search.trial.pipeline.TrialResult`
 under :data:`OUTCOME`, as it is, or the error under :data:`ERROR`. Each trial registers its
 process in ``<artifacts>/workers`` (:mod:`search.latency.quiet`), so that the driver can pause
-this machine's training while it re-times a latency verdict.
+this machine's training while it re-times a latency verdict. With the run's store of trainings
+(:mod:`search.trial.reuse`) a full training stored by an earlier run or study is not trained
+again; a protected trial (a preset) found there skips its preview too, which decides nothing
+for a trial never stopped early.
 
 Two test hooks are read from the workers' environment, by :func:`_test_hooks` alone:
 ``CASTSEARCH_TRIAL_PIDFILE_DIR=<dir>`` makes each trial write ``<dir>/trial-<number>.pid``
@@ -34,6 +37,7 @@ from ray import tune
 from search.latency.quiet import Workers
 from search.study.front import dominates, objective_point
 from search.trial.config import KEY, TrialConfig
+from search.trial.reuse import Trainings
 
 # The keys of what a trial reports to Tune (and Tune hands the scheduler and the searcher).
 VAL_SCORE = "val_score"  # each epoch: the objective's metric on the validation split
@@ -60,8 +64,9 @@ def _test_hooks(number: int) -> None:
         raise RuntimeError(f"injected fault in trial {number} (CASTSEARCH_INJECT_FAULT)")
 
 
-def train_trial(config: dict, datasets: dict | None = None) -> None:
-    """Tune's trainable: train the trial ``config[KEY]`` on ``datasets[its image size]``."""
+def train_trial(config: dict, datasets: dict | None = None, trainings: Trainings | None = None) -> None:
+    """Tune's trainable: train the trial ``config[KEY]`` on ``datasets[its image size]``, taking
+    its full trainings from ``trainings`` where they are stored there and storing the others."""
     import torch
 
     from search.trial.pipeline import preview, run_candidate
@@ -86,14 +91,15 @@ def train_trial(config: dict, datasets: dict | None = None) -> None:
 
     try:
         _test_hooks(trial.number)
-        if trial.preview:  # the short look first; the scheduler stops the trial here or lets it train
+        if trial.preview and not (trial.protect and stored(trainings, trial, data)):
+            # the short look first; the scheduler stops the trial here or lets it train
             start = time.perf_counter()
             score = preview(trial.arch, trial.recipe, data, trial.preview, trial.metric)
             tune.report({"epoch": trial.preview, VAL_SCORE: score, PREVIEW: time.perf_counter() - start,
                          "node_id": node_id})
         outcome = run_candidate(trial.arch, trial.recipe, data, out_dir=trial.out_dir, metric=trial.metric,
                                 measurement=trial.measurement, on_epoch=on_epoch, seeds=trial.seeds,
-                                repeat_if=None if trial.front is None else repeat_if)
+                                repeat_if=None if trial.front is None else repeat_if, trainings=trainings)
     except Exception as e:
         tune.report({"epoch": 0, VAL_SCORE: 0.0, "node_id": node_id, FINAL: True,
                      ERROR: f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"})
@@ -103,6 +109,14 @@ def train_trial(config: dict, datasets: dict | None = None) -> None:
     val = outcome.objective if outcome.objective is not None else 0.0
     tune.report({"epoch": max(outcome.epochs_run, 1), VAL_SCORE: val, "node_id": node_id,
                  FINAL: True, OUTCOME: outcome.provenance(data)})
+
+
+def stored(trainings: Trainings | None, trial: TrialConfig, data) -> bool:
+    """Whether the trial's first full training is in the store, with its metric's scores."""
+    if trainings is None:
+        return False
+    found = trainings.get(trainings.key(trial.arch.to_dict(), trial.recipe, data))
+    return found is not None and found.metric == trial.metric
 
 
 def joins_front(outcome, front: Sequence[Sequence[float]], min_accuracy: float | None = None) -> bool:

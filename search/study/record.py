@@ -134,6 +134,9 @@ class TrialRecord:
     # objectives.accuracy.seeds > 1: each training's seed, validation value of the metric, test
     # accuracy and test worst-class recall (search.trial.pipeline.seed_run); the objective is their mean
     seed_runs: list[dict] | None = None
+    # the seeds whose full training was taken from the store of trainings, not trained here
+    # (search.trial.reuse): {"seed", "study": the study it was trained in} each; absent when none
+    reused: list[dict] | None = None
     epochs_run: int | None = None
     train_seconds: float | None = None
     weights_path: str | None = None
@@ -201,6 +204,7 @@ class TrialRecord:
         self.val_accuracy, self.epochs_run = list(outcome.val_scores), outcome.epochs_run
         self.train_seconds, self.weights_path = outcome.train_seconds, outcome.weights_path
         self.seed_runs = outcome.seed_runs or None
+        self.reused = list(outcome.reused) or None
 
     def add_measurement(self, m: Measurement) -> None:
         """Fill the measured fields from a latency and size measurement."""
