@@ -37,7 +37,7 @@ from search.latency.measure import count_macs, time_calls  # noqa: E402
 from search.study import storage as studylib  # noqa: E402
 from search.study.record import TrialRecord  # noqa: E402
 from search.training.recipe import TrainRecipe  # noqa: E402
-from search.trial.pipeline import build_candidate  # noqa: E402
+from search.trial.build import build_candidate  # noqa: E402
 
 RUNTIMES = ("eager", "torchscript", "ort fp32", "ort int8")
 TIMING = {"warmup": 10, "repeats": 30, "min_seconds": 0.3, "max_seconds": 3.0}

@@ -71,7 +71,7 @@ def networks(presets: list[str], points: int, seed: int, classes: int) -> list[t
     from search.latency.measure import count_params
     from search.space import InvalidCandidate, space_from_dict, suggest
     from search.training.recipe import TrainRecipe
-    from search.trial.pipeline import build_candidate
+    from search.trial.build import build_candidate
 
     doc = yaml.safe_load((REPO / "spaces" / "paper.yaml").read_text())
     doc["training"]["image_size"] = [32]

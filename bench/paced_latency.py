@@ -36,7 +36,7 @@ def _build(name: str):
     from castmodels import PRESETS
     from search.latency.measure import export_for_timing
     from search.training.recipe import TrainRecipe
-    from search.trial.pipeline import build_candidate, input_shape
+    from search.trial.build import build_candidate, input_shape
 
     recipe = TrainRecipe(image_size=32, channels=1)
     model, shape = build_candidate(PRESETS[name], recipe, 6), input_shape(recipe)

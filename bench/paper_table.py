@@ -118,7 +118,7 @@ def build(job: Job, recipe, num_classes: int):
     import torch
 
     from castmodels import PRESETS, build_baseline
-    from search.trial.pipeline import build_candidate
+    from search.trial.build import build_candidate
 
     torch.manual_seed(job.seed)
     if job.group == "baseline":

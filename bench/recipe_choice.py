@@ -67,7 +67,7 @@ def run_job(job: Job, epochs: int, val_fraction: float, out: Path) -> dict:
     from search.data import DataConfig, load_dataset
     from search.training.recipe import TrainRecipe
     from search.training.train import evaluate, train
-    from search.trial.pipeline import build_candidate
+    from search.trial.build import build_candidate
 
     data = load_dataset(DataConfig(source=str(DATASETS / job.dataset), image_size=32, channels=3,
                                    test_fraction=0.1, val_fraction=val_fraction, split_seed=555))

@@ -298,7 +298,7 @@ def retiming_agreement(studies: dict[str, optuna.Study]) -> list[str]:
     else:
         rows = [row[:5] for row in rows]
     return ["\nThe front's latency objectives against the quiet re-timing at the end of each run "
-            "(search.run.runs.retime_front), re-timed / objective" + (
+            "(search.run.runs.retime_study_front), re-timed / objective" + (
                 "; 'unpaced': the lowest of the clock's timings of each, before they were divided by the "
                 "pace of the limit's reference timed beside them (search.latency.screen.Pacer)" if paced else "") + ":\n",
             table(head, rows)]

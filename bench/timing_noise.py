@@ -67,7 +67,7 @@ def main() -> None:
     from search.latency.onnxrt import export_onnx, ort_call, ort_session
     from search.latency.timer import settle
     from search.training.recipe import TrainRecipe
-    from search.trial.pipeline import build_candidate, input_shape
+    from search.trial.build import build_candidate, input_shape
 
     recipe = TrainRecipe(image_size=32)
     shape = input_shape(recipe)

@@ -85,7 +85,7 @@ def reference_pacer(timer: Timer, relative_to: str, base_ms: float, recipe: Trai
                     num_classes: int) -> Pacer:
     """``timer``'s pacer of ``relative_to`` built as the limit's reference was (``recipe``: its
     image size and channels), whose latency was ``base_ms`` when the limit was set."""
-    from search.trial.pipeline import build_candidate, input_shape
+    from search.trial.build import build_candidate, input_shape
 
     return timer.pacer(relative_to, base_ms, build_candidate(PRESETS[relative_to], recipe, num_classes),
                        input_shape(recipe))
@@ -165,7 +165,7 @@ class Screen:
         return self.timer.runtime
 
     def _build(self, arch: ArchSpec, recipe: TrainRecipe):
-        from search.trial.pipeline import build_candidate
+        from search.trial.build import build_candidate
 
         with warnings.catch_warnings():  # composer notes surgery that changed nothing; the worker says it
             warnings.simplefilter("ignore")
@@ -191,7 +191,7 @@ class Screen:
         cached = self.study.user_attrs.get(key)
         if cached is not None:
             return Measurement(**cached["measurement"]), True
-        from search.trial.pipeline import input_shape
+        from search.trial.build import input_shape
 
         model = model if model is not None else self._build(arch, recipe)
         shape = input_shape(recipe)
@@ -225,7 +225,7 @@ class Screen:
         host's slow stretches can last tens of seconds (bench/latency_agreement.py), so the
         driver re-checks a network when it has trained, minutes after it was screened, in a
         quiet slot (the timer's ``quiet``)."""
-        from search.trial.pipeline import input_shape
+        from search.trial.build import input_shape
 
         key = self._key(arch, recipe)
         entry = self.study.user_attrs.get(key)

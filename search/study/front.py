@@ -354,7 +354,7 @@ def front_rows(study: optuna.Study) -> list[dict]:
             "latency_ms_during_search": r.latency_ms,
             "latency_runtime": r.runtime,
             "latency_retimed": bool(quiet),
-            # each timing divided by this reference's slowdown timed beside it (search.latency.screen.Pacer)
+            # each timing divided by this reference's slowdown timed beside it (search.latency.timer.Pacer)
             "latency_paced_by": limit.get("relative_to") if paced else None,
             "batch_latency_ms": quiet.get("batch_latency_ms", r.batch_latency_ms),
             "params": int(r.params),
