@@ -399,19 +399,31 @@ def _named_figures(metrics: dict) -> dict:
     return m
 
 
+def _md_text(value: object) -> str:
+    """``value`` as one markdown table cell or list item, shown as written: backslashes and
+    ``|`` escaped (a ``|`` would end the cell), line breaks as spaces (one would end the
+    row), ``&``, ``<`` and ``>`` as entities (markdown viewers render HTML)."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return " ".join(text.splitlines())
+
+
 def card_markdown(card: dict) -> str:
-    """The card as markdown, for people."""
+    """The card as markdown, for people. Text the study stored (class names, the data's
+    identity, the enhancements, figure names) goes through :func:`_md_text`, or stands in a
+    code span."""
     m, p, d = _named_figures(card["metrics"]), card["preprocessing"], card["data"]
+    t = _md_text
     lines = [
         f"# Model card: trial {card['trial']} of study `{card['study']}`",
         "",
         f"- Architecture: {card['architecture']['summary']}" + (f" (paper preset `{card['preset']}`)" if card["preset"] else ""),
-        f"- Enhancements: {card['enhancements']}",
+        f"- Enhancements: {t(card['enhancements'])}",
         f"- Parameters: {card['params']:,}; MACs per image: {card['macs']:,}",
         "",
         "## Metrics",
         "",
-        f"- Chosen on: {m['objective']['name']} {m['objective']['value']:.4f}",
+        f"- Chosen on: {t(m['objective']['name'])} {m['objective']['value']:.4f}",
         "",
         "Test split (computed after training; it chose nothing):",
         "",
@@ -423,18 +435,18 @@ def card_markdown(card: dict) -> str:
         c = m["confirmed"]
         lines += ["", f"Trained again with seeds {', '.join(map(str, c['seeds']))} (castsearch confirm), "
                       "mean ± sd [95% interval]:", ""]
-        lines += [f"- {name}: {s['mean']:.4f} ± {s['std']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
+        lines += [f"- {t(name)}: {s['mean']:.4f} ± {s['std']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
                   for name, s in ((c["objective"], c[c["objective"]]), ("test_accuracy", c["test_accuracy"]))]
     if m["test_per_class_recall"]:
         lines += ["", "| class | test recall |", "|---|---|"]
-        lines += [f"| {c} | {r:.3f} |" for c, r in m["test_per_class_recall"].items()]
+        lines += [f"| {t(c)} | {r:.3f} |" for c, r in m["test_per_class_recall"].items()]
     lines += ["", "## Classes (output index: name)", ""]
-    lines += [f"{i}. {name}" for i, name in enumerate(card["classes"])]
+    lines += [f"{i}. {t(name)}" for i, name in enumerate(card["classes"])]
     lines += [
         "", "## Preprocessing", "",
-        f"- Image size: {p['image_size']} x {p['image_size']}, channels: {p['channels']} ({p['colour']}; "
-        f"{p['channels_chosen']})",
-        f"- Resize: {p['resize']}",
+        f"- Image size: {t(p['image_size'])} x {t(p['image_size'])}, channels: {t(p['channels'])} "
+        f"({t(p['colour'])}; {t(p['channels_chosen'])})",
+        f"- Resize: {t(p['resize'])}",
         f"- Normalisation: `{p['normalisation']}` (uint8 pixels divided by 255, nothing else)",
         f"- Input `{p['input']['name']}`: {p['input']['dtype']} {p['input']['layout']}; "
         f"output `{p['output']['name']}`: {p['output']['meaning']}",
@@ -446,9 +458,9 @@ def card_markdown(card: dict) -> str:
               f"{card['checks']['check_inputs']})" for fmt, diff in card["checks"]["max_abs_diff"].items()]
     lines += [
         "", "## Data", "",
-        f"- Source: {d['source']} (layout {d['layout']}), split seed {d['split_seed']}, "
-        f"test fraction {d['test_fraction']}, val fraction {d['val_fraction']}",
-        f"- Images per split: {d['counts']}; split hash `{d['split_hash']}`",
+        f"- Source: {t(d['source'])} (layout {t(d['layout'])}), split seed {t(d['split_seed'])}, "
+        f"test fraction {t(d['test_fraction'])}, val fraction {t(d['val_fraction'])}",
+        f"- Images per split: {t(d['counts'])}; split hash `{d['split_hash']}`",
         "", "## Machine and libraries", "",
         f"- Timed on: {card['machine']['cpu_model']} ({card['machine']['usable_cores']} usable cores), "
         f"{card['machine']['platform']}, Python {card['machine']['python']}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import re
 import shutil
 
 import numpy as np
@@ -157,3 +158,42 @@ def test_quantize_needs_onnx(tiny_study, tmp_path, cli_error):
     assert "add onnx to the formats" in line
     line = cli_error(["export", "--trial", "1", *tiny_study.args(), "--format", "tflite"])
     assert "unknown export format(s) ['tflite']" in line
+
+
+def _cells(row: str) -> list[str]:
+    """A markdown table row's cells, split as GitHub's markdown does: at each ``|`` that a
+    backslash does not escape (``\\\\`` is an escaped backslash)."""
+    cells, cell = [], ""
+    for token in re.findall(r"\\.|[^\\|]+|\||\\", row):
+        if token == "|":
+            cells.append(cell)
+            cell = ""
+        else:
+            cell += token
+    return [c.strip() for c in [*cells, cell][1:-1]]
+
+
+def test_the_card_shows_what_a_crafted_study_stores_as_text(hostile_study, tmp_path):
+    """Class names with HTML, a ``|``, a line break or math markup, and a data identity full of
+    HTML: MODEL_CARD.md's table keeps its two columns and one row per class, and no stored
+    string reaches the card as HTML."""
+    from tests.search.conftest import HOSTILE
+
+    assert main(["export", "--trial", "0", *hostile_study.args(), "--out", str(tmp_path), "--format",
+                 "torchscript"]) == 0
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["classes"][:len(HOSTILE)] == list(HOSTILE)  # card.json keeps them as they are
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    lines = text.splitlines()
+    start = lines.index("| class | test recall |")
+    rows = lines[start:start + 2 + len(card["classes"])]
+    assert rows[1] == "|---|---|" and lines[start + 2 + len(card["classes"])] == ""
+    assert all(len(_cells(row)) == 2 for row in rows), rows
+    shown = [_cells(row)[0] for row in rows[2:]]
+    assert shown[:len(HOSTILE)] == ["&lt;script&gt;alert(1)&lt;/script&gt;", "a\\|b", "$\\\\frac{a}{$", "a$b$c",
+                                    "two lines"]
+    classes = lines[lines.index("## Classes (output index: name)") + 2:][:len(card["classes"]) + 1]
+    assert classes[-1] == "" and [c.split(". ", 1)[1] for c in classes[:-1]] == shown
+    prose = re.sub(r"`[^`]*`", "", text)  # a code span shows its text as written, HTML too
+    assert "<script>" not in prose and "&lt;script&gt;alert(2)&lt;/script&gt;" in prose
+    assert "`tiny-preset<script>alert(2)</script>" in text  # the preset's name, in a code span
