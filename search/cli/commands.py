@@ -16,7 +16,6 @@ from search.cli.common import (
     CLIError,
     csv,
     fmt_int,
-    fmt_time,
     log,
     quiet_optuna,
     resolve_arch,
@@ -30,6 +29,7 @@ from search.cli.printing import (
     print_confirmed_trial,
     print_dominated,
     print_front,
+    print_plan,
     print_progress,
     print_references,
     print_run_summary,
@@ -188,8 +188,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_options(opts)  # before any data is read, study written or Ray started
     datasets = load_sizes(space)
     first = next(iter(datasets.values()))
-    budget = [f"{space.budget.trials} trials"] if space.budget.trials else []
-    budget += [fmt_time(space.budget.timeout_s)] if space.budget.timeout_s else []
     print(f"castsearch run: study {space.study!r} in {redact_url(storage)}")  # no password in logs
     print(f"  data {first.identity['source']}: {first.num_classes} classes, {len(first.train_y)} train / "
           f"{len(first.val_y)} val / {len(first.test_y)} test images; sizes {space.image_sizes}")
@@ -204,8 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in other.notices():
             if line.startswith("cache:"):
                 print(f"  {line}")
-    print(f"  budget {' or '.join(budget)}, {workers} worker(s), sampler {space.sampler.name}", flush=True)
-    summary = run_search(space, datasets, opts, on_progress=print_progress)
+    summary = run_search(space, datasets, opts, on_progress=print_progress, on_start=print_plan)
     print_run_summary(summary)
     if args.confirm:
         _confirm(space.study, storage, args.confirm, workers, space.data.cache_dir)

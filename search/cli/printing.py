@@ -58,6 +58,42 @@ def print_progress(p) -> None:
           f"front {p.front_size} · {fmt_time(p.elapsed_s)} elapsed{left}", flush=True)
 
 
+def format_plan(plan) -> str:
+    """What a run will do with its budget (:class:`search.run.runner.RunPlan`), in one line."""
+    workers = f"{plan.workers} worker{'' if plan.workers == 1 else 's'}"
+    if plan.timeout_s is None:
+        budget = f"{plan.trials} trials on {workers}"
+    else:
+        cpu = plan.cpu_hours
+        cpu = f"{cpu:.1f} CPU-hour{'' if cpu == 1 else 's'}" if cpu >= 1 else f"{cpu * 60:.0f} CPU-minutes"
+        trials = f"{plan.trials} trials or " if plan.trials is not None else ""
+        budget = f"{trials}{fmt_time(plan.timeout_s)} on {workers} ({cpu})"
+    steps = []
+    if plan.presets:
+        seeds = f" ({plan.preset_seeds} seeds each)" if plan.preset_seeds > 1 else ""
+        steps.append(f"the paper's {plan.presets} preset{'' if plan.presets == 1 else 's'} first{seeds}")
+    if plan.nearest:
+        points = f"{plan.nearest} point{'' if plan.nearest == 1 else 's'} nearest to"
+        steps.append(f"then {points} them" if steps else f"the space's {points} the presets first")
+    if plan.trials is None:
+        until = "the budget is spent"
+    else:
+        until = f"{plan.trials} trials have finished" + (" or the time is spent" if plan.timeout_s is not None else "")
+    steps.append(f"{'then ' if steps else ''}the {plan.sampler} sampler until {until}")
+    line = f"budget {budget}: {', '.join(steps)}"
+    if plan.retime_s:
+        inside = ", inside the budget" if plan.timeout_s is not None else ""
+        line += (f"; the front is re-timed at the end (about {plan.retime_s:.0f} s for a front of {plan.front}"
+                 f"{inside})")
+    if plan.search_s is not None and plan.search_s <= 0:
+        line += "; warning: that leaves the search no time: give a longer --timeout"
+    return line
+
+
+def print_plan(plan) -> None:
+    print(f"  {format_plan(plan)}", flush=True)
+
+
 def print_run_summary(summary) -> None:
     """How the run ended: what became of its sampled networks, what the front holds, which
     presets a searched network beat, and the time used against the budget."""

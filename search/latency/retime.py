@@ -23,11 +23,11 @@ import optuna
 import torch
 from torch import nn
 
-from search.latency.measure import Measurement
+from search.latency.measure import SPREAD, Measurement, Timing
 from search.latency.screen import study_pacer
 from search.latency.timer import Pacer, Timer
 
-__all__ = ["RETIME_GAP_S", "RETIME_PASSES", "FrontNetwork", "retime_front"]
+__all__ = ["RETIME_GAP_S", "RETIME_PASSES", "FrontNetwork", "retime_front", "retime_seconds"]
 
 RETIME_PASSES = 3  # passes over the front when it is re-timed
 RETIME_GAP_S = 30.0  # the least time between two passes' timings of one network
@@ -79,3 +79,28 @@ def retime_front(study: optuna.Study, front: Callable[[], Mapping[int, FrontNetw
                 measured[number] = measured[number].with_timing(again, paces[number]())
     torch.set_num_threads(threads)
     return measured
+
+
+EXPORT_S = 5.0  # exporting one network to ONNX for its timings: 1-2 s idle, up to 5 s on 2 busy cores
+SETUP_S = 1.0  # building one network from its record, counting its MACs, opening its runtime session
+
+
+def retime_seconds(networks: int, timing: Timing, passes: int = RETIME_PASSES, gap_s: float | None = None) -> float:
+    """About how long :func:`retime_front` takes for a front of ``networks`` small networks
+    under ``timing``, erring long: the first pass exports and measures each (the eager
+    timing, :data:`~search.latency.measure.SPREAD` single-image timings, the batch timing and
+    its pace), each later pass times each again (``SPREAD`` timings and a pace), and a pass
+    over a short front waits for ``gap_s`` (:data:`RETIME_GAP_S`; none under the quick
+    protocol). A timing of a small network lasts its warm-up and its least timed seconds;
+    each is counted 1.5 times, for the networks near the latency limit. On 2 busy cores, three
+    of the paper's presets took 12 s each to export and measure and 2.3 s to time again (full
+    protocol), 5-9 s and 0.25 s (quick); this says 16.75 s and 4.5 s, 6.6 s and 0.4 s."""
+    if networks <= 0:
+        return 0.0
+    if gap_s is None:
+        gap_s = 0.0 if timing.quick else RETIME_GAP_S
+    one = 1.5 * (timing.single["warmup_seconds"] + timing.single["min_seconds"])
+    batch = 1.5 * (timing.batch["warmup_seconds"] + timing.batch["min_seconds"])
+    first = EXPORT_S + SETUP_S + (SPREAD + 2) * one + batch
+    again = (SPREAD + 1) * one
+    return networks * first + (passes - 1) * max(gap_s, networks * again)

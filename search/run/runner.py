@@ -6,6 +6,13 @@ trials: the :class:`search.run.searcher.StudySearcher` asks the study for each o
 it the result, the worker (:func:`search.run.worker.train_trial`) trains it, and the scheduler
 (:mod:`search.run.scheduler`) stops the dominated ones early. Run records, recovery of a killed
 run, the presets and the front's re-timing are :mod:`search.run.runs`.
+
+A run's time budget is its wall time, from :func:`run_search`'s start to its return: the
+front's re-timing at the end is inside it. :class:`Deadline` stops the search (no trial
+starts, those training are stopped) when what is left is what the re-timing of the front as
+it stands (:func:`search.latency.retime.retime_seconds`) and the run's end (:data:`STOP_S`)
+need; a trial it stops is failed with that reason (the sampler learns nothing from it, and a
+preset it cut is queued again by the next run).
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
+from optuna.trial import TrialState
 from ray import tune
+from ray.tune.stopper import Stopper
 
 from search.data.rules import AUTO
 from search.latency.quiet import Workers
+from search.latency.retime import RETIME_GAP_S, RETIME_PASSES, retime_seconds
 from search.latency.screen import Screen, resolve_limits
 from search.latency.timer import Timer
 from search.run.runs import (
@@ -42,9 +52,14 @@ from search.run.worker import WORKERS_DIR, train_trial
 from search.space import SearchSpace
 from search.study import storage as studylib
 from search.study.front import pareto_front
+from search.study.record import TrialRecord
 from search.trial.reuse import Trainings
 
 log = logging.getLogger(__name__)
+
+STOP_S = 15.0  # a run's end after its search stops: Tune stops the trials in flight (killed after 5 s), Ray shuts down
+BUDGET_CUT = "stopped before it finished: the run's time budget ran out while it trained"  # (runs.RETRIED_FAILURES)
+INTERRUPTED = "stopped before it finished: the run was interrupted"
 
 
 @dataclass
@@ -58,6 +73,59 @@ class RunOptions:
     address: str | None = None
     artifacts: Path | None = None
     quiet_retime: bool = True
+
+
+@dataclass
+class RunPlan:
+    """What a run will do with its budget, worked out as it starts (the presets queued)."""
+    timeout_s: float | None
+    trials: int | None
+    workers: int
+    cpus_per_trial: float
+    sampler: str
+    presets: int       # the paper's presets waiting in the study's queue, trained first
+    preset_seeds: int  # trainings of each preset (objectives.accuracy.seeds)
+    nearest: int       # the space's points nearest the presets, queued after them (seed_nearest)
+    front: int         # networks the re-timing estimate counts: the front now, or the presets if more, at least 1
+    retime_s: float    # the front's re-timing at the end, estimated (0: not re-timed)
+    search_s: float | None  # of the time budget, what is left to the search after the run's end is reserved
+    passes: int = RETIME_PASSES
+    gap_s: float = RETIME_GAP_S  # between a network's timings in two passes (0 under the quick protocol)
+    resumed_from: str | None = None
+
+    @property
+    def cpu_hours(self) -> float | None:
+        return None if self.timeout_s is None else self.timeout_s * self.workers * self.cpus_per_trial / 3600
+
+
+class Deadline(Stopper):
+    """Tune's stopper for a run's wall time (module docstring): true once the time left before
+    ``end`` is what ``reserve(front size)`` says the run's end needs. It keeps ``searcher``'s
+    deadline (when it stops asking for trials) at that time, the front's size read again
+    every :attr:`REFRESH_S` seconds."""
+
+    REFRESH_S = 5.0
+
+    def __init__(self, study, end: float, reserve: Callable[[int], float], searcher: StudySearcher):
+        self.study, self.end, self.reserve, self.searcher = study, end, reserve, searcher
+        self.checked = 0.0
+        self.reached = False
+        self.stop_all()
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False  # trials are stopped all at once, by stop_all
+
+    def stop_all(self) -> bool:
+        now = time.time()
+        if now - self.checked >= self.REFRESH_S:
+            self.checked = now
+            self.searcher.deadline = self.end - self.reserve(len(pareto_front(self.study)))
+        self.reached = self.reached or now >= self.searcher.deadline
+        return self.reached
+
+    def __getstate__(self) -> dict:
+        """What Tune pickles: never the study, whose storage URL may hold a password."""
+        return {**self.__dict__, "study": None, "searcher": None, "reserve": None}
 
 
 @dataclass
@@ -111,9 +179,29 @@ def loaded_channels(space: SearchSpace, datasets: dict) -> SearchSpace:
     return space.with_channels(counts[0])
 
 
+def run_plan(study, space: SearchSpace, opts: RunOptions, trials: int | None, timeout_s: float | None,
+             timer: Timer, resumed_from: str | None = None) -> RunPlan:
+    """What a run of ``space`` on ``study`` will do with its budget, read once its presets are
+    queued: the trials waiting first, the sampler after them, the front's re-timing at the end
+    (estimated for the front as it stands, or for the presets waiting when they are more, or
+    for one network)."""
+    waiting = [TrialRecord.read(t) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
+    presets = sum(r.preset is not None for r in waiting)
+    front = max(len(pareto_front(study)), presets, 1)
+    retime = retime_seconds(front, timer.timing) if opts.quiet_retime else 0.0
+    return RunPlan(timeout_s=timeout_s, trials=trials, workers=opts.workers, cpus_per_trial=opts.cpus_per_trial,
+                   sampler=space.sampler.name, presets=presets, preset_seeds=space.seeds,
+                   nearest=sum(r.near_preset is not None for r in waiting), front=front,
+                   retime_s=retime, search_s=None if timeout_s is None else timeout_s - retime - STOP_S,
+                   gap_s=0.0 if timer.quick else RETIME_GAP_S, resumed_from=resumed_from)
+
+
 def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
-               on_progress: Callable[[Progress], None] | None = None) -> RunSummary:
-    """Run (or resume) a search until its budget is spent; return the study's front."""
+               on_progress: Callable[[Progress], None] | None = None,
+               on_start: Callable[[RunPlan], None] | None = None) -> RunSummary:
+    """Run (or resume) a search until its budget is spent; return the study's front.
+    ``on_start`` is told the run's :class:`RunPlan` before anything is timed or trained."""
+    t0 = time.time()  # a time budget counts from here to the return (module docstring)
     check_options(opts)
     space = loaded_channels(space, datasets)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
@@ -135,17 +223,25 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
 
     artifacts = (opts.artifacts or default_artifacts(opts.storage, opts.study_name)).resolve()
     artifacts.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only where castsearch creates it
-    deadline = time.time() + timeout_s if timeout_s else None
     num_classes = next(iter(datasets.values())).num_classes
     # Latency is timed here, on the driver, before Ray starts training: the first timings
     # (a relative limit's reference among them) meet an idle machine.
     workers = Workers(artifacts / WORKERS_DIR)
     workers.create()  # owner-only: a file there has this driver stop a process (search.latency.quiet)
     timer = Timer(space.latency_runtime, quiet=workers.paused)  # every timing of this run
+
+    def reserve(front: int) -> float:
+        """What the run needs once its search stops, for a front of ``front`` networks."""
+        return STOP_S + (retime_seconds(front, timer.timing) if opts.quiet_retime else 0.0)
+
+    if on_start is not None:
+        on_start(run_plan(study, space, opts, trials, timeout_s, timer, resumed_from))
     screen = Screen(study, timer, num_classes)
     limits = {size: resolve_limits(space.constraints, space.relative_latency, screen, size, space.data.channels)
               for size in space.image_sizes}
-    searcher = StudySearcher(study, space, run, artifacts, deadline, on_progress, screen, limits)
+    end = t0 + timeout_s if timeout_s else None
+    searcher = StudySearcher(study, space, run, artifacts, end, on_progress, screen, limits)
+    deadline = Deadline(study, end, reserve, searcher) if end is not None else None
     # full trainings done before, in any study on this data, are reused (search.trial.reuse)
     trainings = Trainings.in_cache(space.data.cache_dir, opts.study_name)
 
@@ -162,7 +258,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     stop = threading.Event()
     beat = threading.Thread(target=heartbeat, args=(study, run, stop), daemon=True)
     beat.start()
-    t0 = time.time()
+    ended = False
     try:
         if trials is None or trials > 0:
             tuner = tune.Tuner(
@@ -171,16 +267,20 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
                 tune_config=tune.TuneConfig(
                     search_alg=searcher, scheduler=make_scheduler(space.max_epochs, space.budget.early_stopping),
                     num_samples=-1, max_concurrent_trials=opts.workers, reuse_actors=True,
-                    time_budget_s=timeout_s,
                 ),
                 run_config=tune.RunConfig(storage_path=str(artifacts / "ray"), name=f"run-{run.run_id}",
-                                          verbose=0, log_to_file=True),
+                                          verbose=0, log_to_file=True, stop=deadline),
             )
             tuner.fit()
             log.info("training paused for %d re-timings, %.1f s in all (search.latency.quiet)", workers.slots,
                      workers.paused_s)
+        ended = True
     finally:
-        searcher.fail_leftovers("stopped before it finished (time budget or interrupt)")
+        if deadline is not None and deadline.reached:
+            cut = f"{BUDGET_CUT} ({timeout_s:.0f} s): stopped so that the front's re-timing fits in the budget"
+        else:
+            cut = INTERRUPTED if not ended else "stopped before it finished: the search ended"
+        searcher.fail_leftovers(cut)
         stop.set()
         if started_ray:
             ray.shutdown()

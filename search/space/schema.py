@@ -40,7 +40,7 @@ STAGE_CONVS = (*CONV_TYPES, MIXED)
 ALPHA_FIELDS = {"label_smoothing": "label_smoothing", "mixup": "mixup_alpha"}  # number, 0 = off
 DEFAULT_RECIPE = "default"  # the named recipe a space starts from when training.recipe is absent
 ACCURACY_FLOOR = "presets"  # constraints.min_accuracy: presets, the least accurate preset's accuracy
-DEFAULT_TRIALS = 20  # when the file has no budget section
+DEFAULT_TIMEOUT_S = 1800.0  # 30 minutes of wall time when the file gives neither budget.trials nor budget.timeout
 DEFAULT_POPULATION = 12  # NSGA-II population when sampler.population_size is not given
 
 
@@ -82,10 +82,11 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class Budget:
-    """When a run stops: after ``trials`` finished trials or ``timeout_s`` seconds, whichever first."""
+    """When a run stops: after ``trials`` finished trials or ``timeout_s`` seconds of wall time,
+    whichever first; by default after :data:`DEFAULT_TIMEOUT_S`, with no trial count."""
 
-    trials: int | None = DEFAULT_TRIALS
-    timeout_s: float | None = None
+    trials: int | None = None
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
     early_stopping: str = "preview"  # one of EARLY_STOPPING
 
 

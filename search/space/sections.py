@@ -40,6 +40,7 @@ from search.space.schema import (
     ALPHA_FIELDS,
     DEFAULT_POPULATION,
     DEFAULT_RECIPE,
+    DEFAULT_TIMEOUT_S,
     EARLY_STOPPING,
     LAST_BLOCKS,
     OBJECTIVES,
@@ -217,8 +218,10 @@ def _budget(r: _Reader, top: dict) -> Budget:
     if "budget" not in top:
         return Budget()
     section = r.section(top, "budget", ("trials", "timeout", "early_stopping"))
+    # neither key written: the default wall time; written as null, each is no limit
+    timeout = DEFAULT_TIMEOUT_S if "trials" not in section and "timeout" not in section else None
     budget = Budget(trials=r.get(section, "budget", "trials", _optional(_integer(1)), None),
-                    timeout_s=r.get(section, "budget", "timeout", _optional(_duration), None),
+                    timeout_s=r.get(section, "budget", "timeout", _optional(_duration), timeout),
                     early_stopping=r.get(section, "budget", "early_stopping", _one_of(EARLY_STOPPING), "preview"))
     if budget.trials is None and budget.timeout_s is None:
         r.fail("budget", "needs trials, timeout or both, got neither")

@@ -14,7 +14,7 @@ from castmodels import ArchSpec
 from search.data import DataConfig, load_dataset
 from search.latency.measure import SPREAD, Measurement
 from search.latency.quiet import Workers, is_stopped
-from search.latency.retime import RETIME_PASSES
+from search.latency.retime import RETIME_PASSES, retime_seconds
 from search.latency.screen import Screen
 from search.latency.timer import Timer
 from search.run import runner, runs, scheduler
@@ -469,3 +469,57 @@ def test_min_accuracy_presets_holds_the_search_until_the_presets_set_the_floor(t
     searcher.on_trial_complete("b", {"epoch": 1, VAL_SCORE: 0.4})  # stopped early
     t = study.trials[config.number]
     assert t.state == TrialState.PRUNED and t.constraints["min_accuracy"] == pytest.approx(0.59)
+
+
+def test_a_run_says_at_its_start_what_it_does_with_its_budget(tiny, tmp_path, capsys):
+    """The plan line: the wall time and the CPU time it buys, the presets queued and their
+    seeds, the sampler after them, and the front's re-timing inside the budget."""
+    from search.cli.printing import format_plan, print_plan
+
+    _, _, root = tiny
+    space = load_space(root / "tiny.yaml", overrides={("seed_presets",): True, ("budget",): {"timeout": "2m"}})
+    storage = f"sqlite:///{tmp_path}/plan.db"
+    study = studylib.open_study("plan", storage, metric=space.metric)
+    assert runs.enqueue_presets(study, space, storage) == 6
+    opts = runner.RunOptions(study_name="plan", storage=storage, trials=None, timeout_s=120.0, workers=2)
+    timer = Timer(space.latency_runtime)
+    assert timer.quick  # the suite's protocol: no gap between passes
+    plan = runner.run_plan(study, space, opts, None, 120.0, timer)
+    assert (plan.presets, plan.preset_seeds, plan.nearest, plan.front, plan.sampler) == (6, 1, 0, 6, "random")
+    assert plan.retime_s == retime_seconds(6, timer.timing) and plan.cpu_hours == 120.0 * 2 / 3600
+    assert plan.search_s == 120.0 - plan.retime_s - runner.STOP_S
+    line = (f"budget 2m00s on 2 workers (4 CPU-minutes): the paper's 6 presets first, then the random sampler "
+            f"until the budget is spent; the front is re-timed at the end (about {plan.retime_s:.0f} s for a "
+            f"front of 6, inside the budget)")
+    assert format_plan(plan) == line
+    print_plan(plan)
+    assert capsys.readouterr().out == f"  {line}\n"
+    counted = runner.run_plan(study, space, opts, 8, 120.0, timer)
+    assert format_plan(counted).startswith("budget 8 trials or 2m00s on 2 workers (4 CPU-minutes): ")
+    assert "until 8 trials have finished or the time is spent;" in format_plan(counted)
+
+
+def test_a_timed_run_ends_within_its_budget_and_says_which_trials_it_cut(tiny, tmp_path):
+    """A run given 60 s ends within them (and a tolerance for shutting down): it stops
+    dispatching while its front's re-timing still fits, stops the trials in flight (failed,
+    with the reason, so the sampler learns nothing from them) and leaves no process training."""
+    space, datasets, root = tiny
+    space = load_space(root / "tiny.yaml", overrides={("budget",): {"timeout": "60s"}, ("training", "epochs"): 6})
+    storage = f"sqlite:///{tmp_path}/timed.db"
+    opts = runner.RunOptions(study_name="timed", storage=storage, trials=None, timeout_s=space.budget.timeout_s,
+                             workers=2, artifacts=tmp_path / "artifacts")
+    plans = []
+    start = time.time()
+    summary = runner.run_search(space, datasets, opts, on_start=plans.append)
+    wall = time.time() - start
+    assert wall <= 60.0 + max(0.05 * 60.0, 30.0), f"the run took {wall:.1f} s of 60"
+    assert summary.elapsed_s <= wall and summary.timeout_s == 60.0 and summary.budget is None
+    assert [(p.timeout_s, p.trials, p.workers, p.presets) for p in plans] == [(60.0, None, 2, 0)]
+    study = optuna.load_study(study_name="timed", storage=storage)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    cut = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert cut, "a trial of 6 epochs on each worker was training when the budget ran out"
+    for t in cut:
+        assert t.user_attrs["error"].startswith(runner.BUDGET_CUT), t.user_attrs["error"]
+        assert runs.retry_preset([t])  # a preset cut so is queued again by the next run
+    assert Workers(tmp_path / "artifacts" / WORKERS_DIR).pids() == []

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from castmodels import PRESETS, ArchSpec
 from search.space import (
+    Budget,
     Candidate,
     GrowingArchitecture,
     InvalidCandidate,
@@ -105,7 +106,7 @@ def test_paper_space_loads(paper):
     assert space.objective_names == ["accuracy", "latency_ms", "params"]
     assert space.directions == ["maximize", "minimize", "minimize"]
     assert (space.sampler.name, space.sampler.seed, space.sampler.population_size) == ("tpe", 555, None)
-    assert (space.budget.trials, space.budget.timeout_s) == (40, 7200.0)
+    assert (space.budget.trials, space.budget.timeout_s) == (None, 1800.0)  # 30 minutes of wall time
     assert space.constraints.max_params == 1_000_000
     assert space.constraints.max_latency_ms is None  # relative: resolved on the machine that runs it
     assert (space.relative_latency.relative_to, space.relative_latency.factor) == ("custom-590k-dw", 1.0)
@@ -384,7 +385,7 @@ def test_defaults_for_a_minimal_space(tmp_path):
     file.write_text(yaml.safe_dump({"architecture": PAPER_DICT["architecture"]}))
     space = load_space(file)
     assert space.study == "tiny-space"
-    assert (space.budget.trials, space.budget.timeout_s) == (20, None)
+    assert (space.budget.trials, space.budget.timeout_s) == (None, 1800.0)
     assert (space.sampler.name, space.sampler.seed, space.sampler.population_size) == ("tpe", None, None)
     assert space.data.source == "synthetic" and space.data.cache_dir is None
     assert space.image_sizes == [32] and space.max_epochs == TrainRecipe().epochs
@@ -493,7 +494,7 @@ def test_a_fine_step_within_the_limit_samples(tmp_path):
 
 
 @pytest.mark.parametrize(("old", "new", "where"), [
-    ("  trials: 40\n", "  trials: 40\n  trials: 50\n", "budget.trials"),
+    ("  trials: null ", "  trials: 40\n  trials: 50 ", "budget.trials"),
     ("study: paper ", "study: paper\nstudy: other ", "study"),
     ("stages: {low: 2, high: 5}", "stages: {low: 2, high: 5, low: 3}", "architecture.stages.low"),
     ("  hflip: [false, true]\n", "  hflip: [false, true]\n  hflip: false\n", "augmentations.hflip"),
@@ -506,7 +507,7 @@ def test_a_key_written_twice_is_refused(tmp_path, old, new, where):
 
 
 def test_a_key_written_twice_names_both_lines(tmp_path):
-    text = paper_text("  trials: 40\n", "  trials: 40\n  trials: 50\n")
+    text = paper_text("  trials: null ", "  trials: 40\n  trials: 50 ")
     first = text.splitlines().index("  trials: 40") + 1
     assert refused(tmp_path, text) == (f"budget.trials: the key is written twice, at line {first}, column 3 "
                                        f"and at line {first + 1}, column 3; write it once")
@@ -550,7 +551,7 @@ def test_seeds_must_be_32_bit_integers(tmp_path, seed):
     ("weight_decay: 5.0e-4", "weight_decay: 5.0", "training.weight_decay: must be a number in [0, 1], got 5.0"),
     ("name: tpe ", "population_size: 100000000\n  name: nsga2 ",
      "sampler.population_size: must be an integer in [2, 10000], got 100000000"),
-    ("timeout: 2h", "timeout: 100000d", "budget.timeout: a duration must be at most 365d (3.1536e+07 s), got '100000d'"),
+    ("timeout: 30m", "timeout: 100000d", "budget.timeout: a duration must be at most 365d (3.1536e+07 s), got '100000d'"),
 ])
 def test_user_numbers_have_upper_bounds(tmp_path, old, new, message):
     assert refused(tmp_path, paper_text(old, new)) == message
@@ -571,7 +572,7 @@ def test_per_block_channels_have_an_upper_bound():
     ("growth: [1.0, 1.5, 2.0]", "growth: [1.0, NUM]", "architecture.growth[1]"),
     ("max_channels: 256", "max_channels: NUM", "architecture.max_channels"),
     ("mixup: [0.0, 0.2]", "mixup: [0.0, NUM]", "enhancements.mixup[1]"),
-    ("timeout: 2h", "timeout: NUM", "budget.timeout"),
+    ("timeout: 30m", "timeout: NUM", "budget.timeout"),
     ("max_params: 1000000", "max_params: NUM", "constraints.max_params"),
     ("factor: 1.0}  # single", "factor: NUM}  # single", "constraints.max_latency_ms.factor"),
     ("test_fraction: 0.1", "test_fraction: NUM", "data.test_fraction"),
@@ -599,8 +600,8 @@ def test_a_document_of_too_many_nodes_is_refused(tmp_path):
                  "limit (4300 digits) for integer string conversion: value has 5000 digits"),
 ])
 def test_a_value_python_cannot_make_is_refused(tmp_path, value, fragment):
-    line = PAPER.read_text().splitlines().index("  trials: 40") + 1
-    assert refused(tmp_path, paper_text("  trials: 40\n", f"  trials: {value}\n")) == \
+    line = next(i for i, text in enumerate(PAPER.read_text().splitlines(), 1) if text.startswith("  trials: null "))
+    assert refused(tmp_path, paper_text("  trials: null ", f"  trials: {value} ")) == \
         fragment.replace("LINE", str(line))
 
 
@@ -866,3 +867,16 @@ def test_the_demo_space_is_the_paper_space_cut_short():
     assert demo.data.source == "synthetic" and demo.seed_presets and not demo.seed_nearest
     assert demo.seeds == 1 and demo.max_epochs <= 2 and demo.budget.timeout_s <= 180
     assert demo.latency_runtime == paper.latency_runtime and demo.metric == paper.metric
+
+
+def test_the_default_budget_is_thirty_minutes_of_wall_time(tmp_path):
+    """No budget section, or one that gives neither trials nor timeout: 30 minutes, no trial
+    count; paper.yaml states the same; a trial count only where one is given."""
+    assert (Budget().trials, Budget().timeout_s) == (None, 1800.0)
+    file = tmp_path / "stopping.yaml"
+    file.write_text(yaml.safe_dump(with_changes((("budget",), {"early_stopping": "none"}))))
+    space = load_space(file)
+    assert (space.budget.trials, space.budget.timeout_s, space.budget.early_stopping) == (None, 1800.0, "none")
+    paper = load_space(PAPER, overrides={("budget", "trials"): 40})
+    assert (paper.budget.trials, paper.budget.timeout_s) == (40, 1800.0)
+    assert load_space(PAPER, overrides={("budget", "timeout"): "35m"}).budget.timeout_s == 2100.0
