@@ -150,3 +150,82 @@ def test_worker_killed_mid_trial_and_a_raising_trial_fail_and_the_run_goes_on(tm
         assert set(skipped) == set(bad)
         assert "empty file" in skipped[str((data / "class_1" / "zero.jpg").resolve())]
         assert t.user_attrs["data"]["counts"] == {"train": 27, "val": 6, "test": 3}
+
+
+DISK_FULL_ONCE = "CASTSEARCH_TEST_DISK_FULL_ONCE"  # a file: the weights write that removes it finds the disk full
+
+
+def _disk_fills_once() -> None:
+    """Ray's worker set-up hook (this module's test below): ``torch.save`` of a trial's weights
+    writes half the file and raises ENOSPC, once in the whole run (the first write that removes
+    the file named by $CASTSEARCH_TEST_DISK_FULL_ONCE), as a write that fills the disk does."""
+    import errno
+    import io
+
+    import torch
+
+    save = torch.save
+
+    def save_on_a_filling_disk(obj, f, *args, **kwargs):
+        token = os.environ.get(DISK_FULL_ONCE)
+        if token and isinstance(f, str | os.PathLike) and str(f).endswith("model.pt.tmp"):
+            try:
+                os.unlink(token)
+            except FileNotFoundError:
+                pass
+            else:
+                whole = io.BytesIO()
+                save(obj, whole, *args, **kwargs)
+                Path(f).write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+        return save(obj, f, *args, **kwargs)
+
+    torch.save = save_on_a_filling_disk
+
+
+def test_a_disk_that_fills_while_a_trials_weights_are_written_fails_that_trial_alone(tmp_path, monkeypatch, capsys):
+    """The first trial's weights write fills the disk (ENOSPC after half the file): that trial is
+    failed with the OSError as its reason and leaves no weights, partial or whole; the other
+    trials complete with readable weights and the study and its run record are whole."""
+    import ray
+
+    from search.study.record import TrialRecord, read_weights
+
+    data = make_image_folder(tmp_path / "images")
+    space = write_space(tmp_path, study="full", data=data, trials=3)
+    storage = f"sqlite:///{tmp_path}/full.db"
+    artifacts = tmp_path / "artifacts"
+    token = tmp_path / "disk-fills-once"
+    token.touch()
+    monkeypatch.setenv(DISK_FULL_ONCE, str(token))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("PYTHONPATH", env()["PYTHONPATH"])  # Ray's workers import the hook from this module
+    # the run uses the Ray started here, whose workers run the hook before any trial
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             configure_logging=False, runtime_env={"worker_process_setup_hook": _disk_fills_once})
+    try:
+        rc = main(["run", str(space), "--storage", storage, "--workers", "1", "--artifacts", str(artifacts)])
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert not token.exists()  # the disk did fill
+
+    trials = _trials(storage, "full")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1, [(t.number, t.state, t.user_attrs.get("error")) for t in trials]
+    error = failed[0].user_attrs["error"]
+    assert error.startswith("OSError: [Errno 28] No space left on device") and "model.pt.tmp" in error
+    assert "weights_path" not in failed[0].user_attrs
+    folder = artifacts / f"trial-{failed[0].number:05d}"
+    assert not list(folder.glob("model.pt*")), sorted(p.name for p in folder.iterdir())
+    rest = [t for t in trials if t is not failed[0]]
+    assert len(rest) == 2 and all(t.state == TrialState.COMPLETE for t in rest)  # the run went on to its budget
+    for t in rest:
+        record = TrialRecord.read(t)
+        assert read_weights(record.weights_path) and record.load_network() is not None
+        assert not list(Path(record.weights_path).parent.glob("*.tmp"))
+    study = optuna.load_study(study_name="full", storage=storage)
+    runs = [v for k, v in study.user_attrs.items() if k.startswith("run:")]
+    assert len(runs) == 1 and runs[0]["done"]
+    assert "2 trials finished" in out
