@@ -176,3 +176,25 @@ def test_redact_url_keeps_what_is_not_a_secret():
 
     assert redact_url("sqlite:///studies/x.db") == "sqlite:///studies/x.db"
     assert redact_url("postgresql://u:pw@h:5432/db?sslmode=require") == "postgresql://u:***@h:5432/db?sslmode=require"
+
+
+@pytest.mark.parametrize("write", ["torch-zip", "torch-legacy", "plain-pickle"])
+def test_a_trials_weights_file_that_runs_code_when_unpickled_is_refused(tmp_path, write):
+    """record.read_weights (how a trial's model.pt is read, by export among others, and a kept
+    training's weights by their reuse) refuses a file whose unpickling would run a command, whatever its
+    container, with an error naming the file, and the command never runs."""
+    import pickle
+
+    from search.study.record import read_weights
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.pt"
+    payload = {"weight": torch.zeros(1), "payload": _Exploit(marker)}
+    if write == "plain-pickle":
+        path.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, path, _use_new_zipfile_serialization=write == "torch-zip")
+    with pytest.raises(ValueError) as e:
+        read_weights(str(path))
+    assert str(e.value) == f"cannot read trained weights {path}: file is truncated or not a castsearch checkpoint"
+    assert not marker.exists()
