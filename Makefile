@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The demo space (spaces/demo.yaml): the paper's six presets, then networks the sampler draws,
-# each trained once for two epochs at 16 px; about three and a half minutes on 2 cores.
+# each trained once for two epochs at 16 px, within a three-minute budget.
 demo: install
 	$(BIN)/castsearch run spaces/demo.yaml --data synthetic --workers 2
 

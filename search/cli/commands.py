@@ -184,7 +184,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     storage = storage_option(args) or default_storage(space.study)
     opts = RunOptions(study_name=space.study, storage=storage, trials=space.budget.trials,
                       timeout_s=space.budget.timeout_s, workers=workers, address=args.address,
-                      artifacts=Path(args.artifacts) if args.artifacts else None)
+                      artifacts=Path(args.artifacts) if args.artifacts else None,
+                      quiet_retime=space.retime_front)
     check_options(opts)  # before any data is read, study written or Ray started
     datasets = load_sizes(space)
     first = next(iter(datasets.values()))

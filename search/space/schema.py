@@ -134,6 +134,7 @@ class SearchSpace:
     seeds: int = 1  # trainings, each with its own seed, that the accuracy of a fully trained trial averages
     seeds_for: str = "finished"  # every fully trained trial, or only one whose first training joins the front
     latency_runtime: str = DEFAULT_RUNTIME  # what the latency objective is timed in (search.study.record.RUNTIMES)
+    retime_front: bool = True  # the front re-timed in a quiet phase at the run's end (search.latency.retime)
     relative_latency: RelativeLimit | None = None  # max_latency_ms relative to a paper network, when so written
     # min_accuracy: presets: at least as accurate as the least accurate preset trained in the
     # study (resolved by the runner once the presets have trained; constraints.min_accuracy is None)

@@ -209,9 +209,11 @@ def _sampler(r: _Reader, top: dict) -> SamplerConfig:
     )
 
 
-def _latency(r: _Reader, top: dict) -> str:
-    section = r.section(top, "latency", ("runtime",))
-    return r.get(section, "latency", "runtime", _one_of(RUNTIMES), DEFAULT_RUNTIME)
+def _latency(r: _Reader, top: dict) -> tuple[str, bool]:
+    """latency.runtime and latency.retime_front (the front re-timed in a quiet phase at the end)."""
+    section = r.section(top, "latency", ("runtime", "retime_front"))
+    return (r.get(section, "latency", "runtime", _one_of(RUNTIMES), DEFAULT_RUNTIME),
+            r.get(section, "latency", "retime_front", _boolean, True))
 
 
 def _budget(r: _Reader, top: dict) -> Budget:
@@ -302,6 +304,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     _some_point_builds(r, architecture, _largest(training["image_size"]))
     constraints, relative_latency, accuracy_floor = _constraints(r, top)
     seed_nearest = r.get(top, "", "seed_nearest", _boolean, False)
+    runtime, retime_front = _latency(r, top)
     if seed_nearest and not isinstance(architecture, GrowingArchitecture):
         r.fail("seed_nearest", "needs the growing form of architecture (width, growth); the per-block form "
                                "expresses the presets themselves, which seed_presets queues")
@@ -321,7 +324,8 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         metric=metric,
         seeds=seeds,
         seeds_for=seeds_for,
-        latency_runtime=_latency(r, top),
+        latency_runtime=runtime,
+        retime_front=retime_front,
         relative_latency=relative_latency,
         accuracy_floor=accuracy_floor,
         seed_nearest=seed_nearest,

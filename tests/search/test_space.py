@@ -880,3 +880,12 @@ def test_the_default_budget_is_thirty_minutes_of_wall_time(tmp_path):
     paper = load_space(PAPER, overrides={("budget", "trials"): 40})
     assert (paper.budget.trials, paper.budget.timeout_s) == (40, 1800.0)
     assert load_space(PAPER, overrides={("budget", "timeout"): "35m"}).budget.timeout_s == 2100.0
+
+
+def test_latency_retime_front_is_read_and_checked(tmp_path):
+    assert load_space(PAPER).retime_front is True
+    assert load_space(PAPER.parent / "demo.yaml").retime_front is False
+    file = tmp_path / "bad.yaml"
+    file.write_text(PAPER.read_text().replace("  retime_front: true ", "  retime_front: sometimes "))
+    with pytest.raises(SpaceError, match=r"latency.retime_front: .*true or false"):
+        load_space(file)
