@@ -204,6 +204,11 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     t0 = time.time()  # a time budget counts from here to the return (module docstring)
     check_options(opts)
     space = loaded_channels(space, datasets)
+    # the folders first: a workers folder refused here leaves no run record behind
+    artifacts = (opts.artifacts or default_artifacts(opts.storage, opts.study_name)).resolve()
+    artifacts.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only where castsearch creates it
+    workers = Workers(artifacts / WORKERS_DIR)
+    workers.create()  # owner-only: a file there has this driver stop a process (search.latency.quiet)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
     study = studylib.open_study(opts.study_name, opts.storage, metric=space.metric)
@@ -221,13 +226,9 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     if queued:
         log.info("enqueued %d paper presets as the first trials", queued)
 
-    artifacts = (opts.artifacts or default_artifacts(opts.storage, opts.study_name)).resolve()
-    artifacts.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only where castsearch creates it
     num_classes = next(iter(datasets.values())).num_classes
     # Latency is timed here, on the driver, before Ray starts training: the first timings
     # (a relative limit's reference among them) meet an idle machine.
-    workers = Workers(artifacts / WORKERS_DIR)
-    workers.create()  # owner-only: a file there has this driver stop a process (search.latency.quiet)
     timer = Timer(space.latency_runtime, quiet=workers.paused)  # every timing of this run
 
     def reserve(front: int) -> float:
