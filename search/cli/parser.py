@@ -51,9 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                  "(3 channels, 10 classes).")
     m.add_argument("--json", action="store_true", help="print JSON")
 
-    ca = _command(sub, "cache", commands.cmd_cache, "list or clear the decoded images castsearch keeps between runs",
-                  "List the decoded datasets castsearch keeps between runs (size, image side, channels, source), "
-                  "or remove them with --clear; a later run decodes its images again.")
+    ca = _command(sub, "cache", commands.cmd_cache,
+                  "list or clear the decoded images and finished trainings castsearch keeps between runs",
+                  "List the decoded datasets castsearch keeps between runs (size, image side, channels, source) "
+                  "and the finished trainings it reuses (in trainings/: a preset or seed trained once on the same "
+                  "data and recipe is not trained again by any study), or remove them with --clear; a later run "
+                  "decodes its images and trains its networks again.")
     ca.add_argument("--dir", help="the cache folder (default: $CASTSEARCH_CACHE, else ~/.cache/castsearch; "
                                   "a space file's data.cache_dir when it sets one)")
     ca.add_argument("--clear", action="store_true", help="remove every file castsearch wrote there")
