@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean-venv
+.PHONY: install demo test test-all lint bench clean-venv
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The tests marked slow too: the real-data test, the latency bench scripts end to end, a
+# two-node Ray cluster and two drivers on PostgreSQL (about 3 minutes more). CI runs them.
+test-all: install
+	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: install
 	$(BIN)/ruff check castmodels search tests bench

@@ -233,6 +233,7 @@ def test_one_paper_table_run_on_real_images(tmp_path):
     assert set(stored["per_class_recall"]) == {p.name for p in (DATASETS / "x-sdd").iterdir() if p.is_dir()}
 
 
+@pytest.mark.slow  # a latency bench script end to end (10-40 s): make test-all and CI run it
 def test_timing_noise_bench_prints_its_three_measurements():
     """bench/timing_noise.py at its smallest: it runs, and each part reports (the figures
     themselves are the machine's; BENCHMARKS.md holds a full run)."""
@@ -245,6 +246,7 @@ def test_timing_noise_bench_prints_its_three_measurements():
     assert re.search(r"\| one full timing \| [0-2] of 2 \|", out) and re.search(r"\| the screen's settle\(\) \| [0-2] of 2 \|", out)
 
 
+@pytest.mark.slow  # a latency bench script end to end (10-40 s): make test-all and CI run it
 def test_paced_latency_bench_reports_clock_and_paced_figures():
     """bench/paced_latency.py at its smallest: a few seconds of rounds of one network, each slot
     and each pair of slots apart reported as the clock read it and paced (the figures are the
@@ -264,6 +266,7 @@ def test_paced_latency_bench_reports_clock_and_paced_figures():
     assert bad.returncode != 0 and "'resnet-9000' is not a paper network" in bad.stderr
 
 
+@pytest.mark.slow  # a latency bench script end to end (10-40 s): make test-all and CI run it
 def test_latency_agreement_bench_compares_its_protocols():
     """bench/latency_agreement.py at its smallest (two networks): it runs its four passes and
     reports each protocol (the figures are the machine's; BENCHMARKS.md holds a full run)."""
@@ -277,6 +280,7 @@ def test_latency_agreement_bench_compares_its_protocols():
     assert re.search(r"\| custom-140k-3x3 \| (\d\.\d{3} / \d\.\d{3} \|\s*){4}", out)
 
 
+@pytest.mark.slow  # a latency bench script end to end (10-40 s): make test-all and CI run it
 def test_retime_trials_bench_times_stored_trials_against_a_reference(tmp_path):
     """bench/retime_trials.py rebuilds stored trials' networks and times them again: two
     presets trained for one epoch on generated images, one pass."""
@@ -307,6 +311,7 @@ def test_retime_trials_bench_times_stored_trials_against_a_reference(tmp_path):
     assert bad.returncode != 0 and "'r-0' is not STUDY:NUMBER" in bad.stderr
 
 
+@pytest.mark.slow  # a latency bench script end to end (10-40 s): make test-all and CI run it
 def test_retime_protocols_bench_re_times_a_copy_of_the_front_by_each_protocol(tmp_path):
     """bench/retime_protocols.py at its smallest: a two-network front re-timed once by each
     protocol, on a copy (the study itself keeps no re-timing)."""

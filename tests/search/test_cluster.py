@@ -7,11 +7,13 @@ from __future__ import annotations
 import subprocess
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from tests.search.infra_helpers import castsearch, make_image_folder, ray_cluster, write_space
 
 
+@pytest.mark.slow  # a two-node Ray cluster (40 s): make test-all and CI run it
 def test_castsearch_run_uses_both_nodes_of_a_ray_cluster(tmp_path):
     data = make_image_folder(tmp_path / "images")
     space = write_space(tmp_path, study="cluster", data=data, trials=4, epochs=2)

@@ -112,6 +112,7 @@ def _finished(trials, run_id: str) -> int:
     return runs.finished_by(trials, run_id)
 
 
+@pytest.mark.slow  # two drivers (30 s; test_runs has them on SQLite): make test-all and CI run it
 def test_two_drivers_search_one_study_in_postgres_at_once(pg, tmp_path):
     url = pg.create_database("castsearch")
     data = make_image_folder(tmp_path / "images")
