@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-WINDOW = (1280, 2000)
+WINDOW = (1280, 3000)  # tall enough for the front, the headline, the hypervolume and a recall plot
 MIN_INK = 0.02  # fraction of pixels that are not white (text, tables, plots)
 MIN_COLOUR = 0.002  # fraction whose channels differ by > 60: plot markers and bars (~5000 px)
 
