@@ -329,3 +329,18 @@ def wait_nodes(cluster: RayCluster, count: int, timeout_s: float) -> list[str]:
                           capture_output=True, text=True, cwd=cluster.root)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.split()
+
+
+class QuietSlot:
+    """A stand-in for search.latency.quiet.Workers.paused that records when it is entered."""
+
+    def __init__(self):
+        self.inside, self.entered = False, 0
+
+    @contextlib.contextmanager
+    def __call__(self):
+        self.inside, self.entered = True, self.entered + 1
+        try:
+            yield 0
+        finally:
+            self.inside = False

@@ -3,7 +3,6 @@ study, robust to CPU load; limits relative to a paper network."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import subprocess
@@ -42,6 +41,7 @@ from search.study import storage as studylib
 from search.study.record import Limits
 from search.training.recipe import TrainRecipe
 from search.trial.config import KEY
+from tests.search.infra_helpers import QuietSlot
 
 ARCHITECTURE = {
     "stages": {"low": 1, "high": 3},
@@ -125,7 +125,7 @@ def test_a_trained_network_is_timed_again_and_keeps_its_lowest_latency(tmp_path,
     monkeypatch.setattr("search.latency.measure.measure", _fake_measure)
     monkeypatch.setattr("search.latency.measure.export_for_timing", lambda model, shape: None)
     again = {"ms": 0.0}
-    slot = _Slot()
+    slot = QuietSlot()
 
     def fake_time_single(model, input_shape, threads=1, runtime="onnxruntime", onnx=None, spread=3, timing=None):
         assert slot.inside, "the re-check runs in a quiet slot"
@@ -199,7 +199,7 @@ def test_a_relative_limit_paces_each_timing_by_its_reference(tmp_path, monkeypat
     the quiet slot when the network is re-checked), so neither the verdict nor the objective
     moves with the stretch. The clock's timings stay on record beside their paces."""
     host = {"slow": 1.0}
-    slot = _Slot()
+    slot = QuietSlot()
     paced_in = []
 
     def slowed(model) -> float:
@@ -269,21 +269,6 @@ def test_a_timing_that_waited_for_the_cpu_falls_back_to_cpu_time():
     assert busy.cpu_median_ms > 0 and busy.robust_ms in (busy.median_ms, busy.cpu_median_ms)
 
 
-class _Slot:
-    """A stand-in for search.latency.quiet.Workers.paused that records when it is entered."""
-
-    def __init__(self):
-        self.inside, self.entered = False, 0
-
-    @contextlib.contextmanager
-    def __call__(self):
-        self.inside, self.entered = True, self.entered + 1
-        try:
-            yield 0
-        finally:
-            self.inside = False
-
-
 def _reading(ms: float, preempted: bool = False) -> Measurement:
     return Measurement(params=1, macs=1, latency_ms=ms, latency_iqr_ms=0.0, batch_latency_ms=ms * 50,
                        batch_latency_iqr_ms=0.0, batch_size=50, threads=1, preempted=preempted)
@@ -309,7 +294,7 @@ def test_settle_retakes_a_reading_that_would_rule_a_network_out(readings, limit,
     or the single-image timing alone (with it, as the screen does), always in the quiet slot."""
     first, later = readings[0], iter(readings[1:])
     measured, timed = [], []
-    slot = _Slot()
+    slot = QuietSlot()
 
     def once() -> Measurement:
         measured.append(slot.inside)

@@ -3,8 +3,6 @@ times through it reporting the search's statistic."""
 
 from __future__ import annotations
 
-import contextlib
-
 import onnx
 import pytest
 import torch
@@ -18,26 +16,12 @@ from search.latency.timer import BATCH_SIZE, Timer
 from search.study.record import Limits
 from search.training.recipe import TrainRecipe
 from search.trial.pipeline import run_model
+from tests.search.infra_helpers import QuietSlot
 
 
 def _net() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(8, 4))
-
-
-class _Slot:
-    """A stand-in for search.latency.quiet.Workers.paused that records when it is entered."""
-
-    def __init__(self):
-        self.inside, self.entered = False, 0
-
-    @contextlib.contextmanager
-    def __call__(self):
-        self.inside, self.entered = True, self.entered + 1
-        try:
-            yield 0
-        finally:
-            self.inside = False
 
 
 def test_a_timer_reads_the_quick_switch_once_when_it_is_built(monkeypatch):
@@ -75,7 +59,7 @@ def test_the_exported_models_timing_reports_the_searchs_statistic(tmp_path):
 
 
 def test_settle_retimes_in_the_timers_quiet_slot():
-    slot = _Slot()
+    slot = QuietSlot()
     timer = Timer("torch", quiet=slot)
     readings = iter([1.5, 1.2, 0.9])
 
@@ -99,7 +83,7 @@ def test_run_model_takes_its_measurement_from_the_timer():
 
 
 def test_the_fronts_networks_are_read_and_timed_in_one_quiet_slot():
-    slot = _Slot()
+    slot = QuietSlot()
     read_inside = []
 
     def front() -> dict[int, FrontNetwork]:
