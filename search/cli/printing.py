@@ -107,8 +107,9 @@ def print_run_summary(summary) -> None:
     floor = f" · {o.below_floor} trained below the accuracy floor" if o.below_floor else ""
     sampled = f" ({o.sampled_reused} reused)" if o.sampled_reused else ""
     presets = f" ({o.presets_reused} reused)" if o.presets_reused else ""
+    cut = f" · {o.cut} cut by the time budget" if o.cut else ""
     print(f"  sampled networks: {o.trained} trained{sampled}{floor} · {o.infeasible} infeasible · {o.invalid} "
-          f"invalid · {o.pruned} stopped early · {o.failed} failed; presets trained {o.presets_trained}{presets}")
+          f"invalid · {o.pruned} stopped early · {o.failed} failed{cut}; presets trained {o.presets_trained}{presets}")
     if o.reused:
         print(f"  reused: {'; '.join(f'{name} {reused_from(runs)}' for name, runs in o.reused.items())}")
     n = len(o.seeded)

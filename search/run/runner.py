@@ -37,6 +37,7 @@ from search.latency.retime import RETIME_GAP_S, RETIME_PASSES, retime_seconds
 from search.latency.screen import Screen, resolve_limits
 from search.latency.timer import Timer
 from search.run.runs import (
+    BUDGET_CUT,
     RunOutcome,
     RunRecord,
     begin,
@@ -58,7 +59,6 @@ from search.trial.reuse import Trainings
 log = logging.getLogger(__name__)
 
 STOP_S = 15.0  # a run's end after its search stops: Tune stops the trials in flight (killed after 5 s), Ray shuts down
-BUDGET_CUT = "stopped before it finished: the run's time budget ran out while it trained"  # (runs.RETRIED_FAILURES)
 INTERRUPTED = "stopped before it finished: the run was interrupted"
 
 

@@ -227,6 +227,7 @@ def _enqueue_nearest(study: optuna.Study, space: SearchSpace) -> int:
 
 
 RETRIED_FAILURES = ("driver died", "worker raised or died", "stopped before it finished")
+BUDGET_CUT = "stopped before it finished: the run's time budget ran out while it trained"  # the error of a cut trial
 
 
 def retry_preset(trials: list[FrozenTrial]) -> bool:
@@ -297,6 +298,7 @@ class RunOutcome:
     invalid: int = 0          # could not be built
     pruned: int = 0           # stopped early
     failed: int = 0
+    cut: int = 0              # still training when the run's time budget ran out (failed with BUDGET_CUT)
     presets_trained: int = 0  # completed presets that trained something here
     presets_reused: int = 0   # completed presets whose every training came from the store of trainings
     sampled_reused: int = 0   # sampled networks (in trained) whose every training came from the store
@@ -336,7 +338,10 @@ def run_outcome(study: optuna.Study, run_id: str) -> RunOutcome:
         elif t.state == TrialState.PRUNED:
             out.pruned += 1
         elif t.state == TrialState.FAIL:
-            out.failed += 1
+            if (r.error or "").startswith(BUDGET_CUT):
+                out.cut += 1
+            else:
+                out.failed += 1
     on_front = frontlib.pareto_front(study)
     searched = [t for t in on_front if TrialRecord.read(t).preset is None]
     out.front, out.front_searched = len(on_front), len(searched)

@@ -522,4 +522,6 @@ def test_a_timed_run_ends_within_its_budget_and_says_which_trials_it_cut(tiny, t
     for t in cut:
         assert t.user_attrs["error"].startswith(runner.BUDGET_CUT), t.user_attrs["error"]
         assert runs.retry_preset([t])  # a preset cut so is queued again by the next run
+    # the summary counts them apart from trials that failed
+    assert (summary.outcome.cut, summary.outcome.failed) == (len(cut), 0)
     assert Workers(tmp_path / "artifacts" / WORKERS_DIR).pids() == []
