@@ -46,6 +46,7 @@ from search.run.runs import (
     heartbeat,
     retime_study_front,
     run_outcome,
+    seed_fronts,
 )
 from search.run.scheduler import make_scheduler
 from search.run.searcher import Progress, StudySearcher
@@ -211,6 +212,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     workers.create()  # owner-only: a file there has this driver stop a process (search.latency.quiet)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
+    fronts = seed_fronts(space, opts.storage)  # seed_from: a missing study fails here, before the run begins
     study = studylib.open_study(opts.study_name, opts.storage, metric=space.metric)
     run = RunRecord(run_id=uuid.uuid4().hex[:8], trials=opts.trials, timeout_s=opts.timeout_s)
     dead = begin(study, opts.storage, run, space.sampler.seed)
@@ -222,7 +224,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
         log.info("run %d of this study: its sampler seed is %s (from the space's %s)", run.index + 1,
                  run.seed, space.sampler.seed)
     study.sampler = studylib.make_sampler(space.sampler.name, run.seed, space.sampler.population_size)
-    queued = enqueue_presets(study, space, opts.storage)
+    queued = enqueue_presets(study, space, opts.storage, fronts)
     if queued:
         log.info("enqueued %d paper presets as the first trials", queued)
 

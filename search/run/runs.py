@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.latency.quiet import HOST, start_time
 from search.latency.retime import RETIME_PASSES, FrontNetwork, retime_front
 from search.latency.timer import Timer
-from search.space import SearchSpace, nearest_trials, preset_trials
+from search.space import SearchSpace, nearest_trials, point_of, preset_trials
 from search.study import front as frontlib
 from search.study import storage as studylib
 from search.study.record import TrialRecord
@@ -174,17 +174,22 @@ def _recover(study: optuna.Study, now: float) -> RunRecord | None:
     return max(started, key=lambda r: r.started, default=None)
 
 
-def enqueue_presets(study: optuna.Study, space: SearchSpace, storage_url: str) -> int:
+def enqueue_presets(study: optuna.Study, space: SearchSpace, storage_url: str,
+                    fronts: dict[str, list[FrozenTrial]] | None = None) -> int:
     """Put the paper's presets first in the queue (points of the space or fixed-architecture
     trials, see :func:`search.space.preset_trials`); the number queued. With
-    ``seed_nearest`` the space's points nearest them follow (:func:`_enqueue_nearest`).
+    ``seed_nearest`` the space's points nearest them follow (:func:`_enqueue_nearest`), and
+    with ``seed_from`` the fronts of those earlier studies (``fronts``, read by
+    :func:`seed_fronts` when not given) after them (:func:`_enqueue_fronts`).
 
     Each preset is queued when no trial of the study carries its name, so a driver killed
     while queueing leaves the rest to the next run and nothing twice; and once more when its
     only trial failed because its driver or worker died or the time budget cut it (see
     :func:`retry_preset`), since the front promises the trained references. The check and the
     enqueue hold the study's lock, so drivers starting together queue each preset once."""
-    if not space.seed_presets and not space.seed_nearest:
+    if fronts is None:
+        fronts = seed_fronts(space, storage_url)  # a missing study fails before anything is queued
+    if not space.seed_presets and not space.seed_nearest and not fronts:
         return 0
     with studylib.exclusive(storage_url, study.study_name, "presets"):
         todo: dict = {}
@@ -204,6 +209,7 @@ def enqueue_presets(study: optuna.Study, space: SearchSpace, storage_url: str) -
                 fixed = p.arch.to_dict() if p.arch is not None else None
                 study.enqueue_trial(p.params, user_attrs=TrialRecord(preset=name, preset_arch=fixed).attrs())
         _enqueue_nearest(study, space)
+        _enqueue_fronts(study, space, fronts)
     return len(todo)
 
 
@@ -224,6 +230,54 @@ def _enqueue_nearest(study: optuna.Study, space: SearchSpace) -> int:
         log.info("queued this space's points nearest %d of the presets as the search's first trials: %s",
                  len(todo), ", ".join(todo))
     return len(todo)
+
+
+def seed_fronts(space: SearchSpace, storage_url: str) -> dict[str, list[FrozenTrial]]:
+    """The Pareto front (:func:`search.study.front.pareto_front`) of each study ``seed_from``
+    names, read from ``storage_url``; a study that is not there is a ValueError naming the key
+    and the study, raised before a run queues or trains anything."""
+    fronts = {}
+    for name in space.seed_from:
+        try:
+            earlier = studylib.load_existing_study(name, storage_url)
+        except ValueError as e:
+            raise ValueError(f"{space.path or '<dict>'}: seed_from: {e}") from None
+        fronts[name] = frontlib.pareto_front(earlier)
+    return fronts
+
+
+def _enqueue_fronts(study: optuna.Study, space: SearchSpace, fronts: dict[str, list[FrozenTrial]]) -> int:
+    """Queue each earlier study's front network as this space's point (:func:`search.space.point_of`:
+    itself, or the growing form's nearest point), after the presets and their nearest points,
+    as searched trials marked ``seeded_from: "<study>#<trial>"`` that train with the presets'
+    recipe (a warm start; :func:`search.study.front.searched` does not count them as the
+    search's own). Each is queued once per study (the caller holds the study's lock); one
+    that is not a point of this space, or whose point is already queued, is skipped with a
+    log line. The number queued."""
+    trials = study.get_trials(deepcopy=False)
+    done = {TrialRecord.read(t).seeded_from for t in trials}
+    taken = [t.system_attrs.get("fixed_params") or t.params for t in trials]
+    queued = 0
+    for name, front in fronts.items():
+        for t in front:
+            tag = f"{name}#{t.number}"
+            if tag in done:
+                continue
+            try:
+                params = point_of(space, TrialRecord.read(t).arch_spec())
+            except (ValueError, KeyError, TypeError) as e:
+                log.info("seed_from: %s is not a point of this space, skipped: %s", tag, e)
+                continue
+            if params in taken:
+                log.info("seed_from: %s is a point already queued, skipped", tag)
+                continue
+            study.enqueue_trial(params, user_attrs=TrialRecord(seeded_from=tag).attrs())
+            taken.append(params)
+            queued += 1
+    if queued:
+        log.info("queued %d networks of the fronts of %s as the search's first trials", queued,
+                 ", ".join(fronts))
+    return queued
 
 
 RETRIED_FAILURES = ("driver died", "worker raised or died", "stopped before it finished")

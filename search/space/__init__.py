@@ -48,13 +48,14 @@ The modules, one concern each:
 - :mod:`~search.space.walk`: :func:`suggest` and :func:`decode` (params to a Candidate);
 - :mod:`~search.space.encoding`: :func:`encode` and :func:`nearest` (a network to params);
 - :mod:`~search.space.presets`: the paper's networks in a study (:func:`preset_trials`,
-  :func:`nearest_trials`, :func:`preset_params`).
+  :func:`nearest_trials`, :func:`preset_params`), and any network as a point of the space
+  (:func:`point_of`: an earlier study's front in a warm start, ``seed_from``).
 """
 
 from search.space.checks import parse_duration
 from search.space.encoding import encode, nearest
 from search.space.load import load_space, space_from_dict
-from search.space.presets import PresetTrial, nearest_trials, preset_params, preset_trials
+from search.space.presets import PresetTrial, nearest_trials, point_of, preset_params, preset_trials
 from search.space.schema import (
     ArchitectureSpace,
     Budget,
@@ -89,6 +90,7 @@ __all__ = [
     "nearest",
     "nearest_trials",
     "parse_duration",
+    "point_of",
     "preset_params",
     "preset_trials",
     "space_from_dict",

@@ -1,7 +1,8 @@
 """The paper's six networks (castmodels' PRESETS) in a study of this space: each as a point
 of the space where it can express the preset, otherwise as a fixed-architecture trial
 (:func:`preset_trials`), and the growing form's point nearest each preset it cannot express
-(:func:`nearest_trials`), all trained with the space's named recipe."""
+(:func:`nearest_trials`), all trained with the space's named recipe; and any network as this
+space's point (:func:`point_of`), how an earlier study's front joins a warm start."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from castmodels import PRESETS, ArchSpec
 from search.space.encoding import encode, nearest
-from search.space.schema import SearchSpace
+from search.space.schema import GrowingArchitecture, SearchSpace
 from search.space.sections import _TRAINING, _base_switches
 from search.space.values import Fixed
 from search.space.walk import _recipe_params
@@ -74,6 +75,17 @@ def nearest_trials(space: SearchSpace) -> dict[str, dict]:
         if params not in out.values():
             out[name] = params
     return out
+
+
+def point_of(space: SearchSpace, arch: ArchSpec) -> dict:
+    """Params of ``arch`` as a point of this space, trained with the presets' recipe: the
+    network itself in the per-block form (:func:`encode`), the nearest point in the growing
+    form (:func:`nearest`), as the presets' points are. Raises ValueError saying why when the
+    space has no such point."""
+    recipe = _preset_recipe(space)
+    if isinstance(space.architecture, GrowingArchitecture):
+        return nearest(space, arch, **recipe)
+    return encode(space, arch, **recipe)
 
 
 def preset_params(space: SearchSpace) -> dict[str, dict]:

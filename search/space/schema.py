@@ -142,6 +142,9 @@ class SearchSpace:
     # queue, as the search's first trials, the point of the (growing-form) space nearest each
     # preset it cannot express (search.space.nearest_trials)
     seed_nearest: bool = False
+    # earlier studies in the same storage whose Pareto fronts are queued, as this space's
+    # nearest points, after the presets and their nearest points (warm start; empty: off)
+    seed_from: tuple[str, ...] = ()
 
     @property
     def objective_names(self) -> list[str]:

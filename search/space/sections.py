@@ -118,7 +118,7 @@ _ENHANCEMENTS: dict[str, tuple[Check, bool]] = {
     name: (_boolean, False) for name in ENHANCEMENTS
 } | {"label_smoothing": (_number(0, 1, high_open=True), True), "mixup": (_number(0), True)}
 _AUGMENTATIONS: dict[str, tuple[Check, bool]] = {name: (_boolean, False) for name in AUGMENTATIONS}
-_TOP_KEYS = ("study", "seed_presets", "seed_nearest", "objectives", "latency", "constraints", "sampler", "budget", "data",
+_TOP_KEYS = ("study", "seed_presets", "seed_nearest", "seed_from", "objectives", "latency", "constraints", "sampler", "budget", "data",
              "architecture", "training", "enhancements", "augmentations")
 
 
@@ -194,6 +194,27 @@ def _some_point_builds(r: _Reader, arch: ArchitectureSpace | GrowingArchitecture
                                f"stage(s) each with {strided}the 2x2 max-pool that pool: true requires, leaves "
                                f"no feature map at image_size {image_size}; allow pool: false, fewer stages or a "
                                f"larger image size")
+
+
+def _seed_from(r: _Reader, top: dict, study: str) -> tuple[str, ...]:
+    """Check ``seed_from``: a list of distinct study names other than this space's own study."""
+    raw = top.get("seed_from")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r.fail("seed_from", f"must be a list of study names (earlier studies in the same storage), {_got(raw)}")
+    names: list[str] = []
+    for i, name in enumerate(raw):
+        path = f"seed_from[{i}]"
+        name = r.check(name, path, _text)
+        if not valid_study_name(name):
+            r.fail(path, f"a study name must match [A-Za-z0-9_.-]+ and not be . or .., {_got(name)}")
+        if name == study:
+            r.fail(path, f"{name!r} is this space's own study; name earlier studies to start from")
+        if name in names:
+            r.fail(path, f"study names must be distinct, got {name!r} twice")
+        names.append(name)
+    return tuple(names)
 
 
 def _sampler(r: _Reader, top: dict) -> SamplerConfig:
@@ -329,6 +350,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         relative_latency=relative_latency,
         accuracy_floor=accuracy_floor,
         seed_nearest=seed_nearest,
+        seed_from=_seed_from(r, top, study),
     )
 
 

@@ -108,9 +108,10 @@ def presets(trials: Iterable[FrozenTrial]) -> dict[str, FrozenTrial]:
 
 def searched(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """The trials within the limits that the sampler drew: neither a preset nor a point
-    ``seed_nearest`` queued from a preset's design."""
+    ``seed_nearest`` queued from a preset's design, nor one ``seed_from`` queued from an
+    earlier study's front."""
     return [t for t in trials if within_limits(t) and (r := TrialRecord.read(t)).preset is None
-            and r.near_preset is None and r.baseline is None and r.invalid is None]
+            and r.near_preset is None and r.seeded_from is None and r.baseline is None and r.invalid is None]
 
 
 def least_accurate_preset(trials: list[FrozenTrial]) -> FrozenTrial | None:

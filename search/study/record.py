@@ -103,6 +103,7 @@ class TrialRecord:
     preset: str | None = None
     preset_arch: dict | None = None  # a preset the space cannot express: trained as this fixed network
     near_preset: str | None = None  # a searched trial queued first as the space's point nearest this preset
+    seeded_from: str | None = None  # "<study>#<trial>": queued first from that earlier study's front (seed_from)
     baseline: str | None = None
     pretrained: bool | None = None
     pretrained_from: str | None = None

@@ -132,6 +132,16 @@ def test_searched_trials_are_neither_presets_nor_seeded_nor_out_of_limits(contes
         "custom-140k-3x3": n["small"], "custom-590k-dw": n["large"]}
 
 
+def test_a_point_queued_from_an_earlier_studys_front_is_not_the_searchs_own(contested):
+    """seed_from: a warm-start point that dominates a preset wins nothing for the search."""
+    study, n = contested
+    warm = _add(study, [0.99, 0.5, 50_000], seeded_from="paper-v1#7")  # dominates both presets
+    trials = study.get_trials(deepcopy=False)
+    assert warm not in {t.number for t in front.searched(trials)}
+    assert {t.number for t in front.searched(trials)} == {n["drawn"], n["short"], n["floor"]}
+    assert {p: w.trial for p, w in front.headline(study).dominated_single.items()} == {"custom-140k-3x3": n["drawn"]}
+
+
 def test_headline_on_single_figures_counts_only_searched_trials(contested):
     study, n = contested
     h = front.headline(study)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
-from castmodels import PRESETS
+from castmodels import PRESETS, ArchSpec
 from search.cli import main
 from search.latency.measure import SPREAD
 from search.latency.quiet import Workers, is_stopped, start_time
@@ -27,9 +27,9 @@ from search.latency.screen import Screen
 from search.latency.timer import Timer
 from search.run import runner, runs
 from search.run.searcher import StudySearcher
-from search.space import load_space
+from search.space import load_space, point_of
 from search.study import storage as studylib
-from search.study.record import TrialRecord
+from search.study.record import CONSTRAINT_NAMES, TrialRecord
 from tests.search.infra_helpers import castsearch, env, started, write_space
 
 REPO = Path(__file__).resolve().parents[2]
@@ -465,3 +465,46 @@ def test_two_drivers_search_one_sqlite_study_at_once(tmp_path):
     assert len(trials) == 4 and {TrialRecord.read(t).preset for t in trials} == {None}  # 2 sampled per driver
     assert sorted(runs.finished_by(trials, r.run_id) for r in records) == [2, 2]
     assert len({r.seed for r in records}) == 2  # each drew with its own seed
+
+
+def _trained(study, code: str, values: list[float]) -> None:
+    """A COMPLETE trial within the limits that trained the network ``code``."""
+    study.add_trial(create_trial(state=TrialState.COMPLETE, values=values,
+                                 user_attrs={"arch": ArchSpec.from_code(code).to_dict()},
+                                 constraints={name: 0.0 for name in CONSTRAINT_NAMES}))
+
+
+def test_an_earlier_studys_front_follows_the_presets_and_their_nearest_points_once(tmp_path):
+    """seed_from: each front network of the earlier study joins as this space's nearest point,
+    after the presets and their nearest points, marked with its study and trial; a network
+    with no point here, a point already queued and a network off the front are not queued."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    old = studylib.open_study("old", url)
+    wide = "C16 C16 P C32 C32 P C64 C64 P C128 C128 P C256 A"
+    _trained(old, wide, [0.95, 3.0, 500_000])  # on the front: queued
+    _trained(old, PRESETS["custom-140k-3x3"].code(), [0.90, 2.0, 140_000])  # its point seed_nearest queued
+    _trained(old, "C16 A", [0.80, 1.0, 10_000])  # one stage: not a point of this space
+    _trained(old, "C16 P D32 P D64 P D128 A", [0.50, 5.0, 900_000])  # dominated: off the front
+    space = load_space(REPO / "spaces" / "paper.yaml", overrides={("seed_from",): ["old"]})
+    assert space.seed_from == ("old",)
+    study = studylib.open_study("s", url)
+    assert runs.enqueue_presets(study, space, url) == len(PRESETS)
+    records = [TrialRecord.read(t) for t in study.trials]
+    assert [r.preset for r in records[:len(PRESETS)]] == list(PRESETS)
+    assert all(r.near_preset for r in records[len(PRESETS):-1])
+    assert [r.seeded_from for r in records] == [None] * (len(records) - 1) + ["old#0"]
+    assert records[-1].preset is None and records[-1].near_preset is None
+    assert study.trials[-1].system_attrs["fixed_params"] == point_of(space, ArchSpec.from_code(wide))
+    assert point_of(space, PRESETS["custom-140k-3x3"]) in runs.nearest_trials(space).values()
+    # a later run queues nothing twice
+    assert runs.enqueue_presets(study, space, url) == 0 and len(study.trials) == len(records)
+
+
+def test_a_seed_from_study_that_is_not_in_the_storage_is_refused_before_anything_is_queued(tmp_path):
+    study, url = _study(tmp_path)
+    space = load_space(REPO / "spaces" / "paper.yaml", overrides={("seed_from",): ["nope"]})
+    with pytest.raises(ValueError, match=r"paper.yaml: seed_from: no study 'nope' in .*\(studies there: s\)"):
+        runs.enqueue_presets(study, space, url)
+    assert study.trials == []
+    with pytest.raises(ValueError, match="seed_from: no study 'nope'"):
+        runs.seed_fronts(space, url)

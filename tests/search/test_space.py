@@ -26,6 +26,7 @@ from search.space import (
     nearest,
     nearest_trials,
     parse_duration,
+    point_of,
     preset_params,
     preset_trials,
     space_from_dict,
@@ -889,3 +890,27 @@ def test_latency_retime_front_is_read_and_checked(tmp_path):
     file.write_text(PAPER.read_text().replace("  retime_front: true ", "  retime_front: sometimes "))
     with pytest.raises(SpaceError, match=r"latency.retime_front: .*true or false"):
         load_space(file)
+
+
+def test_seed_from_is_a_list_of_distinct_earlier_study_names():
+    assert load_space(PAPER).seed_from == () and space_from_dict(PAPER_DICT).seed_from == ()
+    doc = copy.deepcopy(PAPER_DICT) | {"seed_from": ["paper-v1", "paper_v2"]}
+    assert space_from_dict(doc).seed_from == ("paper-v1", "paper_v2")
+    for value, message in [("paper-v1", r"seed_from: must be a list of study names"),
+                           (["ok", "../x"], r"seed_from\[1\]: a study name must match"),
+                           ([3], r"seed_from\[0\]: must be a non-empty string"),
+                           (["a", "a"], r"seed_from\[1\]: study names must be distinct, got 'a' twice"),
+                           ([PAPER_DICT["study"]], r"seed_from\[0\]: .* is this space's own study")]:
+        with pytest.raises(SpaceError, match=message):
+            space_from_dict(copy.deepcopy(PAPER_DICT) | {"seed_from": value})
+
+
+def test_a_network_becomes_this_spaces_point_itself_or_the_nearest():
+    """point_of: the per-block form encodes the network itself, the growing form its nearest point."""
+    per_block = space_from_dict(PAPER_DICT)
+    arch = PRESETS["custom-140k-3x3"]
+    assert decode(per_block, point_of(per_block, arch)).arch.code() == arch.code()
+    growing = load_space(PAPER)
+    assert all(point_of(growing, PRESETS[name]) == params for name, params in nearest_trials(growing).items())
+    with pytest.raises(ValueError, match="fewer than the space's"):
+        point_of(growing, ArchSpec.from_code("C16 A"))
