@@ -55,7 +55,7 @@ from search.space import SearchSpace
 from search.study import storage as studylib
 from search.study.front import pareto_front
 from search.study.record import TrialRecord
-from search.trial.reuse import Trainings
+from search.trial.reuse import Trainings, content_digest
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,8 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     deadline = Deadline(study, end, reserve, searcher) if end is not None else None
     # full trainings done before, in any study on this data, are reused (search.trial.reuse)
     trainings = Trainings.in_cache(space.data.cache_dir, opts.study_name)
+    for data in datasets.values():
+        content_digest(data)  # once, here: the workers' copies of the datasets carry it
 
     started_ray = not ray.is_initialized()
     logging.getLogger("ray").setLevel(logging.ERROR)  # before init: its token-auth banner is not for users

@@ -30,7 +30,6 @@ import json
 import logging
 import re
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,23 +63,20 @@ def training_key(spec: dict, recipe: dict, data: dict) -> str:
                                      "seed": recipe["seed"], "epochs": recipe["epochs"]}).encode()).hexdigest()
 
 
-_digests: dict[int, tuple[weakref.ref, str]] = {}
-
-
 def content_digest(data) -> str:
-    """sha256 over the decoded images and labels of each split of a Dataset (worked out once
-    per dataset object)."""
-    known = _digests.get(id(data))
-    if known is not None and known[0]() is data:
-        return known[1]
+    """sha256 over the decoded images and labels of each split of a Dataset, worked out once
+    and kept on the object: the copies Ray hands its workers carry it, so no worker hashes the
+    images again (the driver works it out before dispatch, :func:`search.run.runner.run_search`)."""
+    known = getattr(data, "_content_digest", None)
+    if known is not None:
+        return known
     h = hashlib.sha256()
     for split in SPLITS:
         for part in ("x", "y"):
             tensor = getattr(data, f"{split}_{part}").contiguous()
             h.update(f"{split}_{part}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
             h.update(tensor.numpy())
-    digest, ident = h.hexdigest(), id(data)
-    _digests[ident] = (weakref.ref(data, lambda _: _digests.pop(ident, None)), digest)
+    data._content_digest = digest = h.hexdigest()
     return digest
 
 

@@ -84,6 +84,19 @@ def test_the_key_changes_with_each_part_that_decides_a_training_and_with_nothing
     assert training_key(spec, recipe, data_identity(other)) != key
 
 
+def test_the_data_digest_is_worked_out_once_and_travels_with_the_dataset(data, monkeypatch):
+    """The driver hashes the images once; the copy a Ray worker unpickles carries the digest,
+    so no worker hashes them again."""
+    import pickle
+
+    from search.trial import reuse
+
+    digest = reuse.content_digest(data)
+    copy = pickle.loads(pickle.dumps(data))
+    monkeypatch.setattr(reuse.hashlib, "sha256", lambda *a: pytest.fail("the images were hashed again"))
+    assert reuse.content_digest(copy) == reuse.content_digest(data) == digest
+
+
 def test_a_second_training_of_the_same_inputs_is_taken_from_the_store(data, one_thread, trainings_run, tmp_path):
     store = tmp_path / FOLDER
     first = run_candidate(ARCH, _recipe(), data, out_dir=tmp_path / "a", seeds=2,
