@@ -67,6 +67,7 @@ from search.training.recipe import (
     AUGMENTATIONS,
     CLASS_BALANCES,
     ENHANCEMENTS,
+    PRECISIONS,
     RECIPES,
     SCHEDULES,
     TrainRecipe,
@@ -112,6 +113,7 @@ _TRAINING: dict[str, tuple[Check, bool]] = {
     "schedule": (_one_of(SCHEDULES), False),
     "warmup": (_number(0, 1, high_open=True), True),
     "class_balance": (_one_of(CLASS_BALANCES), False),
+    "precision": (_one_of(PRECISIONS), False),
     "image_size": (_integer(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), False),  # a list: the runner loads the data at each size
 }
 _ENHANCEMENTS: dict[str, tuple[Check, bool]] = {

@@ -203,6 +203,7 @@ class TrainResult:
     stopped_early: bool  # True when on_epoch asked to stop
     train_seconds: float  # wall time of the whole train() call
     images_per_second: float  # training images / training time (excluding per-epoch validation)
+    precision: str = "fp32"  # what the recipe's precision resolved to on the device: fp32 | bf16
 
 
 # ---------------------------------------------------------------------------
@@ -221,6 +222,50 @@ _COMPOSER_DEVICES = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu"}
 # "Training throughput in channels-last layout at 32x32"). train() hands the network back in the
 # default layout, so evaluation, export, latency and the saved weights see no difference.
 CPU_MEMORY_FORMAT = torch.channels_last
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 bf16 or AMX tiles); without, oneDNN emulates it slowly."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def training_precision(precision: str, device: str) -> str:
+    """The arithmetic a recipe's ``precision`` trains in on ``device`` ("cpu" or "cuda"/"gpu"):
+    ``auto`` is bf16 where the device computes it natively, else fp32; fp32 and bf16 are themselves."""
+    if precision != "auto":
+        return precision
+    if device == "cpu":
+        return "bf16" if _cpu_has_bf16() else "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+
+
+class _Autocast(nn.Module):
+    """The network's forward pass under bf16 autocast, its logits handed back in float32 (so the
+    loss, label smoothing and MixUp work in float32). Backward follows the same casts."""
+
+    def __init__(self, module: nn.Module, device_type: str) -> None:
+        super().__init__()
+        self.module = module
+        self.device_type = device_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.module(x).float()
+
+
+class _Float32Conv2d(nn.Conv2d):
+    """A dilated depthwise convolution that stays in float32 under autocast: oneDNN has no fast
+    bf16 kernel for it, and in bf16 it made whole networks train 20-35% slower than in fp32
+    (bench/train_throughput.py). Dense dilated convolutions are fast in bf16 and are left alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def _slow_in_bf16(module: nn.Module) -> bool:
+    return type(module) is nn.Conv2d and module.groups > 1 and max(module.dilation) > 1
 
 
 def prepare_model(model: nn.Module, recipe: TrainRecipe) -> nn.Module:
@@ -382,6 +427,11 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
 
     memory_format = CPU_MEMORY_FORMAT if device == "cpu" else torch.contiguous_format
     model = prepare_model(model, recipe).to(memory_format=memory_format)
+    precision = training_precision(recipe.precision, device)
+    kept_fp32 = [m for m in model.modules() if _slow_in_bf16(m)] if precision == "bf16" and device == "cpu" else []
+    for conv in kept_fp32:
+        conv.__class__ = _Float32Conv2d
+    net = _Autocast(model, "cpu" if device == "cpu" else "cuda") if precision == "bf16" else model
     algorithms = {name: ALGORITHMS[name](recipe) for name in recipe.enhancements if name in ALGORITHMS}
     train_batches = _batches(data.train_x, data.train_y, recipe.batch_size,
                              torch.Generator().manual_seed(recipe.seed), recipe.augmentations,
@@ -394,7 +444,7 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
     loss_fn = F.cross_entropy
     if recipe.class_balance == "weighted_loss":
         loss_fn = _weighted_cross_entropy(class_weights(data.train_y, len(data.class_names)))
-    composer_model = ComposerClassifier(model, train_metrics=MetricCollection([]),
+    composer_model = ComposerClassifier(net, train_metrics=MetricCollection([]),
                                         val_metrics=MetricCollection([]), loss_fn=loss_fn)
     total_batches = recipe.epochs * len(train_batches)
     trainer = Trainer(
@@ -422,13 +472,15 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
             trainer.fit()
     finally:
         trainer.close()
+        for conv in kept_fp32:
+            conv.__class__ = nn.Conv2d
     fit_seconds = time.perf_counter() - fit_start
     images = int(trainer.state.timestamp.sample)
 
     model = model.cpu().eval().to(memory_format=torch.contiguous_format)
     train_seconds = time.perf_counter() - start
-    log.info("trained %d epoch%s in %.1f s (%d images, fit %.1f s)", len(epoch_end.val_scores),
-             "" if len(epoch_end.val_scores) == 1 else "s", train_seconds, images, fit_seconds)
+    log.info("trained %d epoch%s in %.1f s (%d images in %s, fit %.1f s)", len(epoch_end.val_scores),
+             "" if len(epoch_end.val_scores) == 1 else "s", train_seconds, images, precision, fit_seconds)
     return TrainResult(
         model=model,
         val_scores=epoch_end.val_scores,
@@ -436,6 +488,7 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
         stopped_early=epoch_end.stopped_early,
         train_seconds=train_seconds,
         images_per_second=images / max(fit_seconds - epoch_end.eval_seconds, 1e-9),
+        precision=precision,
     )
 
 

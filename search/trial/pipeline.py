@@ -163,7 +163,7 @@ def seed_training(build: Callable[[TrainRecipe], torch.nn.Module], recipe: Train
     ``recipe`` at ``seed`` (weights, batch order, augmentation); with ``trainings``, take it
     from the store when it is there, and store it when it was trained here."""
     recipe = replace(recipe, seed=seed)
-    key = trainings.key(spec, recipe, data) if trainings is not None and spec is not None else None
+    key = trainings.key(spec, recipe, data, device) if trainings is not None and spec is not None else None
     if key is not None and (found := stored_figures(trainings, key)) is not None:
         return SeedTraining(*found[1:], reused=found[0])
     torch.manual_seed(seed)

@@ -136,9 +136,14 @@ class Trainings:
         root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         return cls(root / FOLDER, study)
 
-    def key(self, spec: dict, recipe, data) -> str:
-        """:func:`training_key` of ``spec`` trained with the TrainRecipe ``recipe`` on the Dataset ``data``."""
-        return training_key(spec, recipe.to_dict(), data_identity(data))
+    def key(self, spec: dict, recipe, data, device: str | None = None) -> str:
+        """:func:`training_key` of ``spec`` trained with the TrainRecipe ``recipe`` on the Dataset
+        ``data`` on ``device`` (None: the GPU when there is one). The recipe's precision enters as
+        what it resolves to there: an fp32 training is not taken for a bf16 one."""
+        from search.training.train import default_device, training_precision
+
+        resolved = {**recipe.to_dict(), "precision": training_precision(recipe.precision, device or default_device())}
+        return training_key(spec, resolved, data_identity(data))
 
     def entry(self, key: str) -> Path:
         return self.folder / f"{key}.json"
