@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import statistics
 import sys
 import time
@@ -20,7 +21,7 @@ def header(title: str) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
     script = Path(sys.argv[0]).resolve()
     script = script.relative_to(REPO) if script.is_relative_to(REPO) else script
-    command = " ".join(["python", str(script), *sys.argv[1:]])
+    command = shlex.join(["python", str(script), *sys.argv[1:]])  # quoted as a shell takes it back
     return (
         f"## {title}\n\n"
         f"Command: `{command}`  \n"

@@ -2,11 +2,13 @@
 
     python bench/space_feasibility.py [--points 60] [--seed 0] [--classes 6]
 
-Draws ``--points`` random points (Optuna's RandomSampler) at 32x32 from two forms of the
+Draws ``--points`` random points (Optuna's RandomSampler) at 32x32 from forms of the
 architecture section of spaces/paper.yaml, everything else as in the file: the growing
 form the file uses (stage widths that never shrink, a downsampling plan valid by
-construction) and the per-block form it used before (each block its own width, log-uniform
-16-512). Each point is screened as a search's driver screens it (search.latency.screen): invalid
+construction) at its ``max_channels`` and at the others of 256, 384 and 512, and the per-block
+form it used before (each block its own width, log-uniform 16-512). For each growing form, the
+point nearest custom-590k-dw (598K parameters, up to 415 channels; what ``seed_nearest`` queues):
+can the space reach the most accurate preset within the limits? Each point is screened as a search's driver screens it (search.latency.screen): invalid
 (cannot be built), over max_params (exact), or timed in ONNX Runtime on one thread against
 the file's latency limit (relative to custom-590k-dw, resolved on this machine).
 """
@@ -68,7 +70,22 @@ def screen_form(name: str, doc: dict, points: int, seed: int, classes: int) -> l
     return [name, share["invalid"], share["params"], share["latency"], share["feasible"],
             f"{limits.max_latency_ms:.2f}",
             f"{statistics.median(latencies):.2f}" if latencies else "-",
-            f"{statistics.median(params) / 1000:.0f}K" if params else "-"]
+            f"{statistics.median(params) / 1000:.0f}K" if params else "-", reach(space, screen, limits)]
+
+
+def reach(space, screen, limits, preset: str = "custom-590k-dw") -> str:
+    """The growing form's point nearest ``preset`` (what seed_nearest queues): its parameters and
+    latency against the limit. The per-block form expresses the presets themselves."""
+    from search.space import decode, nearest_trials
+
+    if preset not in nearest_trials(space):
+        return "the preset itself"
+    cand = decode(space, nearest_trials(space)[preset])
+    verdict = screen.check(cand.arch, cand.recipe, limits)
+    if verdict.measurement is None:
+        return f"{verdict.params / 1000:.0f}K params: over max_params"
+    return (f"{verdict.params / 1000:.0f}K params, {verdict.measurement.latency_ms / limits.max_latency_ms:.2f}x "
+            f"the limit ({'feasible' if verdict.feasible else 'over it'})")
 
 
 def forms() -> dict[str, dict]:
@@ -78,7 +95,9 @@ def forms() -> dict[str, dict]:
 
     paper = yaml.safe_load((REPO / "spaces" / "paper.yaml").read_text())
     paper["training"]["image_size"] = [32]
-    return {"growing (paper.yaml)": paper,
+    widths = {f"growing, max_channels {c}": {**paper, "architecture": {**paper["architecture"], "max_channels": c}}
+              for c in (256, 384, 512) if c != paper["architecture"]["max_channels"]}
+    return {f"growing (paper.yaml, max_channels {paper['architecture']['max_channels']})": paper, **widths,
             "per-block (before)": {**paper, "architecture": PER_BLOCK, "seed_nearest": False}}
 
 
@@ -97,7 +116,7 @@ def main() -> None:
           f"max_latency_ms = custom-590k-dw's ONNX Runtime latency (1 thread) on this machine. "
           f"Latency and params columns: medians over the feasible points.\n")
     print(table(["architecture form", "invalid", "over max_params", "over max_latency_ms", "feasible",
-                 "limit ms", "latency ms", "params"], rows))
+                 "limit ms", "latency ms", "params", "nearest point to custom-590k-dw"], rows))
 
 
 if __name__ == "__main__":

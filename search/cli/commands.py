@@ -175,6 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {
         ("data", "source"): args.data, ("study",): args.study, ("budget", "trials"): args.trials,
         ("budget", "timeout"): args.timeout, ("training", "epochs"): args.epochs, ("sampler", "seed"): args.seed,
+        ("resources", "cpus_per_trial"): args.cpus_per_trial, ("resources", "gpus_per_trial"): args.gpus_per_trial,
     }
     space = load_space(args.space, overrides={k: v for k, v in overrides.items() if v is not None})
     quiet_optuna()
@@ -184,6 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     storage = storage_option(args) or default_storage(space.study)
     opts = RunOptions(study_name=space.study, storage=storage, trials=space.budget.trials,
                       timeout_s=space.budget.timeout_s, workers=workers, address=args.address,
+                      cpus_per_trial=space.cpus_per_trial, gpus_per_trial=space.gpus_per_trial,
                       artifacts=Path(args.artifacts) if args.artifacts else None,
                       quiet_retime=space.retime_front)
     check_options(opts)  # before any data is read, study written or Ray started

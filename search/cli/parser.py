@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", help="time budget, e.g. 90s, 30m, 2h (overrides budget.timeout)")
     r.add_argument("--epochs", type=int, help="maximum epochs per trial (overrides training.epochs)")
     r.add_argument("--workers", type=int, help="trials at once, one CPU each (default: one per CPU)")
+    r.add_argument("--cpus-per-trial", type=float, metavar="N",
+                   help="CPUs Ray gives each trial (overrides resources.cpus_per_trial; default 1)")
+    r.add_argument("--gpus-per-trial", type=float, metavar="F",
+                   help="GPUs Ray gives each trial, a fraction to share one: 0.25 runs four trials per GPU "
+                        "(overrides resources.gpus_per_trial; default 0, train on the CPUs)")
     r.add_argument("--address", help="join an existing Ray cluster at this address instead of starting one")
     r.add_argument("--seed", type=int, help="sampler seed (overrides sampler.seed)")
     r.add_argument("--artifacts", help="where trial weights go (default: beside a SQLite study database, "

@@ -61,6 +61,9 @@ def print_progress(p) -> None:
 def format_plan(plan) -> str:
     """What a run will do with its budget (:class:`search.run.runner.RunPlan`), in one line."""
     workers = f"{plan.workers} worker{'' if plan.workers == 1 else 's'}"
+    if plan.gpus_per_trial:
+        workers += f", {plan.gpus_per_trial:g} GPU per trial (up to {1 / plan.gpus_per_trial:g} per GPU)" \
+            if plan.gpus_per_trial < 1 else f", {plan.gpus_per_trial:g} GPU(s) per trial"
     if plan.timeout_s is None:
         budget = f"{plan.trials} trials on {workers}"
     else:

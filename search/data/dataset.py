@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -43,3 +43,15 @@ class Dataset:
         that wrote them), and the classes with too few val or test images to measure
         (:mod:`search.data.notices`)."""
         return notices(self.identity, self.cache_written)
+
+    def to(self, device: str) -> Dataset:
+        """A copy whose tensors live on ``device`` (a trial on a GPU moves its data there once,
+        and every batch and evaluation indexes it in place); this dataset itself, on "cpu"."""
+        if device == "cpu":
+            return self
+        moved = {name: getattr(self, name).to(device) for name in
+                 ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        copy = replace(self, **moved)
+        if hasattr(self, "_content_digest"):  # the identity of the images, not of where they are
+            copy._content_digest = self._content_digest
+        return copy

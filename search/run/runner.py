@@ -36,6 +36,7 @@ from search.latency.quiet import Workers
 from search.latency.retime import RETIME_GAP_S, RETIME_PASSES, retime_seconds
 from search.latency.screen import Screen, resolve_limits
 from search.latency.timer import Timer
+from search.run.resources import check_resources, cluster_gpus, local_gpus, trial_resources
 from search.run.runs import (
     BUDGET_CUT,
     RunOutcome,
@@ -71,6 +72,7 @@ class RunOptions:
     timeout_s: float | None
     workers: int = 1
     cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0  # a fraction shares a GPU between trials (search.run.resources)
     address: str | None = None
     artifacts: Path | None = None
     quiet_retime: bool = True
@@ -90,6 +92,7 @@ class RunPlan:
     front: int         # networks the re-timing estimate counts: the front now, or the presets if more, at least 1
     retime_s: float    # the front's re-timing at the end, estimated (0: not re-timed)
     search_s: float | None  # of the time budget, what is left to the search after the run's end is reserved
+    gpus_per_trial: float = 0.0
     passes: int = RETIME_PASSES
     gap_s: float = RETIME_GAP_S  # between a network's timings in two passes (0 under the quick protocol)
     resumed_from: str | None = None
@@ -162,8 +165,9 @@ def check_options(opts: RunOptions) -> None:
         raise ValueError(f"--trials must be at least 1, not {opts.trials}")
     if opts.timeout_s is not None and not opts.timeout_s > 0:
         raise ValueError(f"the time budget must be positive, not {opts.timeout_s} s")
-    if not opts.cpus_per_trial > 0:
-        raise ValueError(f"CPUs per trial must be positive, not {opts.cpus_per_trial}")
+    check_resources(opts.cpus_per_trial, opts.gpus_per_trial)
+    if opts.gpus_per_trial > 0 and opts.address is None and not ray.is_initialized():
+        local_gpus(opts.gpus_per_trial)  # a run of its own on a machine without a GPU: refused here
 
 
 def loaded_channels(space: SearchSpace, datasets: dict) -> SearchSpace:
@@ -191,6 +195,7 @@ def run_plan(study, space: SearchSpace, opts: RunOptions, trials: int | None, ti
     front = max(len(pareto_front(study)), presets, 1)
     retime = retime_seconds(front, timer.timing) if opts.quiet_retime else 0.0
     return RunPlan(timeout_s=timeout_s, trials=trials, workers=opts.workers, cpus_per_trial=opts.cpus_per_trial,
+                   gpus_per_trial=opts.gpus_per_trial,
                    sampler=space.sampler.name, presets=presets, preset_seeds=space.seeds,
                    nearest=sum(r.near_preset is not None for r in waiting), front=front,
                    retime_s=retime, search_s=None if timeout_s is None else timeout_s - retime - STOP_S,
@@ -243,7 +248,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
     limits = {size: resolve_limits(space.constraints, space.relative_latency, screen, size, space.data.channels)
               for size in space.image_sizes}
     end = t0 + timeout_s if timeout_s else None
-    searcher = StudySearcher(study, space, run, artifacts, end, on_progress, screen, limits)
+    searcher = StudySearcher(study, space, run, artifacts, end, on_progress, screen, limits, opts.gpus_per_trial)
     deadline = Deadline(study, end, reserve, searcher) if end is not None else None
     # full trainings done before, in any study on this data, are reused (search.trial.reuse)
     trainings = Trainings.in_cache(space.data.cache_dir, opts.study_name)
@@ -257,8 +262,10 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
             ray.init(address=opts.address, log_to_driver=False, configure_logging=False)
         else:
             # "local": a Ray of its own, even when `ray start` left a cluster address on this machine
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(address="local", num_cpus=os.cpu_count(), num_gpus=local_gpus(opts.gpus_per_trial),
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if opts.address or not started_ray:
+        cluster_gpus(opts.gpus_per_trial)  # none yet: trials wait for a GPU node, and the log says so
 
     stop = threading.Event()
     beat = threading.Thread(target=heartbeat, args=(study, run, stop), daemon=True)
@@ -268,7 +275,7 @@ def run_search(space: SearchSpace, datasets: dict, opts: RunOptions,
         if trials is None or trials > 0:
             tuner = tune.Tuner(
                 tune.with_resources(tune.with_parameters(train_trial, datasets=datasets, trainings=trainings),
-                                    {"cpu": opts.cpus_per_trial}),
+                                    trial_resources(opts.cpus_per_trial, opts.gpus_per_trial)),
                 tune_config=tune.TuneConfig(
                     search_alg=searcher, scheduler=make_scheduler(space.max_epochs, space.budget.early_stopping),
                     num_samples=-1, max_concurrent_trials=opts.workers, reuse_actors=True,

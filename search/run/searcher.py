@@ -62,8 +62,9 @@ class StudySearcher(Searcher):
 
     def __init__(self, study: optuna.Study, space: SearchSpace, run: RunRecord, artifacts: Path,
                  deadline: float | None, on_progress: Callable[[Progress], None] | None, screen: Screen,
-                 limits: dict[int, Limits]):
+                 limits: dict[int, Limits], gpus_per_trial: float = 0.0):
         super().__init__(metric=VAL_SCORE, mode="max")
+        self.gpus_per_trial = gpus_per_trial  # what each trial is given of a GPU (search.run.resources)
         self.study, self.space, self.run, self.artifacts = study, space, run, artifacts
         self.deadline = deadline
         self.on_progress = on_progress
@@ -151,6 +152,7 @@ class StudySearcher(Searcher):
             min_accuracy=self.limits[cand.recipe.image_size].min_accuracy,
             # early_stopping: preview: epochs of the compressed schedule the trial is judged by first
             preview=preview_epochs(space.budget.early_stopping, space.max_epochs, cand.recipe.epochs),
+            gpus=self.gpus_per_trial,
         )
 
     def _floor_ready(self) -> bool:

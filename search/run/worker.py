@@ -14,7 +14,8 @@ for a trial never stopped early.
 
 Two test hooks are read from the workers' environment, by :func:`_test_hooks` alone:
 ``CASTSEARCH_TRIAL_PIDFILE_DIR=<dir>`` makes each trial write ``<dir>/trial-<number>.pid``
-with its worker's pid first thing, so a test can kill that worker mid-trial (and, while
+with its worker's pid first thing (and ``trial-<number>.gpu`` with the ``CUDA_VISIBLE_DEVICES``
+Ray set for it), so a test can kill that worker mid-trial (and, while
 ``<dir>/trial-<number>.hold`` exists, wait there, so the trial is surely still running when the
 test acts), and ``CASTSEARCH_INJECT_FAULT=<n>[,<n>...]`` makes those trials raise. They stay in the
 environment because the tests that need them drive the real ``castsearch run`` in a
@@ -35,6 +36,7 @@ import ray
 from ray import tune
 
 from search.latency.quiet import Workers
+from search.run.resources import device_name, trial_device
 from search.study.front import dominates, objective_point
 from search.trial.config import KEY, TrialConfig
 from search.trial.reuse import Trainings
@@ -54,6 +56,7 @@ def _test_hooks(number: int) -> None:
     """The environment's test hooks for trial ``number`` (see the module docstring)."""
     pid_dir = os.environ.get("CASTSEARCH_TRIAL_PIDFILE_DIR")
     if pid_dir:
+        Path(pid_dir, f"trial-{number}.gpu").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", ""))
         Path(pid_dir, f"trial-{number}.pid").write_text(str(os.getpid()))
         hold = Path(pid_dir, f"trial-{number}.hold")
         deadline = time.monotonic() + 600
@@ -80,7 +83,8 @@ def train_trial(config: dict, datasets: dict | None = None, trainings: Trainings
     workers = Workers(trial.workers_dir)
     workers.register()
     node_id = ray.get_runtime_context().get_node_id()
-    data = datasets[trial.image_size]
+    device = trial_device(trial.gpus)
+    data = datasets[trial.image_size].to(device)  # on a GPU: moved there once, for every epoch and seed
 
     def on_epoch(epoch: int, score: float) -> None:
         if epoch < trial.epochs:  # the last epoch is reported once, with the final result
@@ -91,15 +95,17 @@ def train_trial(config: dict, datasets: dict | None = None, trainings: Trainings
 
     try:
         _test_hooks(trial.number)
-        if trial.preview and not (trial.protect and stored(trainings, trial, data)):
+        if trial.preview and not (trial.protect and stored(trainings, trial, data, device)):
             # the short look first; the scheduler stops the trial here or lets it train
             start = time.perf_counter()
-            score = preview(trial.arch, trial.recipe, data, trial.preview, trial.metric)
+            score = preview(trial.arch, trial.recipe, data, trial.preview, trial.metric, device)
             tune.report({"epoch": trial.preview, VAL_SCORE: score, PREVIEW: time.perf_counter() - start,
                          "node_id": node_id})
         outcome = run_candidate(trial.arch, trial.recipe, data, out_dir=trial.out_dir, metric=trial.metric,
                                 measurement=trial.measurement, on_epoch=on_epoch, seeds=trial.seeds,
-                                repeat_if=None if trial.front is None else repeat_if, trainings=trainings)
+                                repeat_if=None if trial.front is None else repeat_if, trainings=trainings,
+                                device=device)
+        outcome.device = device_name(device)
     except Exception as e:
         tune.report({"epoch": 0, VAL_SCORE: 0.0, "node_id": node_id, FINAL: True,
                      ERROR: f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"})
@@ -111,11 +117,11 @@ def train_trial(config: dict, datasets: dict | None = None, trainings: Trainings
                  FINAL: True, OUTCOME: outcome.provenance(data)})
 
 
-def stored(trainings: Trainings | None, trial: TrialConfig, data) -> bool:
-    """Whether the trial's first full training is in the store, with its metric's scores."""
+def stored(trainings: Trainings | None, trial: TrialConfig, data, device: str = "cpu") -> bool:
+    """Whether the trial's first full training (on ``device``) is in the store, with its metric's scores."""
     if trainings is None:
         return False
-    found = trainings.get(trainings.key(trial.arch.to_dict(), trial.recipe, data))
+    found = trainings.get(trainings.key(trial.arch.to_dict(), trial.recipe, data, device))
     return found is not None and found.metric == trial.metric
 
 

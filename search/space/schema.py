@@ -135,6 +135,8 @@ class SearchSpace:
     seeds_for: str = "finished"  # every fully trained trial, or only one whose first training joins the front
     latency_runtime: str = DEFAULT_RUNTIME  # what the latency objective is timed in (search.study.record.RUNTIMES)
     retime_front: bool = True  # the front re-timed in a quiet phase at the run's end (search.latency.retime)
+    cpus_per_trial: float = 1.0  # what each trial asks Ray for (resources section; search.run.resources)
+    gpus_per_trial: float = 0.0  # a fraction shares one GPU between trials
     relative_latency: RelativeLimit | None = None  # max_latency_ms relative to a paper network, when so written
     # min_accuracy: presets: at least as accurate as the least accurate preset trained in the
     # study (resolved by the runner once the presets have trained; constraints.min_accuracy is None)

@@ -1,6 +1,6 @@
 """A parsed search-space document validated into a :class:`~search.space.schema.SearchSpace`,
 section by section (objectives, architecture, training, enhancements, augmentations,
-constraints, sampler, budget, data, latency): the check of each key and what an absent key
+constraints, sampler, budget, resources, data, latency): the check of each key and what an absent key
 defaults to."""
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ _ENHANCEMENTS: dict[str, tuple[Check, bool]] = {
     name: (_boolean, False) for name in ENHANCEMENTS
 } | {"label_smoothing": (_number(0, 1, high_open=True), True), "mixup": (_number(0), True)}
 _AUGMENTATIONS: dict[str, tuple[Check, bool]] = {name: (_boolean, False) for name in AUGMENTATIONS}
-_TOP_KEYS = ("study", "seed_presets", "seed_nearest", "seed_from", "objectives", "latency", "constraints", "sampler", "budget", "data",
+_TOP_KEYS = ("study", "seed_presets", "seed_nearest", "seed_from", "objectives", "latency", "constraints", "sampler", "budget",
+             "resources", "data",
              "architecture", "training", "enhancements", "augmentations")
 
 
@@ -239,6 +240,13 @@ def _latency(r: _Reader, top: dict) -> tuple[str, bool]:
             r.get(section, "latency", "retime_front", _boolean, True))
 
 
+def _resources(r: _Reader, top: dict) -> tuple[float, float]:
+    """resources.cpus_per_trial and resources.gpus_per_trial: what each trial asks Ray for."""
+    section = r.section(top, "resources", ("cpus_per_trial", "gpus_per_trial"))
+    return (r.get(section, "resources", "cpus_per_trial", _number(0, low_open=True), 1.0),
+            r.get(section, "resources", "gpus_per_trial", _number(0), 0.0))
+
+
 def _budget(r: _Reader, top: dict) -> Budget:
     if "budget" not in top:
         return Budget()
@@ -328,6 +336,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     constraints, relative_latency, accuracy_floor = _constraints(r, top)
     seed_nearest = r.get(top, "", "seed_nearest", _boolean, False)
     runtime, retime_front = _latency(r, top)
+    cpus_per_trial, gpus_per_trial = _resources(r, top)
     if seed_nearest and not isinstance(architecture, GrowingArchitecture):
         r.fail("seed_nearest", "needs the growing form of architecture (width, growth); the per-block form "
                                "expresses the presets themselves, which seed_presets queues")
@@ -349,6 +358,8 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
         seeds_for=seeds_for,
         latency_runtime=runtime,
         retime_front=retime_front,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
         relative_latency=relative_latency,
         accuracy_floor=accuracy_floor,
         seed_nearest=seed_nearest,

@@ -138,6 +138,7 @@ class TrialRecord:
     # the seeds whose full training was taken from the store of trainings, not trained here
     # (search.trial.reuse): {"seed", "study": the study it was trained in} each; absent when none
     reused: list[dict] | None = None
+    train_device: str | None = None  # the GPU it trained on ("cuda:0 <name> (GPU 2 of the node)"); absent: the CPU
     epochs_run: int | None = None
     train_seconds: float | None = None
     weights_path: str | None = None
@@ -206,6 +207,7 @@ class TrialRecord:
         self.train_seconds, self.weights_path = outcome.train_seconds, outcome.weights_path
         self.seed_runs = outcome.seed_runs or None
         self.reused = list(outcome.reused) or None
+        self.train_device = outcome.device if outcome.device != "cpu" else None
 
     def add_measurement(self, m: Measurement) -> None:
         """Fill the measured fields from a latency and size measurement."""

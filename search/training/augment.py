@@ -4,7 +4,9 @@ Each function maps (batch ``[N, C, H, W]`` float in [0, 1], generator) to a batc
 shape. Each sample is transformed with probability AUGMENT_PROBABILITY and its own random
 parameters. Parameter ranges follow common defaults (Albumentations / torchvision).
 ``AUGMENTATION_FUNCTIONS`` maps each name in :data:`search.training.recipe.AUGMENTATIONS` to its
-function; :mod:`search.training.train` applies them to training batches only.
+function; :mod:`search.training.train` applies them to training batches only. The random
+parameters are drawn on the CPU from the CPU generator wherever the batch is (a GPU's batch is
+augmented as the same batch on the CPU would be).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ BRIGHTNESS, CONTRAST = 0.2, 0.2
 
 def _chosen(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Per-sample bool mask [N, 1, 1, 1]: which samples this augmentation transforms."""
-    return (torch.rand(x.shape[0], generator=g) < AUGMENT_PROBABILITY).view(-1, 1, 1, 1)
+    return (torch.rand(x.shape[0], generator=g) < AUGMENT_PROBABILITY).view(-1, 1, 1, 1).to(x.device)
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
@@ -41,7 +43,7 @@ def _affine(x: torch.Tensor, g: torch.Generator, degrees: torch.Tensor, scale: t
         torch.stack([cos, -sin, 2 * shift[:, 0]], dim=1),
         torch.stack([sin, cos, 2 * shift[:, 1]], dim=1),
     ], dim=1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     moved = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
     return torch.where(_chosen(x, g), moved.clamp(0, 1), x)
 
@@ -81,7 +83,7 @@ def gaussian_blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     sigma = _uniform(n, *BLUR_SIGMA, g).view(n, 1)
     t = torch.arange(BLUR_KERNEL, dtype=x.dtype) - BLUR_KERNEL // 2
     kernel = torch.exp(-(t**2) / (2 * sigma**2))
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # [N*C, K]
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0).to(x.device)  # [N*C, K]
     r = BLUR_KERNEL // 2
     y = F.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode="reflect")
     y = F.conv2d(y, kernel.view(n * c, 1, 1, BLUR_KERNEL), groups=n * c)
@@ -92,8 +94,8 @@ def gaussian_blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 def brightness_contrast(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Contrast around each image's mean, then a brightness offset; clipped to [0, 1]."""
     n = x.shape[0]
-    contrast = _uniform(n, 1 - CONTRAST, 1 + CONTRAST, g).view(n, 1, 1, 1)
-    brightness = _uniform(n, -BRIGHTNESS, BRIGHTNESS, g).view(n, 1, 1, 1)
+    contrast = _uniform(n, 1 - CONTRAST, 1 + CONTRAST, g).view(n, 1, 1, 1).to(x.device)
+    brightness = _uniform(n, -BRIGHTNESS, BRIGHTNESS, g).view(n, 1, 1, 1).to(x.device)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     changed = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
     return torch.where(_chosen(x, g), changed, x)

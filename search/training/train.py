@@ -287,8 +287,8 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch
     without), converted from uint8 and augmented one batch at a time, in ``memory_format``.
     ``balanced``: draw images with replacement, each class equally often (as many draws as
     images)."""
-    if balanced:
-        per_image = class_weights(y, int(y.max()) + 1)[y.long()].double()
+    if balanced:  # drawn on the CPU with ``generator``, wherever the images are
+        per_image = class_weights(y.cpu(), int(y.max()) + 1)[y.long().cpu()].double()
         sampler = WeightedRandomSampler(per_image, num_samples=len(x), replacement=True, generator=generator)
     elif generator is not None:
         sampler = RandomSampler(x, generator=generator)
@@ -521,7 +521,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names: li
             batch = x[i:i + batch_size].to(device).float().div_(255)
             predictions.append(model(batch).argmax(dim=1).cpu())
     model.train(was_training)
-    predicted = torch.cat(predictions)
+    predicted, y = torch.cat(predictions), y.cpu()
     confusion = torch.bincount(y.long() * k + predicted, minlength=k * k).view(k, k)
     tp = confusion.diag().double()
     support = confusion.sum(dim=1).double()

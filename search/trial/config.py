@@ -47,6 +47,7 @@ class TrialConfig:
     min_accuracy: float | None = None  # the accuracy floor a trained trial must meet to join the front
     # budget.early_stopping: preview: epochs of the compressed schedule the trial is judged by first
     preview: int | None = None
+    gpus: float = 0.0  # of a GPU Ray gave the trial (--gpus-per-trial): above 0 it trains on that GPU
 
     def __post_init__(self) -> None:
         if self.number < 0:

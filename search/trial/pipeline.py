@@ -67,6 +67,7 @@ class TrialOutcome:
     seed_runs: list[dict] = field(default_factory=list)  # with seeds > 1: :func:`seed_run` of each seed
     # the trainings taken from the store instead of trained: {"seed", "study"} each (search.trial.reuse)
     reused: list[dict] = field(default_factory=list)
+    device: str = "cpu"  # where it trained: "cpu" or the GPU (search.run.resources.device_name)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -245,6 +246,7 @@ def run_model(
     rebuild: Callable[[TrainRecipe], torch.nn.Module] | None = None,
     repeat_if: Callable[[TrialOutcome], bool] | None = None,
     trainings: Trainings | None = None,
+    device: str | None = None,
 ) -> TrialOutcome:
     """:func:`run_candidate` for an already-built network ``name`` (a baseline, say): measure
     ``model``; if it meets ``limits`` train it (``on_epoch`` sees the validation ``metric``),
@@ -275,7 +277,7 @@ def run_model(
     if not outcome.feasible:
         log.info("not training %s: %.3f ms and %d params break a limit (%s)", name, m.latency_ms, m.params, limits)
         return outcome
-    key = trainings.key(spec, recipe, data) if trainings is not None else None
+    key = trainings.key(spec, recipe, data, device) if trainings is not None else None
     found = stored_figures(trainings, key) if key is not None else None
     if (found is not None and found[0].metric == metric
             and (trained := restored(model, trainings, found[0])) is not None
@@ -286,7 +288,7 @@ def run_model(
         outcome.reused.append({"seed": recipe.seed, "study": stored.study})
         lap("reuse")
     else:
-        result = train(model, data, recipe, on_epoch=on_epoch, metric=metric)
+        result = train(model, data, recipe, on_epoch=on_epoch, metric=metric, device=device)
         lap("train")
         outcome.validation, outcome.evaluation = evaluate_splits(result.model, data)
         lap("evaluate")
@@ -303,7 +305,7 @@ def run_model(
         for seed in range(recipe.seed + 1, recipe.seed + seeds):
             if len(outcome.seed_runs) > 1 and repeat_if is not None and not repeat_if(outcome):
                 break  # the mean so far no longer decides anything: the next seed would not change the front
-            run = seed_training(rebuild, recipe, seed, data, metric, spec=spec, trainings=trainings)
+            run = seed_training(rebuild, recipe, seed, data, metric, device, spec=spec, trainings=trainings)
             outcome.seed_runs.append(seed_run(seed, run.validation, run.test, metric))
             if run.reused is not None:
                 outcome.reused.append({"seed": seed, "study": run.reused.study})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -437,3 +438,22 @@ def test_rung_fidelity_scores_a_look_against_the_final_score():
     look = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]  # its best third: trials 0, 7 and 6
     assert rf.kept_best(look, final) == (1, 2)
     assert rf.kept_best(final, final) == (2, 2)
+
+
+@pytest.mark.slow  # three short searches end to end (about a minute): make test-all and CI run it
+def test_gpu_sharing_bench_runs_its_searches_on_declared_gpus(tmp_path):
+    """bench/gpu_sharing.py with GPUs declared to Ray on this CPU machine: each search runs and
+    its row says how many trials trained; no GPU speed is measured (BENCHMARKS.md says where
+    a GPU run is)."""
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_sharing.py"), "--declare-gpus", "1",
+                          "--space", str(REPO / "spaces" / "demo.yaml"), "--data", "synthetic", "--minutes", "0.5",
+                          "--sizes", "16", "--shares", "2", "--cpu-workers", "2"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "CASTSEARCH_TIMING": "quick"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| 16 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["CPU", "2 per GPU (--gpus-per-trial 0.5)"]
+    assert all(int(row.split("|")[4]) > 0 for row in rows), run.stdout
+    assert "a check of the script, not a measurement" in run.stdout
+    no_gpu = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_sharing.py")], capture_output=True, text=True,
+                            timeout=120)
+    assert no_gpu.returncode != 0 and "no GPU here" in no_gpu.stderr
