@@ -255,9 +255,11 @@ class _Autocast(nn.Module):
 
 
 class _Float32Conv2d(nn.Conv2d):
-    """A dilated depthwise convolution that stays in float32 under autocast: oneDNN has no fast
-    bf16 kernel for it, and in bf16 it made whole networks train 20-35% slower than in fp32
-    (bench/train_throughput.py). Dense dilated convolutions are fast in bf16 and are left alone."""
+    """A depthwise (grouped) convolution that stays in float32 under autocast. oneDNN's bf16
+    kernels gain little on a depthwise convolution's few multiply-adds per value and pay for the
+    casts around it: with them in bf16, networks of narrow depthwise blocks trained 0.7-0.9x as
+    fast as in fp32; kept in fp32, every network measured trained 1.0-1.9x as fast as in fp32
+    (bench/train_throughput.py, BENCHMARKS.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
@@ -265,7 +267,7 @@ class _Float32Conv2d(nn.Conv2d):
 
 
 def _slow_in_bf16(module: nn.Module) -> bool:
-    return type(module) is nn.Conv2d and module.groups > 1 and max(module.dilation) > 1
+    return type(module) is nn.Conv2d and module.groups > 1
 
 
 def prepare_model(model: nn.Module, recipe: TrainRecipe) -> nn.Module:

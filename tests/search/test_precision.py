@@ -1,5 +1,5 @@
 """Training precision: ``auto`` resolves to bf16 only where the device computes it natively,
-bf16 training autocasts the forward pass but keeps dilated depthwise convolutions, the
+bf16 training autocasts the forward pass but keeps depthwise convolutions, the
 weights and the returned network in float32, and the training store tells the two apart."""
 
 from __future__ import annotations
@@ -40,22 +40,24 @@ def _dilated_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU(),  # depthwise
         nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=16), nn.BatchNorm2d(16), nn.ReLU(),  # depthwise, dilated
         nn.Conv2d(16, 32, 3, padding=2, dilation=2), nn.BatchNorm2d(32), nn.ReLU(),  # dense, dilated
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4),
     )
 
 
-def test_bf16_training_autocasts_all_but_dilated_depthwise_convs_and_hands_back_fp32():
+def test_bf16_training_autocasts_all_but_depthwise_convs_and_hands_back_fp32():
     net = _dilated_net()
-    seen: dict[str, list[torch.dtype]] = {"dense": [], "depthwise": [], "dilated": []}
-    for name, index in (("dense", 0), ("depthwise", 3), ("dilated", 6)):
-        net[index].register_forward_hook(lambda m, i, out, name=name: seen[name].append(out.dtype) if m.training else None)
+    seen: dict[str, list[torch.dtype]] = {"dense": [], "depthwise": [], "depthwise dilated": [], "dilated": []}
+    for name, index in (("dense", 0), ("depthwise", 3), ("depthwise dilated", 6), ("dilated", 9), ("linear", 13)):
+        net[index].register_forward_hook(
+            lambda m, i, out, name=name: seen.setdefault(name, []).append(out.dtype) if m.training else None)
     result = train(net, _data(), _recipe(epochs=3, lr=3e-3, precision="bf16"), device="cpu")
     assert result.precision == "bf16"
-    assert set(seen["dense"]) == {torch.bfloat16} and set(seen["dilated"]) == {torch.bfloat16}
-    assert set(seen["depthwise"]) == {torch.float32}
-    assert type(result.model[3]) is nn.Conv2d  # the float32 stand-in is gone once trained
+    assert {seen[n][0] for n in ("dense", "dilated", "linear")} == {torch.bfloat16}
+    assert set(seen["depthwise"]) == set(seen["depthwise dilated"]) == {torch.float32}
+    assert type(result.model[3]) is type(result.model[6]) is nn.Conv2d  # the float32 stand-ins are gone once trained
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
     assert result.val_scores[-1] >= 0.9  # four easy classes: bf16 still learns them
 
