@@ -41,13 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import search.training.train as train_module  # noqa: E402
 from bench.common import DATASETS, header, median_iqr, table  # noqa: E402
 from castmodels import PRESETS, ArchSpec, build_model, get_preset  # noqa: E402
 from search.data import DataConfig, load_dataset  # noqa: E402
 from search.latency.measure import count_macs, count_params  # noqa: E402
+from search.training.precision import (
+    Float32Conv2d,  # noqa: E402
+    training_precision,  # noqa: E402
+)
 from search.training.recipe import TrainRecipe  # noqa: E402
-from search.training.train import train, training_precision  # noqa: E402
+from search.training.train import train  # noqa: E402
 from search.trial.pipeline import evaluate_splits  # noqa: E402
 
 # Two of the paper's presets (its smallest 3x3 and its most accurate, slowest network) and three
@@ -87,7 +90,7 @@ def step_throughput(spec: ArchSpec, data, variant: str, steps: int) -> tuple[flo
         for m in model.modules():
             depthwise = type(m) is torch.nn.Conv2d and m.groups > 1
             if depthwise and (variant == "bf16-dw32" or max(m.dilation) > 1):
-                m.__class__ = train_module._Float32Conv2d
+                m.__class__ = Float32Conv2d
     model = model.to(memory_format=torch.channels_last).train()
     forward = torch.compile(model) if variant.startswith("compile") else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -45,6 +45,7 @@ from torch.utils.data import (
 )
 
 from search.training.augment import AUGMENTATION_FUNCTIONS
+from search.training.precision import Autocast, Float32Conv2d, keep_in_fp32, training_precision
 from search.training.recipe import TrainRecipe
 
 log = logging.getLogger(__name__)
@@ -224,52 +225,6 @@ _COMPOSER_DEVICES = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu"}
 CPU_MEMORY_FORMAT = torch.channels_last
 
 
-def _cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 bf16 or AMX tiles); without, oneDNN emulates it slowly."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def training_precision(precision: str, device: str) -> str:
-    """The arithmetic a recipe's ``precision`` trains in on ``device`` ("cpu" or "cuda"/"gpu"):
-    ``auto`` is bf16 where the device computes it natively, else fp32; fp32 and bf16 are themselves."""
-    if precision != "auto":
-        return precision
-    if device == "cpu":
-        return "bf16" if _cpu_has_bf16() else "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-
-
-class _Autocast(nn.Module):
-    """The network's forward pass under bf16 autocast, its logits handed back in float32 (so the
-    loss, label smoothing and MixUp work in float32). Backward follows the same casts."""
-
-    def __init__(self, module: nn.Module, device_type: str) -> None:
-        super().__init__()
-        self.module = module
-        self.device_type = device_type
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self.module(x).float()
-
-
-class _Float32Conv2d(nn.Conv2d):
-    """A depthwise (grouped) convolution that stays in float32 under autocast. oneDNN's bf16
-    kernels gain little on a depthwise convolution's few multiply-adds per value and pay for the
-    casts around it: with them in bf16, networks of narrow depthwise blocks trained 0.7-0.9x as
-    fast as in fp32; kept in fp32, every network measured trained 1.0-1.9x as fast as in fp32
-    (bench/train_throughput.py, BENCHMARKS.md)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float())
-
-
-def _slow_in_bf16(module: nn.Module) -> bool:
-    return type(module) is nn.Conv2d and module.groups > 1
-
-
 def prepare_model(model: nn.Module, recipe: TrainRecipe) -> nn.Module:
     """Apply the recipe's model surgery (blurpool, squeeze_excite) in place and return the model.
 
@@ -430,10 +385,10 @@ def train(model: nn.Module, data: Any, recipe: TrainRecipe,
     memory_format = CPU_MEMORY_FORMAT if device == "cpu" else torch.contiguous_format
     model = prepare_model(model, recipe).to(memory_format=memory_format)
     precision = training_precision(recipe.precision, device)
-    kept_fp32 = [m for m in model.modules() if _slow_in_bf16(m)] if precision == "bf16" and device == "cpu" else []
+    kept_fp32 = [m for m in model.modules() if keep_in_fp32(m)] if precision == "bf16" and device == "cpu" else []
     for conv in kept_fp32:
-        conv.__class__ = _Float32Conv2d
-    net = _Autocast(model, "cpu" if device == "cpu" else "cuda") if precision == "bf16" else model
+        conv.__class__ = Float32Conv2d
+    net = Autocast(model, "cpu" if device == "cpu" else "cuda") if precision == "bf16" else model
     algorithms = {name: ALGORITHMS[name](recipe) for name in recipe.enhancements if name in ALGORITHMS}
     train_batches = _batches(data.train_x, data.train_y, recipe.batch_size,
                              torch.Generator().manual_seed(recipe.seed), recipe.augmentations,

@@ -140,7 +140,8 @@ class Trainings:
         """:func:`training_key` of ``spec`` trained with the TrainRecipe ``recipe`` on the Dataset
         ``data`` on ``device`` (None: the GPU when there is one). The recipe's precision enters as
         what it resolves to there: an fp32 training is not taken for a bf16 one."""
-        from search.training.train import default_device, training_precision
+        from search.training.precision import training_precision
+        from search.training.train import default_device
 
         resolved = {**recipe.to_dict(), "precision": training_precision(recipe.precision, device or default_device())}
         return training_key(spec, resolved, data_identity(data))

@@ -385,17 +385,19 @@ def test_seed_replicates_a_bench_run_with_another_sampler_and_training_seed(tmp_
     assert "seed " not in svr.describe("default", study)
 
 
-def test_both_forms_of_the_feasibility_bench_are_valid_spaces():
-    """bench/space_feasibility.py screens the shipped space and its per-block form at 32 px;
-    both must load (the per-block form cannot take seed_nearest)."""
+def test_every_form_of_the_feasibility_bench_is_a_valid_space():
+    """bench/space_feasibility.py screens the shipped space, it at the other widths of 256, 384
+    and 512 channels, and its per-block form, at 32 px; all must load (the per-block form cannot
+    take seed_nearest)."""
     from bench.space_feasibility import forms
     from search.space import space_from_dict
 
     spaces = {name: space_from_dict(doc, name) for name, doc in forms().items()}
-    assert [s.image_sizes for s in spaces.values()] == [[32], [32]]
-    growing, per_block = spaces.values()
-    assert growing.seed_nearest and not per_block.seed_nearest
-    assert growing.architecture != per_block.architecture
+    assert [s.image_sizes for s in spaces.values()] == [[32]] * 4
+    *growing, per_block = spaces.values()
+    assert sorted(s.architecture.max_channels for s in growing) == [256, 384, 512]
+    assert all(s.seed_nearest for s in growing) and not per_block.seed_nearest
+    assert growing[0].architecture != per_block.architecture
 
 
 def test_side_by_side_says_when_epoch_times_were_not_measured_together():

@@ -8,19 +8,20 @@ import pytest
 import torch
 from torch import nn
 
-import search.training.train as train_module
+import search.training.precision as precision_module
 from search.space import SpaceError, decode, preset_params, space_from_dict
+from search.training.precision import training_precision
 from search.training.recipe import TrainRecipe
-from search.training.train import train, training_precision
+from search.training.train import train
 from search.trial.reuse import Trainings
 from tests.search.test_space import PAPER_DICT, with_changes
 from tests.search.test_train import _data, _recipe
 
 
 def test_auto_is_bf16_only_where_the_device_computes_it(monkeypatch):
-    monkeypatch.setattr(train_module, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "_cpu_has_bf16", lambda: True)
     assert training_precision("auto", "cpu") == "bf16"
-    monkeypatch.setattr(train_module, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(precision_module, "_cpu_has_bf16", lambda: False)
     assert training_precision("auto", "cpu") == "fp32"
     assert training_precision("bf16", "cpu") == "bf16"  # asked for by name: emulated, but as asked
     assert training_precision("fp32", "cpu") == "fp32"
@@ -74,9 +75,9 @@ def test_the_store_keeps_bf16_and_fp32_trainings_apart(tmp_path, monkeypatch):
     store, spec = Trainings(tmp_path), {"layers": [], "head": "gap"}
     keys = {p: store.key(spec, _recipe(precision=p), data, "cpu") for p in ("auto", "fp32", "bf16")}
     assert keys["fp32"] != keys["bf16"]
-    monkeypatch.setattr(train_module, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "_cpu_has_bf16", lambda: True)
     assert store.key(spec, _recipe(precision="auto"), data, "cpu") == keys["bf16"]
-    monkeypatch.setattr(train_module, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(precision_module, "_cpu_has_bf16", lambda: False)
     assert store.key(spec, _recipe(precision="auto"), data, "cpu") == keys["fp32"]
 
 
