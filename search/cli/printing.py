@@ -149,7 +149,7 @@ def print_front(rows: list[dict]) -> None:
     objective, split = rows[0]["objective"], rows[0]["split"]
     latency = f"{rows[0]['latency_runtime']} ms"
     print(f"{'trial':>5} {objective:>22} {'test_accuracy':>13} {'test_worst_class_recall':>24} {latency:>16} "
-          f"{'params':>9}  architecture  [enhancements]")
+          f"{'params':>9} {'px':>4}  architecture  [enhancements]")
     for r in rows:
         mark = "" if r["latency_retimed"] else "~"
         flag = "!" if r["no_better_than_majority"] else ""
@@ -158,7 +158,8 @@ def print_front(rows: list[dict]) -> None:
         worst = f"{worst['recall']:.3f} {worst['class'][:14]}" if worst else "-"
         name = f"{r['preset']}: " if r["preset"] else ""
         print(f"{r['trial']:>5} {flag + format(r[objective], '.4f'):>22} {test:>13} {worst:>24} "
-              f"{mark + format(r['latency_ms'], '.3f'):>16} {fmt_int(r['params']):>9}  {name}{r['arch']}  "
+              f"{mark + format(r['latency_ms'], '.3f'):>16} {fmt_int(r['params']):>9} {r.get('image_size') or '-':>4}  "
+              f"{name}{r['arch']}  "
               f"[{r['enhancements']}]")
     averaged = {len(r["seed_runs"]) for r in rows if r.get("seed_runs")}
     if averaged:

@@ -360,6 +360,7 @@ def front_rows(study: optuna.Study) -> list[dict]:
             "batch_latency_ms": quiet.get("batch_latency_ms", r.batch_latency_ms),
             "params": int(r.params),
             "macs": r.macs,
+            "image_size": r.recipe["image_size"] if r.recipe else None,  # the network's input side, px
             "arch": r.arch_code,
             "enhancements": r.enhancements,
             "preset": r.preset,

@@ -247,13 +247,14 @@ def _front_table(study: optuna.Study, front: list[dict], trials: dict[int, Trial
             ("" if r["latency_retimed"] else "~") + f"{r['latency_ms']:.3f}",
             f"{onnx['latency_ms']:.3f}" if onnx else "-",
             f"{r['params']:,}",
+            r["image_size"] or "-",
             t.arch_spec().summary(),
             r["enhancements"],
         ])
     return _table(["trial", f"{front[0]['objective']} (objective)", "test_accuracy",
                    "test_macro_f1", "test_worst_class_recall", f"latency ms ({front[0]['latency_runtime']})",
                    "exported ONNX Runtime ms",
-                   "params", "architecture", "enhancements"], rows)
+                   "params", "px", "architecture", "enhancements"], rows)
 
 
 def _confirmed(row: dict, key: str) -> str:

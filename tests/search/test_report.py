@@ -39,7 +39,7 @@ def test_report_writes_html_and_plots(tiny_study, report, capsys):
     assert len(sources) >= 4 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in page and "https://" not in page
     for text in ("test_worst_class_recall", "test_macro_f1", "val_balanced_accuracy (objective)", "enhancements", "tiny-preset", "resnet18", "cpu_model",
-                 "Library versions", "blurpool", "x/255", "1 pruned", "1 failed", "1 infeasible"):
+                 "Library versions", "blurpool", "x/255", "1 pruned", "1 failed", "1 infeasible", "<th>px</th>"):
         assert text in page, text
 
 

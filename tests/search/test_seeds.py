@@ -203,5 +203,8 @@ def test_the_front_says_which_accuracies_are_means_over_seeds(capsys):
     print_front([{**row, "seed_runs": [{}, {}, {}]}, {**row, "trial": 2, "seed_runs": [{}, {}]}, {**row, "trial": 3}])
     assert "the mean over 2/3 trainings with different seeds (objectives.accuracy.seeds), the others one training" \
         in capsys.readouterr().out
-    print_front([{**row, "seed_runs": [{}, {}, {}]}])
-    assert "the others" not in capsys.readouterr().out
+    print_front([{**row, "seed_runs": [{}, {}, {}]}, {**row, "trial": 4, "image_size": 64, "seed_runs": [{}, {}, {}]}])
+    out = capsys.readouterr().out
+    assert "the others" not in out
+    assert out.splitlines()[0].split()[-4:] == ["params", "px", "architecture", "[enhancements]"]
+    assert "1,000   64  C8 A" in out and "1,000    -  C8 A" in out  # each network's image size, - where unknown
