@@ -93,12 +93,14 @@ def _uids(pid: int) -> set[int] | None:
 
 
 def _ticks_since_boot() -> int | None:
-    """Now, in the unit of :func:`start_time` (clock ticks since boot); None without ``/proc``."""
+    """Now, in the unit of :func:`start_time` (clock ticks since boot); None without ``/proc``.
+    Read from the decimal text, not through a float (12345.67 x 100 is 1234566.99...)."""
     try:
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        whole, _, fraction = Path("/proc/uptime").read_text().split()[0].partition(".")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(whole) * tick + int((fraction + "00")[:2]) * tick // 100
     except (OSError, ValueError, IndexError):
         return None
-    return int(uptime * os.sysconf("SC_CLK_TCK"))
 
 
 def is_stopped(pid: int) -> bool:
@@ -130,7 +132,10 @@ class Workers:
         self.directory = Path(directory)
         self.driver = os.getpid()
         self.uid = os.getuid()
-        self.since = _ticks_since_boot()  # when this run began, in start_time's unit (a tick, 10 ms)
+        # when this run began, in start_time's unit (a tick, 10 ms), one tick on: a process that
+        # started in the tick the run began may have started just before it
+        now = _ticks_since_boot()
+        self.since = None if now is None else now + 1
         self.slots, self.paused_s = 0, 0.0  # slots that stopped at least one process, and their length
         self._refused: set[tuple[int, str]] = set()  # (pid, start time) already warned about
 

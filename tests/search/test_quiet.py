@@ -259,3 +259,21 @@ def test_a_run_stops_its_training_only_and_makes_its_workers_folder_owner_only(t
     (slots,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training paused for")]
     assert int(slots.split()[3]) >= 1, slots  # trial 1's worker, at least while trial 0 was re-checked
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_a_process_started_just_before_the_run_is_not_one_it_started(tmp_path):
+    """The run's start and a process's start are read in clock ticks from two files that round
+    differently; a process started in the tick the run began counts as started before it."""
+    from search.latency import quiet
+
+    before = quiet._ticks_since_boot()
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        started = int(quiet.start_time(child.pid))
+        after = quiet._ticks_since_boot()
+        assert before - 1 <= started <= after + 1  # the same clock, in the same unit
+        workers = quiet.Workers(tmp_path)
+        assert workers.since > started  # so not "started during this run", whatever the rounding
+    finally:
+        child.kill()
+        child.wait()
