@@ -74,7 +74,10 @@ def format_plan(plan) -> str:
     steps = []
     if plan.presets:
         seeds = f" ({plan.preset_seeds} seeds each)" if plan.preset_seeds > 1 else ""
-        steps.append(f"the paper's {plan.presets} preset{'' if plan.presets == 1 else 's'} first{seeds}")
+        sizes = len(plan.image_sizes)
+        at = f" at each of {', '.join(map(str, plan.image_sizes))} px" if sizes > 1 and plan.presets % sizes == 0 else ""
+        count = plan.presets // sizes if at else plan.presets
+        steps.append(f"the paper's {count} preset{'' if count == 1 else 's'}{at} first{seeds}")
     if plan.nearest:
         points = f"{plan.nearest} point{'' if plan.nearest == 1 else 's'} nearest to"
         steps.append(f"then {points} them" if steps else f"the space's {points} the presets first")

@@ -93,6 +93,7 @@ class RunPlan:
     retime_s: float    # the front's re-timing at the end, estimated (0: not re-timed)
     search_s: float | None  # of the time budget, what is left to the search after the run's end is reserved
     gpus_per_trial: float = 0.0
+    image_sizes: tuple[int, ...] = ()  # the space's; presets train at each where it has several
     passes: int = RETIME_PASSES
     gap_s: float = RETIME_GAP_S  # between a network's timings in two passes (0 under the quick protocol)
     resumed_from: str | None = None
@@ -195,7 +196,7 @@ def run_plan(study, space: SearchSpace, opts: RunOptions, trials: int | None, ti
     front = max(len(pareto_front(study)), presets, 1)
     retime = retime_seconds(front, timer.timing) if opts.quiet_retime else 0.0
     return RunPlan(timeout_s=timeout_s, trials=trials, workers=opts.workers, cpus_per_trial=opts.cpus_per_trial,
-                   gpus_per_trial=opts.gpus_per_trial,
+                   gpus_per_trial=opts.gpus_per_trial, image_sizes=tuple(space.image_sizes),
                    sampler=space.sampler.name, presets=presets, preset_seeds=space.seeds,
                    nearest=sum(r.near_preset is not None for r in waiting), front=front,
                    retime_s=retime, search_s=None if timeout_s is None else timeout_s - retime - STOP_S,

@@ -40,13 +40,28 @@ def _preset_recipe(space: SearchSpace) -> dict[str, Any]:
     return {name: value for name, value in values.items() if recipe_params[name].admits(value)}
 
 
+def preset_label(name: str, size: int, space: SearchSpace) -> str:
+    """How a preset trained at ``size`` px is named in a study: its castmodels name, with the
+    size added (``custom-140k-3x3@64px``) when the space searches several image sizes and
+    the presets are trained at each."""
+    return name if len(space.image_sizes) == 1 else f"{name}@{size}px"
+
+
 def preset_trials(space: SearchSpace) -> dict[str, PresetTrial]:
     """Every castmodels preset, trained with the space's named recipe (``training.recipe``)
     where the space allows it, so the presets are trained as well as the recipe trains any
     candidate: as a point of the space where it can express the preset, otherwise as a
-    fixed-architecture trial."""
-    recipe = _preset_recipe(space)
-    searched = {name: value for name, value in recipe.items() if not isinstance(_recipe_params(space)[name], Fixed)}
+    fixed-architecture trial. A space that searches several image sizes has every preset
+    trained once at each (named by :func:`preset_label`): a network is judged against the
+    paper's at its own resolution, since resolution buys accuracy and costs latency."""
+    return {preset_label(name, size, space): p for size in space.image_sizes
+            for name, p in _presets_at(space, _preset_recipe(space) | {"image_size": size}).items()}
+
+
+def _presets_at(space: SearchSpace, recipe: dict[str, Any]) -> dict[str, PresetTrial]:
+    """:func:`preset_trials` with ``recipe``'s values, by castmodels name."""
+    fixed = {name for name, values in _recipe_params(space).items() if isinstance(values, Fixed)}
+    searched = {name: value for name, value in recipe.items() if name not in fixed}
     out = {}
     for name, arch in PRESETS.items():
         try:
@@ -59,12 +74,13 @@ def preset_trials(space: SearchSpace) -> dict[str, PresetTrial]:
 
 def nearest_trials(space: SearchSpace) -> dict[str, dict]:
     """Params of the point nearest each preset the space cannot express (:func:`nearest`),
-    with the presets' recipe: where a search can start from the paper's designs as points it
-    learns from. Presets whose nearest points coincide keep the first name (in PRESETS'
-    order); a preset without one (too few stages) is left out with a warning."""
+    with the presets' recipe (at the smallest image size where the space searches several):
+    where a search can start from the paper's designs as points it learns from. Presets
+    whose nearest points coincide keep the first name (in PRESETS' order); a preset without
+    one (too few stages) is left out with a warning."""
     recipe = _preset_recipe(space)
     out: dict[str, dict] = {}
-    for name, p in preset_trials(space).items():
+    for name, p in _presets_at(space, recipe).items():
         if p.arch is None:
             continue
         try:

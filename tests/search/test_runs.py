@@ -241,6 +241,22 @@ def test_the_presets_nearest_points_follow_them_in_the_queue_once(tmp_path):
     assert all(TrialRecord.read(t).near_preset is None for t in other.trials) and len(other.trials) == len(PRESETS)
 
 
+def test_a_space_of_two_image_sizes_queues_every_preset_at_each_once(tmp_path):
+    """image_size: [32, 64]: twelve presets (each named with its size), then the six nearest
+    points at 32 px; nothing again on the next run; the plan line says so."""
+    from search.cli.printing import format_plan
+
+    study, url = _study(tmp_path)
+    space = load_space(REPO / "spaces" / "paper.yaml", overrides={("training", "image_size"): [32, 64]})
+    assert runs.enqueue_presets(study, space, url) == 2 * len(PRESETS)
+    assert _presets(study) == sorted(f"{name}@{size}px" for name in PRESETS for size in (32, 64))
+    assert len(study.trials) == 3 * len(PRESETS)
+    opts = runner.RunOptions(study_name=study.study_name, storage=url, trials=None, timeout_s=1800.0, workers=2)
+    plan = runner.run_plan(study, space, opts, None, 1800.0, Timer(space.latency_runtime))
+    assert "the paper's 6 presets at each of 32, 64 px first (3 seeds each)" in format_plan(plan)
+    assert runs.enqueue_presets(study, space, url) == 0 and len(study.trials) == 3 * len(PRESETS)
+
+
 def test_a_preset_lost_with_its_driver_is_queued_once_more(tmp_path):
     study, url = _study(tmp_path)
     space = load_space(REPO / "spaces" / "paper.yaml")

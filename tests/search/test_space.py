@@ -791,6 +791,25 @@ def test_each_presets_nearest_point_is_a_point_of_the_space_trained_with_the_pre
         assert candidate.arch.downsampling == PRESETS[name].downsampling
 
 
+def test_a_space_of_several_image_sizes_trains_every_preset_at_each(paper):
+    space = space_from_dict(with_paper_arch((("training", "image_size"), [64, 32])))
+    trials = preset_trials(space)
+    assert sorted(trials) == sorted(f"{name}@{size}px" for name in PRESETS for size in (32, 64))
+    for label, trial in trials.items():
+        name, size = label.rsplit("@", 1)
+        candidate = decode(space, trial.params, trial.arch)
+        assert same_network(candidate.arch, PRESETS[name]) and f"{candidate.recipe.image_size}px" == size
+    # the points nearest the presets are queued once, at the smallest size, under the presets' names
+    nearest_points = nearest_trials(space)
+    assert sorted(nearest_points) == sorted(PRESETS)
+    assert {decode(space, p).recipe.image_size for p in nearest_points.values()} == {32}
+    assert all(decode(space, p).arch.code() == NEAREST_CODES[n] for n, p in nearest_points.items())
+    # one size: the presets keep their names, and train at that size even where it is not the recipe's
+    assert sorted(preset_trials(paper)) == sorted(PRESETS)
+    at64 = space_from_dict(with_paper_arch((("training", "image_size"), [64])))
+    assert {decode(at64, t.params, t.arch).recipe.image_size for t in preset_trials(at64).values()} == {64}
+
+
 def test_nearest_points_follow_what_the_space_offers(paper):
     # no mixed: a D32 C32 stage takes the first conv type of a tie; three stages at most: the
     # last three merge (majority depthwise, three blocks, any pool, the largest dropout); no
