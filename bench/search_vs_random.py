@@ -36,7 +36,10 @@ every "dominated by" cell says how many of the dominating trials the sampler dre
 confirmed table counts the presets a sampled trial dominates apart.
 
 Every sampler reads the space's limits from the constraint values of told trials. The
-paper's six presets are trained inside every study, as the space says.
+paper's six presets are trained inside every study, as the space says, and each search pays
+for them: it has a data cache, and so a training store, of its own (``studies/<study>/cache``),
+so no search takes another's preset trainings from the store (a user's second search on the
+same data would, a saving these tables do not count).
 
 The budget in CPU-minutes is ``minutes x workers`` for each. ``--epochs`` caps training;
 Pareto rungs stop dominated trials early in all. The presets' points are the preset
@@ -146,10 +149,13 @@ def space_file(path: str, changes: dict, folder: Path, population: int | None = 
 
 
 def run_overrides(args, name: str) -> dict:
-    """What every search of one bench run sets in its space: data, epochs, study name, and
-    the channels and sampler seed where given (``--seed`` replicates a run with another
-    search and training seed; the data split keeps ``split_seed``)."""
+    """What every search of one bench run sets in its space: data, epochs, study name, a data
+    cache of its own (so its training store is its own: every search trains the presets and
+    their nearest points itself, at the same cost), and the channels and sampler seed where
+    given (``--seed`` replicates a run with another search and training seed; the data split
+    keeps ``split_seed``)."""
     return {("data", "source"): args.data, ("training", "epochs"): args.epochs, ("study",): name,
+            ("data", "cache_dir"): str(REPO / "studies" / name / "cache"),
             **({("data", "channels"): args.channels} if args.channels else {}),
             **({("sampler", "seed"): args.seed} if args.seed is not None else {})}
 
