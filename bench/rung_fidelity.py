@@ -1,7 +1,7 @@
 """How well a short look at a network predicts where it ends, under the one-cycle schedule.
 
     python bench/rung_fidelity.py --storage sqlite:///x.db --studies STUDY [STUDY ...]
-                                  [--epochs 4] [--jobs 2] [--limit N]
+                                  [--epochs 4] [--jobs 2] [--limit N] [--preview-size PX]
 
 Early stopping judges a trial at a rung by its validation score after a few epochs. Under
 a schedule that warms the learning rate up over the first quarter of training and decays it
@@ -14,7 +14,11 @@ it swings from epoch to epoch. Two ways to look at a network after ``--epochs`` 
   recipe and seed with the one-cycle (or cosine) schedule compressed to that length
   (trained here).
 
-For every trial of ``--studies`` that trained all its epochs, both are set against the
+With ``--preview-size PX`` a third look: the compressed schedule trained at PX pixels (the
+data loaded at that size), what previews at a space's smallest size would see of a network
+trained at a larger one.
+
+For every trial of ``--studies`` that trained all its epochs, each look is set against the
 score the trial ended with. Reported: Spearman's rank correlation; the share of clear pairs
 (final scores more than 2 points apart) that the short look orders right; and the share of
 the final best quarter that a rung keeping the best third by the short look would keep.
@@ -24,6 +28,7 @@ Accuracy only, so the machine need not be idle.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -43,16 +48,18 @@ def _init() -> None:
     torch.set_num_threads(1)
 
 
-def _short(attrs: dict, epochs: int) -> tuple[int, float, float]:
-    """Train the trial whose attrs these are with its recipe compressed to ``epochs``:
-    (number, validation score, seconds)."""
+def _short(attrs: dict, epochs: int, size: int | None = None) -> tuple[int, float, float]:
+    """Train the trial whose attrs these are with its recipe compressed to ``epochs`` (at
+    ``size`` px when given): (number, validation score, seconds)."""
     from search.data import load_dataset
     from search.study.record import TrialRecord
     from search.trial.pipeline import build_candidate, train_seed
 
     record = TrialRecord.of_attrs(attrs["attrs"])
-    data = load_dataset(record.data_config())
-    recipe = replace(record.train_recipe(), epochs=epochs)
+    config, recipe = record.data_config(), replace(record.train_recipe(), epochs=epochs)
+    if size is not None:
+        config, recipe = replace(config, image_size=size), replace(recipe, image_size=size)
+    data = load_dataset(config)
     metric, arch, classes = record.objective[0], record.arch_spec(), len(record.class_names)
     start = time.perf_counter()
     val, _ = train_seed(lambda r: build_candidate(arch, r, classes), recipe, recipe.seed, data, metric, device="cpu")
@@ -74,7 +81,12 @@ def ranks(xs: list[float]) -> list[float]:
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    return statistics.correlation(ranks(a), ranks(b))
+    """Spearman's rank correlation; nan where it is undefined (fewer than two trials, or one
+    side constant)."""
+    try:
+        return statistics.correlation(ranks(a), ranks(b))
+    except statistics.StatisticsError:
+        return math.nan
 
 
 def clear_pairs(look: list[float], final: list[float], gap: float = 0.02) -> tuple[int, int]:
@@ -103,6 +115,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4, help="the rung: epochs of the short look")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--limit", type=int, help="at most this many trials per study (the first ones)")
+    p.add_argument("--preview-size", type=int, metavar="PX", help="also the compressed look trained at PX pixels")
     args = p.parse_args()
 
     import optuna
@@ -124,15 +137,22 @@ def main() -> None:
                                "mid": history[args.epochs - 1], "full": full,
                                "schedule": record.train_recipe().schedule})
         trials = trials[:args.limit]
-        short, seconds = {}, []
+        sizes = [None] + ([args.preview_size] if args.preview_size else [])
+        short: dict[int | None, dict[int, float]] = {size: {} for size in sizes}
+        seconds = []
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_init) as pool:
-            for f in as_completed([pool.submit(_short, t, args.epochs) for t in trials]):
+            futures = {pool.submit(_short, t, args.epochs, size): size for t in trials for size in sizes}
+            for f in as_completed(futures):
                 number, score, secs = f.result()
-                short[number] = score
+                short[futures[f]][number] = score
                 seconds.append(secs)
         final = [t["final"] for t in trials]
-        for label, look in (("mid-schedule (stored history)", [t["mid"] for t in trials]),
-                            ("compressed schedule (trained here)", [short[t["number"]] for t in trials])):
+        looks = [("mid-schedule (stored history)", [t["mid"] for t in trials]),
+                 ("compressed schedule (trained here)", [short[None][t["number"]] for t in trials])]
+        if args.preview_size:
+            looks.append((f"compressed schedule at {args.preview_size} px (trained here)",
+                          [short[args.preview_size][t["number"]] for t in trials]))
+        for label, look in looks:
             right, pairs = clear_pairs(look, final)
             kept, best = kept_best(look, final)
             rows.append([name, len(trials), label, f"{spearman(look, final):.2f}",

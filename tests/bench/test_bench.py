@@ -13,11 +13,13 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState, create_trial
 
 from bench import paper_table as pt
+from bench import paper_verdicts as pv
 from bench import search_vs_random as svr
 from bench.common import DATASETS, REPO
 from castmodels import PRESETS, baseline_names
@@ -60,19 +62,19 @@ def test_rows_that_change_training_only_share_the_plain_networks_latency():
 
 
 def test_a_difference_counts_only_beyond_two_standard_errors():
-    diff, se = pt.compare([0.90, 0.92, 0.94], [0.80, 0.82, 0.84])
+    diff, se = pv.compare([0.90, 0.92, 0.94], [0.80, 0.82, 0.84])
     assert diff == pytest.approx(0.10) and se == pytest.approx((2 * 0.02**2 / 3) ** 0.5)
-    assert pt.judged(diff, se) == "higher"
-    assert pt.judged(*pt.compare([0.80, 0.82, 0.84], [0.90, 0.92, 0.94])) == "lower"
-    assert pt.judged(*pt.compare([0.80, 0.90], [0.84, 0.86])) == "within noise"
-    assert pt.judged(*pt.compare([0.85], [0.84])) == "higher"  # no spread at all: any difference
+    assert pv.judged(diff, se) == "higher"
+    assert pv.judged(*pv.compare([0.80, 0.82, 0.84], [0.90, 0.92, 0.94])) == "lower"
+    assert pv.judged(*pv.compare([0.80, 0.90], [0.84, 0.86])) == "within noise"
+    assert pv.judged(*pv.compare([0.85], [0.84])) == "higher"  # no spread at all: any difference
 
 
 def test_a_claim_holds_only_when_every_comparison_is_in_its_favour():
-    assert pt.verdict_of(3, 0, 3) == "holds"
-    assert pt.verdict_of(1, 2, 3) == "mixed"
-    assert pt.verdict_of(0, 1, 3) == "does not hold"
-    assert pt.verdict_of(0, 0, 3) == "not shown (within noise)"  # no evidence either way is no refutation
+    assert pv.verdict_of(3, 0, 3) == "holds"
+    assert pv.verdict_of(1, 2, 3) == "mixed"
+    assert pv.verdict_of(0, 1, 3) == "does not hold"
+    assert pv.verdict_of(0, 0, 3) == "not shown (within noise)"  # no evidence either way is no refutation
 
 
 def _records(acc: dict[tuple[str, str], list[float]]) -> dict:
@@ -88,10 +90,10 @@ def _records(acc: dict[tuple[str, str], list[float]]) -> dict:
 
 def test_verdicts_say_which_claims_hold_and_which_do_not():
     noisy = [0.80, 0.85, 0.90]
-    acc = {("preset", f"custom-{s}-dw"): [0.90, 0.91, 0.92] for s in pt.SIZES}
-    acc |= {("preset", f"custom-{s}-3x3"): [0.80, 0.81, 0.82] for s in pt.SIZES}
-    acc[("preset", pt.ENHANCED)] = noisy  # custom-590k-dw: within noise of custom-590k-3x3
-    acc |= {("enhancement", e): noisy for e in pt.ENHANCEMENT_ROWS}
+    acc = {("preset", f"custom-{s}-dw"): [0.90, 0.91, 0.92] for s in pv.SIZES}
+    acc |= {("preset", f"custom-{s}-3x3"): [0.80, 0.81, 0.82] for s in pv.SIZES}
+    acc[("preset", pv.ENHANCED)] = noisy  # custom-590k-dw: within noise of custom-590k-3x3
+    acc |= {("enhancement", e): noisy for e in pv.ENHANCEMENT_ROWS}
     acc[("enhancement", "swa")] = [0.97, 0.98, 0.99]  # SWA, not BlurPool, is clearly best
     acc |= {("augmentation", a): [0.5] for a in AUGMENTATIONS}
     acc |= {("baseline", b): [0.99] for b in baseline_names()}
@@ -375,6 +377,7 @@ def test_seed_replicates_a_bench_run_with_another_sampler_and_training_seed(tmp_
                            overrides=svr.run_overrides(args, f"t-{kind}"))
         assert space.sampler.seed == shipped.sampler.seed + 1, kind
         assert space.data.split_seed == shipped.data.split_seed and space.max_epochs == 3, kind
+        assert Path(space.data.cache_dir) == REPO / "studies" / f"t-{kind}" / "cache", kind  # a store of its own
     args.seed = None
     assert load_space(path, overrides=svr.run_overrides(args, "t-default")).sampler.seed == shipped.sampler.seed
     storage = f"sqlite:///{tmp_path}/seed.db"

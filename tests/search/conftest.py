@@ -3,6 +3,9 @@
 The study ``tiny`` holds, in this order: two trained trials (0: a paper-preset-marked net
 with blurpool, 1: a plain one), a pruned trial (2), a failed trial (3) and an infeasible
 one (4, measured but never trained). ``tiny-baselines`` beside it holds one baseline.
+
+Beside it, fixtures that more than one test module uses: ``paper`` (spaces/paper.yaml, loaded
+once per module) and ``cache`` (a data cache folder of the test's own).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from search.study import storage as studylib
 from search.study.record import DIRECTIONS, Limits, TrialRecord
 from search.training.recipe import TrainRecipe
 from search.trial.pipeline import run_candidate
+from tests.search.space_helpers import PAPER
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,6 +140,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load_space(PAPER)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
 
 
 # Strings a crafted study may carry in any user attr: HTML, a markdown table's delimiter and

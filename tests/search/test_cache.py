@@ -13,7 +13,7 @@ import pytest
 from search.cli import main
 from search.data import DataConfig, load_dataset
 from search.data import cache as tensorcache
-from tests.search.test_data import make_folder
+from tests.search.data_helpers import make_folder
 
 CLASSES = {"crack": 40, "pit": 120, "scale": 200}
 

@@ -20,7 +20,7 @@ from search.study import storage as studylib
 from search.study.record import Limits, TrialRecord
 from search.training.recipe import TrainRecipe
 from search.trial.pipeline import build_candidate, run_candidate
-from tests.search.test_space import PAPER_DICT
+from tests.search.space_helpers import PAPER_DICT
 
 CLASSES = ("dent", "scratch")
 

@@ -11,7 +11,7 @@ import torch
 
 from search.data import DataConfig, DataError, load_dataset
 from search.data.imageio import decode_image
-from tests.search.test_data import grey_image, split_file
+from tests.search.data_helpers import grey_image, split_file
 
 
 def make_split(root: Path, classes: dict[str, int], per_class: int) -> list[str]:

@@ -19,7 +19,7 @@ from search.run import resources, runner
 from search.space import SpaceError, load_space
 from search.study import storage as studylib
 from search.trial.reuse import content_digest
-from tests.search.test_space import with_changes
+from tests.search.space_helpers import with_changes
 
 SPACE = """
 study: gpu

@@ -14,7 +14,7 @@ from search.training.precision import training_precision
 from search.training.recipe import TrainRecipe
 from search.training.train import train
 from search.trial.reuse import Trainings
-from tests.search.test_space import PAPER_DICT, with_changes
+from tests.search.space_helpers import PAPER_DICT, with_changes
 from tests.search.test_train import _data, _recipe
 
 

@@ -1,8 +1,9 @@
 """Run bookkeeping: seeds of a study's runs, which drivers are alive (this host's by their
 process, another host's by a heartbeat on the database's clock), what a dead run leaves to
-resume, the presets queued once (and once more when a crash lost one), the quiet re-timing
-deferred while another run trains, the run's closing summary, and a Tune pickle without the
-database URL; all without Ray but two ``castsearch run`` drivers on one study at once."""
+resume, the quiet re-timing deferred while another run trains, the run's closing summary, and
+a Tune pickle without the database URL; all without Ray but two ``castsearch run`` drivers on
+one study at once. What a run queues before its sampler (the presets, their nearest points, an
+earlier study's front) is test_runs_presets.py's."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
+from optuna.trial import TrialState
 
-from castmodels import PRESETS, ArchSpec
+from castmodels import PRESETS
 from search.cli import main
 from search.latency.measure import SPREAD
 from search.latency.quiet import Workers, is_stopped, start_time
@@ -27,17 +28,13 @@ from search.latency.screen import Screen
 from search.latency.timer import Timer
 from search.run import runner, runs
 from search.run.searcher import StudySearcher
-from search.space import load_space, point_of
+from search.space import load_space
 from search.study import storage as studylib
-from search.study.record import CONSTRAINT_NAMES, TrialRecord
+from search.study.record import TrialRecord
 from tests.search.infra_helpers import castsearch, env, started, write_space
+from tests.search.runs_helpers import _study
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _study(tmp_path, name="s"):
-    url = f"sqlite:///{tmp_path}/{name}.db"
-    return studylib.open_study(name, url), url
 
 
 def _dead(run_id: str, trials: int | None = 5) -> runs.RunRecord:
@@ -200,85 +197,6 @@ def test_run_refuses_impossible_flags_before_writing_anything(tmp_path, capsys):
         runner.check_options(runner.RunOptions("s", "sqlite://", trials=0, timeout_s=None))
     with pytest.raises(ValueError, match="time budget"):
         runner.check_options(runner.RunOptions("s", "sqlite://", trials=None, timeout_s=-5))
-
-
-def _presets(study) -> list[str]:
-    return sorted(TrialRecord.read(t).preset for t in study.trials if TrialRecord.read(t).preset)
-
-
-def test_presets_are_queued_once_even_after_a_driver_died_while_queueing(tmp_path):
-    study, url = _study(tmp_path)
-    space = load_space(REPO / "spaces" / "paper.yaml")
-    everything = runs.preset_trials(space)
-    # a driver queued two presets and was killed before the rest
-    for name in list(everything)[:2]:
-        p = everything[name]
-        study.enqueue_trial(p.params, user_attrs=TrialRecord(
-            preset=name, preset_arch=p.arch.to_dict() if p.arch else None).attrs())
-    assert runs.enqueue_presets(study, space, url) == len(PRESETS) - 2
-    assert _presets(study) == sorted(PRESETS)  # each once
-    assert runs.enqueue_presets(study, space, url) == 0
-    assert _presets(study) == sorted(PRESETS)
-
-
-def test_the_presets_nearest_points_follow_them_in_the_queue_once(tmp_path):
-    """seed_nearest: after the six presets, the space's point nearest each, as searched trials
-    (no preset name: they are the search's own; like the presets, never stopped early); once per study."""
-    study, url = _study(tmp_path)
-    space = load_space(REPO / "spaces" / "paper.yaml")
-    assert runs.enqueue_presets(study, space, url) == len(PRESETS)
-    records = [TrialRecord.read(t) for t in study.trials]
-    assert [r.preset for r in records[:len(PRESETS)]] == list(PRESETS)
-    assert [r.near_preset for r in records[len(PRESETS):]] == list(PRESETS)
-    assert all(r.preset is None and r.preset_arch is None for r in records[len(PRESETS):])
-    near = study.trials[len(PRESETS)]
-    assert near.system_attrs["fixed_params"] == runs.nearest_trials(space)[near.user_attrs["near_preset"]]
-    assert runs.enqueue_presets(study, space, url) == 0 and len(study.trials) == 2 * len(PRESETS)
-    # without seed_nearest, only the presets
-    plain = load_space(REPO / "spaces" / "paper.yaml", overrides={("seed_nearest",): False, ("study",): "p"})
-    other, other_url = _study(tmp_path, "p")
-    runs.enqueue_presets(other, plain, other_url)
-    assert all(TrialRecord.read(t).near_preset is None for t in other.trials) and len(other.trials) == len(PRESETS)
-
-
-def test_a_space_of_two_image_sizes_queues_every_preset_at_each_once(tmp_path):
-    """image_size: [32, 64]: twelve presets (each named with its size), then the six nearest
-    points at 32 px; nothing again on the next run; the plan line says so."""
-    from search.cli.printing import format_plan
-
-    study, url = _study(tmp_path)
-    space = load_space(REPO / "spaces" / "paper.yaml", overrides={("training", "image_size"): [32, 64]})
-    assert runs.enqueue_presets(study, space, url) == 2 * len(PRESETS)
-    assert _presets(study) == sorted(f"{name}@{size}px" for name in PRESETS for size in (32, 64))
-    assert len(study.trials) == 3 * len(PRESETS)
-    opts = runner.RunOptions(study_name=study.study_name, storage=url, trials=None, timeout_s=1800.0, workers=2)
-    plan = runner.run_plan(study, space, opts, None, 1800.0, Timer(space.latency_runtime))
-    assert "the paper's 6 presets at each of 32, 64 px first (3 seeds each)" in format_plan(plan)
-    assert runs.enqueue_presets(study, space, url) == 0 and len(study.trials) == 3 * len(PRESETS)
-
-
-def test_a_preset_lost_with_its_driver_is_queued_once_more(tmp_path):
-    study, url = _study(tmp_path)
-    space = load_space(REPO / "spaces" / "paper.yaml")
-    runs.enqueue_presets(study, space, url)
-    started = {t.user_attrs["preset"]: t for t in (study.ask() for _ in PRESETS)}  # the queue, running
-    # one preset's driver died; another preset's training raised; the rest finished
-    errors = {"custom-140k-3x3": "its run's driver died while it was running",
-              "custom-590k-dw": "ValueError: bad input\nTraceback ..."}
-    for name, trial in started.items():
-        if name in errors:
-            trial.set_user_attr("error", errors[name])
-            study.tell(trial, state=TrialState.FAIL)
-        else:
-            study.tell(trial, values=[0.8, 1.0, 1000.0])
-    assert runs.enqueue_presets(study, space, url) == 1
-    again = [t for t in study.trials if t.user_attrs.get("preset") == "custom-140k-3x3"]
-    assert [t.state for t in again] == [TrialState.FAIL, TrialState.WAITING]
-    # lost a second time: not queued a third
-    retry = study.ask()
-    retry.set_user_attr("error", "its run's driver died while it was running")
-    study.tell(retry, state=TrialState.FAIL)
-    assert runs.enqueue_presets(study, space, url) == 0
 
 
 def _complete(study, values, **attrs):
@@ -481,46 +399,3 @@ def test_two_drivers_search_one_sqlite_study_at_once(tmp_path):
     assert len(trials) == 4 and {TrialRecord.read(t).preset for t in trials} == {None}  # 2 sampled per driver
     assert sorted(runs.finished_by(trials, r.run_id) for r in records) == [2, 2]
     assert len({r.seed for r in records}) == 2  # each drew with its own seed
-
-
-def _trained(study, code: str, values: list[float]) -> None:
-    """A COMPLETE trial within the limits that trained the network ``code``."""
-    study.add_trial(create_trial(state=TrialState.COMPLETE, values=values,
-                                 user_attrs={"arch": ArchSpec.from_code(code).to_dict()},
-                                 constraints={name: 0.0 for name in CONSTRAINT_NAMES}))
-
-
-def test_an_earlier_studys_front_follows_the_presets_and_their_nearest_points_once(tmp_path):
-    """seed_from: each front network of the earlier study joins as this space's nearest point,
-    after the presets and their nearest points, marked with its study and trial; a network
-    with no point here, a point already queued and a network off the front are not queued."""
-    url = f"sqlite:///{tmp_path}/s.db"
-    old = studylib.open_study("old", url)
-    wide = "C16 C16 P C32 C32 P C64 C64 P C128 C128 P C256 A"
-    _trained(old, wide, [0.95, 3.0, 500_000])  # on the front: queued
-    _trained(old, PRESETS["custom-140k-3x3"].code(), [0.90, 2.0, 140_000])  # its point seed_nearest queued
-    _trained(old, "C16 A", [0.80, 1.0, 10_000])  # one stage: not a point of this space
-    _trained(old, "C16 P D32 P D64 P D128 A", [0.50, 5.0, 900_000])  # dominated: off the front
-    space = load_space(REPO / "spaces" / "paper.yaml", overrides={("seed_from",): ["old"]})
-    assert space.seed_from == ("old",)
-    study = studylib.open_study("s", url)
-    assert runs.enqueue_presets(study, space, url) == len(PRESETS)
-    records = [TrialRecord.read(t) for t in study.trials]
-    assert [r.preset for r in records[:len(PRESETS)]] == list(PRESETS)
-    assert all(r.near_preset for r in records[len(PRESETS):-1])
-    assert [r.seeded_from for r in records] == [None] * (len(records) - 1) + ["old#0"]
-    assert records[-1].preset is None and records[-1].near_preset is None
-    assert study.trials[-1].system_attrs["fixed_params"] == point_of(space, ArchSpec.from_code(wide))
-    assert point_of(space, PRESETS["custom-140k-3x3"]) in runs.nearest_trials(space).values()
-    # a later run queues nothing twice
-    assert runs.enqueue_presets(study, space, url) == 0 and len(study.trials) == len(records)
-
-
-def test_a_seed_from_study_that_is_not_in_the_storage_is_refused_before_anything_is_queued(tmp_path):
-    study, url = _study(tmp_path)
-    space = load_space(REPO / "spaces" / "paper.yaml", overrides={("seed_from",): ["nope"]})
-    with pytest.raises(ValueError, match=r"paper.yaml: seed_from: no study 'nope' in .*\(studies there: s\)"):
-        runs.enqueue_presets(study, space, url)
-    assert study.trials == []
-    with pytest.raises(ValueError, match="seed_from: no study 'nope'"):
-        runs.seed_fronts(space, url)

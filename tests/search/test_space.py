@@ -1,3 +1,9 @@
+"""The search-space file: paper.yaml and the presets as points of a space, encode and decode
+between networks and Optuna params, validation errors that name the file and the key path, and
+the other keys of the file (data.resize, the demo space, the default budget,
+latency.retime_front, seed_from). The reader's bounds and the property tests are in
+test_space_reader.py, the growing form of the architecture in test_space_growing.py."""
+
 import copy
 import json
 import logging
@@ -5,56 +11,34 @@ import re
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from castmodels import PRESETS, ArchSpec
 from search.space import (
     Budget,
     Candidate,
-    GrowingArchitecture,
     InvalidCandidate,
     SpaceError,
     decode,
     encode,
     load_space,
-    nearest,
-    nearest_trials,
     parse_duration,
-    point_of,
     preset_params,
-    preset_trials,
     space_from_dict,
     suggest,
 )
 from search.training.recipe import TrainRecipe
-
-PAPER = Path(__file__).resolve().parents[2] / "spaces" / "paper.yaml"
-# paper.yaml with its architecture in the per-block form, which expresses all six presets
-# (paper.yaml itself uses the growing form; see the tests of that form below)
-PER_BLOCK = {
-    "stages": {"low": 3, "high": 6},
-    "blocks_per_stage": {"low": 1, "high": 3},
-    "channels": {"low": 16, "high": 512, "log": True},
-    "conv": ["conv3x3", "dwsep"],
-    "last_block": ["plain", "stride2", "dilation2"],
-    "dropout": {"low": 0.0, "high": 0.1, "step": 0.01},
-    "pool": [True, False],
-    "head": ["gap", "flatten"],
-}
-# ... and every enhancement and augmentation searched (paper.yaml fixes most of them)
-EVERY_SWITCH = {
-    "enhancements": {"blurpool": [False, True], "squeeze_excite": [False, True], "swa": [False, True],
-                     "label_smoothing": [0.0, 0.1], "mixup": [0.0, 0.2], "cutout": [False, True]},
-    "augmentations": {name: [False, True] for name in ("hflip", "vflip", "rotate", "gaussian_blur",
-                                                       "shift_scale_rotate", "random_crop", "brightness_contrast")},
-}
-PAPER_DICT = {**yaml.safe_load(PAPER.read_text()), "architecture": PER_BLOCK, "seed_nearest": False, **EVERY_SWITCH}
+from tests.search.space_helpers import (
+    DELETE,
+    PAPER,
+    PAPER_DICT,
+    random_study,
+    same_network,
+    with_changes,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -62,37 +46,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 @pytest.fixture(scope="module")
 def space():
     return space_from_dict(PAPER_DICT, "paper-per-block.yaml")
-
-
-@pytest.fixture(scope="module")
-def paper():
-    return load_space(PAPER)
-
-
-def with_changes(*changes):
-    """A copy of paper.yaml's dict; each change is (key path, value), value DELETE removes the key."""
-    doc = copy.deepcopy(PAPER_DICT)
-    for path, value in changes:
-        node = doc
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        if value is DELETE:
-            del node[path[-1]]
-        else:
-            node[path[-1]] = value
-    return doc
-
-
-DELETE = object()
-
-
-def same_network(a: ArchSpec, b: ArchSpec) -> bool:
-    return a.layers == b.layers and a.head == b.head
-
-
-def random_study():
-    return optuna.create_study(directions=["maximize", "minimize", "minimize"],
-                               sampler=optuna.samplers.RandomSampler(seed=0))
 
 
 # ---------------------------------------------------------------------------
@@ -421,451 +374,7 @@ def test_parse_duration_rejects(text):
 
 
 # ---------------------------------------------------------------------------
-# the reader and the bounds: a bad file is a one-line SpaceError before any study exists
-
-
-def refused(tmp_path, text: str) -> str:
-    """Load ``text`` as a space file; the SpaceError's message, after the file's name."""
-    file = tmp_path / "bad.yaml"
-    file.write_text(text, encoding="utf-8")
-    with pytest.raises(SpaceError) as info:
-        load_space(file)
-    message = str(info.value)
-    assert message.startswith(f"{file}: ") and len(message.splitlines()) == 1, message
-    return message.removeprefix(f"{file}: ")
-
-
-def paper_text(old: str, new: str) -> str:
-    """paper.yaml's text with ``old``, which it holds once, replaced by ``new``."""
-    text = PAPER.read_text()
-    assert text.count(old) == 1, old
-    return text.replace(old, new)
-
-
-@pytest.mark.parametrize(("value", "fragment"), [
-    ("[" * 1200 + "]" * 1200, "study" + "[0]" * 31 + ": nested deeper than 32 levels (at line 17, column"),
-    ("{a: " * 1200 + "1" + "}" * 1200, "study" + ".a" * 30 + ": nested deeper than 32 levels (at line 17, column"),
-    ("[" * 32 + "]" * 32, "study" + "[0]" * 31 + ": nested deeper than 32 levels"),
-    ("[" * 31 + "]" * 31, "study: must be a non-empty string"),  # 32 levels: read, then checked
-])
-def test_deep_nesting_is_refused(tmp_path, value, fragment):
-    assert refused(tmp_path, paper_text("study: paper ", f"study: {value} ")).startswith(fragment)
-
-
-def test_aliases_cannot_nest_deeper_or_endlessly(tmp_path):
-    chain = ", ".join(["&a0 [1]"] + [f"&a{i} [*a{i - 1}]" for i in range(1, 40)])
-    assert refused(tmp_path, f"study: [{chain}]\n").startswith(
-        "study[29][0]: nested deeper than 32 levels through the alias at line 1, column")
-    assert refused(tmp_path, "study: &loop [*loop]\n").startswith(
-        "study[0]: the alias at line 1, column 15 is inside the node it names")
-    # an alias bomb (9**10 strings if expanded) stays a few nodes and fails its check at once
-    bomb = ", ".join(["&l0 [x, x, x, x, x, x, x, x, x]"] + [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]"
-                                                            for i in range(1, 10)])
-    assert refused(tmp_path, paper_text("study: paper ", f"study: [{bomb}] ")).startswith(
-        "study: must be a non-empty string")
-
-
-@pytest.mark.parametrize(("old", "new", "fragment"), [
-    ("\n  dropout: {low: 0.0, high: 0.1, step: 0.01}", "\n  dropout: {low: 0.0, high: 0.5, step: 1.0e-300}",
-     "architecture.dropout: step is too fine: (high - low) / step must be at most 1000000 points, "
-     "got low=0.0, high=0.5, step=1e-300"),
-    ("lr: {low: 1.0e-3, high: 5.0e-3, log: true}", "lr: {low: 1.0e-3, high: 5.0e-3, step: 1.0e-12}",
-     "training.lr: step is too fine"),
-    ("\n  dropout: {low: 0.0, high: 0.1, step: 0.01}", "\n  dropout: {low: 0.0, high: 0.1, step: 0.0}",
-     "architecture.dropout.step: must be a number > 0, got 0.0"),
-    ("\n  dropout: {low: 0.0, high: 0.1, step: 0.01}", "\n  dropout: {low: 0.0, high: 0.1, step: -0.01}",
-     "architecture.dropout.step: must be a number > 0"),
-    ("\n  dropout: {low: 0.0, high: 0.1, step: 0.01}", "\n  dropout: {low: 0.0, high: 0.1, step: .inf}",
-     "architecture.dropout.step: must be a number > 0, got inf"),
-])
-def test_a_range_step_must_be_positive_finite_and_not_too_fine(tmp_path, old, new, fragment):
-    assert refused(tmp_path, paper_text(old, new)).startswith(fragment)
-
-
-def test_a_fine_step_within_the_limit_samples(tmp_path):
-    """500,000 points load, and Optuna steps them (1e-300 failed only once a trial was sampled)."""
-    file = tmp_path / "fine.yaml"
-    file.write_text(paper_text("\n  dropout: {low: 0.0, high: 0.1, step: 0.01}",
-                               "\n  dropout: {low: 0.0, high: 0.5, step: 1.0e-6}"))
-    space = load_space(file)
-    study = random_study()
-    for _ in range(5):
-        dropouts = [layer.dropout for layer in suggest(space, study.ask()).arch.layers if layer.dropout]
-        assert all(0 <= d <= 0.5 for d in dropouts)
-
-
-@pytest.mark.parametrize(("old", "new", "where"), [
-    ("  trials: null ", "  trials: 40\n  trials: 50 ", "budget.trials"),
-    ("study: paper ", "study: paper\nstudy: other ", "study"),
-    ("stages: {low: 2, high: 5}", "stages: {low: 2, high: 5, low: 3}", "architecture.stages.low"),
-    ("  hflip: [false, true]\n", "  hflip: [false, true]\n  hflip: false\n", "augmentations.hflip"),
-    ("  hflip: [false, true]\n", "  hflip: [false, true]\n  1: a\n  0x1: b\n", "augmentations.0x1"),  # one key
-])
-def test_a_key_written_twice_is_refused(tmp_path, old, new, where):
-    message = refused(tmp_path, paper_text(old, new))
-    assert re.fullmatch(rf"{re.escape(where)}: the key is written twice, at line \d+, column \d+ and at "
-                        rf"line \d+, column \d+; write it once", message), message
-
-
-def test_a_key_written_twice_names_both_lines(tmp_path):
-    text = paper_text("  trials: null ", "  trials: 40\n  trials: 50 ")
-    first = text.splitlines().index("  trials: 40") + 1
-    assert refused(tmp_path, text) == (f"budget.trials: the key is written twice, at line {first}, column 3 "
-                                       f"and at line {first + 1}, column 3; write it once")
-
-
-def test_a_merge_may_still_restate_keys(tmp_path):
-    file = tmp_path / "merge.yaml"
-    file.write_text(paper_text("  recipe: default\n", "  <<: {recipe: paper, epochs: 5}\n"))
-    space = load_space(file)
-    assert (space.recipe, space.max_epochs) == ("paper", 10)  # the section's own epochs: 10 wins
-
-
-@pytest.mark.parametrize("seed", ["4294967296", "100000000000000000000000", "1.0e+23", "1e23", "-1", "true",
-                                  "5.5", ".nan"])
-def test_seeds_must_be_32_bit_integers(tmp_path, seed):
-    for old, path in (("seed: 555 ", "sampler.seed"), ("split_seed: 555\n", "data.split_seed")):
-        new = old.replace("555", seed)
-        assert refused(tmp_path, paper_text(old, new)).startswith(
-            f"{path}: must be an integer in [0, 4294967295], got ")
-    file = tmp_path / "largest.yaml"
-    file.write_text(paper_text("seed: 555 ", "seed: 4294967295 "))
-    assert load_space(file).sampler.seed == 2**32 - 1
-
-
-@pytest.mark.parametrize(("old", "new", "message"), [
-    ("max_channels: 256", "max_channels: 100000",
-     "architecture.max_channels: must be an integer in [1, 4096], got 100000"),
-    ("width: [16, 24, 32, 48]", "width: [16, 8192]", "architecture.width[1]: must be an integer in [1, 4096], got 8192"),
-    ("width: [16, 24, 32, 48]", "width: [16, 512]",
-     "architecture.width: no stage may be wider than max_channels (256), but the first stage's width can be 512"),
-    ("stages: {low: 2, high: 5}", "stages: {low: 2, high: 17}",
-     "architecture.stages.high: must be an integer in [1, 16], got 17"),
-    ("blocks_per_stage: {low: 1, high: 3}", "blocks_per_stage: {low: 1, high: 100}",
-     "architecture.blocks_per_stage.high: must be an integer in [1, 16], got 100"),
-    ("image_size: [32]", "image_size: [32, 100000]", "training.image_size[1]: must be an integer in [8, 1024], got 100000"),
-    ("batch_size: [32, 50]", "batch_size: [32, 1000000]",
-     "training.batch_size[1]: must be an integer in [1, 4096], got 1000000"),
-    ("epochs: 10 ", "epochs: 1000000 ", "training.epochs: must be an integer in [1, 10000], got 1000000"),
-    ("lr: {low: 1.0e-3, high: 5.0e-3, log: true}", "lr: {low: 1.0e-3, high: 1.0e+300, log: true}",
-     "training.lr.high: must be a number in (0, 10], got 1e+300"),
-    ("weight_decay: 5.0e-4", "weight_decay: 5.0", "training.weight_decay: must be a number in [0, 1], got 5.0"),
-    ("name: tpe ", "population_size: 100000000\n  name: nsga2 ",
-     "sampler.population_size: must be an integer in [2, 10000], got 100000000"),
-    ("timeout: 30m", "timeout: 100000d", "budget.timeout: a duration must be at most 365d (3.1536e+07 s), got '100000d'"),
-])
-def test_user_numbers_have_upper_bounds(tmp_path, old, new, message):
-    assert refused(tmp_path, paper_text(old, new)) == message
-
-
-def test_per_block_channels_have_an_upper_bound():
-    doc = with_changes((("architecture", "channels"), {"low": 16, "high": 100000, "log": True}))
-    with pytest.raises(SpaceError, match=re.escape("x.yaml: architecture.channels.high: must be an integer in "
-                                                   "[1, 4096], got 100000")):
-        space_from_dict(doc, "x.yaml")
-
-
-@pytest.mark.parametrize("number", [".nan", ".inf", "-.inf", "1" + "0" * 400])  # an int too large for a float
-@pytest.mark.parametrize(("old", "new", "path"), [
-    ("weight_decay: 5.0e-4", "weight_decay: NUM", "training.weight_decay"),
-    ("lr: {low: 1.0e-3, high: 5.0e-3, log: true}", "lr: {low: NUM, high: 5.0e-3}", "training.lr.low"),
-    ("\n  dropout: {low: 0.0, high: 0.1, step: 0.01}", "\n  dropout: {low: 0.0, high: 0.1, step: NUM}", "architecture.dropout.step"),
-    ("growth: [1.0, 1.5, 2.0]", "growth: [1.0, NUM]", "architecture.growth[1]"),
-    ("max_channels: 256", "max_channels: NUM", "architecture.max_channels"),
-    ("mixup: [0.0, 0.2]", "mixup: [0.0, NUM]", "enhancements.mixup[1]"),
-    ("timeout: 30m", "timeout: NUM", "budget.timeout"),
-    ("max_params: 1000000", "max_params: NUM", "constraints.max_params"),
-    ("factor: 1.0}  # single", "factor: NUM}  # single", "constraints.max_latency_ms.factor"),
-    ("test_fraction: 0.1", "test_fraction: NUM", "data.test_fraction"),
-    ("seed: 555 ", "seed: NUM ", "sampler.seed"),
-])
-def test_nan_inf_and_huge_ints_are_refused_where_a_number_is_expected(tmp_path, old, new, path, number):
-    assert refused(tmp_path, paper_text(old, new.replace("NUM", number))).startswith(f"{path}: ")
-
-
-def test_a_file_over_1_mib_is_refused_unparsed(tmp_path):
-    text = PAPER.read_text() + ("# " + "x" * 78 + "\n") * 13_000
-    size = len(text.encode())
-    assert refused(tmp_path, text) == (f"the file is {size} bytes; a search-space file may have at most "
-                                       f"1048576 (1 MiB)")
-
-
-def test_a_document_of_too_many_nodes_is_refused(tmp_path):
-    message = refused(tmp_path, "study: [" + "0, " * 20_000 + "]\n")
-    assert message.startswith("study[9997]: more than 10000 nodes (keys, values and list items; at line 1, ")
-
-
-@pytest.mark.parametrize(("value", "fragment"), [
-    ("2024-13-45", "cannot read the value at line LINE, column 11 ('2024-13-45'): month must be in 1..12"),
-    ("9" * 5000, "cannot read the value at line LINE, column 11 ('999999999999...9999999999999'): Exceeds the "
-                 "limit (4300 digits) for integer string conversion: value has 5000 digits"),
-])
-def test_a_value_python_cannot_make_is_refused(tmp_path, value, fragment):
-    line = next(i for i, text in enumerate(PAPER.read_text().splitlines(), 1) if text.startswith("  trials: null "))
-    assert refused(tmp_path, paper_text("  trials: null ", f"  trials: {value} ")) == \
-        fragment.replace("LINE", str(line))
-
-
-@pytest.mark.parametrize(("changes", "fragment"), [
-    ([(("architecture", "pool"), True), (("architecture", "stages"), {"low": 4, "high": 6}),
-      (("training", "image_size"), [8, 12])],
-     "the one that downsamples least, 4 stage(s) each with the 2x2 max-pool that pool: true requires, "
-     "leaves no feature map at image_size 12"),
-    ([(("architecture", "pool"), [True]), (("architecture", "last_block"), ["stride2"]),
-      (("architecture", "stages"), 3), (("training", "image_size"), [16])],
-     "3 stage(s) each with a stride-2 last block and the 2x2 max-pool that pool: true requires, "
-     "leaves no feature map at image_size 16"),
-])
-def test_a_space_without_a_point_that_builds_is_refused(changes, fragment):
-    with pytest.raises(SpaceError) as info:
-        space_from_dict(with_changes(*changes), "nopoint.yaml")
-    assert str(info.value).startswith("nopoint.yaml: architecture: no point of this space can be built: ")
-    assert fragment in str(info.value)
-
-
-def test_a_space_whose_least_downsampling_point_builds_loads():
-    """Five stages with a pool each leave 1 px of 32 when no stage strides: the space loads,
-    though most of its points (those with a stride) cannot be built."""
-    space = space_from_dict(with_changes((("architecture", "pool"), True), (("architecture", "stages"), 5),
-                                         (("training", "image_size"), [32])))
-    study, built = random_study(), 0
-    for _ in range(60):
-        try:
-            built += bool(suggest(space, study.ask()))
-        except InvalidCandidate:
-            pass
-    assert built > 0
-
-
-# ---------------------------------------------------------------------------
-# properties: a mutated document loads or raises SpaceError, and what loads samples cleanly
-
-_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 600), st.floats(), st.text(max_size=6),
-    st.sampled_from(["conv3x3", "dwsep", "gap", "plain", "stride2", "adam", "2h", "tpe", "random"]),
-)
-_values = st.recursive(
-    _scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.sampled_from(["low", "high", "log", "step", "x"]) | st.text(max_size=4), inner, max_size=4),
-    max_leaves=8,
-)
-
-
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, prefix + (key,))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _paths(value, prefix + (i,))
-
-
-def _mutate(doc, data):
-    path = data.draw(st.sampled_from(list(_paths(doc))))
-    if not path:
-        return data.draw(_values)
-    parent = doc
-    for key in path[:-1]:
-        parent = parent[key]
-    action = data.draw(st.sampled_from(["replace", "delete", "add"]))
-    if action == "replace":
-        parent[path[-1]] = data.draw(_values)
-    elif action == "delete":
-        del parent[path[-1]]
-    elif isinstance(parent[path[-1]], dict):
-        key = data.draw(st.text(max_size=6) | st.sampled_from(["low", "high", "step", "log", "budget", "stages"]))
-        parent[path[-1]][key] = data.draw(_values)
-    elif isinstance(parent[path[-1]], list):
-        parent[path[-1]].append(data.draw(_values))
-    return doc
-
-
-@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.data())
-def test_mutated_documents_load_or_raise_space_error(data):
-    doc = copy.deepcopy(PAPER_DICT)
-    for _ in range(data.draw(st.integers(1, 3))):
-        doc = _mutate(doc, data)
-    try:
-        space = space_from_dict(doc, source="mutated.yaml")
-    except SpaceError as e:
-        assert str(e).startswith("mutated.yaml: ") and "\n" not in str(e)
-        return
-    study = random_study()
-    for _ in range(3):
-        try:
-            suggest(space, study.ask())
-        except InvalidCandidate:
-            pass
-
-
-@settings(max_examples=50, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(st.data())
-def test_mutated_text_loads_or_raises_space_error(tmp_path, data):
-    text = PAPER.read_text()
-    for _ in range(data.draw(st.integers(1, 3))):
-        at = data.draw(st.integers(0, len(text)))
-        if data.draw(st.booleans()):
-            text = text[:at] + text[at + data.draw(st.integers(1, 20)):]
-        else:
-            insert = data.draw(st.sampled_from([":", "- ", "[", "{", "}", " ", "\n", "x", "0", "'", "&a ", "*a",
-                                                "!!python/object:os.system ", "\t", "null", "[]", "{}"]))
-            text = text[:at] + insert + text[at:]
-    file = tmp_path / "fuzzed.yaml"
-    file.write_text(text)
-    try:
-        load_space(file)
-    except SpaceError as e:
-        assert str(e).startswith(f"{file}: ") and "\n" not in str(e)
-
-
-# ---------------------------------------------------------------------------
-# The growing form (paper.yaml)
-
-
-def test_paper_space_uses_the_growing_form(paper):
-    arch = paper.architecture
-    assert isinstance(arch, GrowingArchitecture) and arch.max_channels == 256
-    assert arch.width.values() == [16, 24, 32, 48] and arch.growth.values() == [1.0, 1.5, 2.0]
-
-
-@pytest.mark.parametrize("image_size", [8, 16, 32, 64])
-def test_every_point_of_the_growing_form_builds_and_widths_never_shrink(paper, image_size):
-    """Drawn at random, no point is invalid at any image size, and stage widths never shrink."""
-    from castmodels import feature_size
-
-    space = space_from_dict(with_paper_arch((("training", "image_size"), [image_size])))
-    study = random_study()
-    for _ in range(300):
-        candidate = suggest(space, study.ask())  # InvalidCandidate would fail the test
-        widths = [layer.out_channels for layer in candidate.arch.layers]
-        assert widths == sorted(widths) and max(widths) <= 256
-        assert feature_size(candidate.arch, image_size) >= 1
-
-
-def test_presets_join_a_growing_space_as_fixed_architecture_trials(paper):
-    trials = preset_trials(paper)
-    assert sorted(trials) == sorted(PRESETS)
-    for name, trial in trials.items():
-        assert trial.arch == PRESETS[name]
-        candidate = decode(paper, trial.params, trial.arch)  # the recipe params alone, and the fixed network
-        assert same_network(candidate.arch, PRESETS[name])
-        assert candidate.recipe.lr == TrainRecipe.named("default").lr  # trained with the space's recipe
-    # a per-block space expresses them: they are points of it
-    assert all(t.arch is None for t in preset_trials(space_from_dict(PAPER_DICT)).values())
-
-
-def test_a_mixed_stage_is_depthwise_blocks_closed_by_a_3x3_block(paper):
-    def point(blocks):
-        return {"width": 32, "stages": 2, "s1_conv": "mixed", "s1_blocks": blocks, "s1_last": "dilation2",
-                "s1_dropout": 0.05, "s1_pool": True, "s2_growth": 2.0, "s2_conv": "dwsep", "s2_blocks": 1,
-                "s2_last": "plain", "s2_dropout": 0.0, "s2_pool": False, "head": "gap"}
-
-    recipe = {"batch_size": 32, "lr": 3.0e-3, "class_balance": "none", "image_size": 32, "squeeze_excite": False,
-              "mixup": 0.0, "aug_hflip": False, "optimizer": "adamw"}
-    assert decode(paper, point(3) | recipe).arch.code() == "D32 D32 C32d2 X.05 P D64 A"
-    assert decode(paper, point(1) | recipe).arch.code() == "C32d2 X.05 P D64 A"  # one block: the 3x3 block
-
-
-NEAREST_CODES = {  # the point of paper.yaml nearest each preset, stage by stage
-    "custom-140k-3x3": "C16 C16 X.06 P C32 C32 X.07 P C64 C64s2 X.07 P C128 A",
-    "custom-140k-dw": "C16 C16 X.06 P D32 C32 X.07 P D64 C64d2 X.07 P D128 D128 X.05 D256 A",
-    "custom-340k-3x3": "C32 C32 X.06 P C64 C64 X.07 P C96 C96s2 X.07 P C144 A",
-    "custom-340k-dw": "C32 C32 X.06 P D64 C64 X.07 P D96 C96d2 X.07 P D192 D192 X.05 D256 D256 D256 X.02 A",
-    "custom-590k-3x3": "C32 C32 C32 X.06 P C64 C64 X.07 P C128 C128s2 X.07 P C256 A",
-    "custom-590k-dw": "C32 C32 X.03 D64 C64 X.03 P D96 C96d2 X.07 D192 D192 X.05 P D256 D256 D256 X.02 P A",
-}
-
-
-def test_each_presets_nearest_point_is_a_point_of_the_space_trained_with_the_presets_recipe(paper):
-    trials = nearest_trials(paper)
-    assert sorted(trials) == sorted(PRESETS)
-    for name, params in trials.items():
-        candidate = decode(paper, params)  # every searched value given, each admitted by the space
-        assert candidate.arch.code() == NEAREST_CODES[name], name
-        assert candidate.recipe.lr == TrainRecipe.named("default").lr
-        # the stage plan of the preset: the same pools, so the same map sizes
-        assert candidate.arch.downsampling == PRESETS[name].downsampling
-
-
-def test_a_space_of_several_image_sizes_trains_every_preset_at_each(paper):
-    space = space_from_dict(with_paper_arch((("training", "image_size"), [64, 32])))
-    trials = preset_trials(space)
-    assert sorted(trials) == sorted(f"{name}@{size}px" for name in PRESETS for size in (32, 64))
-    for label, trial in trials.items():
-        name, size = label.rsplit("@", 1)
-        candidate = decode(space, trial.params, trial.arch)
-        assert same_network(candidate.arch, PRESETS[name]) and f"{candidate.recipe.image_size}px" == size
-    # the points nearest the presets are queued once, at the smallest size, under the presets' names
-    nearest_points = nearest_trials(space)
-    assert sorted(nearest_points) == sorted(PRESETS)
-    assert {decode(space, p).recipe.image_size for p in nearest_points.values()} == {32}
-    assert all(decode(space, p).arch.code() == NEAREST_CODES[n] for n, p in nearest_points.items())
-    # one size: the presets keep their names, and train at that size even where it is not the recipe's
-    assert sorted(preset_trials(paper)) == sorted(PRESETS)
-    at64 = space_from_dict(with_paper_arch((("training", "image_size"), [64])))
-    assert {decode(at64, t.params, t.arch).recipe.image_size for t in preset_trials(at64).values()} == {64}
-
-
-def test_nearest_points_follow_what_the_space_offers(paper):
-    # no mixed: a D32 C32 stage takes the first conv type of a tie; three stages at most: the
-    # last three merge (majority depthwise, three blocks, any pool, the largest dropout); no
-    # stage wider than max_channels
-    doc = with_paper_arch((("architecture", "conv"), ["conv3x3", "dwsep"]),
-                          (("architecture", "max_channels"), 48), (("architecture", "stages"), {"low": 2, "high": 3}))
-    space = space_from_dict(doc)
-    params = nearest(space, PRESETS["custom-140k-dw"])
-    assert _decoded_arch(space, params).code() == "C16 C16 X.06 P C32 C32 X.07 P D48 D48 D48 X.07 P A"
-    # a network with fewer stages than the space's least has no nearest point
-    with pytest.raises(ValueError, match="fewer than the space's 2"):
-        nearest(space, ArchSpec.from_code("C16 C16 A"))
-    with pytest.raises(ValueError, match="growing form only"):
-        nearest(space_from_dict(PAPER_DICT), PRESETS["custom-140k-3x3"])
-
-
-def _decoded_arch(space, params):
-    """The network ``params`` describe, with the sampler's share of the recipe filled in."""
-    study = random_study()
-    study.enqueue_trial(params)
-    return suggest(space, study.ask()).arch
-
-
-def test_seed_nearest_needs_the_growing_form():
-    doc = copy.deepcopy(PAPER_DICT) | {"seed_nearest": True}  # the per-block form
-    with pytest.raises(SpaceError, match="seed_nearest: needs the growing form"):
-        space_from_dict(doc)
-    assert load_space(PAPER).seed_nearest and not space_from_dict(PAPER_DICT).seed_nearest
-
-
-@pytest.mark.parametrize(("architecture", "fragment"), [
-    ({"channels": {"low": 16, "high": 64}}, r"architecture.channels: unknown key"),
-    ({"growth": DELETE}, r"architecture.growth: required key is missing \(the growing form"),
-    ({"growth": {"low": 0.5, "high": 2.0}}, r"architecture.growth.low: must be a number in \[1, 4\]"),
-    ({"max_channels": [128, 256]}, r"architecture.max_channels: must be one integer, not a choice"),
-])
-def test_growing_form_errors_name_the_key(architecture, fragment):
-    doc = yaml.safe_load(PAPER.read_text())
-    for key, value in architecture.items():
-        if value is DELETE:
-            del doc["architecture"][key]
-        else:
-            doc["architecture"][key] = value
-    with pytest.raises(SpaceError, match=fragment):
-        space_from_dict(doc)
-
-
-def with_paper_arch(*changes):
-    """with_changes, on paper.yaml as it is (the growing form)."""
-    doc = yaml.safe_load(PAPER.read_text())
-    for path, value in changes:
-        node = doc
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return doc
+# the other keys of the file
 
 
 def test_data_resize_reaches_the_loader_and_is_checked(tmp_path):
@@ -922,14 +431,3 @@ def test_seed_from_is_a_list_of_distinct_earlier_study_names():
                            ([PAPER_DICT["study"]], r"seed_from\[0\]: .* is this space's own study")]:
         with pytest.raises(SpaceError, match=message):
             space_from_dict(copy.deepcopy(PAPER_DICT) | {"seed_from": value})
-
-
-def test_a_network_becomes_this_spaces_point_itself_or_the_nearest():
-    """point_of: the per-block form encodes the network itself, the growing form its nearest point."""
-    per_block = space_from_dict(PAPER_DICT)
-    arch = PRESETS["custom-140k-3x3"]
-    assert decode(per_block, point_of(per_block, arch)).arch.code() == arch.code()
-    growing = load_space(PAPER)
-    assert all(point_of(growing, PRESETS[name]) == params for name, params in nearest_trials(growing).items())
-    with pytest.raises(ValueError, match="fewer than the space's"):
-        point_of(growing, ArchSpec.from_code("C16 A"))

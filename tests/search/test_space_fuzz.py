@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search.space import InvalidCandidate, SpaceError, load_space, suggest
-from tests.search.test_space import _paths
+from tests.search.space_helpers import _paths
 
 PAPER = Path(__file__).resolve().parents[2] / "spaces" / "paper.yaml"
 PAPER_DICT = yaml.safe_load(PAPER.read_text())
