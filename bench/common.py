@@ -1,10 +1,12 @@
-"""Shared bits of the benchmark scripts: the machine header and markdown tables."""
+"""Shared bits of the benchmark scripts: the machine header, markdown tables and training processes."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,3 +52,21 @@ def median_iqr(values: list[float]) -> tuple[float, float]:
         return values[0], 0.0
     q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return med, q3 - q1
+
+
+def training_worker() -> None:
+    """Initializer of a benchmark's training processes (ProcessPoolExecutor): one torch thread
+    each, and an exit once the benchmark that started them is gone. A killed benchmark resumes
+    from the training store, but its pool's processes would otherwise train on, orphaned, and
+    take CPU from whatever is timed next."""
+    import torch
+
+    torch.set_num_threads(1)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

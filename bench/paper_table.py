@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DATASETS, REPO, header, table  # noqa: E402
+from bench.common import DATASETS, REPO, header, table, training_worker  # noqa: E402
 from bench.paper_verdicts import (  # noqa: E402
     ENHANCED,
     ENHANCEMENT_ROWS,
@@ -132,12 +132,6 @@ def load(dataset: str, image_size: int, val_fraction: float):
                                    split_seed=555))
 
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def train_job(job: Job, epochs: int, out: Path, val_fraction: float) -> dict:
     """Train one job, evaluate it on the validation and the test split; write and return its record."""
     from search.latency.measure import count_macs, count_params
@@ -167,7 +161,7 @@ def run_all(todo: list[tuple[Job, Path]], epochs: int, workers: int, val_fractio
         for size in {j.image_size for j, _ in todo if j.dataset == d}:
             load(d, size, val_fraction)
     started = time.perf_counter()
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=training_worker) as pool:
         futures = {pool.submit(train_job, j, epochs, out, val_fraction): j for j, out in todo}
         for i, f in enumerate(as_completed(futures), 1):
             j, r = futures[f], f.result()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DATASETS, REPO, header, table  # noqa: E402
+from bench.common import DATASETS, REPO, header, table, training_worker  # noqa: E402
 
 PRESETS = ("custom-140k-3x3", "custom-590k-dw")
 DATASET_NAMES = ("neu-cls", "x-sdd")
@@ -52,12 +52,6 @@ class Job:
     @property
     def key(self) -> str:
         return f"{self.dataset}__{self.preset}__{self.recipe}__s{self.seed}"
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def run_job(job: Job, epochs: int, val_fraction: float, out: Path) -> dict:
@@ -159,7 +153,7 @@ def main() -> None:
         else:
             pending.append(job)
     print(f"{len(records)} runs on file, {len(pending)} to train", file=sys.stderr, flush=True)
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=training_worker) as pool:
         futures = {pool.submit(run_job, job, args.epochs, args.val_fraction, out): job for job in pending}
         for done in as_completed(futures):
             r = done.result()

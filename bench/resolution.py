@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DATASETS, REPO, header, table  # noqa: E402
+from bench.common import DATASETS, REPO, header, table, training_worker  # noqa: E402
 
 BENCH = "bench-resolution"  # the store's study name for trainings done here (a resumed run takes them back)
 
@@ -70,12 +70,6 @@ def candidate_at(space, code: str):
 
     first = next(iter(preset_trials(space).values()))
     return decode(space, first.params, ArchSpec.from_code(code))
-
-
-def _init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def train_job(job: Job) -> dict:
@@ -210,7 +204,7 @@ def main() -> None:
             load_sizes(space_at(args.space, d, size))
     results: dict[Job, dict] = {}
     started = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_init) as pool:
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=training_worker) as pool:
         futures = {pool.submit(train_job, j): j for j in jobs}
         for i, f in enumerate(as_completed(futures), 1):
             j = futures[f]

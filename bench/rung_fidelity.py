@@ -39,13 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import header, table  # noqa: E402
-
-
-def _init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+from bench.common import header, table, training_worker  # noqa: E402
 
 
 def _short(attrs: dict, epochs: int, size: int | None = None) -> tuple[int, float, float]:
@@ -140,7 +134,7 @@ def main() -> None:
         sizes = [None] + ([args.preview_size] if args.preview_size else [])
         short: dict[int | None, dict[int, float]] = {size: {} for size in sizes}
         seconds = []
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_init) as pool:
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=training_worker) as pool:
             futures = {pool.submit(_short, t, args.epochs, size): size for t in trials for size in sizes}
             for f in as_completed(futures):
                 number, score, secs = f.result()

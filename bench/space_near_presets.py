@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DATASETS, header, table  # noqa: E402
+from bench.common import DATASETS, header, table, training_worker  # noqa: E402
 
 SPACE = Path(__file__).resolve().parent.parent / "spaces" / "paper.yaml"
 
@@ -36,12 +36,6 @@ def nearest_points(space) -> dict:
     from search.space import decode, nearest_trials
 
     return {name: decode(space, params).arch for name, params in nearest_trials(space).items()}
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def run_job(label: str, code: str, data_path: str, seed: int, epochs: int) -> dict:
@@ -92,7 +86,7 @@ def main() -> None:
             ms = time_single(model, (channels, 32, 32)).robust_ms
             networks[label] = (arch.code(), params, ms)
     runs: dict[str, list[dict]] = {label: [] for label in networks}
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=training_worker) as pool:
         futures = [pool.submit(run_job, label, code, args.data, seed, args.epochs)
                    for seed in args.seeds for label, (code, _, _) in networks.items()]
         for done in as_completed(futures):
