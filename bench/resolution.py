@@ -2,7 +2,8 @@
 
     python bench/resolution.py [--data ../shared/datasets/x-sdd ../shared/datasets/elpv]
         [--sizes 32 64 128] [--seeds 3] [--presets] [--codes CODE ...]
-        [--front STUDY --storage URL [--front-top 3]] [--jobs 2] [--rounds 3]
+        [--front STUDY --storage URL [--front-top 3]] [--class-balance weighted_loss]
+        [--jobs 2] [--rounds 3]
 
 Each network (the paper's six presets with ``--presets``, the architecture codes of
 ``--codes``, and the ``--front-top`` most accurate searched networks on the front of
@@ -11,6 +12,8 @@ study of ``--space`` (default ``spaces/paper.yaml``) trains its presets: the spa
 recipe and fixed training values (``precision: auto`` among them), its epochs, its data
 split and channels, its seeds (the space's seed, then the next ones). Every network gets the
 same recipe, so a row differs from another by the network and the size alone.
+``--class-balance`` fixes ``training.class_balance`` for all of them instead (on imbalanced
+data the recipe's ``none`` teaches every network the majority class alone, whatever the size).
 
 Trainings go through castsearch's training store (``search.trial.reuse``, in the space's
 data cache): a killed benchmark resumes, and a training a study already did (a preset at
@@ -54,13 +57,18 @@ class Job:
     name: str  # a preset's name or the network's code
     code: str
     seed: int
+    class_balance: str | None = None  # fixed for every network; None: the space's preset recipe's
 
 
-def space_at(space_file: str, data: str, size: int):
-    """``space_file`` on ``data`` searching the one image size ``size``."""
+def space_at(space_file: str, data: str, size: int, class_balance: str | None = None):
+    """``space_file`` on ``data`` searching the one image size ``size`` (and training with
+    ``class_balance`` where given)."""
     from search.space import load_space
 
-    return load_space(space_file, overrides={("data", "source"): data, ("training", "image_size"): [size]})
+    overrides = {("data", "source"): data, ("training", "image_size"): [size]}
+    if class_balance:
+        overrides[("training", "class_balance")] = class_balance
+    return load_space(space_file, overrides=overrides)
 
 
 def candidate_at(space, code: str):
@@ -79,7 +87,7 @@ def train_job(job: Job) -> dict:
     from search.trial.pipeline import seed_training
     from search.trial.reuse import Trainings
 
-    space = space_at(job.space, job.data, job.size)
+    space = space_at(job.space, job.data, job.size, job.class_balance)
     data = load_sizes(space)[job.size]
     candidate = candidate_at(space.with_channels(data.in_channels), job.code)
     spec, recipe = candidate.arch.to_dict(), replace(candidate.recipe, seed=job.seed)
@@ -99,7 +107,8 @@ def latency(job: Job, classes: int, channels: int, timer) -> tuple[float, int]:
     from search.latency.measure import count_params
     from search.trial.build import build_candidate
 
-    candidate = candidate_at(space_at(job.space, job.data, job.size).with_channels(channels), job.code)
+    space = space_at(job.space, job.data, job.size, job.class_balance)
+    candidate = candidate_at(space.with_channels(channels), job.code)
     model = build_candidate(candidate.arch, candidate.recipe, classes).eval()
     shape = (channels, job.size, job.size)
     return timer.time_single(model, shape, timer.exported(model, shape)).robust_ms, count_params(model)
@@ -137,11 +146,13 @@ def report(args, nets: dict[str, str], results: dict[Job, dict]) -> str:
     params: dict[tuple, int] = {}
     for _ in range(args.rounds):  # round-robin: machine noise spreads over every network
         for (data, name, size), runs in cells.items():
-            job = Job(args.space, data, size, name, nets[name], 0)
+            job = Job(args.space, data, size, name, nets[name], 0, args.class_balance)
             ms, params[(data, name, size)] = latency(job, runs[0]["classes"], runs[0]["channels"], timer)
             lat.setdefault((data, name, size), []).append(ms)
     out = [header("Resolution: the same networks trained at several image sizes"), "",
-           f"Space `{Path(args.space).name}` (its preset recipe, epochs and split), seeds from the space's, "
+           f"Space `{Path(args.space).name}` (its preset recipe, epochs and split"
+           + (f"; `class_balance: {args.class_balance}` for every network" if args.class_balance else "")
+           + "), seeds from the space's, "
            f"{args.jobs} training(s) at once on one thread each; latency: the search's runtime "
            f"({timer.runtime}), one thread, single image, median of {args.rounds} round-robin rounds. "
            "Accuracy: validation balanced accuracy, mean ± sample sd over the seeds; test accuracy and "
@@ -182,6 +193,8 @@ def main() -> None:
     p.add_argument("--front", help="a study whose most accurate searched front networks join")
     p.add_argument("--storage", help="the --front study's storage URL")
     p.add_argument("--front-top", type=int, default=3)
+    p.add_argument("--class-balance", choices=["none", "weighted_loss", "sampler"],
+                   help="train every network with this class balance instead of the preset recipe's")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
@@ -195,13 +208,13 @@ def main() -> None:
     seed0 = space_at(args.space, args.data[0], args.sizes[0]).sampler.seed
     # the smallest size first, every network's first seed before the next seeds: a benchmark cut
     # short still has whole columns
-    jobs = [Job(args.space, d, size, name, code, seed0 + k) for size in args.sizes for k in range(args.seeds)
-            for d in args.data for name, code in nets.items()]
+    jobs = [Job(args.space, d, size, name, code, seed0 + k, args.class_balance)
+            for size in args.sizes for k in range(args.seeds) for d in args.data for name, code in nets.items()]
     from search.data import load_sizes
 
     for d in args.data:  # decode each size once, before the workers need it
         for size in args.sizes:
-            load_sizes(space_at(args.space, d, size))
+            load_sizes(space_at(args.space, d, size, args.class_balance))
     results: dict[Job, dict] = {}
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=training_worker) as pool:
