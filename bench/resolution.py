@@ -13,7 +13,7 @@ recipe and fixed training values (``precision: auto`` among them), its epochs, i
 split and channels, its seeds (the space's seed, then the next ones). Every network gets the
 same recipe, so a row differs from another by the network and the size alone.
 ``--class-balance`` fixes ``training.class_balance`` for all of them instead (on imbalanced
-data the recipe's ``none`` teaches every network the majority class alone, whatever the size).
+data the recipe's ``none`` teaches every network the large classes and not the smallest).
 
 Trainings go through castsearch's training store (``search.trial.reuse``, in the space's
 data cache): a killed benchmark resumes, and a training a study already did (a preset at
@@ -183,6 +183,8 @@ def report(args, nets: dict[str, str], results: dict[Job, dict]) -> str:
 
 
 def main() -> None:
+    from search.training.recipe import CLASS_BALANCES  # torch-free
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default=str(REPO / "spaces" / "paper.yaml"))
     p.add_argument("--data", nargs="+", default=[str(DATASETS / "x-sdd"), str(DATASETS / "elpv")])
@@ -193,7 +195,7 @@ def main() -> None:
     p.add_argument("--front", help="a study whose most accurate searched front networks join")
     p.add_argument("--storage", help="the --front study's storage URL")
     p.add_argument("--front-top", type=int, default=3)
-    p.add_argument("--class-balance", choices=["none", "weighted_loss", "sampler"],
+    p.add_argument("--class-balance", choices=CLASS_BALANCES,
                    help="train every network with this class balance instead of the preset recipe's")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)

@@ -43,6 +43,7 @@ def test_a_killed_benchmark_leaves_no_training_process_behind(tmp_path):
     script, marker = tmp_path / "bench.py", tmp_path / "worker"
     script.write_text(BENCHMARK.format(repo=str(REPO)))
     benchmark = subprocess.Popen([sys.executable, str(script), str(marker)], cwd=tmp_path)
+    pid = None
     try:
         deadline = time.monotonic() + 60
         while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
@@ -58,3 +59,5 @@ def test_a_killed_benchmark_leaves_no_training_process_behind(tmp_path):
         assert gone(pid), f"training process {pid} outlived its benchmark"
     finally:
         benchmark.kill()
+        if pid is not None and not gone(pid):  # the defect under test: end it here, not two minutes later
+            os.kill(pid, signal.SIGKILL)
