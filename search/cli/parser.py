@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default: the recipe's)")
     t.add_argument("--class-balance", choices=CLASS_BALANCES,
                    help="weighted_loss: inverse class frequency; sampler: class-balanced batches "
-                        "(default: the recipe's, none)")
+                        "(default: the recipe's: weighted_loss in default, none in paper)")
     t.add_argument("--enhance", help="comma-separated: blurpool,squeeze_excite,swa,label_smoothing,mixup,cutout "
                                      "('' for none; default: the recipe's)")
     t.add_argument("--augment", help="comma-separated: hflip,vflip,rotate,gaussian_blur,"

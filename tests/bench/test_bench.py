@@ -492,9 +492,9 @@ def test_resolution_bench_trains_each_network_at_each_size_and_resumes_from_the_
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert re.findall(row, again.stdout, re.M) == rows
-    weighted = subprocess.run([*argv, "--class-balance", "weighted_loss"], capture_output=True, text=True, timeout=300)
-    assert len(re.findall(row, weighted.stdout, re.M)) == 2, weighted.stderr
-    assert "`class_balance: weighted_loss` for every network" in weighted.stdout
+    unweighted = subprocess.run([*argv, "--class-balance", "none"], capture_output=True, text=True, timeout=300)
+    assert len(re.findall(row, unweighted.stdout, re.M)) == 2, unweighted.stderr
+    assert "`class_balance: none` for every network" in unweighted.stdout
     assert len(list((tmp_path / "c" / "trainings").glob("*.json"))) == 8  # two sizes x two seeds, each recipe trained
     bad = subprocess.run([*argv[:2], "--data", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--data: no folder" in bad.stderr

@@ -97,7 +97,7 @@ def test_preset_params_train_with_the_spaces_recipe(space):
     default = TrainRecipe.named("default")
     assert (r.optimizer, r.lr, r.batch_size, r.schedule, r.warmup, r.weight_decay) == (
         default.optimizer, default.lr, default.batch_size, default.schedule, default.warmup, default.weight_decay)
-    assert (r.image_size, r.epochs, r.class_balance) == (32, 10, "none")
+    assert (r.image_size, r.epochs, r.class_balance) == (32, 10, default.class_balance)
     assert r.enhancements == default.enhancements and r.augmentations == default.augmentations
     assert r.seed == 555 and r.channels == 3
 

@@ -405,6 +405,8 @@ def test_named_recipes():
     assert TrainRecipe.named("default", epochs=3).epochs == 3
     assert TrainRecipe() == TrainRecipe.named("default")  # one default: the dataclass's is the named one
     assert (TrainRecipe().optimizer, TrainRecipe().schedule) == ("adamw", "onecycle")
+    # the objective weighs every class alike, so the default loss does too; the paper's did not
+    assert (TrainRecipe().class_balance, paper.class_balance) == ("weighted_loss", "none")
 
 
 def test_a_stored_recipe_without_a_field_reads_as_it_was_trained():
