@@ -35,7 +35,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 # by 17 points on average over NEU-CLS and X-SDD; label smoothing + horizontal flips added nothing
 # measurable on top, so they stay off. The loss is weighted by inverse class frequency because
 # the objective weighs every class alike (balanced accuracy): on a balanced set the weights are
-# all one and nothing changes (NEU-CLS); on ELPV it lifted all six presets by 2-6 points, 3 seeds
+# all one and nothing changes (NEU-CLS); on ELPV it lifted all six presets by 4-8 points, 3 seeds
 # each; on X-SDD the presets moved within their seed spread (bench/resolution.py --class-balance).
 DEFAULT_RECIPE: dict = {"optimizer": "adamw", "lr": 3e-3, "batch_size": 32, "weight_decay": 5e-4,
                         "schedule": "onecycle", "warmup": 0.25, "class_balance": "weighted_loss"}
