@@ -12,8 +12,9 @@ study of ``--space`` (default ``spaces/paper.yaml``) trains its presets: the spa
 recipe and fixed training values (``precision: auto`` among them), its epochs, its data
 split and channels, its seeds (the space's seed, then the next ones). Every network gets the
 same recipe, so a row differs from another by the network and the size alone.
-``--class-balance`` fixes ``training.class_balance`` for all of them instead (on imbalanced
-data the recipe's ``none`` teaches every network the large classes and not the smallest).
+``--class-balance`` fixes ``training.class_balance`` for all of them instead (``none`` is the
+paper's training: on imbalanced data it teaches every network the large classes and not the
+smallest; the default recipe weights the loss).
 
 Trainings go through castsearch's training store (``search.trial.reuse``, in the space's
 data cache): a killed benchmark resumes, and a training a study already did (a preset at
