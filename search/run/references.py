@@ -143,7 +143,7 @@ def baseline_recipe(space: SearchSpace, epochs: int | None = None, image_size: i
     first size."""
     fixed = {key: p.value for key, p in space.training.items() if isinstance(p, Fixed)}
     fixed.update(epochs=epochs or space.max_epochs, image_size=image_size or space.image_sizes[0])
-    return TrainRecipe.named(space.recipe, **fixed, channels=space.input_channels,
+    return TrainRecipe.for_metric(space.recipe, space.metric, **fixed, channels=space.input_channels,
                              seed=0 if space.sampler.seed is None else space.sampler.seed)
 
 

@@ -16,7 +16,7 @@ from search.space.schema import GrowingArchitecture, SearchSpace
 from search.space.sections import _TRAINING, _base_switches
 from search.space.values import Fixed
 from search.space.walk import _recipe_params
-from search.training.recipe import AUGMENTATIONS, TrainRecipe
+from search.training.recipe import AUGMENTATIONS
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class PresetTrial:
 def _preset_recipe(space: SearchSpace) -> dict[str, Any]:
     """The space's named recipe as parameter values, where the space admits them."""
     recipe_params = _recipe_params(space)
-    base = TrainRecipe.named(space.recipe)
+    base = space.named_recipe
     values = {key: getattr(base, key) for key in _TRAINING if key != "epochs"} | _base_switches(base)
     values |= {f"aug_{name}": name in base.augmentations for name in AUGMENTATIONS}
     return {name: value for name, value in values.items() if recipe_params[name].admits(value)}

@@ -162,6 +162,13 @@ class SearchSpace:
         return sorted(self.training["image_size"].values())
 
     @property
+    def named_recipe(self) -> TrainRecipe:
+        """``training.recipe`` as it trains for this space's metric (TrainRecipe.for_metric):
+        what the presets, their nearest points and the baselines train with, where the space
+        admits it."""
+        return TrainRecipe.for_metric(self.recipe, self.metric)
+
+    @property
     def max_epochs(self) -> int:
         return max(self.training["epochs"].values())
 

@@ -325,7 +325,7 @@ def _parse(data: Any, source: str, path: str | None) -> SearchSpace:
     metric, seeds, seeds_for = _objectives(r, top)
     section = r.section(top, "training", (*_TRAINING, "recipe"))
     recipe = r.get(section, "training", "recipe", _one_of(tuple(RECIPES)), DEFAULT_RECIPE)
-    base = TrainRecipe.named(recipe)
+    base = TrainRecipe.for_metric(recipe, metric)
     training = {key: Fixed(f"training.{key}", getattr(base, key)) for key in _TRAINING}
     training |= r.params({"training": {k: v for k, v in section.items() if k != "recipe"}}, "training", _TRAINING)
     enhancements = {name: Fixed(f"enhancements.{name}", value) for name, value in _base_switches(base).items()}

@@ -121,6 +121,18 @@ class TrainRecipe:
         return cls._checked({**RECIPES[name], **overrides})
 
     @classmethod
+    def for_metric(cls, name: str, metric: str, **overrides) -> TrainRecipe:
+        """The named recipe ``name`` as it trains for the accuracy objective's ``metric``. A
+        recipe that balances the classes (the default weights the loss) does so because
+        balanced accuracy and macro-F1 weigh every class alike; plain ``accuracy`` weighs every
+        image alike, so for it the recipe trains unweighted. A ``class_balance`` in
+        ``overrides`` (a value the space fixes) wins."""
+        recipe = cls.named(name, **overrides)
+        if metric == "accuracy" and "class_balance" not in overrides and recipe.class_balance != "none":
+            return dataclasses.replace(recipe, class_balance="none")
+        return recipe
+
+    @classmethod
     def _checked(cls, d: dict) -> TrainRecipe:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(known))

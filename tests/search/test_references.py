@@ -69,6 +69,14 @@ def test_recipe_takes_the_spaces_fixed_values_and_the_flags(space):
     assert (recipe.enhancements, recipe.augmentations) == (default.enhancements, default.augmentations)
     assert (recipe.optimizer, recipe.schedule) == (default.optimizer, default.schedule)
     assert references.baseline_recipe(space, epochs=1, image_size=24).image_size == 24
+    assert recipe.class_balance == default.class_balance == "weighted_loss"
+
+
+def test_ranked_by_plain_accuracy_the_baselines_train_unweighted(tmp_path):
+    path = tmp_path / "plain.yaml"
+    path.write_text(SPACE % (tmp_path / "cache")
+                    + "objectives: {accuracy: {metric: accuracy}, latency_ms: minimize, params: minimize}\n")
+    assert references.baseline_recipe(load_space(path)).class_balance == "none"  # as the presets do
 
 
 def test_selection_leaves_out_or_refuses_what_the_image_size_cannot_take():

@@ -110,6 +110,22 @@ def test_the_paper_recipe_trains_presets_the_paper_way(tmp_path):
     assert r.enhancements == () and r.augmentations == ()
 
 
+def test_the_presets_class_balance_follows_the_metric():
+    """The default recipe weights the loss for balanced accuracy; a space that ranks by plain
+    accuracy trains its presets unweighted without a second key, unless it fixes the balance."""
+    def presets_balance(*changes):
+        space = space_from_dict(with_changes(*changes))
+        return decode(space, preset_params(space)["custom-590k-dw"]).recipe.class_balance
+
+    metric = (("objectives", "accuracy", "metric"), "accuracy")
+    assert presets_balance() == "weighted_loss"
+    assert presets_balance((("objectives", "accuracy", "metric"), "macro_f1")) == "weighted_loss"
+    assert presets_balance(metric) == "none"
+    assert presets_balance(metric, (("training", "class_balance"), "weighted_loss")) == "weighted_loss"
+    plain = space_from_dict(with_changes(metric, (("training", "class_balance"), DELETE)))
+    assert plain.training["class_balance"].values() == ["none"]  # what the file does not set, likewise
+
+
 def test_enqueued_presets_come_back_from_optuna(space):
     study = random_study()
     params = preset_params(space)

@@ -407,6 +407,11 @@ def test_named_recipes():
     assert (TrainRecipe().optimizer, TrainRecipe().schedule) == ("adamw", "onecycle")
     # the objective weighs every class alike, so the default loss does too; the paper's did not
     assert (TrainRecipe().class_balance, paper.class_balance) == ("weighted_loss", "none")
+    # ... and for plain accuracy, which weighs every image alike, it trains unweighted
+    assert TrainRecipe.for_metric("default", "balanced_accuracy") == TrainRecipe.named("default")
+    assert TrainRecipe.for_metric("default", "accuracy", epochs=3) == TrainRecipe.named(
+        "default", epochs=3, class_balance="none")
+    assert TrainRecipe.for_metric("default", "accuracy", class_balance="sampler").class_balance == "sampler"
 
 
 def test_a_stored_recipe_without_a_field_reads_as_it_was_trained():
