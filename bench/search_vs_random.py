@@ -2,7 +2,7 @@
 against the paper's six presets.
 
     python bench/search_vs_random.py [--data ../shared/datasets/x-sdd] [--minutes 11] [--workers 2] [--epochs 5]
-        [--searches default random] [--population 8] [--confirm 2]
+        [--searches default random] [--population 8] [--confirm 2] [--image-size 32 64]
 
 Searches of ``spaces/paper.yaml`` run one after the other on the same data, each for
 ``--minutes`` of wall time with ``--workers`` Ray workers of one CPU and one torch thread.
@@ -152,11 +152,12 @@ def run_overrides(args, name: str) -> dict:
     """What every search of one bench run sets in its space: data, epochs, study name, a data
     cache of its own (so its training store is its own: every search trains the presets and
     their nearest points itself, at the same cost), and the channels and sampler seed where
-    given (``--seed`` replicates a run with another search and training seed; the data split
+    given (``--image-size 32 64`` searches those sizes; ``--seed`` replicates a run with another search and training seed; the data split
     keeps ``split_seed``)."""
     return {("data", "source"): args.data, ("training", "epochs"): args.epochs, ("study",): name,
             ("data", "cache_dir"): str(REPO / "studies" / name / "cache"),
             **({("data", "channels"): args.channels} if args.channels else {}),
+            **({("training", "image_size"): args.image_size} if args.image_size else {}),
             **({("sampler", "seed"): args.seed} if args.seed is not None else {})}
 
 
@@ -434,6 +435,8 @@ def main() -> None:
     p.add_argument("--prefix", default="svr", help="study names: <prefix>-<search>, e.g. svr-default")
     p.add_argument("--channels", choices=["auto", "1", "3"], default=None,
                    help="override the space's data.channels (to compare with searches stored before auto)")
+    p.add_argument("--image-size", type=int, nargs="+", default=None, metavar="PX",
+                   help="override the space's training.image_size (several: the search picks among them)")
     p.add_argument("--seed", type=int, default=None,
                    help="the sampler's seed for every search, also each trial's training seed "
                         "(default: the space file's; the data split keeps its split_seed)")

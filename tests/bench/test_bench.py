@@ -371,19 +371,19 @@ def test_seed_replicates_a_bench_run_with_another_sampler_and_training_seed(tmp_
 
     path = str(REPO / "spaces" / "paper.yaml")
     shipped = load_space(path)
-    args = argparse.Namespace(data=str(tmp_path), epochs=3, channels=None, seed=shipped.sampler.seed + 1)
+    args = argparse.Namespace(data=str(tmp_path), epochs=3, channels=None, image_size=None, seed=shipped.sampler.seed + 1)
     for kind, changes in svr.STUDIES.items():
         space = load_space(svr.space_file(path, changes, tmp_path, population=8),
                            overrides=svr.run_overrides(args, f"t-{kind}"))
         assert space.sampler.seed == shipped.sampler.seed + 1, kind
         assert space.data.split_seed == shipped.data.split_seed and space.max_epochs == 3, kind
         assert Path(space.data.cache_dir) == REPO / "studies" / f"t-{kind}" / "cache", kind  # a store of its own
-    args.seed = None
-    assert load_space(path, overrides=svr.run_overrides(args, "t-default")).sampler.seed == shipped.sampler.seed
+    args.seed, args.image_size = None, [32, 64]  # --image-size: the sizes the search picks among
+    assert (s := load_space(path, overrides=svr.run_overrides(args, "t-d"))).sampler.seed == shipped.sampler.seed
     storage = f"sqlite:///{tmp_path}/seed.db"
     study = studylib.open_study("t-default", storage)
     study.set_user_attr(svr.SAMPLER_ATTR, {"name": "tpe", "early_stopping": "preview", "seed": 556})
-    assert svr.describe("default", study).endswith(", seed 556)")
+    assert svr.describe("default", study).endswith(", seed 556)") and s.image_sizes == [32, 64] != shipped.image_sizes
     study.set_user_attr(svr.SAMPLER_ATTR, {"name": "tpe", "early_stopping": "preview"})  # stored before --seed
     assert "seed " not in svr.describe("default", study)
 
