@@ -1,7 +1,7 @@
 """Does resolution buy accuracy, and at what cost? Networks trained at several image sizes.
 
     python bench/resolution.py [--data ../shared/datasets/x-sdd ../shared/datasets/elpv]
-        [--sizes 32 64 128] [--seeds 3] [--presets] [--codes CODE ...]
+        [--sizes 32 64 128] [--epochs N] [--seeds 3] [--presets] [--codes CODE ...]
         [--front STUDY --storage URL [--front-top 3]] [--class-balance weighted_loss]
         [--jobs 2] [--rounds 3]
 
@@ -11,7 +11,9 @@ Each network (the paper's six presets with ``--presets``, the architecture codes
 study of ``--space`` (default ``spaces/paper.yaml``) trains its presets: the space's named
 recipe and fixed training values (``precision: auto`` among them), its epochs, its data
 split and channels, its seeds (the space's seed, then the next ones). Every network gets the
-same recipe, so a row differs from another by the network and the size alone.
+same recipe, so a row differs from another by the network and the size alone. ``--epochs``
+trains every network that many epochs instead of the space's (how far the networks are from
+what they can reach at the space's budget: the same networks trained longer).
 ``--class-balance`` fixes ``training.class_balance`` for all of them instead (``none`` is the
 paper's training: on imbalanced data it teaches every network the large classes and not the
 smallest; the default recipe weights the loss).
@@ -59,16 +61,19 @@ class Job:
     code: str
     seed: int
     class_balance: str | None = None  # fixed for every network; None: the space's preset recipe's
+    epochs: int | None = None  # likewise; None: the space's
 
 
-def space_at(space_file: str, data: str, size: int, class_balance: str | None = None):
+def space_at(space_file: str, data: str, size: int, class_balance: str | None = None, epochs: int | None = None):
     """``space_file`` on ``data`` searching the one image size ``size`` (and training with
-    ``class_balance`` where given)."""
+    ``class_balance`` and for ``epochs`` where given)."""
     from search.space import load_space
 
     overrides = {("data", "source"): data, ("training", "image_size"): [size]}
     if class_balance:
         overrides[("training", "class_balance")] = class_balance
+    if epochs:
+        overrides[("training", "epochs")] = epochs
     return load_space(space_file, overrides=overrides)
 
 
@@ -88,7 +93,7 @@ def train_job(job: Job) -> dict:
     from search.trial.pipeline import seed_training
     from search.trial.reuse import Trainings
 
-    space = space_at(job.space, job.data, job.size, job.class_balance)
+    space = space_at(job.space, job.data, job.size, job.class_balance, job.epochs)
     data = load_sizes(space)[job.size]
     candidate = candidate_at(space.with_channels(data.in_channels), job.code)
     spec, recipe = candidate.arch.to_dict(), replace(candidate.recipe, seed=job.seed)
@@ -108,7 +113,7 @@ def latency(job: Job, classes: int, channels: int, timer) -> tuple[float, int]:
     from search.latency.measure import count_params
     from search.trial.build import build_candidate
 
-    space = space_at(job.space, job.data, job.size, job.class_balance)
+    space = space_at(job.space, job.data, job.size, job.class_balance, job.epochs)
     candidate = candidate_at(space.with_channels(channels), job.code)
     model = build_candidate(candidate.arch, candidate.recipe, classes).eval()
     shape = (channels, job.size, job.size)
@@ -147,11 +152,12 @@ def report(args, nets: dict[str, str], results: dict[Job, dict]) -> str:
     params: dict[tuple, int] = {}
     for _ in range(args.rounds):  # round-robin: machine noise spreads over every network
         for (data, name, size), runs in cells.items():
-            job = Job(args.space, data, size, name, nets[name], 0, args.class_balance)
+            job = Job(args.space, data, size, name, nets[name], 0, args.class_balance, args.epochs)
             ms, params[(data, name, size)] = latency(job, runs[0]["classes"], runs[0]["channels"], timer)
             lat.setdefault((data, name, size), []).append(ms)
     out = [header("Resolution: the same networks trained at several image sizes"), "",
-           f"Space `{Path(args.space).name}` (its preset recipe, epochs and split"
+           f"Space `{Path(args.space).name}` (its preset recipe, "
+           + (f"**{args.epochs} epochs** and split" if args.epochs else "epochs and split")
            + (f"; `class_balance: {args.class_balance}` for every network" if args.class_balance else "")
            + "), seeds from the space's, "
            f"{args.jobs} training(s) at once on one thread each; latency: the search's runtime "
@@ -190,6 +196,7 @@ def main() -> None:
     p.add_argument("--space", default=str(REPO / "spaces" / "paper.yaml"))
     p.add_argument("--data", nargs="+", default=[str(DATASETS / "x-sdd"), str(DATASETS / "elpv")])
     p.add_argument("--sizes", nargs="+", type=int, default=[32, 64, 128])
+    p.add_argument("--epochs", type=int, help="train every network this many epochs (default: the space's)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--presets", action="store_true", help="the paper's six presets")
     p.add_argument("--codes", nargs="*", default=[], help="architecture codes, e.g. 'C32 C32 P C64 A'")
@@ -204,6 +211,8 @@ def main() -> None:
     for d in args.data:
         if not Path(d).is_dir():
             p.error(f"--data: no folder {d}")
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f"--epochs: {args.epochs}; train at least 1 epoch")
     if args.front and not args.storage:
         p.error("--front needs --storage")
     args.sizes = sorted(set(args.sizes))
@@ -211,7 +220,7 @@ def main() -> None:
     seed0 = space_at(args.space, args.data[0], args.sizes[0]).sampler.seed
     # the smallest size first, every network's first seed before the next seeds: a benchmark cut
     # short still has whole columns
-    jobs = [Job(args.space, d, size, name, code, seed0 + k, args.class_balance)
+    jobs = [Job(args.space, d, size, name, code, seed0 + k, args.class_balance, args.epochs)
             for size in args.sizes for k in range(args.seeds) for d in args.data for name, code in nets.items()]
     from search.data import load_sizes
 
