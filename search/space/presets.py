@@ -25,9 +25,12 @@ log = logging.getLogger(__name__)
 class PresetTrial:
     """How a paper preset joins a study: as a point of the space (``arch`` None: ``params``
     decode to it) or, where the space cannot express it, as a fixed-architecture trial
-    (``params`` hold only the recipe's searched values, ``arch`` is the network)."""
+    (``params`` hold only the recipe's searched values, ``arch`` is the network). ``name`` is
+    its castmodels name and ``image_size`` the size it trains at."""
 
     params: dict
+    name: str
+    image_size: int
     arch: ArchSpec | None = None
 
 
@@ -65,10 +68,10 @@ def _presets_at(space: SearchSpace, recipe: dict[str, Any]) -> dict[str, PresetT
     out = {}
     for name, arch in PRESETS.items():
         try:
-            out[name] = PresetTrial(encode(space, arch, **recipe))
+            out[name] = PresetTrial(encode(space, arch, **recipe), name, recipe["image_size"])
         except ValueError as e:
             log.debug("preset %s joins as a fixed-architecture trial: %s", name, e)
-            out[name] = PresetTrial(dict(searched), arch)
+            out[name] = PresetTrial(dict(searched), name, recipe["image_size"], arch)
     return out
 
 

@@ -18,6 +18,11 @@ from tests.search.infra_helpers import REPO
 from tests.search.runs_helpers import _study
 
 
+# the order the presets are queued in: the most multiply-adds per image first (runs.dearest_first;
+# `castsearch models`: 91M, 37M, 24.7M, 24.2M, 9.2M and 8.4M at 32 px)
+DEAREST = ["custom-590k-dw", "custom-590k-3x3", "custom-340k-3x3", "custom-340k-dw", "custom-140k-dw", "custom-140k-3x3"]
+
+
 def _presets(study) -> list[str]:
     return sorted(TrialRecord.read(t).preset for t in study.trials if TrialRecord.read(t).preset)
 
@@ -38,13 +43,14 @@ def test_presets_are_queued_once_even_after_a_driver_died_while_queueing(tmp_pat
 
 
 def test_the_presets_nearest_points_follow_them_in_the_queue_once(tmp_path):
-    """seed_nearest: after the six presets, the space's point nearest each, as searched trials
-    (no preset name: they are the search's own; like the presets, never stopped early); once per study."""
+    """seed_nearest: after the six presets (the dearest to train first, so the last to start
+    is short), the space's point nearest each, as searched trials (no preset name: they are the
+    search's own; like the presets, never stopped early); once per study."""
     study, url = _study(tmp_path)
     space = load_space(REPO / "spaces" / "paper.yaml")
     assert runs.enqueue_presets(study, space, url) == len(PRESETS)
     records = [TrialRecord.read(t) for t in study.trials]
-    assert [r.preset for r in records[:len(PRESETS)]] == list(PRESETS)
+    assert [r.preset for r in records[:len(PRESETS)]] == DEAREST
     assert [r.near_preset for r in records[len(PRESETS):]] == list(PRESETS)
     assert all(r.preset is None and r.preset_arch is None for r in records[len(PRESETS):])
     near = study.trials[len(PRESETS)]
@@ -58,8 +64,9 @@ def test_the_presets_nearest_points_follow_them_in_the_queue_once(tmp_path):
 
 
 def test_a_space_of_two_image_sizes_queues_every_preset_at_each_once(tmp_path):
-    """image_size: [32, 64]: twelve presets (each named with its size), then the six nearest
-    points at 32 px; nothing again on the next run; the plan line says so."""
+    """image_size: [32, 64]: twelve presets (each named with its size), the dearest first (a
+    preset at 64 px costs about four times its 32-px self), then the six nearest points at 32
+    px; nothing again on the next run; the plan line says so."""
     from search.cli.printing import format_plan
 
     study, url = _study(tmp_path)
@@ -67,6 +74,9 @@ def test_a_space_of_two_image_sizes_queues_every_preset_at_each_once(tmp_path):
     assert runs.enqueue_presets(study, space, url) == 2 * len(PRESETS)
     assert _presets(study) == sorted(f"{name}@{size}px" for name in PRESETS for size in (32, 64))
     assert len(study.trials) == 3 * len(PRESETS)
+    queued = [TrialRecord.read(t).preset for t in study.trials[:2 * len(PRESETS)]]
+    assert queued[:5] == [f"{name}@64px" for name in DEAREST[:4]] + ["custom-590k-dw@32px"]
+    assert queued[-1] == "custom-140k-3x3@32px"
     opts = runner.RunOptions(study_name=study.study_name, storage=url, trials=None, timeout_s=1800.0, workers=2)
     plan = runner.run_plan(study, space, opts, None, 1800.0, Timer(space.latency_runtime))
     assert "the paper's 6 presets at each of 32, 64 px first (3 seeds each)" in format_plan(plan)
@@ -120,7 +130,7 @@ def test_an_earlier_studys_front_follows_the_presets_and_their_nearest_points_on
     study = studylib.open_study("s", url)
     assert runs.enqueue_presets(study, space, url) == len(PRESETS)
     records = [TrialRecord.read(t) for t in study.trials]
-    assert [r.preset for r in records[:len(PRESETS)]] == list(PRESETS)
+    assert [r.preset for r in records[:len(PRESETS)]] == DEAREST
     assert all(r.near_preset for r in records[len(PRESETS):-1])
     assert [r.seeded_from for r in records] == [None] * (len(records) - 1) + ["old#0"]
     assert records[-1].preset is None and records[-1].near_preset is None
