@@ -17,7 +17,6 @@ from search.study.record import CONSTRAINT_NAMES, TrialRecord
 from tests.search.infra_helpers import REPO
 from tests.search.runs_helpers import _study
 
-
 # the order the presets are queued in: the most multiply-adds per image first (runs.dearest_first;
 # `castsearch models`: 91M, 37M, 24.7M, 24.2M, 9.2M and 8.4M at 32 px)
 DEAREST = ["custom-590k-dw", "custom-590k-3x3", "custom-340k-3x3", "custom-340k-dw", "custom-140k-dw", "custom-140k-3x3"]
