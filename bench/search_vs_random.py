@@ -152,8 +152,8 @@ def run_overrides(args, name: str) -> dict:
     """What every search of one bench run sets in its space: data, epochs, study name, a data
     cache of its own (so its training store is its own: every search trains the presets and
     their nearest points itself, at the same cost), and the channels and sampler seed where
-    given (``--image-size 32 64`` searches those sizes; ``--seed`` replicates a run with another search and training seed; the data split
-    keeps ``split_seed``)."""
+    given (``--image-size 32 64`` searches those sizes; ``--seed`` replicates a run with
+    another search and training seed; the data split keeps ``split_seed``)."""
     return {("data", "source"): args.data, ("training", "epochs"): args.epochs, ("study",): name,
             ("data", "cache_dir"): str(REPO / "studies" / name / "cache"),
             **({("data", "channels"): args.channels} if args.channels else {}),
