@@ -16,7 +16,9 @@ it swings from epoch to epoch. Two ways to look at a network after ``--epochs`` 
 
 With ``--preview-size PX`` a third look: the compressed schedule trained at PX pixels (the
 data loaded at that size), what previews at a space's smallest size would see of a network
-trained at a larger one.
+trained at a larger one. In a study of several image sizes, the clear pairs of trials trained at
+different sizes are also counted apart: a preview at one size cannot see what the larger size
+buys.
 
 For every trial of ``--studies`` that trained all its epochs, each look is set against the
 score the trial ended with. Reported: Spearman's rank correlation; the share of clear pairs
@@ -83,15 +85,21 @@ def spearman(a: list[float], b: list[float]) -> float:
         return math.nan
 
 
-def clear_pairs(look: list[float], final: list[float], gap: float = 0.02) -> tuple[int, int]:
-    """(pairs ordered right by ``look``, pairs) over pairs whose final scores differ by > gap."""
+def clear_pairs(look: list[float], final: list[float], gap: float = 0.02,
+                groups: list | None = None) -> tuple[int, int]:
+    """(pairs ordered right by ``look``, pairs) over pairs whose final scores differ by > gap;
+    with ``groups`` (one label per trial, its image size), only pairs from different groups."""
     right = total = 0
     for i in range(len(final)):
         for j in range(i + 1, len(final)):
-            if abs(final[i] - final[j]) > gap:
+            if abs(final[i] - final[j]) > gap and (groups is None or groups[i] != groups[j]):
                 total += 1
                 right += (look[i] - look[j]) * (final[i] - final[j]) > 0
     return right, total
+
+
+def share(right: int, pairs: int) -> str:
+    return f"{right} of {pairs} ({100 * right / max(pairs, 1):.0f}%)"
 
 
 def kept_best(look: list[float], final: list[float]) -> tuple[int, int]:
@@ -114,6 +122,7 @@ def main() -> None:
 
     import optuna
 
+    from castmodels.spec import feature_size
     from search.study.record import TrialRecord
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -129,8 +138,14 @@ def main() -> None:
             if record.trained and isinstance(history, list) and len(history) == full > args.epochs:
                 trials.append({"number": t.number, "attrs": dict(t.user_attrs), "final": history[-1],
                                "mid": history[args.epochs - 1], "full": full,
+                               "size": record.train_recipe().image_size,
                                "schedule": record.train_recipe().schedule})
         trials = trials[:args.limit]
+        # a network sampled at a larger size may downsample too far for the preview size: it
+        # cannot be previewed there at all, and is left out of every look so all compare one set
+        too_deep = [t for t in trials if args.preview_size
+                    and feature_size(TrialRecord.of_attrs(t["attrs"]).arch_spec(), args.preview_size) < 1]
+        trials = [t for t in trials if t not in too_deep]
         sizes = [None] + ([args.preview_size] if args.preview_size else [])
         short: dict[int | None, dict[int, float]] = {size: {} for size in sizes}
         seconds = []
@@ -140,23 +155,30 @@ def main() -> None:
                 number, score, secs = f.result()
                 short[futures[f]][number] = score
                 seconds.append(secs)
-        final = [t["final"] for t in trials]
+        final, sizes_of = [t["final"] for t in trials], [t["size"] for t in trials]
+        mixed = len(set(sizes_of)) > 1
         looks = [("mid-schedule (stored history)", [t["mid"] for t in trials]),
                  ("compressed schedule (trained here)", [short[None][t["number"]] for t in trials])]
         if args.preview_size:
             looks.append((f"compressed schedule at {args.preview_size} px (trained here)",
                           [short[args.preview_size][t["number"]] for t in trials]))
         for label, look in looks:
-            right, pairs = clear_pairs(look, final)
             kept, best = kept_best(look, final)
-            rows.append([name, len(trials), label, f"{spearman(look, final):.2f}",
-                         f"{right} of {pairs} ({100 * right / max(pairs, 1):.0f}%)", f"{kept} of {best}",
-                         f"{100 * statistics.fmean(look):.1f}"])
+            across = share(*clear_pairs(look, final, groups=sizes_of)) if mixed else ""
+            rows.append([name, len(trials), label, f"{spearman(look, final):.2f}", share(*clear_pairs(look, final)),
+                         across, f"{kept} of {best}", f"{100 * statistics.fmean(look):.1f}"])
         schedules = sorted({t["schedule"] for t in trials})
+        at = ", ".join(f"{sizes_of.count(px)} at {px} px" for px in sorted(set(sizes_of)))
         print(f"{name}: {len(trials)} trials that trained all {trials[0]['full'] if trials else '?'} epochs "
-              f"({', '.join(schedules)}); compressed runs took {statistics.median(seconds):.1f} s each (median)\n")
+              f"({', '.join(schedules)}; {at}); compressed runs took {statistics.median(seconds):.1f} s each "
+              "(median)")
+        if too_deep:
+            print(f"{len(too_deep)} more trained out but downsample too far to be trained at {args.preview_size} px "
+                  f"(trials {', '.join(str(t['number']) for t in too_deep)}): left out of every look")
+        print()
     print(table(["study", "trials", f"look after {args.epochs} epochs", "Spearman with the final score",
-                 "clear pairs ordered right", "final best quarter in the look's best third", "mean score %"], rows))
+                 "clear pairs ordered right", "of them, pairs across image sizes",
+                 "final best quarter in the look's best third", "mean score %"], rows))
 
 
 if __name__ == "__main__":

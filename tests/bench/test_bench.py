@@ -441,6 +441,8 @@ def test_rung_fidelity_scores_a_look_against_the_final_score():
     # (0, 1) and (0, 2) differ by more than 2 points, (1, 2) by 1: only the first two count
     assert rf.clear_pairs([0.1, 0.2, 0.3], [0.5, 0.6, 0.61]) == (2, 2)
     assert rf.clear_pairs([0.3, 0.2, 0.1], [0.5, 0.6, 0.61]) == (0, 2)
+    # by image size: (0, 1) are both 32 px, so only (0, 2) is a pair across sizes
+    assert rf.clear_pairs([0.1, 0.2, 0.05], [0.5, 0.6, 0.61], groups=[32, 32, 64]) == (0, 1)
     final = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]  # the best quarter: trials 0 and 1
     look = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]  # its best third: trials 0, 7 and 6
     assert rf.kept_best(look, final) == (1, 2)
