@@ -99,6 +99,7 @@ def clear_pairs(look: list[float], final: list[float], gap: float = 0.02,
 
 
 def share(right: int, pairs: int) -> str:
+    """A table cell for (pairs ordered right, pairs): '7 of 9 (78%)'."""
     return f"{right} of {pairs} ({100 * right / max(pairs, 1):.0f}%)"
 
 
@@ -143,9 +144,9 @@ def main() -> None:
         trials = trials[:args.limit]
         # a network sampled at a larger size may downsample too far for the preview size: it
         # cannot be previewed there at all, and is left out of every look so all compare one set
-        too_deep = [t for t in trials if args.preview_size
-                    and feature_size(TrialRecord.of_attrs(t["attrs"]).arch_spec(), args.preview_size) < 1]
-        trials = [t for t in trials if t not in too_deep]
+        too_deep = {t["number"] for t in trials if args.preview_size
+                    and feature_size(TrialRecord.of_attrs(t["attrs"]).arch_spec(), args.preview_size) < 1}
+        trials = [t for t in trials if t["number"] not in too_deep]
         sizes = [None] + ([args.preview_size] if args.preview_size else [])
         short: dict[int | None, dict[int, float]] = {size: {} for size in sizes}
         seconds = []
@@ -174,7 +175,7 @@ def main() -> None:
               "(median)")
         if too_deep:
             print(f"{len(too_deep)} more trained out but downsample too far to be trained at {args.preview_size} px "
-                  f"(trials {', '.join(str(t['number']) for t in too_deep)}): left out of every look")
+                  f"(trials {', '.join(map(str, sorted(too_deep)))}): left out of every look")
         print()
     print(table(["study", "trials", f"look after {args.epochs} epochs", "Spearman with the final score",
                  "clear pairs ordered right", "of them, pairs across image sizes",

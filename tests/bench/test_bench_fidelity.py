@@ -1,5 +1,6 @@
 """bench/rung_fidelity.py end to end: a short look at each stored trial, at its own image size
-and at a smaller one (where the network can be built at it), scored against the trial's final validation figure."""
+and at a smaller one (where the network can be built at it), scored against the trial's final
+validation figure."""
 
 from __future__ import annotations
 
